@@ -1,0 +1,27 @@
+"""nvcf-emulator: NVIDIA Cloud Functions on your laptop, for tests and development.
+
+>>> from nvcf_emulator import Emulator
+>>> with Emulator() as nvcf:
+...     ...  # requests to https://api.nvcf.nvidia.com now reach the emulator
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .config import EmulatorConfig
+from .domain.accounts import Account
+from .domain.assets import Asset
+from .domain.clock import Clock
+from .emulator import Emulator
+from .server import EmulatorServer
+
+__all__ = [
+    "Account",
+    "Asset",
+    "Clock",
+    "Emulator",
+    "EmulatorConfig",
+    "EmulatorServer",
+    "__version__",
+]

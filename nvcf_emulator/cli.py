@@ -1,0 +1,156 @@
+"""``nvcf-emulate``: the emulator as a local server that any HTTP client can use."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from . import __version__
+from .config import EmulatorConfig
+from .emulator import Emulator
+
+ENV_PREFIX = "NVCF_EMULATOR_"
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(ENV_PREFIX + name, default)
+
+
+def _api_keys(values: Sequence[str]) -> dict[str, str]:
+    keys = {}
+    for item in values:
+        key, sep, nca = item.partition("=")
+        if not sep or not key or not nca:
+            raise argparse.ArgumentTypeError(f"--api-key takes KEY=NCA_ID, got {item!r}")
+        keys[key] = nca
+    return keys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = EmulatorConfig()
+    p = argparse.ArgumentParser(
+        prog="nvcf-emulate",
+        description=(
+            "Serve a local NVIDIA Cloud Functions emulator: the asset API, pre-signed S3 uploads "
+            "and the admin API under /_emulator/. Every flag can also be set with an environment "
+            f"variable named {ENV_PREFIX}<FLAG> (e.g. {ENV_PREFIX}PORT=9000)."
+        ),
+    )
+    p.add_argument("--version", action="version", version=f"nvcf-emulate {__version__}")
+    p.add_argument(
+        "--host", default=_env("HOST", "127.0.0.1"), help="address to bind (default 127.0.0.1)"
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=int(_env("PORT", "8000") or 8000),
+        help="port to bind; 0 picks a free one (default 8000)",
+    )
+    p.add_argument(
+        "--public-url",
+        default=_env("PUBLIC_URL"),
+        help="origin clients reach the server at, used in upload URLs (default: the bound address)",
+    )
+    p.add_argument(
+        "--root-dir",
+        type=Path,
+        default=_env("ROOT_DIR"),
+        help="directory for asset bytes (default: a temp dir removed on exit)",
+    )
+    p.add_argument(
+        "--api-key",
+        action="append",
+        default=[k for k in (_env("API_KEYS") or "").split(",") if k],
+        metavar="KEY=NCA_ID",
+        help="accept only these keys, each as its account (repeatable; default: any nvapi- key)",
+    )
+    p.add_argument(
+        "--upload-url-ttl",
+        type=int,
+        default=int(_env("UPLOAD_URL_TTL", str(d.upload_url_ttl)) or d.upload_url_ttl),
+        help=f"seconds an upload URL is valid (default {d.upload_url_ttl})",
+    )
+    p.add_argument(
+        "--asset-ttl",
+        type=int,
+        default=int(_env("ASSET_TTL", str(d.asset_ttl)) or d.asset_ttl),
+        help=f"seconds an asset lives after upload (default {d.asset_ttl})",
+    )
+    p.add_argument(
+        "--max-asset-bytes",
+        type=int,
+        default=int(_env("MAX_ASSET_BYTES", str(d.max_asset_bytes)) or d.max_asset_bytes),
+        help=f"largest upload accepted (default {d.max_asset_bytes}, S3's 5 GB)",
+    )
+    p.add_argument(
+        "--header-mismatch-status",
+        type=int,
+        choices=(400, 403),
+        default=int(_env("HEADER_MISMATCH_STATUS", "400") or 400),
+        help="status for an upload whose Content-Type/description differ (default 400, as NVCF)",
+    )
+    p.add_argument(
+        "--log-level",
+        default=_env("LOG_LEVEL", "INFO"),
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="log level (default INFO: one access line per request)",
+    )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        config = EmulatorConfig(
+            storage_base_url=None,
+            root_dir=args.root_dir,
+            api_keys=_api_keys(args.api_key),
+            upload_url_ttl=args.upload_url_ttl,
+            asset_ttl=args.asset_ttl,
+            max_asset_bytes=args.max_asset_bytes,
+            header_mismatch_status=args.header_mismatch_status,
+        )
+    except (ValueError, argparse.ArgumentTypeError) as exc:
+        print(f"nvcf-emulate: error: {exc}", file=sys.stderr)
+        return 2
+    emulator = Emulator(config)
+    try:
+        server = emulator.serve(args.host, args.port)
+    except OSError as exc:
+        print(
+            f"nvcf-emulate: error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr
+        )
+        emulator.close()
+        return 1
+    if args.public_url:
+        emulator.storage_url = f"{args.public_url.rstrip('/')}/{config.bucket}"
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    print(f"nvcf-emulate listening on {server.url}", flush=True)
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        server.stop()
+        emulator.close()
+    print("nvcf-emulate stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Emulator settings: one frozen dataclass for the Python API, the CLI and the pytest plugin."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .domain.accounts import DEFAULT_NCA_ID
+
+GiB = 1024**3
+#: S3's single-PUT limit, which NVCF documents as "5 GB" (S3's ``MaxSizeAllowed`` value).
+MAX_ASSET_BYTES = 5 * GiB
+
+
+@dataclass(frozen=True)
+class EmulatorConfig:
+    """Every knob of an emulator. Defaults are NVCF's documented values."""
+
+    #: Base URL of the emulated control plane; in-process mode routes requests for it.
+    api_base_url: str = "https://api.nvcf.nvidia.com"
+    #: Other hosts routed to the control plane in-process (NGC hosts the function API in the docs).
+    extra_api_hosts: tuple[str, ...] = ("api.ngc.nvidia.com", "stg.api.nvcf.nvidia.com")
+    #: Base URL that upload URLs point at. ``None``: the virtual-hosted S3 URL of ``bucket``
+    #: in-process, or the server's own origin in server mode.
+    storage_base_url: str | None = None
+    bucket: str = "nvcf-assets"
+    region: str = "us-west-2"
+    #: Seconds a pre-signed upload URL stays valid (``X-Amz-Expires``).
+    upload_url_ttl: int = 3600
+    #: Seconds an asset lives, counted from its upload (or its creation while never uploaded).
+    asset_ttl: int = 24 * 3600
+    #: Largest asset accepted on upload, in bytes.
+    max_asset_bytes: int = MAX_ASSET_BYTES
+    #: Most asset ids ``GET /v2/nvcf/assets`` returns (NVCF does not paginate).
+    list_limit: int = 1000
+    #: Status for an upload whose Content-Type or description header differs from the asset's.
+    #: The NVCF docs say 400; real S3 answers 403 SignatureDoesNotMatch.
+    header_mismatch_status: int = 400
+    #: ``{api_key: nca_id}``. Empty: any ``nvapi-`` key is accepted as ``default_nca_id``.
+    api_keys: Mapping[str, str] = field(default_factory=dict)
+    default_nca_id: str = DEFAULT_NCA_ID
+    #: Where bytes and staging dirs live. ``None``: a temp dir removed on close.
+    root_dir: Path | None = None
+
+    def replace(self, **changes: Any) -> EmulatorConfig:
+        """A copy with ``changes`` applied; unknown names raise ``TypeError`` naming them."""
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise TypeError(f"unknown emulator setting(s): {', '.join(sorted(unknown))}")
+        return dataclasses.replace(self, **changes)
+
+    def __post_init__(self) -> None:
+        for name in ("upload_url_ttl", "asset_ttl", "max_asset_bytes", "list_limit"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        if not 1 <= self.upload_url_ttl <= 604800:
+            raise ValueError("upload_url_ttl must be between 1 and 604800 seconds (S3's limit)")
+        if self.header_mismatch_status not in (400, 403):
+            raise ValueError("header_mismatch_status must be 400 or 403")
+        if self.root_dir is not None and not isinstance(self.root_dir, Path):
+            object.__setattr__(self, "root_dir", Path(self.root_dir))
+
+    @classmethod
+    def parse(cls, settings: Mapping[str, str]) -> dict[str, Any]:
+        """Typed settings from strings (ini lines, environment): ``{"max_asset_bytes": 1024}``."""
+        defaults = cls()
+        out: dict[str, Any] = {}
+        for name, text in settings.items():
+            if name not in {f.name for f in dataclasses.fields(cls)}:
+                raise TypeError(f"unknown emulator setting: {name}")
+            default = getattr(defaults, name)
+            value: Any
+            if isinstance(default, bool):
+                value = text.strip().lower() in ("1", "true", "yes", "on")
+            elif isinstance(default, int):
+                value = int(text)
+            elif isinstance(default, tuple):
+                value = tuple(h.strip() for h in text.split(",") if h.strip())
+            elif isinstance(default, Mapping):
+                pairs = (item.partition("=") for item in text.split(",") if item.strip())
+                value = {k.strip(): v.strip() for k, _, v in pairs}
+            elif name == "root_dir":
+                value = Path(text)
+            else:
+                value = text
+            out[name] = value
+        return out

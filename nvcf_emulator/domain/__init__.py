@@ -1,0 +1,1 @@
+"""Domain state and rules: assets, accounts, clock, errors. Pure Python, no HTTP."""

@@ -1,0 +1,291 @@
+"""Assets: creation, upload, lookup, listing, deletion and the 24-hour lifetime.
+
+An asset exists for NVCF only once its bytes are uploaded (the service checks with an S3 HEAD):
+before that, get, delete, list and invocation references all miss it. Expiry is enforced lazily
+on every access and eagerly by :meth:`AssetService.sweep`, both against the one :class:`Clock`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import re
+import threading
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..storage.base import BlobStore
+from .accounts import Account
+from .clock import Clock
+from .errors import BadRequest, NotFound, StorageError
+
+#: NVCF's server-side check on ``contentType`` (type/subtype, word characters).
+CONTENT_TYPE_RE = re.compile(r"^\w+/[-+.\w]+$", re.ASCII)
+#: S3 caps user metadata at 2 KB per object; the description is stored there.
+MAX_DESCRIPTION_BYTES = 2048
+_UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_CHUNK = 1024 * 1024
+
+
+def is_asset_id(value: str) -> bool:
+    """True for a canonical, lower-case UUID (NVCF's asset id form)."""
+    return bool(_UUID_RE.match(value))
+
+
+class _Reader(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+@dataclass(slots=True)
+class Asset:
+    asset_id: str
+    nca_id: str
+    content_type: str
+    description: str
+    created_at: float
+    uploaded_at: float | None = None
+    size: int | None = None
+    etag: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The object key in storage, as NVCF lays it out."""
+        return f"{self.nca_id}/{self.asset_id}"
+
+    @property
+    def uploaded(self) -> bool:
+        return self.uploaded_at is not None
+
+    def expires_at(self, ttl: float) -> float:
+        return (self.uploaded_at if self.uploaded_at is not None else self.created_at) + ttl
+
+
+def validate_content_type(value: object) -> str:
+    if value is None:
+        raise BadRequest("contentType is required")
+    if not isinstance(value, str):
+        raise BadRequest(f"contentType must be a string, got {type(value).__name__}")
+    if not value:
+        raise BadRequest("contentType must not be empty")
+    if not CONTENT_TYPE_RE.match(value):
+        raise BadRequest(f"contentType '{value}' is not a media type of the form 'type/subtype'")
+    return value
+
+
+def validate_description(value: object) -> str:
+    if value is None:
+        raise BadRequest("description is required")
+    if not isinstance(value, str):
+        raise BadRequest(f"description must be a string, got {type(value).__name__}")
+    if not value.strip():
+        raise BadRequest("description must not be empty")
+    if _CONTROL_RE.search(value):
+        raise BadRequest("description must not contain control characters (it is sent as a header)")
+    if len(value.encode("utf-8")) > MAX_DESCRIPTION_BYTES:
+        raise BadRequest(f"description must be at most {MAX_DESCRIPTION_BYTES} bytes")
+    return value
+
+
+class AssetService:
+    """All assets of one emulator, per account. Thread-safe."""
+
+    def __init__(
+        self,
+        store: BlobStore,
+        clock: Clock,
+        *,
+        asset_ttl: Callable[[], float],
+        max_bytes: Callable[[], int],
+        list_limit: Callable[[], int],
+        new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self._asset_ttl = asset_ttl
+        self._max_bytes = max_bytes
+        self._list_limit = list_limit
+        self.new_id = new_id
+        self._lock = threading.RLock()
+        self._assets: dict[str, Asset] = {}
+        # Uploaded asset ids per account, sorted: the order S3's ListObjects returns keys in.
+        self._listed: dict[str, list[str]] = {}
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._assets)
+
+    def all(self) -> list[Asset]:
+        """Every record, uploaded or not, of every account (for inspection)."""
+        with self._lock:
+            return list(self._assets.values())
+
+    def find(self, asset_id: str) -> Asset | None:
+        """The record for ``asset_id`` regardless of account, upload or expiry (for inspection)."""
+        return self._assets.get(asset_id)
+
+    def get(self, account: Account, asset_id: str) -> Asset:
+        """An uploaded, unexpired asset of ``account``, else :class:`NotFound`."""
+        asset = self._live(account.nca_id, asset_id)
+        if asset is None:
+            raise NotFound(f"Asset '{asset_id}' does not exist for account '{account.nca_id}'")
+        return asset
+
+    def listing(self, account: Account) -> list[Asset]:
+        """At most ``list_limit`` uploaded assets of ``account``, by ascending id."""
+        limit = self._list_limit()
+        now = self.clock.now()
+        ttl = self._asset_ttl()
+        out: list[Asset] = []
+        expired: list[Asset] = []
+        with self._lock:
+            for asset_id in self._listed.get(account.nca_id, ()):
+                asset = self._assets[asset_id]
+                if asset.expires_at(ttl) <= now:
+                    expired.append(asset)
+                    continue
+                out.append(asset)
+                if len(out) >= limit:
+                    break
+            for asset in expired:
+                self._purge(asset)
+        return out
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def create(self, account: Account, content_type: object, description: object) -> Asset:
+        ctype = validate_content_type(content_type)
+        desc = validate_description(description)
+        asset = Asset(self.new_id(), account.nca_id, ctype, desc, self.clock.now())
+        with self._lock:
+            self._assets[asset.asset_id] = asset
+        return asset
+
+    def delete(self, account: Account, asset_id: str) -> None:
+        with self._lock:
+            asset = self.get(account, asset_id)
+            self.store.delete(asset.key)
+            self._unlist(asset)
+            asset.uploaded_at = asset.size = asset.etag = None
+
+    def upload(
+        self, nca_id: str, asset_id: str, body: _Reader, content_length: int | None
+    ) -> Asset:
+        """Store an upload's bytes, streamed, then mark the asset uploaded.
+
+        ``content_length`` is checked against the size limit before a byte is read; a body
+        without a length is counted as it streams. A failed or cut-off upload leaves the asset
+        as it was (and no temp file).
+        """
+        with self._lock:
+            asset = self._assets.get(asset_id)
+            if asset is None or asset.nca_id != nca_id or self._expired(asset):
+                raise StorageError(404, "NoSuchUpload", "The asset this URL was made for is gone")
+        limit = self._max_bytes()
+        if content_length is not None and content_length > limit:
+            raise _too_large(content_length, limit)
+        writer = self.store.writer(asset.key)
+        md5 = hashlib.md5(usedforsecurity=False)
+        size = 0
+        try:
+            while True:
+                chunk = body.read(_CHUNK)
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(size, limit)
+                md5.update(chunk)
+                writer.write(chunk)
+            if content_length is not None and size < content_length:
+                raise StorageError(
+                    400,
+                    "IncompleteBody",
+                    "You did not provide the number of bytes specified by the Content-Length "
+                    "HTTP header",
+                    ExpectedSize=content_length,
+                    ReceivedSize=size,
+                )
+            with self._lock:
+                writer.commit()
+                asset.uploaded_at = self.clock.now()
+                asset.size = size
+                asset.etag = md5.hexdigest()
+                self._list(asset)
+        except BaseException:
+            writer.abort()
+            raise
+        return asset
+
+    def sweep(self) -> int:
+        """Remove every expired asset and its bytes now; returns how many went."""
+        now = self.clock.now()
+        ttl = self._asset_ttl()
+        with self._lock:
+            gone = [a for a in self._assets.values() if a.expires_at(ttl) <= now]
+            for asset in gone:
+                self._purge(asset)
+        return len(gone)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._assets.clear()
+            self._listed.clear()
+            self.store.clear()
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _expired(self, asset: Asset) -> bool:
+        return asset.expires_at(self._asset_ttl()) <= self.clock.now()
+
+    def _live(self, nca_id: str, asset_id: str) -> Asset | None:
+        with self._lock:
+            asset = self._assets.get(asset_id)
+            if asset is None or asset.nca_id != nca_id:
+                return None
+            if self._expired(asset):
+                self._purge(asset)
+                return None
+            return asset if asset.uploaded else None
+
+    def live_assets(self, account: Account, asset_ids: Iterable[str]) -> list[Asset]:
+        """Resolve invocation references: every id must be a live asset of ``account``."""
+        out = []
+        for asset_id in asset_ids:
+            asset = self._live(account.nca_id, asset_id)
+            if asset is None:
+                raise NotFound(f"NotFound error: failed to find asset {asset_id}")
+            out.append(asset)
+        return out
+
+    def _list(self, asset: Asset) -> None:
+        ids = self._listed.setdefault(asset.nca_id, [])
+        i = bisect.bisect_left(ids, asset.asset_id)
+        if i == len(ids) or ids[i] != asset.asset_id:
+            ids.insert(i, asset.asset_id)
+
+    def _unlist(self, asset: Asset) -> None:
+        ids = self._listed.get(asset.nca_id)
+        if not ids:
+            return
+        i = bisect.bisect_left(ids, asset.asset_id)
+        if i < len(ids) and ids[i] == asset.asset_id:
+            del ids[i]
+
+    def _purge(self, asset: Asset) -> None:
+        self._assets.pop(asset.asset_id, None)
+        self._unlist(asset)
+        self.store.delete(asset.key)
+
+
+def _too_large(size: int, limit: int) -> StorageError:
+    return StorageError(
+        400,
+        "EntityTooLarge",
+        "Your proposed upload exceeds the maximum allowed size",
+        ProposedSize=size,
+        MaxSizeAllowed=limit,
+    )

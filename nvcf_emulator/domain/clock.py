@@ -1,0 +1,65 @@
+"""The emulator's one clock.
+
+Every TTL rule reads :meth:`Clock.now`, which calls :func:`time.time` at call time and adds an
+offset. freezegun and time-machine both patch ``time.time``, so they move the emulator's view of
+time (in every thread); :meth:`Clock.advance` and :meth:`Clock.set` move it without either
+library, which is what the server's admin endpoint uses. ``time.monotonic`` is never used for TTLs.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime
+
+
+class Clock:
+    """Wall-clock time plus a movable offset, in seconds since the epoch (UTC)."""
+
+    __slots__ = ("_lock", "_offset")
+
+    def __init__(self, offset: float = 0.0) -> None:
+        self._offset = float(offset)
+        self._lock = threading.Lock()
+
+    @property
+    def offset(self) -> float:
+        """Seconds this clock runs ahead of the process's wall clock."""
+        return self._offset
+
+    def now(self) -> float:
+        """The emulator's current time as a POSIX timestamp."""
+        return time.time() + self._offset
+
+    def as_datetime(self) -> datetime:
+        """The emulator's current time as an aware UTC datetime."""
+        return datetime.fromtimestamp(self.now(), tz=UTC)
+
+    def advance(self, seconds: float) -> float:
+        """Move the clock forward (or back, with a negative value); returns the new time."""
+        with self._lock:
+            self._offset += float(seconds)
+        return self.now()
+
+    def set(self, when: datetime | float) -> float:
+        """Jump to an absolute time (aware datetime, naive UTC datetime or POSIX timestamp)."""
+        if isinstance(when, datetime):
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=UTC)
+            target = when.timestamp()
+        else:
+            target = float(when)
+        with self._lock:
+            self._offset = target - time.time()
+        return self.now()
+
+    def reset(self) -> None:
+        """Back to the process's wall clock."""
+        with self._lock:
+            self._offset = 0.0
+
+
+def isoformat(ts: float) -> str:
+    """RFC 3339 / ISO 8601 UTC with milliseconds and a ``Z``, as NVCF and S3 print times."""
+    dt = datetime.fromtimestamp(ts, tz=UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"

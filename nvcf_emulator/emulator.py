@@ -1,0 +1,173 @@
+"""The :class:`Emulator`: one NVCF stand-in, its state, and its WSGI app."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+from urllib.parse import quote, urlsplit
+
+from .config import EmulatorConfig
+from .domain.accounts import Accounts
+from .domain.assets import Asset, AssetService
+from .domain.clock import Clock
+from .http.app import EmulatorApp
+from .storage.local import LocalBlobStore
+from .storage.presign import DESCRIPTION_HEADER, UrlSigner
+
+if TYPE_CHECKING:
+    from .server import EmulatorServer
+
+
+class Emulator:
+    """An NVCF emulator: control plane, pre-signed storage and (later) worker, on one WSGI app.
+
+    >>> with Emulator() as nvcf:           # routes requests for api.nvcf.nvidia.com in-process
+    ...     requests.post(f"{nvcf.base_url}/v2/nvcf/assets", headers=nvcf.headers, json=...)
+
+    Settings are :class:`EmulatorConfig` fields, given as a config, as keywords, or both.
+    """
+
+    def __init__(self, config: EmulatorConfig | None = None, /, **settings: Any) -> None:
+        self.config = (config or EmulatorConfig()).replace(**settings)
+        self._initial_config = self.config
+        self.clock = Clock()
+        if self.config.root_dir is None:
+            self._tmp: str | None = tempfile.mkdtemp(prefix="nvcf-emulator-")
+            self.root = Path(self._tmp)
+        else:
+            self._tmp = None
+            self.root = self.config.root_dir
+            self.root.mkdir(parents=True, exist_ok=True)
+        self.accounts = Accounts(self.config.api_keys, default_nca_id=self.config.default_nca_id)
+        self.store = LocalBlobStore(self.root / "storage")
+        self.assets = AssetService(
+            self.store,
+            self.clock,
+            asset_ttl=lambda: self.config.asset_ttl,
+            max_bytes=lambda: self.config.max_asset_bytes,
+            list_limit=lambda: self.config.list_limit,
+        )
+        self.signer = UrlSigner(self.clock, region=self.config.region)
+        self.storage_url = self.config.storage_base_url or (
+            f"https://{self.config.bucket}.s3.{self.config.region}.amazonaws.com"
+        )
+        self.app = EmulatorApp(self)
+        self._activations: list[Any] = []
+
+    # -- addresses ----------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        """Where clients send control-plane calls (``https://api.nvcf.nvidia.com`` in-process)."""
+        return self.config.api_base_url.rstrip("/")
+
+    @property
+    def api_key(self) -> str:
+        """An API key this emulator accepts (the default account's)."""
+        return self.accounts.any_key_for(None)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """``Authorization`` for :attr:`api_key`, ready to pass to a client."""
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+    @property
+    def api_hosts(self) -> frozenset[str]:
+        hosts = {urlsplit(self.config.api_base_url).hostname or ""}
+        hosts.update(self.config.extra_api_hosts)
+        return frozenset(h.lower() for h in hosts if h)
+
+    @property
+    def storage_hosts(self) -> frozenset[str]:
+        """Hosts whose every request is a storage request (virtual-hosted S3 style)."""
+        host = urlsplit(self.storage_url).hostname or ""
+        path = urlsplit(self.storage_url).path.strip("/")
+        return frozenset({host.lower()}) if host and not path else frozenset()
+
+    def upload_url(self, asset: Asset) -> str:
+        """A pre-signed PUT URL for ``asset``, valid ``upload_url_ttl`` seconds from now."""
+        url = f"{self.storage_url.rstrip('/')}/{quote(asset.key)}"
+        headers = {"content-type": asset.content_type, DESCRIPTION_HEADER: asset.description}
+        return self.signer.presign_put(url, headers, self.config.upload_url_ttl)
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    def configure(self, **settings: Any) -> None:
+        """Change settings on a running emulator (``root_dir`` and storage stay as they are)."""
+        self.config = self.config.replace(**settings)
+        self.accounts = Accounts(self.config.api_keys, default_nca_id=self.config.default_nca_id)
+
+    def sweep(self) -> None:
+        """Apply every TTL now (time-based rules are also checked lazily on each access)."""
+        self.assets.sweep()
+
+    def reset(self, **settings: Any) -> None:
+        """Forget every asset and its bytes, put the clock back, and return to the settings the
+        emulator was made with, plus ``settings``."""
+        self.assets.clear()
+        self.clock.reset()
+        if settings or self.config != self._initial_config:
+            self.config = self._initial_config
+            self.configure(**settings)
+
+    def close(self) -> None:
+        """Stop routing, and remove the temp dir this emulator made (if it made one)."""
+        while self._activations:
+            self._activations.pop().__exit__(None, None, None)
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    @contextmanager
+    def activate(self) -> Iterator[Self]:
+        """Route ``requests`` calls for the API and storage hosts into this emulator."""
+        from .inprocess import route
+
+        with route(self):
+            yield self
+
+    def __enter__(self) -> Self:
+        from .inprocess import route
+
+        cm = route(self)
+        cm.__enter__()
+        self._activations.append(cm)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def serve(self, host: str = "127.0.0.1", port: int = 0) -> EmulatorServer:
+        """Serve this emulator on a real socket (started; call ``stop()`` when done)."""
+        from .server import EmulatorServer
+
+        return EmulatorServer(self, host=host, port=port).start()
+
+    # -- inspection ---------------------------------------------------------------------------
+
+    def stored_assets(self) -> list[Asset]:
+        """Every asset record, of every account, uploaded or not."""
+        return self.assets.all()
+
+    def asset_bytes(self, asset_id: str) -> bytes:
+        """The uploaded bytes of ``asset_id``; ``KeyError`` when there are none."""
+        asset = self.assets.find(asset_id)
+        if asset is None or not asset.uploaded:
+            raise KeyError(asset_id)
+        with self.store.open(asset.key) as f:
+            return f.read()
+
+    def asset_path(self, asset_id: str) -> Path | None:
+        """The file holding ``asset_id``'s bytes on disk, or ``None``."""
+        asset = self.assets.find(asset_id)
+        return self.store.local_path(asset.key) if asset is not None else None

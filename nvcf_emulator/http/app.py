@@ -1,0 +1,79 @@
+"""The WSGI application: the single source of truth for every HTTP behaviour of the emulator."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+from werkzeug.routing import Map, Rule
+from werkzeug.wrappers import Request, Response
+
+from ..domain.errors import NvcfError, StorageError
+from . import admin, control, storage
+from .responses import Route, nvcf_error, problem
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
+    from ..emulator import Emulator
+
+log = logging.getLogger("nvcf_emulator")
+
+Handler = Callable[..., Response]
+
+
+class EmulatorApp:
+    """Routes a request to the pre-signed storage, the control plane or the admin API."""
+
+    def __init__(self, emulator: Emulator) -> None:
+        self.emulator = emulator
+        rules: list[Route] = [
+            *control.ROUTES,
+            *admin.ROUTES,
+        ]
+        self._handlers: dict[str, Handler] = {}
+        url_rules = []
+        for i, (path, methods, handler) in enumerate(rules):
+            endpoint = f"{handler.__name__}:{i}"
+            self._handlers[endpoint] = handler
+            url_rules.append(Rule(path, methods=methods, endpoint=endpoint))
+        self._map = Map(url_rules, strict_slashes=False, merge_slashes=False)
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        request = Request(environ)
+        if storage.is_storage_request(self.emulator, request):
+            response = storage.handle(self.emulator, request)
+        else:
+            response = self._control(request)
+        return response(environ, start_response)
+
+    def _control(self, request: Request) -> Response:
+        adapter = self._map.bind_to_environ(request.environ)
+        try:
+            endpoint, args = adapter.match()
+            return self._handlers[endpoint](self.emulator, request, **args)
+        except NvcfError as error:
+            return nvcf_error(request, error)
+        except NotFound:
+            return problem(request, 404, "Not Found", f"No route for {request.path}")
+        except MethodNotAllowed as exc:
+            allowed = ", ".join(exc.valid_methods or [])
+            return problem(
+                request,
+                405,
+                "Method Not Allowed",
+                f"{request.method} is not allowed on {request.path} (allowed: {allowed})",
+                headers={"Allow": allowed},
+            )
+        except HTTPException as exc:
+            code = exc.code or 400
+            return problem(request, code, exc.name, exc.description or exc.name)
+        except StorageError as error:  # pragma: no cover - storage errors stay in storage routes
+            return problem(request, error.status, error.code, error.message)
+        except Exception:
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            return problem(
+                request, 500, "Internal Server Error", "The emulator failed to handle the request"
+            )

@@ -1,0 +1,37 @@
+"""Reading request bodies the way NVCF's control plane does."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from werkzeug.wrappers import Request
+
+from ..domain.errors import BadRequest, NvcfError
+
+#: Largest JSON body the control plane reads for its own (non-invocation) calls.
+MAX_JSON_BODY = 1024 * 1024
+
+
+def read_json_object(request: Request, limit: int = MAX_JSON_BODY) -> dict[str, Any]:
+    """The request body as a JSON object, or the 4xx NVCF would answer."""
+    mimetype = request.mimetype
+    if mimetype and mimetype != "application/json" and not mimetype.endswith("+json"):
+        raise NvcfError(415, f"Content-Type '{mimetype}' is not supported; send application/json")
+    length = request.content_length
+    if length is not None and length > limit:
+        raise NvcfError(413, f"Request body is {length} bytes; the limit is {limit}")
+    raw = request.stream.read(limit + 1)
+    if len(raw) > limit:
+        raise NvcfError(413, f"Request body is larger than {limit} bytes")
+    if not raw.strip():
+        raise BadRequest("Request body is missing: send a JSON object")
+    try:
+        data = json.loads(raw)
+    except RecursionError:
+        raise BadRequest("Request body is not valid JSON: nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"Request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadRequest(f"Request body must be a JSON object, got {type(data).__name__}")
+    return data

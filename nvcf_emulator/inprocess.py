@@ -1,0 +1,231 @@
+"""In-process mode: ``requests`` calls for the emulator's hosts go into its WSGI app, no socket.
+
+The router hooks ``requests.Session.get_adapter``, the one place where requests picks a transport
+for a URL, and hands back a :class:`WSGIAdapter` for the emulator's hosts. Every other URL keeps
+its usual adapter, so ``responses`` and moto's ``mock_aws`` (which both patch
+``HTTPAdapter.send``) keep working beside the emulator, whichever was started first. Bodies
+stream both ways: a file or generator body is read by the app chunk by chunk, never whole.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote_to_bytes, urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.response import HTTPResponse
+
+from .http.headers import add_headers
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIApplication
+
+    from .emulator import Emulator
+
+_lock = threading.Lock()
+_routes: list[tuple[Callable[[str], bool], WSGIAdapter]] = []
+_original_get_adapter = requests.Session.get_adapter
+
+
+def _get_adapter(self: requests.Session, url: str) -> Any:
+    for matches, adapter in reversed(_routes):
+        if matches(url):
+            return adapter
+    return _original_get_adapter(self, url)
+
+
+@contextmanager
+def route(emulator: Emulator) -> Iterator[None]:
+    """Route the emulator's API and storage hosts into its app while the block runs."""
+    adapter = WSGIAdapter(emulator.app)
+
+    def matches(url: str) -> bool:
+        host = (urlsplit(url).hostname or "").lower()
+        return host in emulator.api_hosts or host in _storage_hosts(emulator)
+
+    entry = (matches, adapter)
+    with _lock:
+        _routes.append(entry)
+        requests.Session.get_adapter = _get_adapter  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        with _lock:
+            _routes.remove(entry)
+            if not _routes:
+                requests.Session.get_adapter = _original_get_adapter  # type: ignore[method-assign]
+
+
+def _storage_hosts(emulator: Emulator) -> frozenset[str]:
+    host = (urlsplit(emulator.storage_url).hostname or "").lower()
+    return emulator.api_hosts if not host else frozenset({host})
+
+
+class _BodyReader(io.RawIOBase):
+    """A read-only stream over bytes, a file object, or an iterable of chunks."""
+
+    def __init__(self, body: object) -> None:
+        self._file: Any = None
+        self._iter: Iterator[bytes] | None = None
+        self._buf = b""
+        if body is None:
+            self._file = io.BytesIO(b"")
+        elif isinstance(body, bytes | bytearray | memoryview):
+            self._file = io.BytesIO(bytes(body))
+        elif isinstance(body, str):
+            self._file = io.BytesIO(body.encode("utf-8"))
+        elif hasattr(body, "read"):
+            self._file = body
+        elif isinstance(body, Iterable):
+            self._iter = (c.encode("utf-8") if isinstance(c, str) else bytes(c) for c in body)
+        else:  # pragma: no cover - requests never prepares other body types
+            raise TypeError(f"unsupported request body {type(body).__name__}")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        view = memoryview(b).cast("B")
+        if self._file is not None:
+            data = self._file.read(len(view))
+            if isinstance(data, str):
+                data = data.encode("utf-8")
+        else:
+            while not self._buf and self._iter is not None:
+                try:
+                    self._buf = next(self._iter)
+                except StopIteration:
+                    self._iter = None
+            data, self._buf = self._buf[: len(view)], self._buf[len(view) :]
+        view[: len(data)] = data
+        return len(data)
+
+
+class _AppIterReader(io.RawIOBase):
+    """The WSGI response iterable as a stream, so ``requests`` can read it lazily."""
+
+    def __init__(self, app_iter: Iterable[bytes]) -> None:
+        self._app_iter = app_iter
+        self._it = iter(app_iter)
+        self._buf = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def prime(self) -> None:
+        """Pull the first chunk (a generator app calls ``start_response`` only then)."""
+        for chunk in self._it:
+            self._buf = chunk
+            if chunk:
+                break
+
+    def readinto(self, b: Any) -> int:
+        view = memoryview(b).cast("B")
+        while not self._buf:
+            try:
+                self._buf = next(self._it)
+            except StopIteration:
+                return 0
+        n = min(len(view), len(self._buf))
+        view[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            close = getattr(self._app_iter, "close", None)
+            if close is not None:
+                close()
+        super().close()
+
+
+def build_environ(request: requests.PreparedRequest) -> dict[str, Any]:
+    """A WSGI environ for a prepared ``requests`` request, with a streaming ``wsgi.input``."""
+    url = urlsplit(request.url or "")
+    scheme = url.scheme or "http"
+    port = url.port or (443 if scheme == "https" else 80)
+    host = url.netloc.rpartition("@")[2]
+    headers: Mapping[str, str] = request.headers
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": (request.method or "GET").upper(),
+        "SCRIPT_NAME": "",
+        "PATH_INFO": unquote_to_bytes(url.path or "/").decode("latin-1"),
+        "QUERY_STRING": url.query,
+        "REQUEST_URI": (url.path or "/") + (f"?{url.query}" if url.query else ""),
+        "RAW_URI": (url.path or "/") + (f"?{url.query}" if url.query else ""),
+        "SERVER_NAME": url.hostname or "localhost",
+        "SERVER_PORT": str(port),
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+        "HTTP_HOST": host,
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": scheme,
+        "wsgi.input": _BodyReader(request.body),
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+    }
+    add_headers(environ, [(k, v) for k, v in headers.items() if k.lower() != "host"])
+    if "host" in {k.lower() for k in headers}:
+        environ["HTTP_HOST"] = headers["Host"]
+    if "CONTENT_LENGTH" not in environ:
+        # A body of unknown length (a generator, sent chunked on the wire): read to its end.
+        environ["wsgi.input_terminated"] = True
+    return environ
+
+
+class WSGIAdapter(HTTPAdapter):
+    """A ``requests`` transport that calls a WSGI app instead of opening a connection."""
+
+    def __init__(self, app: WSGIApplication) -> None:
+        super().__init__()
+        self.app = app
+
+    def send(
+        self,
+        request: requests.PreparedRequest,
+        stream: bool = False,
+        timeout: object = None,
+        verify: object = True,
+        cert: object = None,
+        proxies: object = None,
+    ) -> requests.Response:
+        environ = build_environ(request)
+        captured: dict[str, Any] = {}
+
+        def start_response(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Any:
+            captured["status"] = status
+            captured["headers"] = headers
+            return lambda data: None
+
+        app_iter = self.app(environ, start_response)
+        body = _AppIterReader(app_iter)
+        if "status" not in captured:  # a generator app calls start_response on first next()
+            body.prime()
+        code_text, _, reason = captured["status"].partition(" ")
+        code = int(code_text)
+        raw = HTTPResponse(
+            body=io.BufferedReader(body, 256 * 1024),
+            headers=captured["headers"],
+            status=code,
+            reason=reason or HTTPStatus(code).phrase,
+            preload_content=False,
+            decode_content=False,
+            request_method=request.method,
+            request_url=request.url,
+            enforce_content_length=False,
+        )
+        response = self.build_response(request, raw)
+        if not stream:
+            _ = response.content
+        return response

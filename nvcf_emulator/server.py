@@ -1,0 +1,145 @@
+"""Server mode: the emulator's WSGI app on a real socket (werkzeug's threaded server)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
+
+from .http.headers import add_headers
+
+if TYPE_CHECKING:
+    from .domain.clock import Clock
+    from .emulator import Emulator
+
+log = logging.getLogger("nvcf_emulator.server")
+
+
+class _Handler(WSGIRequestHandler):
+    """werkzeug's handler with the emulator's header rule and an idle timeout per connection."""
+
+    #: A client that sends nothing for this long loses its connection (frees the thread).
+    timeout = 30
+
+    def make_environ(self) -> Any:
+        environ = super().make_environ()
+        # werkzeug drops headers with "_" in their names; apply the emulator's one rule instead.
+        underscored = [(k, v) for k, v in self.headers.items() if "_" in k]
+        add_headers(environ, underscored)
+        return environ
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        log.info('%s "%s" %s %s', self.address_string(), self.requestline, code, size)
+
+
+class _Server(ThreadedWSGIServer):
+    """Tracks open connections so that stopping closes them and joins their threads."""
+
+    daemon_threads = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._conns: dict[socket.socket, threading.Thread | None] = {}
+        self._conns_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        thread = threading.Thread(
+            target=self.process_request_thread, args=(request, client_address), daemon=True
+        )
+        with self._conns_lock:
+            self._conns[request] = thread
+        thread.start()
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._conns_lock:
+            self._conns.pop(request, None)
+        super().shutdown_request(request)
+
+    def close_connections(self, timeout: float = 5.0) -> None:
+        with self._conns_lock:
+            conns = list(self._conns.items())
+        for sock, _ in conns:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        for _, thread in conns:
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout)
+
+
+class EmulatorServer:
+    """An :class:`Emulator` served on ``host:port`` (port 0 picks a free one)."""
+
+    def __init__(self, emulator: Emulator, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.emulator = emulator
+        self._server = _Server(host, port, emulator.app, handler=_Handler)
+        self.host = host
+        self.port = int(self._server.server_address[1])
+        bracketed = f"[{host}]" if ":" in host else host
+        self.url = f"http://{bracketed}:{self.port}"
+        if emulator.config.storage_base_url is None:
+            emulator.storage_url = f"{self.url}/{emulator.config.bucket}"
+        self._thread: threading.Thread | None = None
+
+    # The same inspection surface as the emulator, so fixtures look alike in both modes.
+    @property
+    def base_url(self) -> str:
+        return self.url
+
+    @property
+    def api_key(self) -> str:
+        return self.emulator.api_key
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return self.emulator.headers
+
+    @property
+    def clock(self) -> Clock:
+        return self.emulator.clock
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.emulator, name)
+
+    def start(self) -> Self:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._server.serve_forever, name=f"nvcf-emulate:{self.port}", daemon=True
+            )
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop accepting, close open connections, join every thread. Takes milliseconds."""
+        server = self._server
+        if self._thread is None:
+            server.server_close()
+            return
+        stopper = threading.Thread(target=server.shutdown, daemon=True)
+        stopper.start()
+        # serve_forever only looks at the shutdown flag between polls (0.5 s apart): wake it
+        # with a connection so stopping costs milliseconds.
+        while stopper.is_alive():
+            with contextlib.suppress(OSError):
+                socket.create_connection((self.host, self.port), timeout=0.05).close()
+            stopper.join(0.01)
+        server.close_connections()
+        server.server_close()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(5)
+        self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,43 @@
+"""The storage interface: a key → bytes store with atomic, streamed writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+
+class BlobWriter(Protocol):
+    """One upload in progress. Nothing is visible under the key until :meth:`commit`."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def commit(self) -> None:
+        """Publish the bytes written so far under the key, atomically replacing any old ones."""
+
+    def abort(self) -> None:
+        """Discard everything written; the key keeps whatever it had before."""
+
+
+class BlobStore(Protocol):
+    """Asset bytes, keyed ``<ncaId>/<assetId>``."""
+
+    def writer(self, key: str) -> BlobWriter: ...
+
+    def open(self, key: str) -> BinaryIO:
+        """Open for reading; raises ``FileNotFoundError`` when absent."""
+        ...
+
+    def size(self, key: str) -> int | None: ...
+
+    def delete(self, key: str) -> None:
+        """Remove the bytes at once; absent keys are ignored."""
+
+    def stage(self, key: str, dest: Path) -> None:
+        """Put a copy of the bytes at ``dest``; changing it must not change the stored object."""
+
+    def local_path(self, key: str) -> Path | None:
+        """The file holding the bytes when the store is on local disk, else ``None``."""
+        ...
+
+    def clear(self) -> None:
+        """Remove every object."""
