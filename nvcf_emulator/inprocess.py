@@ -21,6 +21,7 @@ from urllib.parse import unquote_to_bytes, urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.response import HTTPResponse
+from werkzeug.exceptions import ClientDisconnected
 
 from .http.headers import add_headers
 
@@ -69,9 +70,15 @@ def _storage_hosts(emulator: Emulator) -> frozenset[str]:
 
 
 class _BodyReader(io.RawIOBase):
-    """A read-only stream over bytes, a file object, or an iterable of chunks."""
+    """A read-only stream over bytes, a file object, or an iterable of chunks.
+
+    When the caller's body fails while it is read (a generator raising, a file erroring), the
+    app sees what a server sees when a client goes away mid-body (``ClientDisconnected``), and
+    the caller gets the original error back, as it would from a broken connection.
+    """
 
     def __init__(self, body: object) -> None:
+        self.error: BaseException | None = None
         self._file: Any = None
         self._iter: Iterator[bytes] | None = None
         self._buf = b""
@@ -92,6 +99,13 @@ class _BodyReader(io.RawIOBase):
         return True
 
     def readinto(self, b: Any) -> int:
+        try:
+            return self._readinto(b)
+        except Exception as exc:
+            self.error = exc
+            raise ClientDisconnected() from exc
+
+    def _readinto(self, b: Any) -> int:
         view = memoryview(b).cast("B")
         if self._file is not None:
             data = self._file.read(len(view))
@@ -209,6 +223,14 @@ class WSGIAdapter(HTTPAdapter):
             return lambda data: None
 
         app_iter = self.app(environ, start_response)
+        failed = environ["wsgi.input"].error
+        if failed is not None:
+            close = getattr(app_iter, "close", None)
+            if close is not None:
+                close()
+            raise requests.exceptions.ConnectionError(
+                f"request body failed while being sent: {failed!r}", request=request
+            ) from failed
         body = _AppIterReader(app_iter)
         if "status" not in captured:  # a generator app calls start_response on first next()
             body.prime()
