@@ -44,6 +44,13 @@ class EmulatorConfig:
     default_nca_id: str = DEFAULT_NCA_ID
     #: Where bytes and staging dirs live. ``None``: a temp dir removed on close.
     root_dir: Path | None = None
+    #: Where asset bytes live: ``None`` for files under ``root_dir``, or ``s3://bucket/prefix``
+    #: for an S3-compatible bucket (needs boto3; the usual AWS credential environment applies).
+    storage: str | None = None
+    #: Endpoint of the S3-compatible service (MinIO, ``moto_server``, ...); ``None``: AWS.
+    s3_endpoint_url: str | None = None
+    #: Create the ``storage`` bucket at start when it does not exist (handy with moto).
+    s3_create_bucket: bool = False
 
     def replace(self, **changes: Any) -> EmulatorConfig:
         """A copy with ``changes`` applied; unknown names raise ``TypeError`` naming them."""
@@ -61,6 +68,8 @@ class EmulatorConfig:
             raise ValueError("upload_url_ttl must be between 1 and 604800 seconds (S3's limit)")
         if self.header_mismatch_status not in (400, 403):
             raise ValueError("header_mismatch_status must be 400 or 403")
+        if self.storage is not None and not self.storage.startswith("s3://"):
+            raise ValueError(f"storage must be an s3://bucket[/prefix] URL, got {self.storage!r}")
         if self.root_dir is not None and not isinstance(self.root_dir, Path):
             object.__setattr__(self, "root_dir", Path(self.root_dir))
 

@@ -16,6 +16,7 @@ from .domain.accounts import Accounts
 from .domain.assets import Asset, AssetService
 from .domain.clock import Clock
 from .http.app import EmulatorApp
+from .storage.base import BlobStore
 from .storage.local import LocalBlobStore
 from .storage.presign import DESCRIPTION_HEADER, UrlSigner
 
@@ -44,7 +45,7 @@ class Emulator:
             self.root = self.config.root_dir
             self.root.mkdir(parents=True, exist_ok=True)
         self.accounts = Accounts(self.config.api_keys, default_nca_id=self.config.default_nca_id)
-        self.store = LocalBlobStore(self.root / "storage")
+        self.store: BlobStore = self._open_store()
         self.assets = AssetService(
             self.store,
             self.clock,
@@ -58,6 +59,23 @@ class Emulator:
         )
         self.app = EmulatorApp(self)
         self._activations: list[Any] = []
+
+    def _open_store(self) -> BlobStore:
+        """Files under ``root``, or an S3 bucket when ``storage`` is ``s3://bucket/prefix``."""
+        if self.config.storage is None:
+            return LocalBlobStore(self.root / "storage")
+        from .storage.s3 import S3BlobStore
+
+        try:
+            return S3BlobStore.from_url(
+                self.config.storage,
+                endpoint_url=self.config.s3_endpoint_url,
+                create_bucket=self.config.s3_create_bucket,
+            )
+        except BaseException:
+            if self._tmp is not None:
+                shutil.rmtree(self._tmp, ignore_errors=True)
+            raise
 
     # -- addresses ----------------------------------------------------------------------------
 
