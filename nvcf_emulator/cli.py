@@ -65,6 +65,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="directory for asset bytes (default: a temp dir removed on exit)",
     )
     p.add_argument(
+        "--storage",
+        default=_env("STORAGE"),
+        metavar="s3://BUCKET[/PREFIX]",
+        help="keep asset bytes in an S3-compatible bucket, via boto3 and the usual AWS "
+        "credential environment (default: files under --root-dir)",
+    )
+    p.add_argument(
+        "--s3-endpoint-url",
+        default=_env("S3_ENDPOINT_URL"),
+        metavar="URL",
+        help="endpoint of the S3-compatible service for --storage: MinIO, moto_server, ... "
+        "(default: AWS)",
+    )
+    p.add_argument(
+        "--s3-create-bucket",
+        action="store_true",
+        default=(_env("S3_CREATE_BUCKET") or "").lower() in ("1", "true", "yes", "on"),
+        help="create the --storage bucket at start if it does not exist",
+    )
+    p.add_argument(
         "--api-key",
         action="append",
         default=[k for k in (_env("API_KEYS") or "").split(",") if k],
@@ -114,6 +134,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = EmulatorConfig(
             storage_base_url=None,
             root_dir=args.root_dir,
+            storage=args.storage,
+            s3_endpoint_url=args.s3_endpoint_url,
+            s3_create_bucket=args.s3_create_bucket,
             api_keys=_api_keys(args.api_key),
             upload_url_ttl=args.upload_url_ttl,
             asset_ttl=args.asset_ttl,
@@ -123,7 +146,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, argparse.ArgumentTypeError) as exc:
         print(f"nvcf-emulate: error: {exc}", file=sys.stderr)
         return 2
-    emulator = Emulator(config)
+    try:
+        emulator = Emulator(config)
+    except Exception as exc:  # e.g. no boto3, no AWS credentials, an unreachable bucket
+        print(f"nvcf-emulate: error: cannot start: {exc}", file=sys.stderr)
+        return 1
     try:
         server = emulator.serve(args.host, args.port)
     except OSError as exc:
