@@ -153,9 +153,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     try:
         server = emulator.serve(args.host, args.port)
-    except OSError as exc:
+    except (OSError, SystemExit) as exc:  # werkzeug exits after printing why the bind failed
+        reason = f": {exc}" if isinstance(exc, OSError) else ""
         print(
-            f"nvcf-emulate: error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr
+            f"nvcf-emulate: error: cannot listen on {args.host}:{args.port}{reason}",
+            file=sys.stderr,
         )
         emulator.close()
         return 1

@@ -76,7 +76,14 @@ class EmulatorServer:
 
     def __init__(self, emulator: Emulator, host: str = "127.0.0.1", port: int = 0) -> None:
         self.emulator = emulator
-        self._server = _Server(host, port, emulator.app, handler=_Handler)
+        # Bind ourselves: werkzeug's own bind prints and calls sys.exit() when the port is taken,
+        # which a library must not do. A plain OSError reaches the caller instead.
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        listener = socket.create_server((host, port), family=family, backlog=128)
+        try:
+            self._server = _Server(host, port, emulator.app, handler=_Handler, fd=listener.fileno())
+        finally:
+            listener.close()  # werkzeug holds its own duplicate of the socket
         self.host = host
         self.port = int(self._server.server_address[1])
         bracketed = f"[{host}]" if ":" in host else host

@@ -1,0 +1,243 @@
+"""``nvcf-emulate`` as users run it: a subprocess on a real port, driven with curl."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from nvcf_emulator import Emulator
+
+EXE = str(Path(sys.executable).with_name("nvcf-emulate"))
+
+
+class Server:
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [EXE, "--port", "0", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        match = re.fullmatch(r"nvcf-emulate listening on (http://127\.0\.0\.1:\d+)\n", line)
+        assert match, (line, self.proc.stderr.read() if self.proc.stderr else "")
+        self.url = match.group(1)
+
+    def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str]:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        out, _ = self.proc.communicate(timeout=10)
+        return self.proc.returncode, out
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    srv = Server()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def curl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["curl", "-sS", "-w", "\n%{http_code}", *args], capture_output=True, text=True, timeout=30
+    )
+
+
+def _split(result: subprocess.CompletedProcess[str]) -> tuple[str, int]:
+    body, _, code = result.stdout.rpartition("\n")
+    return body, int(code)
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_seed_curl_walkthrough(server: Server, tmp_path: Path) -> None:
+    token = "nvapi-walkthrough"
+    body, code = _split(
+        curl(
+            "-X",
+            "POST",
+            f"{server.url}/v2/nvcf/assets",
+            "-H",
+            f"Authorization: Bearer {token}",
+            "-H",
+            "accept: application/json",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            '{"contentType": "image/png", "description": "red-cat-photo"}',
+        )
+    )
+    assert code == 200
+    asset = json.loads(body)
+    assert asset["uploadUrl"].startswith(f"{server.url}/nvcf-assets/")
+
+    image = tmp_path / "my-image-file.png"
+    image.write_bytes(os.urandom(3 * 1024 * 1024))  # big enough for curl's Expect: 100-continue
+    body, code = _split(
+        curl(
+            "-X",
+            "PUT",
+            "-T",
+            str(image),
+            asset["uploadUrl"],
+            "-H",
+            "Content-Type: image/png",
+            "-H",
+            "x-amz-meta-nvcf-asset-description: red-cat-photo",
+        )
+    )
+    assert (code, body) == (200, "")
+
+    body, code = _split(
+        curl("-X", "GET", f"{server.url}/v2/nvcf/assets", "-H", f"Authorization: Bearer {token}")
+    )
+    assert code == 200
+    assert json.loads(body)["assets"][0]["assetId"] == asset["assetId"]
+
+    aid = asset["assetId"]
+    body, code = _split(
+        curl(
+            "-X",
+            "DELETE",
+            f"{server.url}/v2/nvcf/assets/{aid}",
+            "-H",
+            f"Authorization: Bearer {token}",
+        )
+    )
+    assert (code, body) == (204, "")
+    body, code = _split(
+        curl("-X", "GET", f"{server.url}/v2/nvcf/assets", "-H", f"Authorization: Bearer {token}")
+    )
+    assert json.loads(body) == {"assets": []}
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_curl_upload_with_wrong_content_type_gets_400(server: Server, tmp_path: Path) -> None:
+    r = requests.post(
+        f"{server.url}/v2/nvcf/assets",
+        headers={"Authorization": "Bearer nvapi-x"},
+        json={"contentType": "image/png", "description": "red-cat-photo"},
+    )
+    f = tmp_path / "x.jpg"
+    f.write_bytes(b"jpeg")
+    body, code = _split(
+        curl(
+            "-T",
+            str(f),
+            r.json()["uploadUrl"],
+            "-H",
+            "Content-Type: image/jpeg",
+            "-H",
+            "x-amz-meta-nvcf-asset-description: red-cat-photo",
+        )
+    )
+    assert code == 400
+    assert "image/jpeg" in body and "image/png" in body
+
+
+def test_sigterm_and_sigint_stop_cleanly() -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        srv = Server()
+        assert requests.get(f"{srv.url}/_emulator/health").json() == {"status": "ok"}
+        code, out = srv.stop(sig)
+        assert code == 0
+        assert "nvcf-emulate stopped" in out
+
+
+def test_help_documents_every_flag() -> None:
+    out = subprocess.run([EXE, "--help"], capture_output=True, text=True, check=True).stdout
+    for flag in (
+        "--host",
+        "--port",
+        "--public-url",
+        "--api-key",
+        "--upload-url-ttl",
+        "--asset-ttl",
+        "--max-asset-bytes",
+        "--header-mismatch-status",
+        "--log-level",
+        "--root-dir",
+        "--version",
+    ):
+        assert flag in out
+    assert "NVCF_EMULATOR_" in out
+
+
+def test_port_in_use_is_a_clear_error(server: Server) -> None:
+    port = server.url.rsplit(":", 1)[1]
+    result = subprocess.run([EXE, "--port", port], capture_output=True, text=True, timeout=10)
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Address already in use" in result.stderr
+
+
+def test_flags_from_environment(tmp_path: Path) -> None:
+    env = {**os.environ, "NVCF_EMULATOR_MAX_ASSET_BYTES": "4"}
+    proc = subprocess.Popen([EXE, "--port", "0"], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().split()[-1]
+        asset = requests.post(
+            f"{url}/v2/nvcf/assets",
+            headers={"Authorization": "Bearer nvapi-x"},
+            json={"contentType": "a/b", "description": "d"},
+        ).json()
+        r = requests.put(
+            asset["uploadUrl"],
+            data=b"12345",
+            headers={"Content-Type": "a/b", "x-amz-meta-nvcf-asset-description": "d"},
+        )
+        assert r.status_code == 400
+        assert "<MaxSizeAllowed>4</MaxSizeAllowed>" in r.text
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_keep_alive_reuses_one_connection(nvcf_server: object) -> None:
+    import http.client
+
+    from nvcf_emulator import EmulatorServer
+
+    assert isinstance(nvcf_server, EmulatorServer)
+    conn = http.client.HTTPConnection("127.0.0.1", nvcf_server.port, timeout=5)
+    try:
+        socks = set()
+        for _ in range(5):
+            conn.request("GET", "/v2/nvcf/assets", headers=nvcf_server.headers)
+            response = conn.getresponse()
+            assert response.status == 200
+            assert response.read() == b'{"assets":[]}'
+            socks.add(id(conn.sock))
+        assert len(socks) == 1
+    finally:
+        conn.close()
+
+
+def test_server_stop_is_fast_and_joins_threads() -> None:
+    import threading
+
+    emu = Emulator()
+    before = set(threading.enumerate())
+    server = emu.serve()
+    with requests.Session() as s:  # leave a keep-alive connection open
+        assert s.get(f"{server.url}/_emulator/health").status_code == 200
+        t0 = time.perf_counter()
+        server.stop()
+        elapsed = time.perf_counter() - t0
+    emu.close()
+    assert set(threading.enumerate()) <= before
+    assert elapsed < 0.4  # werkzeug's default poll alone would take 0.5 s
