@@ -32,7 +32,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+_INI_SETTINGS = pytest.StashKey[dict[str, Any]]()
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    # Parse once, at start-up, so that a typo in the ini file stops the run with its name.
+    config.stash[_INI_SETTINGS] = _parse_ini(config)
     config.addinivalue_line(
         "markers",
         "nvcf(**settings): nvcf-emulator settings (EmulatorConfig fields) for this test's "
@@ -41,6 +46,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _ini_settings(config: pytest.Config) -> dict[str, Any]:
+    return dict(config.stash[_INI_SETTINGS])
+
+
+def _parse_ini(config: pytest.Config) -> dict[str, Any]:
     lines: list[str] = config.getini("nvcf_settings")
     pairs = {}
     for line in lines:

@@ -1,0 +1,13 @@
+"""Copy into your repo's tests/: the nvcf fixture comes from the installed plugin already.
+
+Only the API key your client reads from the environment needs setting.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def ngc_api_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NGC_API_KEY", "nvapi-test-key")
