@@ -14,6 +14,7 @@ from .domain.accounts import Account
 from .domain.assets import Asset
 from .domain.clock import Clock
 from .emulator import Emulator
+from .remote import RemoteEmulator
 from .server import EmulatorServer
 
 __all__ = [
@@ -23,5 +24,6 @@ __all__ = [
     "Emulator",
     "EmulatorConfig",
     "EmulatorServer",
+    "RemoteEmulator",
     "__version__",
 ]

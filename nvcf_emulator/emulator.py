@@ -58,6 +58,7 @@ class Emulator:
             f"https://{self.config.bucket}.s3.{self.config.region}.amazonaws.com"
         )
         self.app = EmulatorApp(self)
+        self._next_sweep = self.clock.now() + self.SWEEP_INTERVAL
         self._activations: list[Any] = []
 
     def _open_store(self) -> BlobStore:
@@ -120,9 +121,23 @@ class Emulator:
         self.config = self.config.replace(**settings)
         self.accounts = Accounts(self.config.api_keys, default_nca_id=self.config.default_nca_id)
 
+    #: Seconds of emulator time between two sweeps triggered by incoming requests.
+    SWEEP_INTERVAL = 60.0
+
     def sweep(self) -> None:
-        """Apply every TTL now (time-based rules are also checked lazily on each access)."""
+        """Apply every TTL now: expired assets and their bytes go at once.
+
+        Rules are also checked lazily on every access, and :meth:`maybe_sweep` runs this at
+        most once a minute of emulator time, from each request (and from the server's timer).
+        """
+        self._next_sweep = self.clock.now() + self.SWEEP_INTERVAL
         self.assets.sweep()
+
+    def maybe_sweep(self) -> None:
+        """Sweep if a minute of emulator time has passed since the last sweep (or time jumped)."""
+        now = self.clock.now()
+        if now >= self._next_sweep or now < self._next_sweep - 2 * self.SWEEP_INTERVAL:
+            self.sweep()
 
     def reset(self, **settings: Any) -> None:
         """Forget every asset and its bytes, put the clock back, and return to the settings the

@@ -46,7 +46,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _ini_settings(config: pytest.Config) -> dict[str, Any]:
-    return dict(config.stash[_INI_SETTINGS])
+    return config.stash[_INI_SETTINGS].copy()
 
 
 def _parse_ini(config: pytest.Config) -> dict[str, Any]:

@@ -91,6 +91,8 @@ class EmulatorServer:
         if emulator.config.storage_base_url is None:
             emulator.storage_url = f"{self.url}/{emulator.config.bucket}"
         self._thread: threading.Thread | None = None
+        self._sweeper: threading.Thread | None = None
+        self._stopping = threading.Event()
 
     # The same inspection surface as the emulator, so fixtures look alike in both modes.
     @property
@@ -118,11 +120,28 @@ class EmulatorServer:
                 target=self._server.serve_forever, name=f"nvcf-emulate:{self.port}", daemon=True
             )
             self._thread.start()
+            self._stopping.clear()
+            self._sweeper = threading.Thread(
+                target=self._sweep_loop, name=f"nvcf-emulate-sweep:{self.port}", daemon=True
+            )
+            self._sweeper.start()
         return self
+
+    def _sweep_loop(self) -> None:
+        # Expired assets lose their bytes even when no request comes in to trigger the sweep.
+        while not self._stopping.wait(1.0):
+            try:
+                self.emulator.maybe_sweep()
+            except Exception:  # pragma: no cover - a sweep failure must not kill the server
+                log.exception("sweep failed")
 
     def stop(self) -> None:
         """Stop accepting, close open connections, join every thread. Takes milliseconds."""
         server = self._server
+        self._stopping.set()
+        if self._sweeper is not None:
+            self._sweeper.join(5)
+            self._sweeper = None
         if self._thread is None:
             server.server_close()
             return

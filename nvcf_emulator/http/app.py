@@ -43,6 +43,7 @@ class EmulatorApp:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         request = Request(environ)
+        self.emulator.maybe_sweep()
         if storage.is_storage_request(self.emulator, request):
             response = storage.handle(self.emulator, request)
         else:
