@@ -14,7 +14,9 @@ from urllib.parse import quote, urlsplit
 from .config import EmulatorConfig
 from .domain.accounts import Accounts
 from .domain.assets import Asset, AssetService
+from .domain.calls import CallLog
 from .domain.clock import Clock
+from .domain.ids import Ids
 from .http.app import EmulatorApp
 from .storage.base import BlobStore
 from .storage.local import LocalBlobStore
@@ -37,6 +39,8 @@ class Emulator:
         self.config = (config or EmulatorConfig()).replace(**settings)
         self._initial_config = self.config
         self.clock = Clock()
+        self.ids = Ids()
+        self.calls = CallLog()
         if self.config.root_dir is None:
             self._tmp: str | None = tempfile.mkdtemp(prefix="nvcf-emulator-")
             self.root = Path(self._tmp)
@@ -52,6 +56,7 @@ class Emulator:
             asset_ttl=lambda: self.config.asset_ttl,
             max_bytes=lambda: self.config.max_asset_bytes,
             list_limit=lambda: self.config.list_limit,
+            new_id=self.ids.new,
         )
         self.signer = UrlSigner(self.clock, region=self.config.region)
         self.storage_url = self.config.storage_base_url or (
@@ -144,6 +149,8 @@ class Emulator:
         emulator was made with, plus ``settings``."""
         self.assets.clear()
         self.clock.reset()
+        self.ids.seed(None)
+        self.calls.clear()
         if settings or self.config != self._initial_config:
             self.config = self._initial_config
             self.configure(**settings)

@@ -34,7 +34,8 @@ class _Handler(WSGIRequestHandler):
         return environ
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        log.info('%s "%s" %s %s', self.address_string(), self.requestline, code, size)
+        # The app writes the access line itself (with the NVCF request id), in both modes.
+        pass
 
 
 class _Server(ThreadedWSGIServer):

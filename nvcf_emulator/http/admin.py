@@ -75,7 +75,24 @@ def state(emu: Emulator, request: Request) -> Response:
     return json_response({"clock": _clock_state(emu), "assets": assets})
 
 
+def requests_log(emu: Emulator, request: Request) -> Response:
+    return json_response({"requests": [c.as_json() for c in emu.calls]})
+
+
+def seed(emu: Emulator, request: Request) -> Response:
+    body = read_json_object(request)
+    value = body.get("seed")
+    if "seed" not in body or not (
+        value is None or (isinstance(value, int) and not isinstance(value, bool))
+    ):
+        raise BadRequest('Send {"seed": <integer>} for repeatable ids, or {"seed": null}')
+    emu.ids.seed(value)
+    return json_response({"seed": value})
+
+
 ROUTES: list[Route] = [
+    ("/_emulator/requests", ["GET"], requests_log),
+    ("/_emulator/seed", ["POST"], seed),
     ("/_emulator/health", ["GET"], health),
     ("/_emulator/reset", ["POST"], reset),
     ("/_emulator/clock", ["GET"], get_clock),

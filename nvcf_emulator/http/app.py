@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
@@ -10,8 +12,9 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
+from ..domain.calls import Call, redact
 from ..domain.errors import NvcfError, StorageError
-from . import admin, control, storage
+from . import admin, control, functions, pexec, storage
 from .responses import Route, nvcf_error, problem
 
 if TYPE_CHECKING:
@@ -20,6 +23,18 @@ if TYPE_CHECKING:
     from ..emulator import Emulator
 
 log = logging.getLogger("nvcf_emulator")
+access = logging.getLogger("nvcf_emulator.access")
+
+
+def _problem_request_id(response: Response) -> str | None:
+    if response.is_streamed:
+        return None
+    try:
+        value = json.loads(response.get_data()).get("requestId")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
 
 Handler = Callable[..., Response]
 
@@ -32,6 +47,8 @@ class EmulatorApp:
         rules: list[Route] = [
             *control.ROUTES,
             *admin.ROUTES,
+            *functions.ROUTES,
+            *pexec.ROUTES,
         ]
         self._handlers: dict[str, Handler] = {}
         url_rules = []
@@ -42,12 +59,39 @@ class EmulatorApp:
         self._map = Map(url_rules, strict_slashes=False, merge_slashes=False)
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        started = time.perf_counter()
         request = Request(environ)
         self.emulator.maybe_sweep()
         if storage.is_storage_request(self.emulator, request):
+            kind = "storage"
             response = storage.handle(self.emulator, request)
         else:
+            kind = "admin" if request.path.startswith("/_emulator") else "control"
             response = self._control(request)
+        request_id = response.headers.get("NVCF-REQID") or response.headers.get("x-amz-request-id")
+        if not request_id and response.mimetype == "application/problem+json":
+            request_id = _problem_request_id(response)
+        duration_ms = (time.perf_counter() - started) * 1000
+        self.emulator.calls.record(
+            Call(
+                time=self.emulator.clock.now(),
+                method=request.method,
+                path=request.path,
+                status=response.status_code,
+                duration_ms=round(duration_ms, 3),
+                request_id=request_id,
+                authorization=redact(request.headers.get("Authorization")),
+                kind=kind,
+            )
+        )
+        access.info(
+            "%s %s %s reqid=%s %.1fms",
+            request.method,
+            request.path,
+            response.status_code,
+            request_id or "-",
+            duration_ms,
+        )
         return response(environ, start_response)
 
     def _control(self, request: Request) -> Response:
