@@ -97,15 +97,16 @@ class _S3Writer:
                 Bucket=self._bucket, Key=self._key, ChecksumAlgorithm="CRC32"
             )
             self._upload_id = created["UploadId"]
-        body = bytes(self._buf)
-        self._buf = bytearray()  # the buffer goes now: at most one part is held at a time
+        # The buffer itself is the body (botocore takes a bytearray, no copy); a new buffer
+        # starts, and this one is never written again, so at most one part is held at a time.
+        body, self._buf = self._buf, bytearray()
         number = len(self._parts) + 1
         sent = self._client.upload_part(
             Bucket=self._bucket,
             Key=self._key,
             UploadId=self._upload_id,
             PartNumber=number,
-            Body=body,
+            Body=body,  # type: ignore[arg-type]  # botocore takes bytearray; the stubs miss it
             ChecksumAlgorithm="CRC32",
         )
         part: CompletedPartTypeDef = {"ETag": sent["ETag"], "PartNumber": number}
@@ -117,9 +118,8 @@ class _S3Writer:
         if self._done:
             raise ValueError("commit of a finished upload")
         if self._upload_id is None:
-            body = bytes(self._buf)
-            self._buf = bytearray()
-            self._client.put_object(Bucket=self._bucket, Key=self._key, Body=body)
+            body, self._buf = self._buf, bytearray()
+            self._client.put_object(Bucket=self._bucket, Key=self._key, Body=body)  # type: ignore[arg-type]
             self._done = True
             return
         if self._buf:
@@ -321,7 +321,7 @@ def _make_client(endpoint_url: str | None, region_name: str | None) -> S3Client:
     # Path-style addressing for custom endpoints: MinIO and moto_server on an IP address or
     # localhost have no DNS for <bucket>.<host>.
     s3 = {"addressing_style": "path"} if endpoint_url else {}
-    config = Config(s3=s3, retries={"max_attempts": 5, "mode": "standard"})  # type: ignore[arg-type]
+    config = Config(s3=s3)  # type: ignore[arg-type]
     client: S3Client = boto3.session.Session().client(
         "s3", endpoint_url=endpoint_url, region_name=region_name, config=config
     )
