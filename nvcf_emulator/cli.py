@@ -65,6 +65,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="directory for asset bytes (default: a temp dir removed on exit)",
     )
     p.add_argument(
+        "--state-dir",
+        type=Path,
+        default=_env("STATE_DIR"),
+        help="keep assets, their bytes and the clock offset here across restarts "
+        "(SQLite metadata); default: nothing survives exit",
+    )
+    p.add_argument(
+        "--admin-token",
+        default=_env("ADMIN_TOKEN"),
+        help="require 'Authorization: Bearer TOKEN' on the admin API under /_emulator/",
+    )
+    p.add_argument(
+        "--no-admin",
+        action="store_true",
+        default=(_env("NO_ADMIN", "") or "").lower() in ("1", "true", "yes"),
+        help="disable the admin API under /_emulator/ (404)",
+    )
+    p.add_argument(
         "--storage",
         default=_env("STORAGE"),
         metavar="s3://BUCKET[/PREFIX]",
@@ -134,6 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = EmulatorConfig(
             storage_base_url=None,
             root_dir=args.root_dir,
+            state_dir=args.state_dir,
+            admin_token=args.admin_token,
+            admin_enabled=not args.no_admin,
             storage=args.storage,
             s3_endpoint_url=args.s3_endpoint_url,
             s3_create_bucket=args.s3_create_bucket,

@@ -44,6 +44,13 @@ class EmulatorConfig:
     default_nca_id: str = DEFAULT_NCA_ID
     #: Where bytes and staging dirs live. ``None``: a temp dir removed on close.
     root_dir: Path | None = None
+    #: Keep assets, functions, results and the clock offset here across restarts (SQLite
+    #: metadata plus the bytes). ``None``: state lives in memory (and ``root_dir``) only.
+    state_dir: Path | None = None
+    #: Serve the admin API under ``/_emulator/``.
+    admin_enabled: bool = True
+    #: When set, admin calls need ``Authorization: Bearer <admin_token>``.
+    admin_token: str | None = None
     #: Where asset bytes live: ``None`` for files under ``root_dir``, or ``s3://bucket/prefix``
     #: for an S3-compatible bucket (needs boto3; the usual AWS credential environment applies).
     storage: str | None = None
@@ -70,8 +77,10 @@ class EmulatorConfig:
             raise ValueError("header_mismatch_status must be 400 or 403")
         if self.storage is not None and not self.storage.startswith("s3://"):
             raise ValueError(f"storage must be an s3://bucket[/prefix] URL, got {self.storage!r}")
-        if self.root_dir is not None and not isinstance(self.root_dir, Path):
-            object.__setattr__(self, "root_dir", Path(self.root_dir))
+        for name in ("root_dir", "state_dir"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Path):
+                object.__setattr__(self, name, Path(value))
 
     @classmethod
     def parse(cls, settings: Mapping[str, str]) -> dict[str, Any]:
@@ -92,7 +101,7 @@ class EmulatorConfig:
             elif isinstance(default, Mapping):
                 pairs = (item.partition("=") for item in text.split(",") if item.strip())
                 value = {k.strip(): v.strip() for k, _, v in pairs}
-            elif name == "root_dir":
+            elif name in ("root_dir", "state_dir"):
                 value = Path(text)
             else:
                 value = text

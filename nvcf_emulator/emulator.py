@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -18,15 +19,17 @@ from .domain.calls import CallLog
 from .domain.clock import Clock
 from .domain.ids import Ids
 from .http.app import EmulatorApp
+from .invocation_api import InvocationAPI
 from .storage.base import BlobStore
 from .storage.local import LocalBlobStore
 from .storage.presign import DESCRIPTION_HEADER, UrlSigner
+from .storage.state import NullStateStore, SqliteStateStore, StateStore
 
 if TYPE_CHECKING:
     from .server import EmulatorServer
 
 
-class Emulator:
+class Emulator(InvocationAPI):
     """An NVCF emulator: control plane, pre-signed storage and (later) worker, on one WSGI app.
 
     >>> with Emulator() as nvcf:           # routes requests for api.nvcf.nvidia.com in-process
@@ -41,13 +44,19 @@ class Emulator:
         self.clock = Clock()
         self.ids = Ids()
         self.calls = CallLog()
-        if self.config.root_dir is None:
+        given_root = self.config.state_dir or self.config.root_dir
+        if given_root is None:
             self._tmp: str | None = tempfile.mkdtemp(prefix="nvcf-emulator-")
             self.root = Path(self._tmp)
         else:
             self._tmp = None
-            self.root = self.config.root_dir
+            self.root = given_root
             self.root.mkdir(parents=True, exist_ok=True)
+        self.state: StateStore = (
+            SqliteStateStore(self.config.state_dir / "state.sqlite3")
+            if self.config.state_dir is not None
+            else NullStateStore()
+        )
         self.accounts = Accounts(self.config.api_keys, default_nca_id=self.config.default_nca_id)
         self.store: BlobStore = self._open_store()
         self.assets = AssetService(
@@ -57,14 +66,33 @@ class Emulator:
             max_bytes=lambda: self.config.max_asset_bytes,
             list_limit=lambda: self.config.list_limit,
             new_id=self.ids.new,
+            state=self.state,
         )
-        self.signer = UrlSigner(self.clock, region=self.config.region)
+        self.signer = UrlSigner(self.clock, region=self.config.region, secret_key=self._secret())
         self.storage_url = self.config.storage_base_url or (
             f"https://{self.config.bucket}.s3.{self.config.region}.amazonaws.com"
         )
+        self._init_invocations()
         self.app = EmulatorApp(self)
         self._next_sweep = self.clock.now() + self.SWEEP_INTERVAL
+        self._restore()
         self._activations: list[Any] = []
+
+    def _secret(self) -> str | None:
+        """The URL-signing secret: kept in the state dir so URLs survive a restart."""
+        for _, data in self.state.load("signer"):
+            return str(data["secret"])
+        secret = secrets.token_urlsafe(30)
+        self.state.put("signer", "secret", {"secret": secret})
+        return secret
+
+    def _restore(self) -> None:
+        """Load what the state dir kept (clock offset, assets), then drop what has expired."""
+        for _, data in self.state.load("clock"):
+            self.clock.advance(float(data["offset"]))
+        self.clock.on_change = lambda offset: self.state.put("clock", "offset", {"offset": offset})
+        if self.assets.load():
+            self.sweep()
 
     def _open_store(self) -> BlobStore:
         """Files under ``root``, or an S3 bucket when ``storage`` is ``s3://bucket/prefix``."""
@@ -137,6 +165,7 @@ class Emulator:
         """
         self._next_sweep = self.clock.now() + self.SWEEP_INTERVAL
         self.assets.sweep()
+        self.invocation_service.sweep()
 
     def maybe_sweep(self) -> None:
         """Sweep if a minute of emulator time has passed since the last sweep (or time jumped)."""
@@ -148,6 +177,7 @@ class Emulator:
         """Forget every asset and its bytes, put the clock back, and return to the settings the
         emulator was made with, plus ``settings``."""
         self.assets.clear()
+        self._reset_invocations()
         self.clock.reset()
         self.ids.seed(None)
         self.calls.clear()
@@ -159,6 +189,8 @@ class Emulator:
         """Stop routing, and remove the temp dir this emulator made (if it made one)."""
         while self._activations:
             self._activations.pop().__exit__(None, None, None)
+        self._close_invocations()
+        self.state.close()
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None

@@ -8,6 +8,7 @@ on every access and eagerly by :meth:`AssetService.sweep`, both against the one 
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import hashlib
 import re
 import threading
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..storage.base import BlobStore
+from ..storage.state import NullStateStore, StateStore
 from .accounts import Account
 from .clock import Clock
 from .errors import BadRequest, NotFound, StorageError
@@ -28,6 +30,8 @@ MAX_DESCRIPTION_BYTES = 2048
 _UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _CHUNK = 1024 * 1024
+#: The record kind assets are kept under in a state store.
+KIND = "asset"
 
 
 def is_asset_id(value: str) -> bool:
@@ -101,8 +105,10 @@ class AssetService:
         max_bytes: Callable[[], int],
         list_limit: Callable[[], int],
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+        state: StateStore | None = None,
     ) -> None:
         self.store = store
+        self.state: StateStore = state or NullStateStore()
         self.clock = clock
         self._asset_ttl = asset_ttl
         self._max_bytes = max_bytes
@@ -162,6 +168,7 @@ class AssetService:
         asset = Asset(self.new_id(), account.nca_id, ctype, desc, self.clock.now())
         with self._lock:
             self._assets[asset.asset_id] = asset
+            self._save(asset)
         return asset
 
     def delete(self, account: Account, asset_id: str) -> None:
@@ -170,6 +177,7 @@ class AssetService:
             self.store.delete(asset.key)
             self._unlist(asset)
             asset.uploaded_at = asset.size = asset.etag = None
+            self._save(asset)
 
     def upload(
         self, nca_id: str, asset_id: str, body: _Reader, content_length: int | None
@@ -215,6 +223,7 @@ class AssetService:
                 asset.size = size
                 asset.etag = md5.hexdigest()
                 self._list(asset)
+                self._save(asset)
         except BaseException:
             writer.abort()
             raise
@@ -232,9 +241,34 @@ class AssetService:
 
     def clear(self) -> None:
         with self._lock:
+            for asset_id in list(self._assets):
+                self.state.delete(KIND, asset_id)
             self._assets.clear()
             self._listed.clear()
             self.store.clear()
+
+    def load(self) -> int:
+        """Read the records a state store kept (at start-up), reconciled with the bytes.
+
+        A record marked uploaded whose bytes are gone is not uploaded; bytes under a record that
+        was never marked uploaded (a crash between the rename and the record) are discarded, so
+        a restart never shows an upload the client was not told succeeded. Returns the count.
+        """
+        with self._lock:
+            for asset_id, data in self.state.load(KIND):
+                asset = Asset(**data)
+                if asset.uploaded and self.store.size(asset.key) != asset.size:
+                    asset.uploaded_at = asset.size = asset.etag = None
+                    self._save(asset)
+                if not asset.uploaded:
+                    self.store.delete(asset.key)
+                self._assets[asset_id] = asset
+                if asset.uploaded:
+                    self._list(asset)
+            return len(self._assets)
+
+    def _save(self, asset: Asset) -> None:
+        self.state.put(KIND, asset.asset_id, dataclasses.asdict(asset))
 
     # -- internals --------------------------------------------------------------------------
 
@@ -277,6 +311,7 @@ class AssetService:
 
     def _purge(self, asset: Asset) -> None:
         self._assets.pop(asset.asset_id, None)
+        self.state.delete(KIND, asset.asset_id)
         self._unlist(asset)
         self.store.delete(asset.key)
 

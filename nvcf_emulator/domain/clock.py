@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 
 class Clock:
     """Wall-clock time plus a movable offset, in seconds since the epoch (UTC)."""
 
-    __slots__ = ("_lock", "_offset")
+    __slots__ = ("_lock", "_offset", "on_change")
 
     def __init__(self, offset: float = 0.0) -> None:
         self._offset = float(offset)
         self._lock = threading.Lock()
+        #: Called with the new offset whenever it changes (persistence uses it).
+        self.on_change: Callable[[float], None] | None = None
 
     @property
     def offset(self) -> float:
@@ -39,6 +42,7 @@ class Clock:
         """Move the clock forward (or back, with a negative value); returns the new time."""
         with self._lock:
             self._offset += float(seconds)
+        self._changed()
         return self.now()
 
     def set(self, when: datetime | float) -> float:
@@ -51,12 +55,18 @@ class Clock:
             target = float(when)
         with self._lock:
             self._offset = target - time.time()
+        self._changed()
         return self.now()
 
     def reset(self) -> None:
         """Back to the process's wall clock."""
         with self._lock:
             self._offset = 0.0
+        self._changed()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change(self._offset)
 
 
 def isoformat(ts: float) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import time
@@ -94,7 +95,25 @@ class EmulatorApp:
         )
         return response(environ, start_response)
 
+    def _admin_refusal(self, request: Request) -> Response | None:
+        config = self.emulator.config
+        if not config.admin_enabled:
+            return problem(request, 404, "Not Found", "The admin API is disabled")
+        if config.admin_token:
+            scheme, _, token = (request.headers.get("Authorization") or "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                token.strip().encode(), config.admin_token.encode()
+            ):
+                return problem(
+                    request, 401, "Unauthorized", "The admin API needs its token (Bearer)"
+                )
+        return None
+
     def _control(self, request: Request) -> Response:
+        if request.path.startswith("/_emulator"):
+            refusal = self._admin_refusal(request)
+            if refusal is not None:
+                return refusal
         adapter = self._map.bind_to_environ(request.environ)
         try:
             endpoint, args = adapter.match()

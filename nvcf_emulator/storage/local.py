@@ -47,6 +47,8 @@ class LocalBlobStore:
         self.objects = self.root / "objects"
         self.tmp = self.root / "tmp"
         self.objects.mkdir(parents=True, exist_ok=True)
+        # Uploads cut off by a crash (kill -9) left their temp files here: they never count.
+        shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
         self._objects_resolved = self.objects.resolve()
 

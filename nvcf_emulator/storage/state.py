@@ -1,0 +1,92 @@
+"""Persistent metadata: SQLite (WAL, one transaction per change) for ``--state-dir``.
+
+Domain services hand records to a :class:`StateStore` as plain JSON-able dicts, by kind
+("asset", "function", ...) and id; at start-up they read them back. The default
+:class:`NullStateStore` keeps nothing, which is what an emulator without a state dir wants.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+
+class StateStore(Protocol):
+    def put(self, kind: str, record_id: str, data: dict[str, Any]) -> None: ...
+
+    def delete(self, kind: str, record_id: str) -> None: ...
+
+    def load(self, kind: str) -> Iterator[tuple[str, dict[str, Any]]]: ...
+
+    def clear(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class NullStateStore:
+    """Keeps nothing: state lives in memory only."""
+
+    def put(self, kind: str, record_id: str, data: dict[str, Any]) -> None:
+        pass
+
+    def delete(self, kind: str, record_id: str) -> None:
+        pass
+
+    def load(self, kind: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        return iter(())
+
+    def clear(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class SqliteStateStore:
+    """Records in one SQLite table; every change is its own committed transaction."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS records ("
+            " kind TEXT NOT NULL, id TEXT NOT NULL, data TEXT NOT NULL,"
+            " PRIMARY KEY (kind, id))"
+        )
+
+    def put(self, kind: str, record_id: str, data: dict[str, Any]) -> None:
+        text = json.dumps(data, separators=(",", ":"))
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO records (kind, id, data) VALUES (?, ?, ?)"
+                " ON CONFLICT (kind, id) DO UPDATE SET data = excluded.data",
+                (kind, record_id, text),
+            )
+
+    def delete(self, kind: str, record_id: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM records WHERE kind = ? AND id = ?", (kind, record_id))
+
+    def load(self, kind: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, data FROM records WHERE kind = ? ORDER BY rowid", (kind,)
+            ).fetchall()
+        for record_id, text in rows:
+            yield record_id, json.loads(text)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM records")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
