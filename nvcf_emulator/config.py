@@ -13,6 +13,7 @@ from .domain.accounts import DEFAULT_NCA_ID
 GiB = 1024**3
 #: S3's single-PUT limit, which NVCF documents as "5 GB" (S3's ``MaxSizeAllowed`` value).
 MAX_ASSET_BYTES = 5 * GiB
+_PATH_FIELDS = ("root_dir", "state_dir", "asset_root", "output_root")
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,41 @@ class EmulatorConfig:
     #: Create the ``storage`` bucket at start when it does not exist (handy with moto).
     s3_create_bucket: bool = False
 
+    # -- invocation (pexec) and the emulated worker ------------------------------------------
+    #: Poll window (``NVCF-POLL-SECONDS``) when the client sends none.
+    poll_seconds: int = 60
+    #: Poll window for ``Accept: text/event-stream`` calls that send none.
+    sse_poll_seconds: int = 1200
+    #: Largest ``NVCF-POLL-SECONDS`` accepted; above it the call is a 400.
+    max_poll_seconds: int = 3600
+    #: Answer every ``POST /v2/nvcf/pexec/...`` with 202 at once, so tests exercise polling
+    #: deterministically (status polls then wait for the result as usual).
+    always_async: bool = False
+    #: Threads running containers; more invocations than this queue (positionInQueue > 0).
+    worker_threads: int = 8
+    #: Seconds a container may take before the client gets NVCF's inference connection error.
+    #: NVCF has no fixed limit; the emulator has one so that a stuck container cannot hang a test.
+    container_timeout: float = 300.0
+    #: Largest request body accepted on invocation (inclusive), in bytes; above it: 413.
+    max_request_bytes: int = 5242880
+    #: ``NVCF-MAX-RESPONSE-SIZE-BYTES``: larger results come back as a 302 to a zip.
+    max_response_bytes: int = 5242880
+    #: Seconds a request record lives at most (NVCF: 1 h).
+    request_ttl: int = 3600
+    #: Seconds the zip URL of a large result stays valid (NVCF docs: 24 h).
+    result_url_ttl: int = 24 * 3600
+    #: Where assets are staged per request (``<asset_root>/<reqid>/<assetId>``).
+    #: ``None``: ``<root_dir>/inputAssets`` (NVCF: ``/var/inf/inputAssets``).
+    asset_root: Path | None = None
+    #: Where each request's large-output dir is made. ``None``: ``<root_dir>/response``.
+    output_root: Path | None = None
+    #: Keep the staged asset and output dirs after a request ends (for debugging).
+    keep_staged: bool = False
+    #: Seconds a deployed version stays ``DEPLOYING`` (on the emulator clock) before ``ACTIVE``.
+    deploy_delay: float = 0.0
+    #: Seconds between looks at running requests' progress files.
+    progress_interval: float = 0.01
+
     def replace(self, **changes: Any) -> EmulatorConfig:
         """A copy with ``changes`` applied; unknown names raise ``TypeError`` naming them."""
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
@@ -77,10 +113,28 @@ class EmulatorConfig:
             raise ValueError("header_mismatch_status must be 400 or 403")
         if self.storage is not None and not self.storage.startswith("s3://"):
             raise ValueError(f"storage must be an s3://bucket[/prefix] URL, got {self.storage!r}")
-        for name in ("root_dir", "state_dir"):
+        for name in _PATH_FIELDS:
             value = getattr(self, name)
             if value is not None and not isinstance(value, Path):
                 object.__setattr__(self, name, Path(value))
+        for name in ("poll_seconds", "sse_poll_seconds", "max_poll_seconds"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in (
+            "worker_threads",
+            "max_request_bytes",
+            "max_response_bytes",
+            "request_ttl",
+            "result_url_ttl",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("container_timeout", "deploy_delay", "progress_interval"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be a non-negative number, got {value!r}")
 
     @classmethod
     def parse(cls, settings: Mapping[str, str]) -> dict[str, Any]:
@@ -96,12 +150,14 @@ class EmulatorConfig:
                 value = text.strip().lower() in ("1", "true", "yes", "on")
             elif isinstance(default, int):
                 value = int(text)
+            elif isinstance(default, float):
+                value = float(text)
             elif isinstance(default, tuple):
                 value = tuple(h.strip() for h in text.split(",") if h.strip())
             elif isinstance(default, Mapping):
                 pairs = (item.partition("=") for item in text.split(",") if item.strip())
                 value = {k.strip(): v.strip() for k, _, v in pairs}
-            elif name in ("root_dir", "state_dir"):
+            elif name in _PATH_FIELDS:
                 value = Path(text)
             else:
                 value = text

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+import pytest
 import requests
+
+from nvcf_emulator import RemoteEmulator
 
 from .conftest import Api
 
@@ -65,3 +68,23 @@ def test_requests_log_records_calls_without_credentials(api: Api) -> None:
     assert api.emulator.api_key not in str(log)
     assert log[0]["authorization"] == "Bearer nvapi-…"
     assert api.emulator.calls[0].status == 200
+
+
+@pytest.mark.nvcf(admin_token="s3cret")
+def test_admin_token_protects_the_admin_api(api: Api) -> None:
+    r = requests.get(f"{api.base_url}/_emulator/state")
+    assert r.status_code == 401
+    r = requests.post(f"{api.base_url}/_emulator/reset", headers={"Authorization": "Bearer no"})
+    assert r.status_code == 401
+    r = requests.get(f"{api.base_url}/_emulator/state", headers={"Authorization": "Bearer s3cret"})
+    assert r.status_code == 200
+    remote = RemoteEmulator(api.base_url, admin_token="s3cret")
+    assert remote.clock.advance(10) > 0
+    # The NVCF API itself is not affected.
+    assert requests.get(f"{api.base_url}/v2/nvcf/assets", headers=api.headers).status_code == 200
+
+
+@pytest.mark.nvcf(admin_enabled=False)
+def test_admin_api_can_be_disabled(api: Api) -> None:
+    assert requests.get(f"{api.base_url}/_emulator/health").status_code == 404
+    assert requests.post(f"{api.base_url}/_emulator/clock", json={"advance": 1}).status_code == 404

@@ -1,0 +1,540 @@
+"""Functions and their versions, per account, with NVCF's statuses and invocation rules.
+
+A version's container is resolved when it is deployed: the container given to
+``Emulator.add_function``, or the one registered for its ``containerImage``. ``DEPLOYING`` turns
+into ``ACTIVE`` lazily, once ``deploy_delay`` seconds have passed on the :class:`Clock` and the
+container's health URI answers the expected status (``ERROR`` when no container is registered
+for the image).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from .accounts import Account
+from .clock import Clock, isoformat
+from .errors import BadRequest, NotFound
+
+if TYPE_CHECKING:
+    from ..worker.containers import Container
+
+NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9\-_]*$")
+DEFAULT_INFERENCE_PORT = 8000
+DEFAULT_HEALTH_URI = "/v2/health/ready"
+
+
+class FunctionStatus(StrEnum):
+    INACTIVE = "INACTIVE"
+    DEPLOYING = "DEPLOYING"
+    ACTIVE = "ACTIVE"
+    ERROR = "ERROR"
+    DEGRADING = "DEGRADING"
+    DEGRADED = "DEGRADED"
+    DELETED = "DELETED"
+
+
+INVOCABLE = frozenset({FunctionStatus.ACTIVE, FunctionStatus.DEGRADING})
+
+
+def not_found_message(function_id: str, version_id: str | None, nca_id: str) -> str:
+    """NVCF's text (``version 'null'`` when the call named no version)."""
+    return (
+        f"Function id '{function_id}' version '{version_id or 'null'}': "
+        f"Specified function in account '{nca_id}' is not found"
+    )
+
+
+@dataclass
+class FunctionVersion:
+    """One version of a function: the FunctionDTO plus what the emulator needs to run it."""
+
+    function_id: str
+    version_id: str
+    name: str
+    nca_id: str
+    created_at: float
+    status: FunctionStatus = FunctionStatus.INACTIVE
+    function_type: str = "DEFAULT"
+    inference_url: str = "/"
+    inference_port: int = DEFAULT_INFERENCE_PORT
+    health_uri: str = DEFAULT_HEALTH_URI
+    health: dict[str, Any] = field(default_factory=dict)
+    api_body_format: str = "CUSTOM"
+    container_image: str | None = None
+    #: Other members of the create body (containerArgs, models, tags, description, ...).
+    extra: dict[str, Any] = field(default_factory=dict)
+    #: The container given directly (Python API / CLI); otherwise resolved from the image.
+    container: Container | None = None
+    deployment: dict[str, Any] | None = None
+    deploy_started_at: float | None = None
+    #: NCA ids this version is shared with (``visibility=authorized`` for them).
+    shared_with: frozenset[str] = frozenset()
+    public: bool = False
+
+    @property
+    def expected_health_status(self) -> int:
+        return int(self.health.get("expectedStatusCode", 200))
+
+    def dto(self, viewer_nca: str | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.function_id,
+            "versionId": self.version_id,
+            "name": self.name,
+            "ncaId": self.nca_id,
+            "status": self.status.value,
+            "createdAt": isoformat(self.created_at),
+            "functionType": self.function_type,
+            "healthUri": self.health_uri,
+            "inferenceUrl": self.inference_url,
+            "inferencePort": self.inference_port,
+            "apiBodyFormat": self.api_body_format,
+            "health": dict(self.health),
+        }
+        if self.container_image is not None:
+            out["containerImage"] = self.container_image
+        for key, value in self.extra.items():
+            if key == "secrets":
+                out[key] = [{"name": s.get("name")} for s in value if isinstance(s, dict)]
+            else:
+                out[key] = copy.deepcopy(value)
+        if self.status in INVOCABLE:
+            out["activeInstances"] = [self._instance()]
+        if viewer_nca is not None and viewer_nca != self.nca_id:
+            out["ownedByDifferentAccount"] = True
+        return out
+
+    def _instance(self) -> dict[str, Any]:
+        spec = (self.deployment or {}).get("deploymentSpecifications") or [{}]
+        first = spec[0] if isinstance(spec[0], dict) else {}
+        when = isoformat(self.deploy_started_at or self.created_at)
+        return {
+            "instanceId": f"emulator-{self.version_id[:8]}",
+            "instanceType": first.get("instanceType", "EMULATOR"),
+            "instanceStatus": "ACTIVE",
+            "gpu": first.get("gpu", "EMULATOR"),
+            "backend": first.get("backend", "nvcf-emulator"),
+            "location": "local",
+            "functionId": self.function_id,
+            "functionVersionId": self.version_id,
+            "ncaId": self.nca_id,
+            "instanceCreatedAt": when,
+            "instanceUpdatedAt": when,
+        }
+
+    def deployment_dto(self) -> dict[str, Any]:
+        return {
+            "functionId": self.function_id,
+            "functionVersionId": self.version_id,
+            "functionName": self.name,
+            "ncaId": self.nca_id,
+            "functionStatus": self.status.value,
+            "deploymentSpecifications": copy.deepcopy(
+                (self.deployment or {}).get("deploymentSpecifications", [])
+            ),
+            "createdAt": isoformat(self.deploy_started_at or self.created_at),
+        }
+
+
+def _str(body: Mapping[str, Any], key: str, *, required: bool = False) -> str | None:
+    value = body.get(key)
+    if value is None:
+        if required:
+            raise BadRequest(f"{key} is required")
+        return None
+    if not isinstance(value, str):
+        raise BadRequest(f"{key} must be a string")
+    return value
+
+
+def _validate_name(name: object) -> str:
+    if name is None:
+        raise BadRequest("name is required")
+    if not isinstance(name, str) or not 1 <= len(name) <= 128 or not NAME_RE.match(name):
+        raise BadRequest(
+            f"name must be 1-128 characters matching ^[a-zA-Z0-9][a-zA-Z0-9\\-_]*$, got {name!r}"
+        )
+    return name
+
+
+def _validate_deployment(body: Mapping[str, Any]) -> dict[str, Any]:
+    specs = body.get("deploymentSpecifications")
+    if not isinstance(specs, list) or not specs:
+        raise BadRequest("deploymentSpecifications is required: a non-empty list")
+    for i, spec in enumerate(specs):
+        if not isinstance(spec, dict):
+            raise BadRequest(f"deploymentSpecifications[{i}] must be an object")
+        for key in ("gpu", "instanceType", "minInstances", "maxInstances"):
+            if key not in spec:
+                raise BadRequest(f"deploymentSpecifications[{i}].{key} is required")
+        lo, hi = spec["minInstances"], spec["maxInstances"]
+        if not isinstance(lo, int) or not isinstance(hi, int) or lo < 0 or hi < max(lo, 1):
+            raise BadRequest(
+                f"deploymentSpecifications[{i}]: minInstances and maxInstances must be integers "
+                "with 0 <= minInstances <= maxInstances and maxInstances >= 1"
+            )
+    return {"deploymentSpecifications": copy.deepcopy(specs)}
+
+
+_KNOWN = {
+    "name",
+    "inferenceUrl",
+    "inferencePort",
+    "healthUri",
+    "health",
+    "containerImage",
+    "apiBodyFormat",
+    "functionType",
+}
+_EXTRA = (
+    "containerArgs",
+    "containerEnvironment",
+    "models",
+    "resources",
+    "helmChart",
+    "helmChartServiceName",
+    "description",
+    "tags",
+    "secrets",
+    "rateLimit",
+    "telemetries",
+)
+
+
+class FunctionService:
+    """Every function of one emulator. Thread-safe."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        deploy_delay: Callable[[], float],
+        resolve_image: Callable[[str], Container | None],
+    ) -> None:
+        self.clock = clock
+        self._deploy_delay = deploy_delay
+        self._resolve_image = resolve_image
+        self._lock = threading.RLock()
+        self._versions: dict[str, FunctionVersion] = {}  # by version id, in creation order
+
+    # -- creation -----------------------------------------------------------------------------
+
+    def _build(
+        self, account: Account, body: Mapping[str, Any], function_id: str, name: str
+    ) -> FunctionVersion:
+        inference_url = _str(body, "inferenceUrl", required=True)
+        assert inference_url is not None
+        port = body.get("inferencePort", DEFAULT_INFERENCE_PORT)
+        if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+            raise BadRequest("inferencePort must be an integer between 1 and 65535")
+        health_uri = _str(body, "healthUri") or DEFAULT_HEALTH_URI
+        health = body.get("health")
+        if health is None:
+            health = {
+                "protocol": "HTTP",
+                "uri": health_uri,
+                "port": port,
+                "timeout": "PT10S",
+                "expectedStatusCode": 200,
+            }
+        elif not isinstance(health, dict):
+            raise BadRequest("health must be an object")
+        else:
+            health = {
+                "protocol": "HTTP",
+                "uri": health_uri,
+                "port": port,
+                "timeout": "PT10S",
+                "expectedStatusCode": 200,
+                **health,
+            }
+            health_uri = str(health["uri"])
+        fmt = _str(body, "apiBodyFormat") or "CUSTOM"
+        if fmt not in ("PREDICT_V2", "CUSTOM"):
+            raise BadRequest("apiBodyFormat must be PREDICT_V2 or CUSTOM")
+        ftype = _str(body, "functionType") or "DEFAULT"
+        if ftype not in ("DEFAULT", "STREAMING"):
+            raise BadRequest("functionType must be DEFAULT or STREAMING")
+        image = _str(body, "containerImage")
+        if body.get("helmChart") is not None and image is not None:
+            raise BadRequest("a function has either a helmChart or a containerImage, not both")
+        if body.get("helmChart") is not None and not body.get("helmChartServiceName"):
+            raise BadRequest("helmChartServiceName is required with helmChart")
+        tags = body.get("tags")
+        if tags is not None and (
+            not isinstance(tags, list)
+            or len(tags) > 64
+            or any(not isinstance(t, str) or len(t) > 128 for t in tags)
+        ):
+            raise BadRequest("tags must be a list of at most 64 strings of at most 128 characters")
+        return FunctionVersion(
+            function_id=function_id,
+            version_id=str(uuid.uuid4()),
+            name=name,
+            nca_id=account.nca_id,
+            created_at=self.clock.now(),
+            function_type=ftype,
+            inference_url=inference_url,
+            inference_port=port,
+            health_uri=health_uri,
+            health=health,
+            api_body_format=fmt,
+            container_image=image,
+            extra={k: copy.deepcopy(body[k]) for k in _EXTRA if body.get(k) is not None},
+        )
+
+    def create(self, account: Account, body: Mapping[str, Any]) -> FunctionVersion:
+        """``POST /v2/nvcf/functions``: a new function with one ``INACTIVE`` version."""
+        name = _validate_name(body.get("name"))
+        version = self._build(account, body, str(uuid.uuid4()), name)
+        with self._lock:
+            self._versions[version.version_id] = version
+        return version
+
+    def create_version(
+        self, account: Account, function_id: str, body: Mapping[str, Any]
+    ) -> FunctionVersion:
+        """``POST /v2/nvcf/functions/{fid}/versions``: same id (and name), new version id."""
+        existing = self.versions(account, function_id)
+        name = body.get("name")
+        name = _validate_name(name) if name is not None else existing[0].name
+        version = self._build(account, body, function_id, name)
+        with self._lock:
+            self._versions[version.version_id] = version
+        return version
+
+    def add(
+        self,
+        account: Account,
+        container: Container,
+        body: Mapping[str, Any],
+        *,
+        function_id: str | None = None,
+        shared_with: Iterable[str] = (),
+        public: bool = False,
+    ) -> FunctionVersion:
+        """Create and deploy a version running ``container`` (the Python API and the CLI)."""
+        name = _validate_name(body.get("name"))
+        if function_id is not None:
+            self.versions(account, function_id)
+        version = self._build(account, body, function_id or str(uuid.uuid4()), name)
+        version.container = container
+        version.shared_with = frozenset(shared_with)
+        version.public = public
+        version.deployment = {"deploymentSpecifications": []}
+        version.deploy_started_at = self.clock.now()
+        version.status = FunctionStatus.DEPLOYING
+        with self._lock:
+            self._versions[version.version_id] = version
+        self.refresh(version)
+        return version
+
+    # -- status -------------------------------------------------------------------------------
+
+    def container_for(self, version: FunctionVersion) -> Container | None:
+        if version.container is not None:
+            return version.container
+        if version.container_image is not None:
+            return self._resolve_image(version.container_image)
+        return None
+
+    def refresh(self, version: FunctionVersion) -> FunctionVersion:
+        """Move ``DEPLOYING`` on once the deploy delay has passed and the container is healthy."""
+        with self._lock:
+            if version.status is not FunctionStatus.DEPLOYING:
+                return version
+            started = version.deploy_started_at or version.created_at
+            if self.clock.now() < started + self._deploy_delay():
+                return version
+            container = self.container_for(version)
+        if container is None:
+            status = FunctionStatus.ERROR
+        else:
+            try:
+                code = container.health(version.health_uri, version.inference_port)
+            except Exception:
+                code = 0
+            if code == version.expected_health_status:
+                status = FunctionStatus.ACTIVE
+            else:
+                return version  # still starting: checked again on the next look
+        with self._lock:
+            if version.status is FunctionStatus.DEPLOYING:
+                version.status = status
+        return version
+
+    def set_status(self, function_id: str, version_id: str, status: FunctionStatus | str) -> None:
+        """Force a status (tests: ``DEGRADED``, ``ERROR``, ...)."""
+        with self._lock:
+            version = self._versions.get(version_id)
+            if version is None or version.function_id != function_id:
+                raise KeyError(version_id)
+            version.status = FunctionStatus(status)
+
+    # -- queries -----------------------------------------------------------------------------
+
+    def all(self) -> list[FunctionVersion]:
+        with self._lock:
+            versions = list(self._versions.values())
+        return [self.refresh(v) for v in versions]
+
+    def _visible(self, version: FunctionVersion, nca_id: str) -> bool:
+        return version.nca_id == nca_id or nca_id in version.shared_with or version.public
+
+    def listing(
+        self, account: Account, visibility: Iterable[str] | None = None
+    ) -> list[FunctionVersion]:
+        wanted = set(visibility or ("authorized", "private", "public"))
+        bad = wanted - {"authorized", "private", "public"}
+        if bad:
+            raise BadRequest(
+                f"visibility must be authorized, private or public, got {', '.join(sorted(bad))}"
+            )
+        out = []
+        for version in self.all():
+            if version.status is FunctionStatus.DELETED:
+                continue
+            own = version.nca_id == account.nca_id
+            if (
+                ("private" in wanted and own)
+                or ("authorized" in wanted and not own and account.nca_id in version.shared_with)
+                or ("public" in wanted and version.public and not own)
+            ):
+                out.append(version)
+        return out
+
+    def versions(self, account: Account, function_id: str) -> list[FunctionVersion]:
+        found = [
+            v
+            for v in self.all()
+            if v.function_id == function_id
+            and v.status is not FunctionStatus.DELETED
+            and self._visible(v, account.nca_id)
+        ]
+        if not found:
+            raise NotFound(f"Function '{function_id}' not found in account '{account.nca_id}'")
+        return found
+
+    def get(self, account: Account, function_id: str, version_id: str) -> FunctionVersion:
+        for version in self.versions(account, function_id):
+            if version.version_id == version_id:
+                return version
+        raise NotFound(
+            f"Function id '{function_id}' version '{version_id}' not found in account "
+            f"'{account.nca_id}'"
+        )
+
+    def _own(self, account: Account, function_id: str, version_id: str) -> FunctionVersion:
+        version = self.get(account, function_id, version_id)
+        if version.nca_id != account.nca_id:
+            raise NotFound(not_found_message(function_id, version_id, account.nca_id))
+        return version
+
+    def resolve_invocation(
+        self, account: Account, function_id: str, version_id: str | None
+    ) -> FunctionVersion:
+        """The version a pexec call runs on, or NVCF's 404 / 400 (DEGRADED)."""
+        candidates = [
+            v
+            for v in self.all()
+            if v.function_id == function_id
+            and (version_id is None or v.version_id == version_id)
+            and v.status is not FunctionStatus.DELETED
+            and self._visible(v, account.nca_id)
+        ]
+        invocable = [v for v in candidates if v.status in INVOCABLE]
+        if invocable:
+            return invocable[0] if len(invocable) == 1 else _pick(invocable)
+        if any(v.status is FunctionStatus.DEGRADED for v in candidates):
+            raise BadRequest(f"Function id '{function_id}': DEGRADED function cannot be invoked")
+        raise NotFound(not_found_message(function_id, version_id, account.nca_id))
+
+    # -- commands ----------------------------------------------------------------------------
+
+    def delete(self, account: Account, function_id: str, version_id: str) -> FunctionVersion:
+        version = self._own(account, function_id, version_id)
+        with self._lock:
+            self._versions.pop(version.version_id, None)
+            version.status = FunctionStatus.DELETED
+        return version
+
+    def update_tags(
+        self, account: Account, function_id: str, version_id: str, body: Mapping[str, Any]
+    ) -> FunctionVersion:
+        version = self._own(account, function_id, version_id)
+        tags = body.get("tags", [])
+        if not isinstance(tags, list) or any(not isinstance(t, str) for t in tags):
+            raise BadRequest("tags must be a list of strings")
+        with self._lock:
+            version.extra["tags"] = list(tags)
+        return version
+
+    def deploy(
+        self, account: Account, function_id: str, version_id: str, body: Mapping[str, Any]
+    ) -> FunctionVersion:
+        version = self._own(account, function_id, version_id)
+        deployment = _validate_deployment(body)
+        with self._lock:
+            if version.deployment is not None and version.status is not FunctionStatus.INACTIVE:
+                raise BadRequest(
+                    f"Function id '{function_id}' version '{version_id}' is already deployed"
+                )
+            version.deployment = deployment
+            version.deploy_started_at = self.clock.now()
+            version.status = FunctionStatus.DEPLOYING
+        return self.refresh(version)
+
+    def deployment(self, account: Account, function_id: str, version_id: str) -> FunctionVersion:
+        version = self._own(account, function_id, version_id)
+        if version.deployment is None:
+            raise NotFound(f"Function id '{function_id}' version '{version_id}' has no deployment")
+        return version
+
+    def update_deployment(
+        self, account: Account, function_id: str, version_id: str, body: Mapping[str, Any]
+    ) -> FunctionVersion:
+        version = self.deployment(account, function_id, version_id)
+        new = _validate_deployment(body)
+        old = version.deployment or {}
+        old_specs = old.get("deploymentSpecifications", [])
+        for i, spec in enumerate(new["deploymentSpecifications"]):
+            if i < len(old_specs) and (
+                spec.get("gpu") != old_specs[i].get("gpu")
+                or spec.get("backend", old_specs[i].get("backend")) != old_specs[i].get("backend")
+            ):
+                raise BadRequest("a deployment update cannot change the gpu or the backend")
+        with self._lock:
+            version.deployment = new
+        return version
+
+    def undeploy(self, account: Account, function_id: str, version_id: str) -> FunctionVersion:
+        version = self.deployment(account, function_id, version_id)
+        with self._lock:
+            version.deployment = None
+            version.deploy_started_at = None
+            version.status = FunctionStatus.INACTIVE
+        return version
+
+    def restore(self, version: FunctionVersion) -> None:
+        """Put back a version that survives resets (``--function`` on the CLI), redeployed."""
+        with self._lock:
+            version.status = FunctionStatus.DEPLOYING
+            version.deploy_started_at = self.clock.now()
+            self._versions[version.version_id] = version
+        self.refresh(version)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._versions.clear()
+
+
+def _pick(versions: list[FunctionVersion]) -> FunctionVersion:
+    import random
+
+    return random.choice(versions)

@@ -1,0 +1,783 @@
+"""Invocations: the request records of pexec, and the emulated worker that runs them.
+
+Each ``POST /v2/nvcf/pexec/...`` makes an :class:`Invocation` and hands it to a bounded thread
+pool (the emulated GPU workers), so the control plane keeps answering while containers work.
+A poll (the POST itself or ``GET /v2/nvcf/pexec/status/{id}``) waits on the record's condition
+for the next *event*: a progress update (202 at once), the container's own 202, or the outcome.
+
+Time rules, all against the emulator's :class:`Clock` and checked lazily on lookup: a record
+lives at most ``request_ttl`` (1 h); after a 202, the client has ``max(2 * poll, 10 s)`` to
+poll again or the request is cancelled. The poll window itself is real time (a thread waits).
+A container that runs longer than ``container_timeout`` (real time) gets NVCF's inference
+connection error, from the watcher thread that also reads progress files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+import traceback
+import uuid
+import zipfile
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from werkzeug.datastructures import Headers
+
+from ..worker import staging
+from ..worker.containers import (
+    HOP_BY_HOP,
+    Container,
+    ContainerConnectionError,
+    ContainerRequest,
+    ContainerResponse,
+)
+from .accounts import Account
+from .assets import Asset
+from .clock import Clock
+from .errors import NotFound
+from .functions import FunctionVersion
+
+if TYPE_CHECKING:
+    from ..config import EmulatorConfig
+    from ..storage.base import BlobStore
+
+log = logging.getLogger("nvcf_emulator.worker")
+
+#: Progress updates held for a request nobody polls (NVCF docs: "first 256 unread kept").
+MAX_PENDING_UPDATES = 256
+
+INFERENCE_SERVICE = "urn:inference-service:problem-details:"
+INFERENCE_CONNECTION = "urn:inference-connection:problem-details:"
+WORKER_SERVICE = "urn:nvcf-worker-service:problem-details:"
+
+#: Headers the worker sets; a client's own values for them never reach the container.
+WORKER_HEADERS = (
+    "NVCF-REQID",
+    "NVCF-SUB",
+    "NVCF-NCAID",
+    "NVCF-FUNCTION-NAME",
+    "NVCF-FUNCTION-ID",
+    "NVCF-FUNCTION-VERSION-ID",
+    "NVCF-ASSET-DIR",
+    "NVCF-FUNCTION-ASSET-IDS",
+    "NVCF-LARGE-OUTPUT-DIR",
+    "NVCF-MAX-RESPONSE-SIZE-BYTES",
+    "NVCF-NSPECTID",
+    "NVCF-BACKEND",
+    "NVCF-INSTANCETYPE",
+    "NVCF-REGION",
+    "NVCF-ENV",
+    "NVCF-INVOCATION-REGION",
+    "NVCF-POLL-SECONDS",
+)
+_DROPPED = (
+    HOP_BY_HOP
+    | {h.lower() for h in WORKER_HEADERS}
+    | {"authorization", "host", "content-length", "expect"}
+)
+
+
+class InvocationStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    FULFILLED = "fulfilled"
+    ERRORED = "errored"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class ProgressUpdate:
+    """One read of the container's progress file."""
+
+    progress: int
+    partial_response: Any
+    at: float
+
+
+@dataclass(frozen=True)
+class StillWorking:
+    """The container itself answered 202: the client gets 202 in-progress."""
+
+    at: float
+
+
+@dataclass
+class Outcome:
+    """What the client gets once the request is done.
+
+    ``kind``: ``response`` (the container's answer, inline), ``redirect`` (a zip of a large
+    result; ``token`` names it), ``problem`` (an NVCF error: ``problem_prefix``/``title``/
+    ``detail``), or ``stream`` (``chunks`` are forwarded as they arrive).
+    """
+
+    kind: str
+    status: int
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+    chunks: Iterator[bytes] | None = None
+    token: str | None = None
+    #: ``type`` of the problem JSON, up to the kebab-case title (e.g. ``urn:...:problem-details:``).
+    problem_prefix: str = ""
+    title: str = ""
+    detail: str = ""
+
+    @property
+    def nvcf_status(self) -> str:
+        return "fulfilled" if 200 <= self.status < 400 else "errored"
+
+
+Event = ProgressUpdate | StillWorking | Outcome
+
+
+@dataclass(eq=False)
+class Invocation:
+    """The record of one invocation (what ``Emulator.invocations`` lists)."""
+
+    request_id: str
+    function_id: str
+    version_id: str
+    function_name: str
+    nca_id: str
+    #: The client's call: method, path, headers (``Authorization`` masked) and body.
+    method: str
+    path: str
+    request_headers: dict[str, str]
+    request_body: bytes
+    asset_ids: list[str]
+    poll_seconds: int
+    streaming: bool
+    created_at: float
+    status: InvocationStatus = InvocationStatus.QUEUED
+    #: What the container was sent (headers as the container saw them) and what it answered
+    #: (the body is ``b""`` when it was streamed through).
+    container_request: ContainerRequest | None = None
+    container_response: ContainerResponse | None = None
+    #: How many times the container was called (more than one when it answered 202).
+    container_calls: int = 0
+    asset_dir: Path | None = None
+    output_dir: Path | None = None
+    staged_files: list[Path] = field(default_factory=list)
+    #: Files the container left in its large-output dir, relative to it.
+    output_files: list[str] = field(default_factory=list)
+    progress: list[ProgressUpdate] = field(default_factory=list)
+    outcome: Outcome | None = None
+    #: The status codes the client was answered with, in order (202s, then the result).
+    delivered: list[int] = field(default_factory=list)
+    #: A container's exception or the worker's failure, as a traceback.
+    error: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    #: Seconds (real time) from the worker picking the request up to its outcome.
+    duration: float | None = None
+    # -- internal state --
+    expires_at: float = 0.0
+    abandon_at: float | None = None
+    _cond: threading.Condition = field(default_factory=threading.Condition, repr=False)
+    _pending: deque[Event] = field(default_factory=deque, repr=False)
+    _poll: threading.Event = field(default_factory=threading.Event, repr=False)
+    _progress_sig: tuple[int, bytes] | None = field(default=None, repr=False)
+    _started_mono: float | None = field(default=None, repr=False)
+    _staged: staging.StagedRequest | None = field(default=None, repr=False)
+    _purged: bool = field(default=False, repr=False)
+
+    @property
+    def container_headers(self) -> dict[str, str]:
+        """The headers the container received (empty before it was called)."""
+        if self.container_request is None:
+            return {}
+        return dict(self.container_request.headers.items())
+
+    @property
+    def response_status(self) -> int | None:
+        return self.container_response.status if self.container_response else None
+
+    @property
+    def response_body(self) -> bytes | None:
+        return self.container_response.body if self.container_response else None
+
+    @property
+    def done(self) -> bool:
+        return self.outcome is not None
+
+
+def _problem(status: int, prefix: str, title: str, detail: str) -> Outcome:
+    return Outcome(kind="problem", status=status, problem_prefix=prefix, title=title, detail=detail)
+
+
+def connection_error() -> Outcome:
+    return _problem(
+        500,
+        INFERENCE_CONNECTION,
+        "Internal Server Error",
+        "Inference connection error while making inference request",
+    )
+
+
+def worker_error(detail: str = "Internal error while making inference request") -> Outcome:
+    return _problem(500, WORKER_SERVICE, "Internal Server Error", detail)
+
+
+def container_error(status: int, body: bytes) -> Outcome:
+    """NVCF's mapping of a container's 4xx/5xx: its JSON ``error`` member is the detail."""
+    from http import HTTPStatus
+
+    try:
+        title = HTTPStatus(status).phrase
+    except ValueError:
+        title = "Unknown Error"
+    detail = "Inference error"
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        doc = None
+    if isinstance(doc, dict) and doc.get("error") not in (None, ""):
+        error = doc["error"]
+        detail = error if isinstance(error, str) else json.dumps(error)
+    return _problem(status, INFERENCE_SERVICE, title, detail)
+
+
+@dataclass
+class LargeResult:
+    path: Path
+    filename: str
+    expires_at: float
+
+
+class InvocationService:
+    """Every invocation of one emulator, and the worker pool running them. Thread-safe."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        store: BlobStore,
+        *,
+        config: Callable[[], EmulatorConfig],
+        container_for: Callable[[FunctionVersion], Container | None],
+        asset_root: Callable[[], Path],
+        output_root: Callable[[], Path],
+        results_dir: Path,
+    ) -> None:
+        self.clock = clock
+        self.store = store
+        self._config = config
+        self._container_for = container_for
+        self._asset_root = asset_root
+        self._output_root = output_root
+        self.results_dir = results_dir
+        self._lock = threading.RLock()
+        self._records: dict[str, Invocation] = {}
+        self.history: list[Invocation] = []
+        self._queued: list[Invocation] = []
+        self._running: set[Invocation] = set()
+        self._results: dict[str, LargeResult] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_size = 0
+        self._watcher: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    # -- submitting ------------------------------------------------------------------------------
+
+    def _executor(self) -> ThreadPoolExecutor:
+        size = self._config().worker_threads
+        if self._pool is None or self._pool_size != size:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False)
+            self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="nvcf-worker")
+            self._pool_size = size
+        return self._pool
+
+    def submit(
+        self,
+        account: Account,
+        version: FunctionVersion,
+        assets: Sequence[Asset],
+        *,
+        method: str,
+        path: str,
+        headers: Sequence[tuple[str, str]],
+        body: bytes,
+        poll_seconds: int,
+        streaming: bool,
+    ) -> Invocation:
+        now = self.clock.now()
+        recorded = {k: ("Bearer ***" if k.lower() == "authorization" else v) for k, v in headers}
+        inv = Invocation(
+            request_id=str(uuid.uuid4()),
+            function_id=version.function_id,
+            version_id=version.version_id,
+            function_name=version.name,
+            nca_id=account.nca_id,
+            method=method,
+            path=path,
+            request_headers=recorded,
+            request_body=body,
+            asset_ids=[a.asset_id for a in assets],
+            poll_seconds=poll_seconds,
+            streaming=streaming,
+            created_at=now,
+            expires_at=now + self._config().request_ttl,
+        )
+        with self._lock:
+            self._records[inv.request_id] = inv
+            self.history.append(inv)
+            self._queued.append(inv)
+            pool = self._executor()
+        pool.submit(self._run, inv, version, list(assets), list(headers))
+        return inv
+
+    # -- polling ---------------------------------------------------------------------------------
+
+    def lookup(self, account: Account, request_id: str) -> Invocation:
+        """A live record of ``account``, or NVCF's 404 (unknown, delivered, expired, cancelled)."""
+        with self._lock:
+            inv = self._records.get(request_id)
+            if inv is None or inv.nca_id != account.nca_id:
+                raise NotFound(f"Request id '{request_id}' not found")
+            now = self.clock.now()
+            if now >= inv.expires_at or (inv.abandon_at is not None and now > inv.abandon_at):
+                self._cancel(inv)
+                raise NotFound(f"Request id '{request_id}' not found")
+            return inv
+
+    def next_event(self, inv: Invocation, timeout: float, *, is_poll: bool = True) -> Event | None:
+        """Wait up to ``timeout`` seconds for the next thing to tell the client."""
+        if is_poll:
+            inv._poll.set()
+        deadline = time.monotonic() + max(0.0, timeout)
+        with inv._cond:
+            while True:
+                if inv._pending:
+                    return inv._pending.popleft()
+                if inv.outcome is not None:
+                    return inv.outcome
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                inv._cond.wait(remaining)
+
+    def answered_202(self, inv: Invocation) -> None:
+        """The client got a 202: it has ``max(2 * poll, 10 s)`` to poll again."""
+        with self._lock:
+            inv.delivered.append(202)
+            inv.abandon_at = self.clock.now() + max(2 * inv.poll_seconds, 10)
+
+    def answered(self, inv: Invocation, status: int) -> None:
+        """The client got the result: the record is gone (a second fetch is a 404)."""
+        with self._lock:
+            inv.delivered.append(status)
+            self._records.pop(inv.request_id, None)
+            inv._purged = True
+
+    def position(self, inv: Invocation) -> int:
+        with self._lock:
+            try:
+                return self._queued.index(inv) + 1
+            except ValueError:
+                return 0
+
+    def queue_depth(self, function_id: str, version_id: str | None = None) -> int:
+        with self._lock:
+            return sum(
+                1
+                for i in self._queued
+                if i.function_id == function_id and version_id in (None, i.version_id)
+            )
+
+    # -- large results ---------------------------------------------------------------------------
+
+    def large_result(self, token: str) -> LargeResult | None:
+        with self._lock:
+            result = self._results.get(token)
+            if result is None:
+                return None
+            if self.clock.now() >= result.expires_at:
+                self._results.pop(token, None)
+                result.path.unlink(missing_ok=True)
+                return None
+            return result
+
+    # -- the worker ------------------------------------------------------------------------------
+
+    def _container_headers(
+        self,
+        inv: Invocation,
+        version: FunctionVersion,
+        staged: staging.StagedRequest,
+        client_headers: Sequence[tuple[str, str]],
+    ) -> Headers:
+        cfg = self._config()
+        headers = Headers()
+        for name, value in client_headers:
+            if name.lower() not in _DROPPED:
+                headers.add(name, value)
+        spec: dict[str, Any] = {}
+        specs = (version.deployment or {}).get("deploymentSpecifications") or []
+        if specs and isinstance(specs[0], dict):
+            spec = specs[0]
+        elapsed = self.clock.now() - inv.created_at
+        worker: list[tuple[str, str]] = [
+            ("NVCF-REQID", inv.request_id),
+            ("NVCF-SUB", inv.nca_id),
+            ("NVCF-NCAID", inv.nca_id),
+            ("NVCF-FUNCTION-NAME", version.name),
+            ("NVCF-FUNCTION-ID", version.function_id),
+            ("NVCF-FUNCTION-VERSION-ID", version.version_id),
+            ("NVCF-ASSET-DIR", str(staged.asset_dir)),
+        ]
+        if inv.asset_ids:
+            worker.append(("NVCF-FUNCTION-ASSET-IDS", ",".join(inv.asset_ids)))
+        worker += [
+            ("NVCF-LARGE-OUTPUT-DIR", str(staged.output_dir)),
+            ("NVCF-MAX-RESPONSE-SIZE-BYTES", str(cfg.max_response_bytes)),
+            ("NVCF-NSPECTID", "NSPECT-EMULATOR"),
+            ("NVCF-BACKEND", str(spec.get("backend", "nvcf-emulator"))),
+            ("NVCF-INSTANCETYPE", str(spec.get("instanceType", "EMULATOR"))),
+            ("NVCF-REGION", cfg.region),
+            ("NVCF-ENV", "emulator"),
+            ("NVCF-INVOCATION-REGION", cfg.region),
+            ("NVCF-POLL-SECONDS", str(max(0, math.ceil(inv.poll_seconds - elapsed)))),
+        ]
+        for name, value in worker:
+            headers.set(name, value)
+        if "Content-Type" not in headers:
+            headers.set("Content-Type", "application/json")
+        return headers
+
+    def _run(
+        self,
+        inv: Invocation,
+        version: FunctionVersion,
+        assets: list[Asset],
+        client_headers: list[tuple[str, str]],
+    ) -> None:
+        with self._lock:
+            if inv in self._queued:
+                self._queued.remove(inv)
+            if inv.outcome is not None:  # cancelled while queued
+                return
+            inv.status = InvocationStatus.RUNNING
+            inv.started_at = self.clock.now()
+            inv._started_mono = time.monotonic()
+        try:
+            outcome = self._work(inv, version, assets, client_headers)
+        except Exception:
+            inv.error = traceback.format_exc()
+            log.exception("worker failure on request %s", inv.request_id)
+            outcome = worker_error()
+        if outcome.kind != "stream":
+            self._check_progress(inv)
+            self._cleanup(inv)
+        self._finish(inv, outcome)
+
+    def _work(
+        self,
+        inv: Invocation,
+        version: FunctionVersion,
+        assets: list[Asset],
+        client_headers: list[tuple[str, str]],
+    ) -> Outcome:
+        cfg = self._config()
+        try:
+            staged = staging.prepare(
+                self.store, assets, inv.request_id, self._asset_root(), self._output_root()
+            )
+        except Exception:
+            inv.error = traceback.format_exc()
+            return worker_error("Internal error while downloading assets")
+        inv._staged = staged
+        inv.asset_dir, inv.output_dir = staged.asset_dir, staged.output_dir
+        inv.staged_files = list(staged.files)
+        with self._lock:
+            self._running.add(inv)
+            self._ensure_watcher()
+        container = self._container_for(version)
+        if container is None:
+            return connection_error()
+        request = ContainerRequest(
+            method=inv.method,
+            path=version.inference_url,
+            headers=self._container_headers(inv, version, staged, client_headers),
+            body=inv.request_body,
+            port=version.inference_port,
+            timeout=cfg.container_timeout,
+        )
+        inv.container_request = request
+        while True:
+            inv._poll.clear()
+            inv.container_calls += 1
+            try:
+                response = container.invoke(request)
+            except ContainerConnectionError:
+                inv.error = traceback.format_exc()
+                return connection_error()
+            except Exception:
+                # What a web framework makes of an unhandled exception: a 500 from the container.
+                inv.error = traceback.format_exc()
+                log.warning("container raised on request %s:\n%s", inv.request_id, inv.error)
+                response = ContainerResponse(500, b"", [("Content-Type", "text/plain")])
+            inv.container_response = response
+            if inv.streaming and response.is_event_stream:
+                return self._stream(inv, response)
+            try:
+                response.read()
+            except ContainerConnectionError:
+                inv.error = traceback.format_exc()
+                return connection_error()
+            if response.status == 202 and not inv.streaming:
+                # NVCF's worker treats a container's 202 as "still working": the client gets a
+                # 202, and the container is asked again when the client polls next.
+                self._push(inv, StillWorking(self.clock.now()))
+                if inv.outcome is not None:
+                    return inv.outcome
+                started = inv._started_mono or time.monotonic()
+                left = cfg.container_timeout - (time.monotonic() - started)
+                if left <= 0 or not inv._poll.wait(left) or inv.outcome is not None:
+                    return inv.outcome or connection_error()
+                continue
+            break
+        return self._result(inv, response, staged)
+
+    def _result(
+        self, inv: Invocation, response: ContainerResponse, staged: staging.StagedRequest
+    ) -> Outcome:
+        cfg = self._config()
+        headers = [(k, v) for k, v in response.headers if k.lower() not in _RESPONSE_DROPPED]
+        if inv.streaming:  # no mapping, no 302, no progress: passed through unchanged
+            return Outcome("response", response.status, headers, response.body)
+        if response.status >= 400:
+            return container_error(response.status, response.body)
+        files = staged.output_files()
+        inv.output_files = [f.relative_to(staged.output_dir).as_posix() for f in files]
+        if files or len(response.body) > cfg.max_response_bytes:
+            token = self._zip(inv, response.body, staged, files)
+            return Outcome("redirect", 302, [], b"", token=token)
+        return Outcome("response", response.status, headers, response.body)
+
+    def _zip(
+        self,
+        inv: Invocation,
+        body: bytes,
+        staged: staging.StagedRequest,
+        files: list[Path],
+    ) -> str:
+        self.results_dir.mkdir(parents=True, exist_ok=True)
+        path = self.results_dir / f"{inv.request_id}.zip"
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr(f"{inv.request_id}.response", body)
+            for file in files:
+                zf.write(file, file.relative_to(staged.output_dir).as_posix())
+        token = uuid.uuid4().hex + uuid.uuid4().hex
+        with self._lock:
+            self._results[token] = LargeResult(
+                path, f"{inv.request_id}.zip", self.clock.now() + self._config().result_url_ttl
+            )
+        return token
+
+    def _stream(self, inv: Invocation, response: ContainerResponse) -> Outcome:
+        headers = [(k, v) for k, v in response.headers if k.lower() not in _RESPONSE_DROPPED]
+        return Outcome("stream", response.status, headers, chunks=_Forward(self, inv, response))
+
+    def _finish(self, inv: Invocation, outcome: Outcome) -> None:
+        with self._lock:
+            self._running.discard(inv)
+            if inv.outcome is not None:  # timed out or cancelled meanwhile: drop the late result
+                _close_stream(outcome)
+                return
+            if inv.started_at is not None and inv._started_mono is not None:
+                inv.duration = time.monotonic() - inv._started_mono
+            inv.finished_at = self.clock.now()
+            inv.status = (
+                InvocationStatus.FULFILLED
+                if outcome.nvcf_status == "fulfilled"
+                else InvocationStatus.ERRORED
+            )
+        with inv._cond:
+            inv.outcome = outcome
+            inv._cond.notify_all()
+        inv._poll.set()
+
+    def _push(self, inv: Invocation, event: Event) -> None:
+        with inv._cond:
+            if len(inv._pending) < MAX_PENDING_UPDATES:
+                inv._pending.append(event)
+                inv._cond.notify_all()
+
+    def _cleanup(self, inv: Invocation) -> None:
+        if inv._staged is not None and not self._config().keep_staged:
+            inv._staged.remove()
+
+    def _cancel(self, inv: Invocation) -> None:
+        self._records.pop(inv.request_id, None)
+        inv._purged = True
+        if inv in self._queued:
+            self._queued.remove(inv)
+        if inv.outcome is None:
+            inv.status = InvocationStatus.CANCELLED
+            with inv._cond:
+                inv.outcome = connection_error()
+                inv._cond.notify_all()
+            inv._poll.set()
+        else:
+            _close_stream(inv.outcome)
+
+    # -- progress files and timeouts -----------------------------------------------------------
+
+    def _check_progress(self, inv: Invocation) -> None:
+        if inv.output_dir is None:
+            return
+        path = inv.output_dir / staging.PROGRESS_FILE
+        try:
+            mtime = path.stat().st_mtime_ns
+            data = path.read_bytes()
+        except OSError:
+            return
+        sig = (mtime, data)
+        if sig == inv._progress_sig:
+            return
+        inv._progress_sig = sig
+        try:
+            doc = json.loads(data)
+        except (ValueError, UnicodeDecodeError):
+            return
+        if not isinstance(doc, dict) or doc.get("id") != inv.request_id:
+            return
+        value = doc.get("progress")
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            return
+        update = ProgressUpdate(
+            min(100, round(value)), doc.get("partialResponse"), self.clock.now()
+        )
+        inv.progress.append(update)
+        self._push(inv, update)
+
+    def _ensure_watcher(self) -> None:
+        if self._watcher is None or not self._watcher.is_alive():
+            self._stop.clear()
+            self._watcher = threading.Thread(
+                target=self._watch, name="nvcf-progress-watcher", daemon=True
+            )
+            self._watcher.start()
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                running = list(self._running)
+                if not running:
+                    self._watcher = None
+                    return
+            timeout = self._config().container_timeout
+            now = time.monotonic()
+            for inv in running:
+                self._check_progress(inv)
+                started = inv._started_mono
+                if inv.outcome is None and started is not None and now - started > timeout:
+                    inv.error = inv.error or f"container did not answer within {timeout} s"
+                    with self._lock:
+                        self._running.discard(inv)
+                        inv.status = InvocationStatus.ERRORED
+                        inv.finished_at = self.clock.now()
+                    with inv._cond:
+                        inv.outcome = connection_error()
+                        inv._cond.notify_all()
+                    inv._poll.set()
+            self._stop.wait(self._config().progress_interval)
+
+    # -- life cycle ------------------------------------------------------------------------------
+
+    def sweep(self) -> None:
+        now = self.clock.now()
+        with self._lock:
+            for inv in list(self._records.values()):
+                if now >= inv.expires_at or (inv.abandon_at is not None and now > inv.abandon_at):
+                    self._cancel(inv)
+            for token, result in list(self._results.items()):
+                if now >= result.expires_at:
+                    self._results.pop(token, None)
+                    result.path.unlink(missing_ok=True)
+
+    def clear(self) -> None:
+        """Forget every record and result (running containers finish unobserved)."""
+        with self._lock:
+            for inv in list(self._records.values()):
+                self._cancel(inv)
+            self._records.clear()
+            self.history.clear()
+            self._queued.clear()
+            for result in self._results.values():
+                result.path.unlink(missing_ok=True)
+            self._results.clear()
+
+    def close(self) -> None:
+        self.clear()
+        self._stop.set()
+        watcher = self._watcher
+        if watcher is not None and watcher is not threading.current_thread():
+            watcher.join(5)
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+_RESPONSE_DROPPED = HOP_BY_HOP | {"content-length", "date", "server"}
+
+
+def _close_stream(outcome: Outcome) -> None:
+    close = getattr(outcome.chunks, "close", None)
+    if close is not None:
+        close()
+
+
+class _Forward:
+    """A streamed container response on its way to the client; closing it (at the end of the
+    stream, or when the record is dropped unread) releases the container and the staged dirs."""
+
+    def __init__(
+        self, service: InvocationService, inv: Invocation, response: ContainerResponse
+    ) -> None:
+        self._service = service
+        self._inv = inv
+        self._response = response
+        self._chunks = response.chunks if response.chunks is not None else iter([response.body])
+        self._closed = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._closed:
+            raise StopIteration
+        while True:
+            try:
+                chunk = next(self._chunks)
+            except StopIteration:
+                self.close()
+                raise
+            except ContainerConnectionError:
+                self._inv.error = traceback.format_exc()
+                self.close()
+                raise StopIteration from None
+            except BaseException:
+                self.close()
+                raise
+            if chunk:
+                return chunk
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._response.close()
+        finally:
+            self._service._cleanup(self._inv)
+            self._inv.finished_at = self._service.clock.now()

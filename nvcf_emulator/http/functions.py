@@ -1,0 +1,141 @@
+"""Function management routes: ``/v2/nvcf/functions``, deployments and metadata.
+
+Also served under ngcsdk's ``/v2/orgs/{org}[/teams/{team}]/nvcf/...`` prefixes.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from werkzeug.wrappers import Request, Response
+
+from .bodies import read_json_object
+from .control import authenticate
+from .responses import Route, json_response
+
+if TYPE_CHECKING:
+    from ..emulator import Emulator
+
+
+def create_function(emu: Emulator, request: Request, **_: str) -> Response:
+    account = authenticate(emu, request)
+    version = emu.functions.create(account, read_json_object(request))
+    return json_response({"function": version.dto(account.nca_id)})
+
+
+def create_version(emu: Emulator, request: Request, function_id: str, **_: str) -> Response:
+    account = authenticate(emu, request)
+    version = emu.functions.create_version(account, function_id, read_json_object(request))
+    return json_response({"function": version.dto(account.nca_id)})
+
+
+def list_functions(emu: Emulator, request: Request, **_: str) -> Response:
+    account = authenticate(emu, request)
+    visibility = [
+        item.strip()
+        for value in request.args.getlist("visibility")
+        for item in value.split(",")
+        if item.strip()
+    ]
+    versions = emu.functions.listing(account, visibility or None)
+    return json_response({"functions": [v.dto(account.nca_id) for v in versions]})
+
+
+def list_ids(emu: Emulator, request: Request, **_: str) -> Response:
+    account = authenticate(emu, request)
+    ids: list[str] = []
+    for version in emu.functions.listing(account):
+        if version.function_id not in ids:
+            ids.append(version.function_id)
+    return json_response({"functionIds": ids})
+
+
+def list_versions(emu: Emulator, request: Request, function_id: str, **_: str) -> Response:
+    account = authenticate(emu, request)
+    versions = emu.functions.versions(account, function_id)
+    return json_response({"functions": [v.dto(account.nca_id) for v in versions]})
+
+
+def get_version(
+    emu: Emulator, request: Request, function_id: str, version_id: str, **_: str
+) -> Response:
+    account = authenticate(emu, request)
+    version = emu.functions.get(account, function_id, version_id)
+    return json_response({"function": version.dto(account.nca_id)})
+
+
+def delete_version(
+    emu: Emulator, request: Request, function_id: str, version_id: str, **_: str
+) -> Response:
+    account = authenticate(emu, request)
+    emu.functions.delete(account, function_id, version_id)
+    return Response(status=204)
+
+
+def update_metadata(
+    emu: Emulator, request: Request, function_id: str, version_id: str, **_: str
+) -> Response:
+    account = authenticate(emu, request)
+    body = read_json_object(request)
+    version = emu.functions.update_tags(account, function_id, version_id, body)
+    return json_response({"function": version.dto(account.nca_id)})
+
+
+def deploy(
+    emu: Emulator, request: Request, function_id: str, version_id: str, **_: str
+) -> Response:
+    account = authenticate(emu, request)
+    body = read_json_object(request)
+    version = emu.functions.deploy(account, function_id, version_id, body)
+    return json_response({"deployment": version.deployment_dto()})
+
+
+def get_deployment(
+    emu: Emulator, request: Request, function_id: str, version_id: str, **_: str
+) -> Response:
+    account = authenticate(emu, request)
+    version = emu.functions.deployment(account, function_id, version_id)
+    emu.functions.refresh(version)
+    return json_response({"deployment": version.deployment_dto()})
+
+
+def update_deployment(
+    emu: Emulator, request: Request, function_id: str, version_id: str, **_: str
+) -> Response:
+    account = authenticate(emu, request)
+    body = read_json_object(request)
+    version = emu.functions.update_deployment(account, function_id, version_id, body)
+    return json_response({"deployment": version.deployment_dto()})
+
+
+def undeploy(
+    emu: Emulator, request: Request, function_id: str, version_id: str, **_: str
+) -> Response:
+    account = authenticate(emu, request)
+    version = emu.functions.undeploy(account, function_id, version_id)
+    return json_response({"function": version.dto(account.nca_id)})
+
+
+_F = "/nvcf/functions"
+_V = "/nvcf/functions/<function_id>/versions/<version_id>"
+_D = "/nvcf/deployments/functions/<function_id>/versions/<version_id>"
+_ROUTES: list[Route] = [
+    (_F, ["POST"], create_function),
+    (_F, ["GET"], list_functions),
+    (f"{_F}/ids", ["GET"], list_ids),
+    (f"{_F}/<function_id>/versions", ["POST"], create_version),
+    (f"{_F}/<function_id>/versions", ["GET"], list_versions),
+    (_V, ["GET"], get_version),
+    (_V, ["DELETE"], delete_version),
+    ("/nvcf/metadata/functions/<function_id>/versions/<version_id>", ["PUT"], update_metadata),
+    (_D, ["POST"], deploy),
+    (_D, ["GET"], get_deployment),
+    (_D, ["PUT"], update_deployment),
+    (_D, ["DELETE"], undeploy),
+]
+
+ROUTES: list[Route] = [
+    (prefix + path, methods, handler)
+    for prefix in ("/v2", "/v2/orgs/<org>", "/v2/orgs/<org>/teams/<team>")
+    for path, methods, handler in _ROUTES
+]

@@ -1,0 +1,287 @@
+"""Invocation routes: ``/v2/nvcf/pexec/...``, ``/v2/nvcf/queues/...`` and large-result downloads."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import TYPE_CHECKING
+
+from werkzeug.utils import send_file
+from werkzeug.wrappers import Request, Response
+
+from ..domain.accounts import Account
+from ..domain.errors import BadRequest, NotFound, PayloadTooLarge
+from ..domain.invocations import Event, Invocation, Outcome, ProgressUpdate
+from .control import authenticate
+from .responses import Route, json_response, problem
+
+if TYPE_CHECKING:
+    from ..emulator import Emulator
+
+#: The invocation service's answer when ``Authorization`` is missing (text/plain, not JSON).
+MISSING_AUTHORIZATION = "Header of type `authorization` was missing"
+POLL_HEADER = "NVCF-POLL-SECONDS"
+ASSETS_HEADER = "NVCF-INPUT-ASSET-REFERENCES"
+RESULTS_PREFIX = "/_emulator/results"
+_EXPOSE = ("Access-Control-Expose-Headers", "nvcf-reqid")
+
+
+class _MissingAuth(Exception):
+    pass
+
+
+def _account(emu: Emulator, request: Request) -> Account:
+    if not request.headers.get("Authorization"):
+        raise _MissingAuth
+    return authenticate(emu, request)
+
+
+def _missing_auth() -> Response:
+    return Response(MISSING_AUTHORIZATION, status=401, content_type="text/plain")
+
+
+def wants_stream(request: Request) -> bool:
+    return any(
+        item.split(";")[0].strip().lower() == "text/event-stream"
+        for item in request.headers.get("Accept", "").split(",")
+    )
+
+
+def poll_seconds(emu: Emulator, request: Request, streaming: bool) -> int:
+    """``NVCF-POLL-SECONDS`` (``NVCF-POLL_SECONDS`` counts too): 1..max, below 1 → 1."""
+    cfg = emu.config
+    raw = request.headers.get(POLL_HEADER)
+    if raw is None:
+        return cfg.sse_poll_seconds if streaming else cfg.poll_seconds
+    text = raw.strip()
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise BadRequest(
+            f"Invalid {POLL_HEADER} header value '{raw}': expected an integer number of seconds"
+        ) from None
+    if value > cfg.max_poll_seconds:
+        raise BadRequest(
+            f"Invalid {POLL_HEADER} header value '{raw}': "
+            f"must be at most {cfg.max_poll_seconds} seconds"
+        )
+    return max(1, value)
+
+
+def asset_references(request: Request) -> list[str]:
+    """The ids in ``NVCF-INPUT-ASSET-REFERENCES``: comma-separated, trimmed, empties skipped."""
+    ids: list[str] = []
+    for value in request.headers.getlist(ASSETS_HEADER):
+        for item in value.split(","):
+            item = item.strip()
+            if not item:
+                continue
+            try:
+                parsed = uuid.UUID(item)
+            except ValueError:
+                raise BadRequest(
+                    f"Invalid {ASSETS_HEADER} header: '{item}' is not a valid asset id (a UUID)"
+                ) from None
+            ids.append(str(parsed))
+    return ids
+
+
+def _read_body(emu: Emulator, request: Request) -> bytes:
+    limit = emu.config.max_request_bytes
+    length = request.content_length
+    too_large = f"Request body is larger than the limit of {limit} bytes"
+    if length is not None and length > limit:
+        raise PayloadTooLarge(too_large)
+    data = request.stream.read(limit + 1)
+    if len(data) > limit:
+        raise PayloadTooLarge(too_large)
+    return data
+
+
+def _base_headers(inv: Invocation, nvcf_status: str) -> list[tuple[str, str]]:
+    return [("NVCF-REQID", inv.request_id), ("NVCF-STATUS", nvcf_status), _EXPOSE]
+
+
+def _in_progress(emu: Emulator, inv: Invocation, event: Event | None) -> Response:
+    headers = _base_headers(inv, "in-progress")
+    emu.invocation_service.answered_202(inv)
+    if isinstance(event, ProgressUpdate):
+        headers.append(("NVCF-PERCENT-COMPLETE", str(event.progress)))
+        body = json.dumps(event.partial_response, separators=(",", ":"))
+        return Response(body, status=202, headers=headers, content_type="application/json")
+    return Response(b"", status=202, headers=headers)
+
+
+def _outcome(emu: Emulator, request: Request, inv: Invocation, outcome: Outcome) -> Response:
+    emu.invocation_service.answered(inv, outcome.status)
+    headers = _base_headers(inv, outcome.nvcf_status)
+    if outcome.kind == "problem":
+        return problem(
+            request,
+            outcome.status,
+            outcome.title,
+            outcome.detail,
+            type_prefix=outcome.problem_prefix,
+            request_id=inv.request_id,
+            headers=dict(headers),
+        )
+    if outcome.kind == "redirect":
+        url = f"{request.host_url.rstrip('/')}{RESULTS_PREFIX}/{outcome.token}/{inv.request_id}.zip"
+        return Response(b"", status=302, headers=[*headers, ("Location", url)])
+    names = {n.lower() for n, _ in headers}
+    container = [(n, v) for n, v in outcome.headers if n.lower() not in names]
+    if outcome.kind == "stream":
+        assert outcome.chunks is not None
+        return Response(
+            outcome.chunks,
+            status=outcome.status,
+            headers=[*container, *headers],
+            direct_passthrough=True,
+        )
+    return Response(outcome.body, status=outcome.status, headers=[*container, *headers])
+
+
+def _answer(emu: Emulator, request: Request, inv: Invocation, event: Event | None) -> Response:
+    if isinstance(event, Outcome):
+        return _outcome(emu, request, inv, event)
+    return _in_progress(emu, inv, event)
+
+
+def invoke(
+    emu: Emulator, request: Request, function_id: str, version_id: str | None = None
+) -> Response:
+    try:
+        account = _account(emu, request)
+    except _MissingAuth:
+        return _missing_auth()
+    streaming = wants_stream(request)
+    seconds = poll_seconds(emu, request, streaming)
+    asset_ids = asset_references(request)
+    version = emu.functions.resolve_invocation(account, function_id, version_id)
+    body = _read_body(emu, request)
+    assets = emu.assets.live_assets(account, asset_ids)
+    inv = emu.invocation_service.submit(
+        account,
+        version,
+        assets,
+        method=request.method,
+        path=request.path,
+        headers=list(request.headers.items()),
+        body=body,
+        poll_seconds=seconds,
+        streaming=streaming,
+    )
+    if emu.config.always_async:
+        return _answer(emu, request, inv, None)
+    event = emu.invocation_service.next_event(inv, seconds, is_poll=False)
+    return _answer(emu, request, inv, event)
+
+
+def invoke_version(emu: Emulator, request: Request, function_id: str, version_id: str) -> Response:
+    return invoke(emu, request, function_id, version_id)
+
+
+def status(emu: Emulator, request: Request, request_id: str) -> Response:
+    try:
+        account = _account(emu, request)
+    except _MissingAuth:
+        return _missing_auth()
+    seconds = poll_seconds(emu, request, wants_stream(request))
+    inv = emu.invocation_service.lookup(account, request_id)
+    event = emu.invocation_service.next_event(inv, seconds)
+    return _answer(emu, request, inv, event)
+
+
+def queue_position(emu: Emulator, request: Request, request_id: str) -> Response:
+    account = authenticate(emu, request)
+    inv = emu.invocation_service.lookup(account, request_id)
+    return json_response(
+        {
+            "functionId": inv.function_id,
+            "functionVersionId": inv.version_id,
+            "positionInQueue": min(1000, emu.invocation_service.position(inv)),
+        }
+    )
+
+
+def queue_details(
+    emu: Emulator, request: Request, function_id: str, version_id: str | None = None
+) -> Response:
+    account = authenticate(emu, request)
+    versions = emu.functions.versions(account, function_id)
+    if version_id is not None:
+        versions = [v for v in versions if v.version_id == version_id]
+        if not versions:
+            raise NotFound(
+                f"Function id '{function_id}' version '{version_id}' not found in account "
+                f"'{account.nca_id}'"
+            )
+    service = emu.invocation_service
+    return json_response(
+        {
+            "functionId": function_id,
+            "queues": [
+                {
+                    "functionName": v.name,
+                    "functionStatus": v.status.value,
+                    "functionVersionId": v.version_id,
+                    "queueDepth": service.queue_depth(function_id, v.version_id),
+                }
+                for v in versions
+            ],
+        }
+    )
+
+
+def queue_details_version(
+    emu: Emulator, request: Request, function_id: str, version_id: str
+) -> Response:
+    return queue_details(emu, request, function_id, version_id)
+
+
+def download_result(emu: Emulator, request: Request, token: str, name: str) -> Response:
+    """A large result's zip; no ``Authorization`` needed (the token is the credential)."""
+    result = emu.invocation_service.large_result(token)
+    if result is None or name != result.filename:
+        return problem(request, 404, "Not Found", "The result does not exist or has expired")
+    return send_file(
+        result.path,
+        request.environ,
+        mimetype="application/zip",
+        as_attachment=True,
+        download_name=result.filename,
+        conditional=False,
+        etag=False,
+        max_age=None,
+    )
+
+
+def preflight(emu: Emulator, request: Request, **_: str) -> Response:
+    """CORS preflight, as the invocation service answers it."""
+    return Response(
+        status=204,
+        headers={
+            "Access-Control-Allow-Origin": request.headers.get("Origin", "*"),
+            "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+            "Access-Control-Allow-Headers": request.headers.get(
+                "Access-Control-Request-Headers", "*"
+            ),
+            "Access-Control-Expose-Headers": "nvcf-reqid",
+        },
+    )
+
+
+ROUTES: list[Route] = [
+    ("/v2/nvcf/pexec/functions/<function_id>", ["POST"], invoke),
+    ("/v2/nvcf/pexec/functions/<function_id>/versions/<version_id>", ["POST"], invoke_version),
+    ("/v2/nvcf/pexec/status/<request_id>", ["GET"], status),
+    ("/v2/nvcf/pexec/<path:rest>", ["OPTIONS"], preflight),
+    ("/v2/nvcf/queues/<request_id>/position", ["GET"], queue_position),
+    ("/v2/nvcf/queues/functions/<function_id>", ["GET"], queue_details),
+    (
+        "/v2/nvcf/queues/functions/<function_id>/versions/<version_id>",
+        ["GET"],
+        queue_details_version,
+    ),
+    (f"{RESULTS_PREFIX}/<token>/<name>", ["GET"], download_result),
+]

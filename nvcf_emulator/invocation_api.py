@@ -1,0 +1,210 @@
+"""The Python API of the invoke path, mixed into :class:`~nvcf_emulator.Emulator`.
+
+>>> fn = nvcf.add_function(flask_app, name="echo", inference_url="/infer", health_uri="/health")
+>>> fn.function_id, fn.version_id          # or: fid, vid = nvcf.add_function(...)
+>>> nvcf.register_image("my-image:1.0", flask_app)   # for functions created over the API
+>>> nvcf.invocations[-1].container_headers["NVCF-ASSET-DIR"]
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .domain.accounts import Account
+from .domain.functions import (
+    DEFAULT_HEALTH_URI,
+    DEFAULT_INFERENCE_PORT,
+    FunctionService,
+    FunctionStatus,
+    FunctionVersion,
+)
+from .domain.invocations import Invocation, InvocationService
+from .worker.containers import Container, UrlContainer, as_container
+
+if TYPE_CHECKING:
+    from .config import EmulatorConfig
+    from .domain.accounts import Accounts
+    from .domain.clock import Clock
+    from .storage.base import BlobStore
+
+
+@dataclass(frozen=True)
+class FunctionRef:
+    """A function version registered from Python; unpacks as ``(function_id, version_id)``."""
+
+    function_id: str
+    version_id: str
+    name: str
+    container: Container
+
+    def __iter__(self) -> Iterator[str]:
+        return iter((self.function_id, self.version_id))
+
+
+class InvocationAPI:
+    """Functions, registered images, the worker pool and the invocation records."""
+
+    # Provided by Emulator.
+    config: EmulatorConfig
+    clock: Clock
+    store: BlobStore
+    root: Path
+    accounts: Accounts
+
+    def _init_invocations(self) -> None:
+        self.images: dict[str, Container] = {}
+        self._owned: list[tuple[Container, bool]] = []  # (container, survives reset)
+        self._persistent: list[FunctionVersion] = []
+        self.functions = FunctionService(
+            self.clock,
+            deploy_delay=lambda: self.config.deploy_delay,
+            resolve_image=self.images.get,
+        )
+        self.invocation_service = InvocationService(
+            self.clock,
+            self.store,
+            config=lambda: self.config,
+            container_for=self.functions.container_for,
+            asset_root=lambda: self.config.asset_root or self.root / "inputAssets",
+            output_root=lambda: self.config.output_root or self.root / "response",
+            results_dir=self.root / "results",
+        )
+
+    @property
+    def invocations(self) -> list[Invocation]:
+        """Every invocation since the last reset, oldest first (see :class:`Invocation`)."""
+        return list(self.invocation_service.history)
+
+    def _container(self, target: Any, persistent: bool) -> Container:
+        container = as_container(target)
+        if container is not target:
+            self._owned.append((container, persistent))
+        return container
+
+    def _default_account(self, nca_id: str | None) -> Account:
+        if nca_id is not None:
+            return Account(nca_id)
+        return self.accounts.authenticate(f"Bearer {self.accounts.any_key_for(None)}")
+
+    def add_function(
+        self,
+        container: Any,
+        name: str = "emulated-function",
+        *,
+        inference_url: str | None = None,
+        inference_port: int | None = None,
+        health_uri: str = DEFAULT_HEALTH_URI,
+        nca_id: str | None = None,
+        function_id: str | None = None,
+        function_type: str = "DEFAULT",
+        shared_with: Iterable[str] = (),
+        public: bool = False,
+        wait: bool = True,
+        startup_timeout: float = 30.0,
+        persistent: bool = False,
+        **definition: Any,
+    ) -> FunctionRef:
+        """Register ``container`` as a deployed function version of an account.
+
+        ``container``: a Flask/WSGI app, a FastAPI/ASGI app, a callable taking a
+        :class:`~nvcf_emulator.worker.ContainerRequest`, a :class:`Container`, an
+        ``http://host:port[/path]`` URL or a ``package.module:attr`` string. The version is
+        ``ACTIVE`` once its health URI answers 200 (``wait`` polls it for up to
+        ``startup_timeout`` seconds and raises ``RuntimeError`` if it never does); with a
+        ``deploy_delay`` setting it stays ``DEPLOYING`` until the clock has moved that far.
+        ``function_id`` adds a new version to an existing function. ``definition`` takes
+        other create-body members in camelCase (``description``, ``tags``, ...).
+        """
+        adapter = self._container(container, persistent)
+        if inference_url is None:
+            inference_url = (
+                adapter.path if isinstance(adapter, UrlContainer) and adapter.path else "/"
+            )
+        if inference_port is None:
+            inference_port = (
+                adapter.port
+                if isinstance(adapter, UrlContainer) and adapter.port
+                else DEFAULT_INFERENCE_PORT
+            )
+        body = {
+            **definition,
+            "name": name,
+            "inferenceUrl": inference_url,
+            "inferencePort": inference_port,
+            "healthUri": health_uri,
+            "functionType": function_type,
+        }
+        account = self._default_account(nca_id)
+        version = self.functions.add(
+            account,
+            adapter,
+            body,
+            function_id=function_id,
+            shared_with=shared_with,
+            public=public,
+        )
+        if persistent:
+            self._persistent.append(version)
+        if wait and self.config.deploy_delay == 0:
+            self._wait_until_active(version, adapter, startup_timeout)
+        return FunctionRef(version.function_id, version.version_id, name, adapter)
+
+    def _wait_until_active(
+        self, version: FunctionVersion, adapter: Container, timeout: float
+    ) -> None:
+        # In-process containers answer at once; a server may still be starting: poll it.
+        deadline = time.monotonic() + (timeout if isinstance(adapter, UrlContainer) else 0)
+        while self.functions.refresh(version).status is FunctionStatus.DEPLOYING:
+            if time.monotonic() >= deadline:
+                code = adapter.health(version.health_uri, version.inference_port)
+                raise RuntimeError(
+                    f"function {version.name!r}: the container's health check "
+                    f"GET {version.health_uri} answered {code or 'nothing'} (expected "
+                    f"{version.expected_health_status}); pass health_uri= for a route your "
+                    "container serves"
+                )
+            time.sleep(0.02)
+
+    def register_image(self, image: str, container: Any) -> Container:
+        """Run ``container`` for functions created over the API with ``containerImage: image``."""
+        adapter = self._container(container, False)
+        self.images[image] = adapter
+        return adapter
+
+    def set_function_status(
+        self, function_id: str, version_id: str, status: FunctionStatus | str
+    ) -> None:
+        """Force a version's status, e.g. ``DEGRADED`` or ``ERROR``, to test how clients cope."""
+        self.functions.set_status(function_id, version_id, status)
+
+    def function(self, function_id: str, version_id: str) -> FunctionVersion:
+        for version in self.functions.all():
+            if version.function_id == function_id and version.version_id == version_id:
+                return version
+        raise KeyError((function_id, version_id))
+
+    # -- hooks for the emulator's life cycle --------------------------------------------------
+
+    def _reset_invocations(self) -> None:
+        self.invocation_service.clear()
+        self.functions.clear()
+        self.images.clear()
+        keep: list[tuple[Container, bool]] = []
+        for container, persistent in self._owned:
+            if persistent:
+                keep.append((container, persistent))
+            else:
+                container.close()
+        self._owned = keep
+        for version in self._persistent:
+            self.functions.restore(version)
+
+    def _close_invocations(self) -> None:
+        self.invocation_service.close()
+        for container, _ in self._owned:
+            container.close()
+        self._owned.clear()

@@ -1,0 +1,474 @@
+"""What the emulated worker calls: one small interface, four adapters.
+
+A :class:`Container` answers ``invoke(request)`` with a :class:`ContainerResponse` and
+``health(uri, port)`` with ``True`` when ready. The adapters:
+
+- :class:`CallableContainer`: a Python function ``fn(request: ContainerRequest)`` returning a
+  :class:`ContainerResponse`, a dict/list (JSON), ``bytes``/``str``, ``(body, status[, headers])``,
+  or an iterator of chunks (streamed as ``text/event-stream``).
+- :class:`WsgiContainer`: a WSGI app (Flask, Django, ...), called in-process.
+- :class:`AsgiContainer`: an ASGI app (FastAPI, Starlette, ...) through ``a2wsgi``
+  (``pip install 'nvcf-emulator[asgi]'``), on an event loop thread the container owns.
+- :class:`UrlContainer`: a server already running, e.g. ``http://127.0.0.1:8000``, reached over
+  HTTP as NVCF's worker reaches ``127.0.0.1:<inferencePort>``.
+
+:func:`as_container` picks the adapter for an object or a ``package.module:attr`` / URL string.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import json
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from urllib.parse import urlsplit
+
+import requests
+from werkzeug.datastructures import Headers
+from werkzeug.test import EnvironBuilder
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIApplication
+
+#: Headers never passed between hops (RFC 9110 §7.6.1), plus the ones a hop recomputes.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
+
+class ContainerConnectionError(Exception):
+    """The container could not be reached, or did not answer in time."""
+
+
+@dataclass
+class ContainerRequest:
+    """The request the worker sends to the container (``POST <inferenceUrl>``)."""
+
+    method: str
+    path: str
+    headers: Headers
+    body: bytes
+    #: The function's ``inferencePort`` (used by :class:`UrlContainer` when its URL has none).
+    port: int = 8000
+    #: Seconds the container may take.
+    timeout: float = 300.0
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        """A header, matched case-insensitively (as containers should match NVCF's)."""
+        return self.headers.get(name, default)
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def request_id(self) -> str:
+        return self.headers.get("NVCF-REQID", "")
+
+    @property
+    def asset_ids(self) -> list[str]:
+        """``NVCF-FUNCTION-ASSET-IDS``, split (empty without assets)."""
+        value = self.headers.get("NVCF-FUNCTION-ASSET-IDS", "")
+        return [item for item in value.split(",") if item]
+
+    @property
+    def asset_dir(self) -> Path:
+        return Path(self.headers.get("NVCF-ASSET-DIR", ""))
+
+    @property
+    def output_dir(self) -> Path:
+        """``NVCF-LARGE-OUTPUT-DIR``: files left here come back to the client in a zip."""
+        return Path(self.headers.get("NVCF-LARGE-OUTPUT-DIR", ""))
+
+    def asset_path(self, asset_id: str) -> Path:
+        return self.asset_dir / asset_id
+
+    def write_progress(self, progress: int, partial_response: Any = None) -> None:
+        """Write the progress file NVCF's worker watches (``<output dir>/progress``)."""
+        doc: dict[str, Any] = {"id": self.request_id, "progress": progress}
+        if partial_response is not None:
+            doc["partialResponse"] = partial_response
+        tmp = self.output_dir / ".progress.tmp"
+        tmp.write_text(json.dumps(doc))
+        tmp.replace(self.output_dir / "progress")
+
+
+@dataclass
+class ContainerResponse:
+    """What the container answered. ``chunks`` (when set) is the body, still to be read."""
+
+    status: int = 200
+    body: bytes = b""
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    chunks: Iterator[bytes] | None = None
+    on_close: Callable[[], None] | None = None
+
+    @property
+    def content_type(self) -> str:
+        for name, value in self.headers:
+            if name.lower() == "content-type":
+                return value
+        return ""
+
+    @property
+    def is_event_stream(self) -> bool:
+        return self.content_type.split(";")[0].strip().lower() == "text/event-stream"
+
+    def read(self) -> bytes:
+        """Read the whole body (once); later calls return it again."""
+        if self.chunks is not None:
+            try:
+                self.body = b"".join(self.chunks)
+            finally:
+                self.chunks = None
+                self.close()
+        return self.body
+
+    def close(self) -> None:
+        on_close, self.on_close = self.on_close, None
+        if on_close is not None:
+            on_close()
+
+    def json(self) -> Any:
+        return json.loads(self.read())
+
+
+@runtime_checkable
+class Container(Protocol):
+    """The one interface the worker calls."""
+
+    def invoke(self, request: ContainerRequest) -> ContainerResponse: ...
+
+    def health(self, uri: str, port: int, timeout: float = 2.0) -> int:
+        """The status code of ``GET <uri>`` (0 when unreachable)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+# -- plain Python callables --------------------------------------------------------------------
+
+
+def _coerce(result: Any) -> ContainerResponse:
+    if isinstance(result, ContainerResponse):
+        return result
+    if isinstance(result, tuple):
+        if len(result) not in (2, 3):
+            raise TypeError("a container tuple is (body, status) or (body, status, headers)")
+        resp = _coerce_body(result[0], int(result[1]))
+        if len(result) == 3:
+            extra: Mapping[str, str] | Sequence[tuple[str, str]] = result[2]
+            pairs = list(extra.items()) if isinstance(extra, Mapping) else list(extra)
+            names = {n.lower() for n, _ in pairs}
+            resp.headers = [(n, v) for n, v in resp.headers if n.lower() not in names] + pairs
+        return resp
+    return _coerce_body(result, 200)
+
+
+def _coerce_body(body: Any, status: int) -> ContainerResponse:
+    if body is None:
+        return ContainerResponse(status, b"", [])
+    if isinstance(body, bytes | bytearray | memoryview):
+        return ContainerResponse(
+            status, bytes(body), [("Content-Type", "application/octet-stream")]
+        )
+    if isinstance(body, str):
+        return ContainerResponse(status, body.encode(), [("Content-Type", "text/plain")])
+    if isinstance(body, dict | list | int | float | bool):
+        data = json.dumps(body).encode()
+        return ContainerResponse(status, data, [("Content-Type", "application/json")])
+    if isinstance(body, Iterable):
+        chunks = (c.encode() if isinstance(c, str) else bytes(c) for c in body)
+        return ContainerResponse(
+            status, b"", [("Content-Type", "text/event-stream")], chunks=iter(chunks)
+        )
+    raise TypeError(f"a container cannot answer with {type(body).__name__}")
+
+
+class CallableContainer:
+    """A Python function as a container: ``fn(request: ContainerRequest) -> ...``.
+
+    Return a :class:`ContainerResponse`, a dict or list (JSON), ``bytes`` or ``str``, ``None``
+    (empty 200), ``(body, status)`` or ``(body, status, headers)``, or an iterator of chunks
+    (answered as ``text/event-stream``). An exception is what a web framework would make of it:
+    a 500 from the container.
+    """
+
+    def __init__(
+        self, fn: Callable[[ContainerRequest], Any], health: Callable[[], bool] | None = None
+    ) -> None:
+        self.fn = fn
+        self._health = health
+
+    def invoke(self, request: ContainerRequest) -> ContainerResponse:
+        return _coerce(self.fn(request))
+
+    def health(self, uri: str, port: int, timeout: float = 2.0) -> int:
+        return 200 if self._health is None or self._health() else 503
+
+    def close(self) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"CallableContainer({getattr(self.fn, '__qualname__', self.fn)!r})"
+
+
+# -- WSGI ----------------------------------------------------------------------------------------
+
+
+class WsgiContainer:
+    """A WSGI app (e.g. a Flask app) as a container, called in-process with a real environ."""
+
+    def __init__(self, app: WSGIApplication) -> None:
+        self.app = app
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        headers: Headers | None,
+        body: bytes,
+        port: int,
+    ) -> ContainerResponse:
+        builder = EnvironBuilder(
+            path=path,
+            base_url=f"http://127.0.0.1:{port}/",
+            method=method,
+            headers=Headers(headers) if headers is not None else None,
+            data=body,
+        )
+        try:
+            environ = builder.get_environ()
+        finally:
+            builder.close()
+        captured: dict[str, Any] = {}
+        written: list[bytes] = []
+
+        def start_response(
+            status: str, response_headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Callable[[bytes], object]:
+            if exc_info is not None and exc_info[1] is not None:
+                raise exc_info[1].with_traceback(exc_info[2])
+            captured["status"] = status
+            captured["headers"] = list(response_headers)
+            return written.append
+
+        app_iter = self.app(environ, start_response)
+        it = iter(app_iter)
+        head: list[bytes] = []
+        try:
+            while "status" not in captured:
+                try:
+                    head.append(next(it))
+                except StopIteration:
+                    break
+        except BaseException:
+            _close(app_iter)
+            raise
+        if "status" not in captured:
+            _close(app_iter)
+            raise RuntimeError("the WSGI app returned without calling start_response")
+
+        def chunks() -> Iterator[bytes]:
+            yield from written
+            yield from head
+            yield from it
+
+        return ContainerResponse(
+            status=int(str(captured["status"]).split(" ", 1)[0]),
+            headers=captured["headers"],
+            chunks=chunks(),
+            on_close=lambda: _close(app_iter),
+        )
+
+    def invoke(self, request: ContainerRequest) -> ContainerResponse:
+        return self._call(request.method, request.path, request.headers, request.body, request.port)
+
+    def health(self, uri: str, port: int, timeout: float = 2.0) -> int:
+        resp = self._call("GET", uri, None, b"", port)
+        resp.read()
+        return resp.status
+
+    def close(self) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"WsgiContainer({self.app!r})"
+
+
+def _close(app_iter: object) -> None:
+    close = getattr(app_iter, "close", None)
+    if close is not None:
+        close()
+
+
+# -- ASGI ----------------------------------------------------------------------------------------
+
+
+class AsgiContainer(WsgiContainer):
+    """An ASGI app (FastAPI, Starlette, ...) as a container, bridged by ``a2wsgi``.
+
+    The app runs on an event loop in a thread this container owns; :meth:`close` stops it.
+    Lifespan events are not run.
+    """
+
+    def __init__(self, app: Any) -> None:
+        try:
+            from a2wsgi import ASGIMiddleware
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise ImportError(
+                "ASGI containers need a2wsgi: pip install 'nvcf-emulator[asgi]'"
+            ) from exc
+        self.asgi_app = app
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="nvcf-asgi-container", daemon=True
+        )
+        self._thread.start()
+        super().__init__(ASGIMiddleware(app, loop=self._loop))  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)
+        if not self._loop.is_running() and not self._loop.is_closed():
+            self._loop.close()
+
+    def __repr__(self) -> str:
+        return f"AsgiContainer({self.asgi_app!r})"
+
+
+# -- a running server ------------------------------------------------------------------------------
+
+
+class UrlContainer:
+    """A container already running at ``url`` (``http://host[:port][/path]``).
+
+    Requests go to ``<scheme>://<host>:<port><inferenceUrl>``; the port is the URL's, or the
+    function's ``inferencePort`` when the URL has none. A path in the URL is only a default
+    ``inferenceUrl`` for functions registered with this container.
+    """
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"a container URL is http(s)://host[:port][/path], got {url!r}")
+        self.url = url
+        self.scheme = parts.scheme
+        self.host = parts.hostname
+        self.port = parts.port
+        self.path = parts.path if parts.path not in ("", "/") else None
+        self._session = requests.Session()
+        self._session.trust_env = False  # loopback: never through a proxy
+
+    def _url(self, path: str, port: int) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port or port}{path}"
+
+    def invoke(self, request: ContainerRequest) -> ContainerResponse:
+        try:
+            resp = self._session.request(
+                request.method,
+                self._url(request.path, request.port),
+                headers=dict(request.headers.items()),
+                data=request.body,
+                timeout=request.timeout,
+                stream=True,
+                allow_redirects=False,
+            )
+        except requests.RequestException as exc:
+            raise ContainerConnectionError(str(exc)) from exc
+        headers = [(k, v) for k, v in resp.raw.headers.items()]
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                yield from resp.raw.stream(64 * 1024, decode_content=True)
+            except Exception as exc:
+                raise ContainerConnectionError(str(exc)) from exc
+
+        return ContainerResponse(resp.status_code, b"", headers, chunks(), on_close=resp.close)
+
+    def health(self, uri: str, port: int, timeout: float = 2.0) -> int:
+        try:
+            with self._session.get(self._url(uri, port), timeout=timeout) as resp:
+                return resp.status_code
+        except requests.RequestException:
+            return 0
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __repr__(self) -> str:
+        return f"UrlContainer({self.url!r})"
+
+
+# -- picking an adapter ----------------------------------------------------------------------------
+
+
+def load_target(spec: str) -> Any:
+    """``package.module:attr`` → the object (``attr`` may be dotted)."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"expected package.module:attr or an http:// URL, got {spec!r}")
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _is_asgi(obj: Any) -> bool:
+    if inspect.iscoroutinefunction(obj):
+        return True
+    call = getattr(type(obj), "__call__", None)  # noqa: B004 - the class's, not the instance's
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+def _positional_arity(obj: Any) -> int | None:
+    try:
+        sig = inspect.signature(obj)
+    except (TypeError, ValueError):
+        return None
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return sum(
+        1
+        for p in sig.parameters.values()
+        if p.kind in kinds and p.default is inspect.Parameter.empty
+    )
+
+
+def as_container(target: Any) -> Container:
+    """The adapter for ``target``: a :class:`Container`, a URL, ``package.module:attr``, an ASGI
+    app, a WSGI app (anything with ``wsgi_app``, or a callable taking ``environ,
+    start_response``) or a plain callable taking a :class:`ContainerRequest`."""
+    if isinstance(target, Container) and not callable(target):
+        return target
+    if isinstance(target, WsgiContainer | CallableContainer | UrlContainer):
+        return target
+    if isinstance(target, str):
+        if target.startswith(("http://", "https://")):
+            return UrlContainer(target)
+        return as_container(load_target(target))
+    if _is_asgi(target):
+        return AsgiContainer(target)
+    if hasattr(target, "wsgi_app"):
+        return WsgiContainer(target)
+    if callable(target):
+        if _positional_arity(target) == 2:
+            return WsgiContainer(target)
+        return CallableContainer(target)
+    raise TypeError(f"cannot use {type(target).__name__} as a container")

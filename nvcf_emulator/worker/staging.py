@@ -1,0 +1,77 @@
+"""Per-request directories on the emulated worker: staged input assets and the large-output dir.
+
+As on NVCF's worker: each referenced asset is put at ``<asset root>/<reqid>/<assetId>`` (a copy,
+so the container cannot change the stored asset) in a directory of mode 0777, and
+``<output root>/<reqid>`` is created empty with mode 0777. Both go when the request ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..domain.assets import Asset
+from ..storage.base import BlobStore
+
+DIR_MODE = 0o777
+PROGRESS_FILE = "progress"
+
+
+@dataclass
+class StagedRequest:
+    asset_dir: Path
+    output_dir: Path
+    files: list[Path]
+
+    def output_files(self) -> list[Path]:
+        """Files the container left in its output dir (``progress`` excluded), sorted."""
+        if not self.output_dir.is_dir():
+            return []
+        out = []
+        for path in sorted(self.output_dir.rglob("*")):
+            if path.is_file() and path.relative_to(self.output_dir).as_posix() != PROGRESS_FILE:
+                out.append(path)
+        return out
+
+    def remove(self) -> None:
+        shutil.rmtree(self.asset_dir, ignore_errors=True)
+        shutil.rmtree(self.output_dir, ignore_errors=True)
+
+
+def _mkdir(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):  # the umask would otherwise narrow the mode
+        os.chmod(path, DIR_MODE)
+
+
+def prepare(
+    store: BlobStore,
+    assets: Sequence[Asset],
+    request_id: str,
+    asset_root: Path,
+    output_root: Path,
+) -> StagedRequest:
+    """Make the output dir and stage ``assets``; the asset dir exists only when there are any.
+
+    Raises ``OSError`` (or ``FileNotFoundError`` when an asset's bytes vanished) on failure,
+    after removing whatever it made.
+    """
+    staged = StagedRequest(asset_root / request_id, output_root / request_id, [])
+    try:
+        _mkdir(staged.output_dir)
+        if assets:
+            _mkdir(staged.asset_dir)
+            for asset in assets:
+                dest = staged.asset_dir / asset.asset_id
+                if dest.exists():  # the same id referenced twice
+                    continue
+                store.stage(asset.key, dest)
+                staged.files.append(dest)
+    except BaseException:
+        staged.remove()
+        raise
+    return staged
