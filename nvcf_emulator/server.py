@@ -10,10 +10,15 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
+from werkzeug.wsgi import ClosingIterator
 
 from .http.headers import add_headers
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
     from .domain.clock import Clock
     from .emulator import Emulator
 
@@ -38,17 +43,53 @@ class _Handler(WSGIRequestHandler):
         pass
 
 
+class _InFlight:
+    """WSGI middleware counting requests whose response has not finished yet."""
+
+    def __init__(self, app: WSGIApplication) -> None:
+        self.app = app
+        self.count = 0
+        self.idle = threading.Condition()
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        with self.idle:
+            self.count += 1
+        try:
+            body = self.app(environ, start_response)
+        except BaseException:
+            self._done()
+            raise
+        return ClosingIterator(body, [self._done])
+
+    def _done(self) -> None:
+        with self.idle:
+            self.count -= 1
+            self.idle.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        with self.idle:
+            return self.idle.wait_for(lambda: self.count <= 0, timeout)
+
+
 class _Server(ThreadedWSGIServer):
-    """Tracks open connections so that stopping closes them and joins their threads."""
+    """Tracks open connections so that stopping closes them and joins their threads, and
+    serves at most ``max_connections`` at once (further ones wait in the listen backlog)."""
 
     daemon_threads = True
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, max_connections: int = 64, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._conns: dict[socket.socket, threading.Thread | None] = {}
         self._conns_lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self.closing = False
 
     def process_request(self, request: Any, client_address: Any) -> None:
+        while not self._slots.acquire(timeout=0.05):
+            if self.closing:
+                with contextlib.suppress(OSError):
+                    request.close()
+                return
         thread = threading.Thread(
             target=self.process_request_thread, args=(request, client_address), daemon=True
         )
@@ -58,8 +99,10 @@ class _Server(ThreadedWSGIServer):
 
     def shutdown_request(self, request: Any) -> None:
         with self._conns_lock:
-            self._conns.pop(request, None)
+            tracked = self._conns.pop(request, None) is not None
         super().shutdown_request(request)
+        if tracked:
+            self._slots.release()
 
     def close_connections(self, timeout: float = 5.0) -> None:
         with self._conns_lock:
@@ -77,12 +120,15 @@ class EmulatorServer:
 
     def __init__(self, emulator: Emulator, host: str = "127.0.0.1", port: int = 0) -> None:
         self.emulator = emulator
+        self._inflight = _InFlight(emulator.app)
         # Bind ourselves: werkzeug's own bind prints and calls sys.exit() when the port is taken,
         # which a library must not do. A plain OSError reaches the caller instead.
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         listener = socket.create_server((host, port), family=family, backlog=128)
         try:
-            self._server = _Server(host, port, emulator.app, handler=_Handler, fd=listener.fileno())
+            self._server = _Server(
+                host, port, self._inflight, handler=_Handler, fd=listener.fileno()
+            )
         finally:
             listener.close()  # werkzeug holds its own duplicate of the socket
         self.host = host
@@ -136,9 +182,11 @@ class EmulatorServer:
             except Exception:  # pragma: no cover - a sweep failure must not kill the server
                 log.exception("sweep failed")
 
-    def stop(self) -> None:
-        """Stop accepting, close open connections, join every thread. Takes milliseconds."""
+    def stop(self, grace: float = 10.0) -> None:
+        """Stop accepting, let requests in flight finish (up to ``grace`` seconds), close
+        idle keep-alive connections and join every thread. Takes milliseconds when idle."""
         server = self._server
+        server.closing = True
         self._stopping.set()
         if self._sweeper is not None:
             self._sweeper.join(5)
@@ -154,9 +202,11 @@ class EmulatorServer:
             with contextlib.suppress(OSError):
                 socket.create_connection((self.host, self.port), timeout=0.05).close()
             stopper.join(0.01)
+        if not self._inflight.wait_idle(grace):
+            log.warning("stopping with requests still in flight after %.1f s", grace)
         server.close_connections()
         server.server_close()
-        if self._thread is not None and self._thread is not threading.current_thread():
+        if self._thread is not threading.current_thread():
             self._thread.join(5)
         self._thread = None
 

@@ -241,3 +241,42 @@ def test_server_stop_is_fast_and_joins_threads() -> None:
     emu.close()
     assert set(threading.enumerate()) <= before
     assert elapsed < 0.4  # werkzeug's default poll alone would take 0.5 s
+
+
+def test_stop_lets_an_upload_in_flight_finish() -> None:
+    import threading
+
+    from .conftest import Api
+
+    emu = Emulator()
+    server = emu.serve()
+    try:
+        api = Api("server", server.url, emu)
+        asset = api.create_asset()
+        go = threading.Event()
+
+        def body() -> Iterator[bytes]:
+            yield b"first half, "
+            assert go.wait(10)
+            yield b"second half"
+
+        result: dict[str, requests.Response] = {}
+        uploader = threading.Thread(target=lambda: result.update(r=api.upload(asset, body())))
+        uploader.start()
+        deadline = time.monotonic() + 10
+        while server._inflight.count == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+        stopper = threading.Thread(target=server.stop)
+        stopper.start()
+        stopper.join(0.05)
+        assert stopper.is_alive()  # waiting for the upload, not cutting it off
+        go.set()
+        uploader.join(10)
+        stopper.join(10)
+        assert not stopper.is_alive()
+        assert result["r"].status_code == 200
+        assert emu.asset_bytes(asset["assetId"]) == b"first half, second half"
+    finally:
+        server.stop()
+        emu.close()
