@@ -323,6 +323,22 @@ def test_store_abort_keeps_the_old_object(moto: Moto) -> None:
     assert moto.object_bytes(f"{PREFIX}/k") == b"old"
 
 
+def test_pending_uploads_are_listed_and_aborted(moto: Moto) -> None:
+    store = S3BlobStore(moto.bucket, PREFIX, endpoint_url=moto.endpoint_url, create_bucket=True)
+    other = S3BlobStore(moto.bucket, "elsewhere", endpoint_url=moto.endpoint_url)
+    assert store.pending_uploads() == []
+    left = [store.writer("nca/crashed"), other.writer("nca/theirs")]
+    for writer in left:
+        for chunk in _chunks(9 * MiB):
+            writer.write(chunk)  # one part sent: a multipart upload is now open
+    assert store.pending_uploads() == ["nca/crashed"]
+    assert store.abort_pending_uploads() == 1
+    assert store.pending_uploads() == []
+    assert other.pending_uploads() == ["nca/theirs"]
+    left[1].abort()
+    assert moto.pending_uploads() == []
+
+
 def test_clear_deletes_more_than_one_page(moto: Moto) -> None:
     store = S3BlobStore(moto.bucket, PREFIX, endpoint_url=moto.endpoint_url, create_bucket=True)
     s3 = moto.client()

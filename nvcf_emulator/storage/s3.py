@@ -287,8 +287,7 @@ class S3BlobStore:
     def clear(self) -> None:
         """Delete every object under the prefix (the whole bucket when the prefix is empty)."""
         paginator = self.client.get_paginator("list_objects_v2")
-        prefix = f"{self.prefix}/" if self.prefix else ""
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._list_prefix()):
             keys = [obj["Key"] for obj in page.get("Contents", ())]
             if not keys:
                 continue
@@ -303,6 +302,38 @@ class S3BlobStore:
                     f"could not delete {len(errors)} object(s) from {self!r}, e.g. "
                     f"{first.get('Key')!r}: {first.get('Code')} {first.get('Message')}"
                 )
+
+    # -- multipart uploads in flight ------------------------------------------------------
+
+    def pending_uploads(self) -> list[str]:
+        """Keys (without the prefix) of multipart uploads started under the prefix and neither
+        completed nor aborted: uploads in progress, or left by a process that was killed."""
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        keys: list[str] = []
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._list_prefix()):
+            keys.extend(u["Key"][strip:] for u in page.get("Uploads", ()))
+        return keys
+
+    def abort_pending_uploads(self) -> int:
+        """Abort every multipart upload under the prefix (e.g. at start-up, after a crash);
+        returns how many. Uploads in progress in this or another process fail on commit."""
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        count = 0
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._list_prefix()):
+            for upload in page.get("Uploads", ()):
+                try:
+                    self.client.abort_multipart_upload(
+                        Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                    )
+                    count += 1
+                except Exception as exc:
+                    if _error_code(exc) != "NoSuchUpload":
+                        raise
+        return count
+
+    def _list_prefix(self) -> str:
+        return f"{self.prefix}/" if self.prefix else ""
 
 
 def _open_body(body: Any) -> BinaryIO:
