@@ -107,6 +107,7 @@ class Emulator(InvocationAPI):
                 create_bucket=self.config.s3_create_bucket,
             )
         except BaseException:
+            self.state.close()
             if self._tmp is not None:
                 shutil.rmtree(self._tmp, ignore_errors=True)
             raise
@@ -191,6 +192,9 @@ class Emulator(InvocationAPI):
             self._activations.pop().__exit__(None, None, None)
         self._close_invocations()
         self.state.close()
+        close_store = getattr(self.store, "close", None)  # the S3 store's connection pool
+        if close_store is not None:
+            close_store()
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None

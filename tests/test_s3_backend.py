@@ -435,6 +435,21 @@ def test_small_object_is_one_put_and_no_multipart() -> None:
     writer.write(b"tiny")
     writer.commit()
     assert client.calls == [("put", 4)]
+    S3BlobStore("bucket", client=client).close()  # type: ignore[arg-type]  # a given client stays open
+
+
+def test_closing_the_emulator_closes_the_client_it_made(moto: Moto) -> None:
+    emu = moto.emulator()
+    with emu.activate():
+        assert _put(_create(emu), b"x").status_code == 200
+    store = emu.store
+    assert isinstance(store, S3BlobStore)
+    closed: list[bool] = []
+    real_close = store.client.close
+    store.client.close = lambda: (closed.append(True), real_close())[1]  # type: ignore[method-assign]
+    emu.close()
+    emu.close()
+    assert closed == [True]
 
 
 def test_a_failed_part_aborts_the_upload() -> None:
@@ -464,6 +479,8 @@ def test_parse_s3_url() -> None:
 def test_other_storage_schemes_are_a_clear_error() -> None:
     with pytest.raises(ValueError, match=r"s3://bucket\[/prefix\]"):
         Emulator(storage="file:///tmp/x")
+    with pytest.raises(ValueError, match="expected an s3://"):
+        Emulator(storage="s3://")
     assert EmulatorConfig.parse({"storage": "s3://b/p", "s3_create_bucket": "yes"}) == {
         "storage": "s3://b/p",
         "s3_create_bucket": True,

@@ -201,6 +201,7 @@ class S3BlobStore:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.part_size = part_size
+        self._own_client = client is None
         self.client: S3Client = (
             client if client is not None else _make_client(endpoint_url, region_name)
         )
@@ -215,6 +216,12 @@ class S3BlobStore:
 
     def __repr__(self) -> str:
         return f"S3BlobStore('s3://{self.bucket}/{self.prefix}')"
+
+    def close(self) -> None:
+        """Close the connections of the client this store made (a given client stays open)."""
+        if self._own_client:
+            self._own_client = False
+            self.client.close()
 
     def ensure_bucket(self) -> None:
         """Create the bucket unless it exists."""
