@@ -27,6 +27,18 @@ log = logging.getLogger("nvcf_emulator")
 access = logging.getLogger("nvcf_emulator.access")
 
 
+#: Largest total size of request headers accepted (werkzeug's server caps one line at 64 KiB).
+MAX_HEADER_BYTES = 64 * 1024
+
+
+def _header_bytes(environ: WSGIEnvironment) -> int:
+    return sum(
+        len(k) + len(v)
+        for k, v in environ.items()
+        if isinstance(v, str) and (k.startswith("HTTP_") or k in ("CONTENT_TYPE", "CONTENT_LENGTH"))
+    )
+
+
 def _problem_request_id(response: Response) -> str | None:
     if response.is_streamed:
         return None
@@ -63,9 +75,22 @@ class EmulatorApp:
         started = time.perf_counter()
         request = Request(environ)
         self.emulator.maybe_sweep()
+        oversized = _header_bytes(environ) > MAX_HEADER_BYTES
         if storage.is_storage_request(self.emulator, request):
             kind = "storage"
-            response = storage.handle(self.emulator, request)
+            response = (
+                storage.too_large_headers(request)
+                if oversized
+                else storage.handle(self.emulator, request)
+            )
+        elif oversized:
+            kind = "control"
+            response = problem(
+                request,
+                431,
+                "Request Header Fields Too Large",
+                f"Request headers total more than {MAX_HEADER_BYTES} bytes",
+            )
         else:
             kind = "admin" if request.path.startswith("/_emulator") else "control"
             response = self._control(request)

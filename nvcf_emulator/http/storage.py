@@ -40,6 +40,16 @@ def object_key(emu: Emulator, request: Request) -> str:
     return path.lstrip("/")
 
 
+def too_large_headers(request: Request) -> Response:
+    request_id = new_request_id()
+    error = StorageError(
+        400,
+        "RequestHeaderSectionTooLarge",
+        "Your request header section exceeds the maximum allowed size.",
+    )
+    return s3_error(error, request_id, request.path)
+
+
 def handle(emu: Emulator, request: Request) -> Response:
     request_id = new_request_id()
     try:
@@ -107,9 +117,12 @@ def _put(emu: Emulator, request: Request, request_id: str) -> Response:
         )
     if asset is None or asset.nca_id != nca_id:
         raise StorageError(404, "NoSuchUpload", "The asset this URL was made for is gone")
+    raw_length = request.headers.get("Content-Length")
+    if raw_length is not None and not raw_length.strip().isdigit():
+        raise StorageError(
+            400, "InvalidArgument", f"Content-Length '{raw_length}' is not a valid number"
+        )
     length = request.content_length
-    if request.headers.get("Content-Length") is not None and length is None:
-        raise StorageError(400, "InvalidArgument", "Content-Length is not a valid number")
     stored = emu.assets.upload(nca_id, asset_id, request.stream, length)
     return Response(
         b"",
