@@ -33,6 +33,16 @@ def _api_keys(values: Sequence[str]) -> dict[str, str]:
     return keys
 
 
+def _functions(values: Sequence[str]) -> list[tuple[str, str]]:
+    out = []
+    for item in values:
+        name, sep, target = item.partition("=")
+        if not sep or not name or not target:
+            raise argparse.ArgumentTypeError(f"--function takes NAME=TARGET, got {item!r}")
+        out.append((name.strip(), target.strip()))
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     d = EmulatorConfig()
     p = argparse.ArgumentParser(
@@ -135,6 +145,49 @@ def build_parser() -> argparse.ArgumentParser:
         help="status for an upload whose Content-Type/description differ (default 400, as NVCF)",
     )
     p.add_argument(
+        "--function",
+        action="append",
+        default=[f for f in (_env("FUNCTIONS") or "").split(",") if f],
+        metavar="NAME=TARGET",
+        help="serve a function: TARGET is package.module:attr (a Flask/FastAPI app, a WSGI/ASGI "
+        "app or a callable) or the http://host:port[/path] URL of a running container; its ids "
+        "are printed at start-up (repeatable)",
+    )
+    p.add_argument(
+        "--inference-url",
+        default=_env("INFERENCE_URL", "/"),
+        help="inferenceUrl of --function apps (URL targets use their own path; default /)",
+    )
+    p.add_argument(
+        "--health-uri",
+        default=_env("HEALTH_URI", "/v2/health/ready"),
+        help="healthUri of --function targets (default /v2/health/ready, as NVCF)",
+    )
+    p.add_argument(
+        "--always-async",
+        action="store_true",
+        default=(_env("ALWAYS_ASYNC", "") or "").lower() in ("1", "true", "yes"),
+        help="answer every invocation with 202 first (exercise polling)",
+    )
+    p.add_argument(
+        "--container-timeout",
+        type=float,
+        default=float(_env("CONTAINER_TIMEOUT", str(d.container_timeout)) or 300),
+        help=f"seconds a container may take (default {d.container_timeout:g})",
+    )
+    p.add_argument(
+        "--asset-root",
+        type=Path,
+        default=_env("ASSET_ROOT"),
+        help="where assets are staged per request (default: <root dir>/inputAssets)",
+    )
+    p.add_argument(
+        "--keep-staged",
+        action="store_true",
+        default=(_env("KEEP_STAGED", "") or "").lower() in ("1", "true", "yes"),
+        help="keep each request's staged assets and output dir after it ends",
+    )
+    p.add_argument(
         "--log-level",
         default=_env("LOG_LEVEL", "INFO"),
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
@@ -163,7 +216,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             asset_ttl=args.asset_ttl,
             max_asset_bytes=args.max_asset_bytes,
             header_mismatch_status=args.header_mismatch_status,
+            always_async=args.always_async,
+            container_timeout=args.container_timeout,
+            asset_root=args.asset_root,
+            keep_staged=args.keep_staged,
         )
+        functions = _functions(args.function)
     except (ValueError, argparse.ArgumentTypeError) as exc:
         print(f"nvcf-emulate: error: {exc}", file=sys.stderr)
         return 2
@@ -184,6 +242,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     if args.public_url:
         emulator.storage_url = f"{args.public_url.rstrip('/')}/{config.bucket}"
+    if functions and os.getcwd() not in sys.path:  # as uvicorn does: import apps from the cwd
+        sys.path.insert(0, os.getcwd())
+    try:
+        for name, target in functions:
+            fn = emulator.add_function(
+                target,
+                name=name,
+                inference_url=None if target.startswith("http") else args.inference_url,
+                health_uri=args.health_uri,
+                persistent=True,
+            )
+            print(
+                f"nvcf-emulate function {name} functionId={fn.function_id} "
+                f"versionId={fn.version_id}",
+                flush=True,
+            )
+    except Exception as exc:
+        print(f"nvcf-emulate: error: --function: {exc}", file=sys.stderr)
+        server.stop()
+        emulator.close()
+        return 1
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

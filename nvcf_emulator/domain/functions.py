@@ -77,6 +77,8 @@ class FunctionVersion:
     #: NCA ids this version is shared with (``visibility=authorized`` for them).
     shared_with: frozenset[str] = frozenset()
     public: bool = False
+    #: Set by ``set_status``: the status stays as forced until the next deploy.
+    pinned: bool = False
 
     @property
     def expected_health_status(self) -> int:
@@ -347,7 +349,7 @@ class FunctionService:
     def refresh(self, version: FunctionVersion) -> FunctionVersion:
         """Move ``DEPLOYING`` on once the deploy delay has passed and the container is healthy."""
         with self._lock:
-            if version.status is not FunctionStatus.DEPLOYING:
+            if version.status is not FunctionStatus.DEPLOYING or version.pinned:
                 return version
             started = version.deploy_started_at or version.created_at
             if self.clock.now() < started + self._deploy_delay():
@@ -376,6 +378,7 @@ class FunctionService:
             if version is None or version.function_id != function_id:
                 raise KeyError(version_id)
             version.status = FunctionStatus(status)
+            version.pinned = True
 
     # -- queries -----------------------------------------------------------------------------
 
@@ -486,6 +489,7 @@ class FunctionService:
                     f"Function id '{function_id}' version '{version_id}' is already deployed"
                 )
             version.deployment = deployment
+            version.pinned = False
             version.deploy_started_at = self.clock.now()
             version.status = FunctionStatus.DEPLOYING
         return self.refresh(version)
@@ -517,6 +521,7 @@ class FunctionService:
         version = self.deployment(account, function_id, version_id)
         with self._lock:
             version.deployment = None
+            version.pinned = False
             version.deploy_started_at = None
             version.status = FunctionStatus.INACTIVE
         return version
