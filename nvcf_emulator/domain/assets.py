@@ -23,12 +23,20 @@ from .accounts import Account
 from .clock import Clock
 from .errors import BadRequest, NotFound, StorageError
 
-#: NVCF's server-side check on ``contentType`` (type/subtype, word characters).
-CONTENT_TYPE_RE = re.compile(r"^\w+/[-+.\w]+$", re.ASCII)
+# The field rules, written so that the OpenAPI document can state them exactly (it uses these
+# patterns, and a JSON Schema validator applies them with ``re.search`` as we do here).
+#: NVCF's server-side check on ``contentType``: ``^\w+/[-+.\w]+$`` with ASCII word characters.
+CONTENT_TYPE_PATTERN = r"^[A-Za-z0-9_]+/[-+.A-Za-z0-9_]+$"
+#: Characters a description may not hold: it travels as an S3 metadata header.
+CONTROL_PATTERN = r"[\x00-\x1f\x7f]"
 #: S3 caps user metadata at 2 KB per object; the description is stored there.
-MAX_DESCRIPTION_BYTES = 2048
+MAX_DESCRIPTION_CHARS = 2048
+_CONTENT_TYPE_RE = re.compile(CONTENT_TYPE_PATTERN)
+_CONTROL_RE = re.compile(CONTROL_PATTERN)
+#: A description needs one character that is not white space.
+VISIBLE_PATTERN = r"\S"
+_VISIBLE_RE = re.compile(VISIBLE_PATTERN)
 _UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _CHUNK = 1024 * 1024
 #: The record kind assets are kept under in a state store.
 KIND = "asset"
@@ -74,7 +82,7 @@ def validate_content_type(value: object) -> str:
         raise BadRequest(f"contentType must be a string, got {type(value).__name__}")
     if not value:
         raise BadRequest("contentType must not be empty")
-    if not CONTENT_TYPE_RE.match(value):
+    if not _CONTENT_TYPE_RE.search(value) or "\n" in value:
         raise BadRequest(f"contentType '{value}' is not a media type of the form 'type/subtype'")
     return value
 
@@ -84,12 +92,12 @@ def validate_description(value: object) -> str:
         raise BadRequest("description is required")
     if not isinstance(value, str):
         raise BadRequest(f"description must be a string, got {type(value).__name__}")
-    if not value.strip():
+    if not _VISIBLE_RE.search(value):
         raise BadRequest("description must not be empty")
     if _CONTROL_RE.search(value):
         raise BadRequest("description must not contain control characters (it is sent as a header)")
-    if len(value.encode("utf-8")) > MAX_DESCRIPTION_BYTES:
-        raise BadRequest(f"description must be at most {MAX_DESCRIPTION_BYTES} bytes")
+    if len(value) > MAX_DESCRIPTION_CHARS:
+        raise BadRequest(f"description must be at most {MAX_DESCRIPTION_CHARS} characters")
     return value
 
 

@@ -8,10 +8,15 @@ library, which is what the server's admin endpoint uses. ``time.monotonic`` is n
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+
+#: The clock stays within the years datetime can print (0001-01-02 .. 9999-12-30 UTC).
+MIN_TIME = -62135510400.0
+MAX_TIME = 253402128000.0
 
 
 class Clock:
@@ -39,9 +44,16 @@ class Clock:
         return datetime.fromtimestamp(self.now(), tz=UTC)
 
     def advance(self, seconds: float) -> float:
-        """Move the clock forward (or back, with a negative value); returns the new time."""
+        """Move the clock forward (or back, with a negative value); returns the new time.
+
+        The clock stops at the ends of the years 0001..9999 rather than overflowing."""
+        seconds = float(seconds)
+        if not math.isfinite(seconds):
+            raise ValueError(f"cannot advance the clock by {seconds}")
         with self._lock:
-            self._offset += float(seconds)
+            now = time.time()
+            target = min(max(now + self._offset + seconds, MIN_TIME), MAX_TIME)
+            self._offset = target - now
         self._changed()
         return self.now()
 
@@ -53,6 +65,9 @@ class Clock:
             target = when.timestamp()
         else:
             target = float(when)
+        if not math.isfinite(target):
+            raise ValueError(f"cannot set the clock to {target}")
+        target = min(max(target, MIN_TIME), MAX_TIME)
         with self._lock:
             self._offset = target - time.time()
         self._changed()

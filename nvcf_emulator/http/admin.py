@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import math
+import re
+from datetime import UTC, datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 from werkzeug.wrappers import Request, Response
@@ -40,19 +42,54 @@ def set_clock(emu: Emulator, request: Request) -> Response:
         raise BadRequest('Send exactly one of {"advance": <seconds>} or {"set": "<ISO 8601>"}')
     if "advance" in body:
         seconds = body["advance"]
-        if not isinstance(seconds, int | float) or isinstance(seconds, bool):
+        if (
+            not isinstance(seconds, int | float)
+            or isinstance(seconds, bool)
+            or not math.isfinite(seconds)
+        ):
             raise BadRequest("advance must be a number of seconds")
         emu.clock.advance(seconds)
     else:
-        when = body["set"]
-        if not isinstance(when, str):
-            raise BadRequest("set must be an ISO 8601 date-time string")
-        try:
-            emu.clock.set(datetime.fromisoformat(when))
-        except ValueError:
-            raise BadRequest(f"set: '{when}' is not an ISO 8601 date-time") from None
+        emu.clock.set(parse_date_time(body["set"]))
     emu.sweep()
     return json_response(_clock_state(emu))
+
+
+_RFC3339 = re.compile(
+    r"^(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(\.\d+)?([Zz]|[+-]\d\d:\d\d)$"
+)
+
+
+def parse_date_time(value: object) -> datetime:
+    """An RFC 3339 date-time (the OpenAPI ``date-time`` format), leap seconds included."""
+    if not isinstance(value, str) or not (match := _RFC3339.match(value)):
+        raise BadRequest(
+            f"set must be an RFC 3339 date-time like 2026-01-01T00:00:00Z, got {value!r}"
+        )
+    year, month, day, hour, minute, second, fraction, zone = match.groups()
+    try:
+        tz = (
+            UTC
+            if zone in "Zz"
+            else timezone(
+                (1 if zone[0] == "+" else -1)
+                * timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))
+            )
+        )
+        when = datetime(
+            int(year),
+            int(month),
+            int(day),
+            int(hour),
+            int(minute),
+            min(int(second), 59),
+            int(float(fraction or 0) * 1_000_000),
+            tzinfo=tz,
+        )
+        when.timestamp()  # in range for the clock
+    except (ValueError, OverflowError):
+        raise BadRequest(f"set: '{value}' is not a valid date-time") from None
+    return when
 
 
 def state(emu: Emulator, request: Request) -> Response:
@@ -75,6 +112,12 @@ def state(emu: Emulator, request: Request) -> Response:
     return json_response({"clock": _clock_state(emu), "assets": assets})
 
 
+def openapi(emu: Emulator, request: Request) -> Response:
+    from .openapi import document
+
+    return json_response(document())
+
+
 def requests_log(emu: Emulator, request: Request) -> Response:
     return json_response({"requests": [c.as_json() for c in emu.calls]})
 
@@ -92,6 +135,7 @@ def seed(emu: Emulator, request: Request) -> Response:
 
 ROUTES: list[Route] = [
     ("/_emulator/requests", ["GET"], requests_log),
+    ("/_emulator/openapi.json", ["GET"], openapi),
     ("/_emulator/seed", ["POST"], seed),
     ("/_emulator/health", ["GET"], health),
     ("/_emulator/reset", ["POST"], reset),

@@ -1,0 +1,261 @@
+"""The OpenAPI 3.1 document of the emulated NVCF API and the admin API
+(``GET /_emulator/openapi.json``). Fuzzing (schemathesis) and the dashboard read it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import __version__
+from ..domain.assets import (
+    CONTENT_TYPE_PATTERN,
+    CONTROL_PATTERN,
+    MAX_DESCRIPTION_CHARS,
+    VISIBLE_PATTERN,
+)
+
+JSON = "application/json"
+PROBLEM = "application/problem+json"
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
+
+
+def _ok(schema: str, description: str = "OK") -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {JSON: {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+    }
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    text = {
+        400: "Invalid request",
+        401: "Missing or invalid API key",
+        403: "Forbidden",
+        404: "Not found",
+        405: "Method not allowed",
+        413: "Body too large",
+        415: "Body is not JSON",
+        431: "Headers too large",
+    }
+    return {str(c): _problem(text[c]) for c in codes}
+
+
+ASSET_ID = {
+    "name": "assetId",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+}
+
+SCHEMAS: dict[str, Any] = {
+    "Problem": {
+        "type": "object",
+        "required": ["type", "title", "status", "detail"],
+        "properties": {
+            "type": {"type": "string"},
+            "title": {"type": "string"},
+            "status": {"type": "integer"},
+            "detail": {"type": "string"},
+            "instance": {"type": "string"},
+            "requestId": {"type": "string"},
+        },
+    },
+    "CreateAssetRequest": {
+        "type": "object",
+        "required": ["contentType", "description"],
+        "properties": {
+            "contentType": {
+                "type": "string",
+                "pattern": CONTENT_TYPE_PATTERN,
+                "not": {"pattern": "\\n"},
+            },
+            "description": {
+                "type": "string",
+                "maxLength": MAX_DESCRIPTION_CHARS,
+                "pattern": VISIBLE_PATTERN,
+                "not": {"pattern": CONTROL_PATTERN},
+            },
+        },
+    },
+    "CreateAssetResponse": {
+        "type": "object",
+        "required": ["assetId", "uploadUrl", "contentType", "description"],
+        "properties": {
+            "assetId": {"type": "string", "format": "uuid"},
+            "uploadUrl": {"type": "string"},
+            "contentType": {"type": "string"},
+            "description": {"type": "string"},
+        },
+        "additionalProperties": False,
+    },
+    "AssetSummary": {
+        "type": "object",
+        "required": ["assetId", "contentType", "description"],
+        "properties": {
+            "assetId": {"type": "string", "format": "uuid"},
+            "contentType": {"type": "string"},
+            "description": {"type": "string"},
+        },
+    },
+    "ListAssetsResponse": {
+        "type": "object",
+        "required": ["assets"],
+        "properties": {
+            "assets": {
+                "type": "array",
+                "maxItems": 1000,
+                "items": {"$ref": "#/components/schemas/AssetSummary"},
+            }
+        },
+    },
+    "AssetResponse": {
+        "type": "object",
+        "required": ["asset"],
+        "properties": {
+            "asset": {
+                "allOf": [
+                    {"$ref": "#/components/schemas/AssetSummary"},
+                    {
+                        "type": "object",
+                        "required": ["createdAt"],
+                        "properties": {"createdAt": {"type": "string", "format": "date-time"}},
+                    },
+                ]
+            }
+        },
+    },
+    "Clock": {
+        "type": "object",
+        "required": ["now", "epoch", "offsetSeconds"],
+        "properties": {
+            "now": {"type": "string"},
+            "epoch": {"type": "number"},
+            "offsetSeconds": {"type": "number"},
+        },
+    },
+    "ClockChange": {
+        "oneOf": [
+            {
+                "type": "object",
+                "required": ["advance"],
+                "properties": {"advance": {"type": "number"}},
+                "not": {"required": ["set"]},
+            },
+            {
+                "type": "object",
+                "required": ["set"],
+                "properties": {"set": {"type": "string", "format": "date-time"}},
+                "not": {"required": ["advance"]},
+            },
+        ]
+    },
+    "Seed": {
+        "type": "object",
+        "required": ["seed"],
+        "properties": {"seed": {"type": ["integer", "null"]}},
+    },
+    "Object": {"type": "object"},
+}
+
+
+def _asset_paths() -> dict[str, Any]:
+    secured: list[dict[str, list[str]]] = [{"bearer": []}]
+    return {
+        "/v2/nvcf/assets": {
+            "post": {
+                "operationId": "createAsset",
+                "tags": ["assets"],
+                "security": secured,
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        JSON: {"schema": {"$ref": "#/components/schemas/CreateAssetRequest"}}
+                    },
+                },
+                "responses": {
+                    "200": _ok("CreateAssetResponse"),
+                    **_errors(400, 401, 413, 415, 431),
+                },
+            },
+            "get": {
+                "operationId": "listAssets",
+                "tags": ["assets"],
+                "security": secured,
+                "responses": {"200": _ok("ListAssetsResponse"), **_errors(401, 431)},
+            },
+        },
+        "/v2/nvcf/assets/{assetId}": {
+            "parameters": [ASSET_ID],
+            "get": {
+                "operationId": "getAsset",
+                "tags": ["assets"],
+                "security": secured,
+                "responses": {"200": _ok("AssetResponse"), **_errors(401, 404, 431)},
+            },
+            "delete": {
+                "operationId": "deleteAsset",
+                "tags": ["assets"],
+                "security": secured,
+                "responses": {"204": {"description": "Deleted"}, **_errors(401, 404, 431)},
+            },
+        },
+    }
+
+
+def _admin_paths() -> dict[str, Any]:
+    def op(op_id: str, schema: str = "Object", body: str | None = None) -> dict[str, Any]:
+        spec: dict[str, Any] = {
+            "operationId": op_id,
+            "tags": ["admin"],
+            "responses": {"200": _ok(schema), **_errors(400, 401, 404, 413, 415, 431)},
+        }
+        if body:
+            spec["requestBody"] = {
+                "required": True,
+                "content": {JSON: {"schema": {"$ref": f"#/components/schemas/{body}"}}},
+            }
+        return spec
+
+    return {
+        "/_emulator/health": {"get": op("health")},
+        "/_emulator/reset": {"post": op("reset")},
+        "/_emulator/state": {"get": op("state")},
+        "/_emulator/clock": {
+            "get": op("getClock", "Clock"),
+            "post": op("setClock", "Clock", "ClockChange"),
+        },
+        "/_emulator/requests": {"get": op("listRequests")},
+        "/_emulator/seed": {"post": op("seedIds", body="Seed")},
+        "/_emulator/openapi.json": {"get": op("openapi")},
+    }
+
+
+#: Extra paths other route modules contribute (functions, pexec, ...): name → builder.
+EXTRA_PATHS: list[Any] = []
+
+
+def document() -> dict[str, Any]:
+    paths: dict[str, Any] = {**_asset_paths(), **_admin_paths()}
+    for build in EXTRA_PATHS:
+        paths.update(build())
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "nvcf-emulator",
+            "version": __version__,
+            "description": "The emulated NVIDIA Cloud Functions API, and the emulator's admin API "
+            "under /_emulator/. Pre-signed upload URLs (S3, SigV4) are not described here: they "
+            "are made by POST /v2/nvcf/assets.",
+        },
+        "servers": [{"url": "/"}],
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "paths": paths,
+    }
