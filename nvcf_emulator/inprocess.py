@@ -5,17 +5,23 @@ for a URL, and hands back a :class:`WSGIAdapter` for the emulator's hosts. Every
 its usual adapter, so ``responses`` and moto's ``mock_aws`` (which both patch
 ``HTTPAdapter.send``) keep working beside the emulator, whichever was started first. Bodies
 stream both ways: a file or generator body is read by the app chunk by chunk, never whole.
+
+When httpx is installed, ``route()`` also routes ``httpx.Client`` and ``httpx.AsyncClient`` the
+same way (see :mod:`nvcf_emulator.inprocess_httpx`); the pieces below (:func:`make_environ`,
+:func:`call_app`) are shared by both, so both clients meet the same rules.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import unquote_to_bytes, urlsplit
 
 import requests
@@ -46,22 +52,40 @@ def _get_adapter(self: requests.Session, url: str) -> Any:
 def route(emulator: Emulator) -> Iterator[None]:
     """Route the emulator's API and storage hosts into its app while the block runs."""
     adapter = WSGIAdapter(emulator.app)
-
-    def matches(url: str) -> bool:
-        host = (urlsplit(url).hostname or "").lower()
-        return host in emulator.api_hosts or host in _storage_hosts(emulator)
-
+    matches = url_matcher(emulator)
     entry = (matches, adapter)
     with _lock:
         _routes.append(entry)
         requests.Session.get_adapter = _get_adapter  # type: ignore[method-assign]
     try:
-        yield
+        with _route_httpx(emulator.app, matches):
+            yield
     finally:
         with _lock:
             _routes.remove(entry)
             if not _routes:
                 requests.Session.get_adapter = _original_get_adapter  # type: ignore[method-assign]
+
+
+def url_matcher(emulator: Emulator) -> Callable[[str], bool]:
+    """Whether a URL is for one of the emulator's API or storage hosts (read on every call)."""
+
+    def matches(url: str) -> bool:
+        host = (urlsplit(url).hostname or "").lower()
+        return host in emulator.api_hosts or host in _storage_hosts(emulator)
+
+    return matches
+
+
+def _route_httpx(
+    app: WSGIApplication, matches: Callable[[str], bool]
+) -> AbstractContextManager[Any]:
+    """httpx's routing when httpx is installed (imported only then), else nothing."""
+    if importlib.util.find_spec("httpx") is None:
+        return nullcontext()
+    from .inprocess_httpx import route_httpx
+
+    return route_httpx(app, matches)
 
 
 def _storage_hosts(emulator: Emulator) -> frozenset[str]:
@@ -81,7 +105,7 @@ class _BodyReader(io.RawIOBase):
         self.error: BaseException | None = None
         self._file: Any = None
         self._iter: Iterator[bytes] | None = None
-        self._buf = b""
+        self._buf = memoryview(b"")
         if body is None:
             self._file = io.BytesIO(b"")
         elif isinstance(body, bytes | bytearray | memoryview):
@@ -114,7 +138,7 @@ class _BodyReader(io.RawIOBase):
         else:
             while not self._buf and self._iter is not None:
                 try:
-                    self._buf = next(self._iter)
+                    self._buf = memoryview(next(self._iter)).cast("B")
                 except StopIteration:
                     self._iter = None
             data, self._buf = self._buf[: len(view)], self._buf[len(view) :]
@@ -140,6 +164,15 @@ class _AppIterReader(io.RawIOBase):
             if chunk:
                 break
 
+    def chunks(self) -> Iterator[bytes]:
+        """The response body chunk by chunk, as the app yields it (for httpx's streams)."""
+        if self._buf:
+            chunk, self._buf = self._buf, b""
+            yield chunk
+        for chunk in self._it:
+            if chunk:
+                yield chunk
+
     def readinto(self, b: Any) -> int:
         view = memoryview(b).cast("B")
         while not self._buf:
@@ -162,13 +195,22 @@ class _AppIterReader(io.RawIOBase):
 
 def build_environ(request: requests.PreparedRequest) -> dict[str, Any]:
     """A WSGI environ for a prepared ``requests`` request, with a streaming ``wsgi.input``."""
-    url = urlsplit(request.url or "")
+    return make_environ(
+        request.method or "GET", request.url or "", list(request.headers.items()), request.body
+    )
+
+
+def make_environ(
+    method: str, url_text: str, headers: list[tuple[str, str]], body: object
+) -> dict[str, Any]:
+    """A WSGI environ for any client's request; ``body`` is bytes, a file or an iterable of
+    chunks, and becomes a streaming ``wsgi.input``."""
+    url = urlsplit(url_text)
     scheme = url.scheme or "http"
     port = url.port or (443 if scheme == "https" else 80)
     host = url.netloc.rpartition("@")[2]
-    headers: Mapping[str, str] = request.headers
     environ: dict[str, Any] = {
-        "REQUEST_METHOD": (request.method or "GET").upper(),
+        "REQUEST_METHOD": method.upper(),
         "SCRIPT_NAME": "",
         "PATH_INFO": unquote_to_bytes(url.path or "/").decode("latin-1"),
         "QUERY_STRING": url.query,
@@ -181,19 +223,62 @@ def build_environ(request: requests.PreparedRequest) -> dict[str, Any]:
         "HTTP_HOST": host,
         "wsgi.version": (1, 0),
         "wsgi.url_scheme": scheme,
-        "wsgi.input": _BodyReader(request.body),
+        "wsgi.input": _BodyReader(body),
         "wsgi.errors": sys.stderr,
         "wsgi.multithread": True,
         "wsgi.multiprocess": False,
         "wsgi.run_once": False,
     }
-    add_headers(environ, [(k, v) for k, v in headers.items() if k.lower() != "host"])
-    if "host" in {k.lower() for k in headers}:
-        environ["HTTP_HOST"] = headers["Host"]
+    add_headers(environ, [(k, v) for k, v in headers if k.lower() != "host"])
+    for name, value in headers:
+        if name.lower() == "host":
+            environ["HTTP_HOST"] = value
     if "CONTENT_LENGTH" not in environ:
         # A body of unknown length (a generator, sent chunked on the wire): read to its end.
         environ["wsgi.input_terminated"] = True
     return environ
+
+
+class BodyFailed(Exception):
+    """The caller's request body raised while the app read it (``error`` is what it raised)."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(f"request body failed while being sent: {error!r}")
+        self.error = error
+
+
+@dataclass
+class AppResponse:
+    """What the app answered; ``body`` streams the rest of its iterable (close it when done)."""
+
+    status: int
+    reason: str
+    headers: list[tuple[str, str]]
+    body: _AppIterReader
+
+
+def call_app(app: WSGIApplication, environ: dict[str, Any]) -> AppResponse:
+    """Call ``app`` up to its status line; raises :class:`BodyFailed` if the body failed."""
+    captured: dict[str, Any] = {}
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        captured["status"] = status
+        captured["headers"] = headers
+        return lambda data: None
+
+    body = _AppIterReader(app(environ, start_response))
+    try:
+        if "status" not in captured:  # a generator app calls start_response on first next()
+            body.prime()
+        failed = environ["wsgi.input"].error
+        if failed is not None:
+            raise BodyFailed(failed)
+    except BaseException:
+        body.close()
+        raise
+    code_text, _, reason = captured["status"].partition(" ")
+    code = int(code_text)
+    return AppResponse(code, reason or HTTPStatus(code).phrase, captured["headers"], body)
 
 
 class WSGIAdapter(HTTPAdapter):
@@ -212,35 +297,15 @@ class WSGIAdapter(HTTPAdapter):
         cert: object = None,
         proxies: object = None,
     ) -> requests.Response:
-        environ = build_environ(request)
-        captured: dict[str, Any] = {}
-
-        def start_response(
-            status: str, headers: list[tuple[str, str]], exc_info: Any = None
-        ) -> Any:
-            captured["status"] = status
-            captured["headers"] = headers
-            return lambda data: None
-
-        app_iter = self.app(environ, start_response)
-        failed = environ["wsgi.input"].error
-        if failed is not None:
-            close = getattr(app_iter, "close", None)
-            if close is not None:
-                close()
-            raise requests.exceptions.ConnectionError(
-                f"request body failed while being sent: {failed!r}", request=request
-            ) from failed
-        body = _AppIterReader(app_iter)
-        if "status" not in captured:  # a generator app calls start_response on first next()
-            body.prime()
-        code_text, _, reason = captured["status"].partition(" ")
-        code = int(code_text)
+        try:
+            answer = call_app(self.app, build_environ(request))
+        except BodyFailed as exc:
+            raise requests.exceptions.ConnectionError(str(exc), request=request) from exc.error
         raw = HTTPResponse(
-            body=io.BufferedReader(body, 256 * 1024),
-            headers=captured["headers"],
-            status=code,
-            reason=reason or HTTPStatus(code).phrase,
+            body=io.BufferedReader(answer.body, 256 * 1024),
+            headers=cast(Any, answer.headers),  # a list of pairs, as urllib3 accepts
+            status=answer.status,
+            reason=answer.reason,
             preload_content=False,
             decode_content=False,
             request_method=request.method,

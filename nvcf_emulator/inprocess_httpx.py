@@ -1,0 +1,247 @@
+"""In-process mode for httpx: ``httpx.Client`` / ``httpx.AsyncClient`` calls for the emulator's
+hosts go into its WSGI app, with the rules and the body streaming of the ``requests`` routing.
+
+:func:`nvcf_emulator.inprocess.route` enters :func:`route_httpx` by itself when httpx is
+installed (the ``nvcf-emulator[httpx]`` extra); this module is imported only then.
+
+**The hook.** httpx has no public per-URL hook for clients that user code constructs: the
+transport is fixed when a client is built, and clients are often built before the emulator
+starts (module globals, SDK objects). The one place where a client picks a transport for a URL
+is ``Client._transport_for_url`` / ``AsyncClient._transport_for_url``, which is also what
+respx's ``httpx`` mocker patches. We hook exactly that method on both classes: our hook returns
+:class:`EmulatorTransport` / :class:`AsyncEmulatorTransport` for the emulator's hosts and calls
+whatever was there before for every other URL, so a client's own transport, mounts and proxies,
+and other mocking libraries, are untouched for other hosts. respx's machinery was not used:
+both of its mockers read the request body whole before a handler sees it (``request.read()``
+in ``httpx.MockTransport`` and in ``prepare_sync_request``), which would buffer a multi-GB
+upload in memory. Patching ``HTTPTransport.handle_request`` instead was rejected too: it would
+collide with pytest-httpx, which patches that method, and miss clients given other transports.
+
+Living with other libraries:
+
+* respx in its default mode (``httpcore``) and pytest-httpx patch lower layers, so they and the
+  emulator work together in any start and stop order: the emulator's hosts come here, every
+  other host reaches the user's mocks.
+* respx with ``using="httpx"`` patches the same method. Started before the emulator, it keeps
+  mocking other hosts. Started after, respx sees every request first: let the emulator's hosts
+  through with ``respx_mock.route(host="api.nvcf.nvidia.com").pass_through()`` (respx then
+  reads such bodies whole). Stop the two in reverse order of starting, as with any patches.
+
+Nesting: several emulators may route at once, the innermost wins (as for ``requests``). The
+hook is installed when the first route starts and removed when the last one ends, unless
+something patched on top of it meanwhile: then it stays, and with no routes it only forwards.
+
+**Failures.** When the caller's request body raises, the app sees a client that went away
+(``ClientDisconnected``: nothing is stored) and the caller gets its own exception back, as httpx
+gives it over a real connection.
+
+**Async.** The WSGI app is blocking, so :class:`AsyncEmulatorTransport` runs it in a worker
+thread (anyio, which httpx depends on: asyncio and trio alike) and the event loop keeps
+serving other tasks while a slow container works. An async request body is pulled into that
+thread one chunk at a time, and the response is handed back one chunk at a time. Cancelling a
+request returns at once; the app finishes in its thread as it would on a server whose client
+went away.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+import anyio
+import anyio.from_thread
+import anyio.to_thread
+import httpx
+
+from .inprocess import AppResponse, BodyFailed, _AppIterReader, call_app, make_environ
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIApplication
+
+__all__ = ["AsyncEmulatorTransport", "EmulatorTransport", "route_httpx"]
+
+_T = TypeVar("_T")
+_HOOKED = "_transport_for_url"
+_lock = threading.Lock()
+_routes: list[tuple[Callable[[str], bool], EmulatorTransport, AsyncEmulatorTransport]] = []
+_installed: list[tuple[type[Any], Any, Any]] = []  # (class, what was there, our hook)
+
+
+def _hook(original: Callable[[Any, httpx.URL], Any], is_async: bool) -> Any:
+    def _transport_for_url(self: Any, url: httpx.URL) -> Any:
+        for matches, transport, async_transport in reversed(_routes):
+            if matches(str(url)):
+                return async_transport if is_async else transport
+        return original(self, url)
+
+    _transport_for_url.__doc__ = "nvcf-emulator: the emulator's hosts go to its WSGI app."
+    return _transport_for_url
+
+
+def _install() -> None:
+    for cls in (httpx.Client, httpx.AsyncClient):
+        original = vars(cls)[_HOOKED]
+        hook = _hook(original, is_async=cls is httpx.AsyncClient)
+        setattr(cls, _HOOKED, hook)
+        _installed.append((cls, original, hook))
+
+
+def _uninstall() -> None:
+    while _installed:
+        cls, original, hook = _installed.pop()
+        if vars(cls).get(_HOOKED) is hook:
+            setattr(cls, _HOOKED, original)
+        # Else a later patch wraps our hook and will put it back when it stops; with no routes
+        # left the hook only forwards to what it replaced, and a new route installs a new one.
+
+
+@contextmanager
+def route_httpx(app: WSGIApplication, matches: Callable[[str], bool]) -> Iterator[None]:
+    """Send httpx requests whose URL ``matches`` into ``app`` while the block runs."""
+    entry = (matches, EmulatorTransport(app), AsyncEmulatorTransport(app))
+    with _lock:
+        if not _routes:
+            _install()
+        _routes.append(entry)
+    try:
+        yield
+    finally:
+        with _lock:
+            _routes.remove(entry)
+            if not _routes:
+                _uninstall()
+
+
+def _environ(request: httpx.Request, body: object) -> dict[str, Any]:
+    return make_environ(request.method, str(request.url), request.headers.multi_items(), body)
+
+
+def _response(
+    answer: AppResponse, stream: httpx.SyncByteStream | httpx.AsyncByteStream
+) -> httpx.Response:
+    return httpx.Response(
+        answer.status,
+        headers=[(k.encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers],
+        stream=stream,
+        extensions={
+            "http_version": b"HTTP/1.1",
+            "reason_phrase": answer.reason.encode("latin-1"),
+        },
+    )
+
+
+class EmulatorTransport(httpx.BaseTransport):
+    """A sync httpx transport that calls a WSGI app; bodies stream both ways."""
+
+    def __init__(self, app: WSGIApplication) -> None:
+        self.app = app
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            answer = call_app(self.app, _environ(request, request.stream))
+        except BodyFailed as exc:
+            raise exc.error from None
+        return _response(answer, _SyncAppStream(answer.body))
+
+
+class _SyncAppStream(httpx.SyncByteStream):
+    def __init__(self, body: _AppIterReader) -> None:
+        self._body = body
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self._body.chunks()
+
+    def close(self) -> None:
+        self._body.close()
+
+
+_ABANDON = "abandon_on_cancel" in inspect.signature(anyio.to_thread.run_sync).parameters
+
+
+async def _in_thread(func: Callable[[], _T], *, abandon: bool = False) -> _T:
+    """``func()`` in a worker thread; ``abandon``: a cancelled caller returns without waiting."""
+    if _ABANDON:
+        return await anyio.to_thread.run_sync(func, abandon_on_cancel=abandon)
+    return await anyio.to_thread.run_sync(func, cancellable=abandon)  # anyio < 4.1
+
+
+def _pull(stream: httpx.AsyncByteStream) -> Iterator[bytes]:
+    """An async body as a blocking iterator, for the app's thread: one chunk per step."""
+    chunks = stream.__aiter__()
+    done = object()
+
+    async def step() -> object:
+        try:
+            return await chunks.__anext__()
+        except StopAsyncIteration:
+            return done
+
+    while (chunk := anyio.from_thread.run(step)) is not done:
+        yield cast(bytes, chunk)
+
+
+class AsyncEmulatorTransport(httpx.AsyncBaseTransport):
+    """An async httpx transport that runs a WSGI app in a worker thread; bodies stream."""
+
+    def __init__(self, app: WSGIApplication) -> None:
+        self.app = app
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        stream = request.stream
+        # Bytes, JSON and form bodies are sync streams too: read them in the thread directly.
+        body = stream if isinstance(stream, httpx.SyncByteStream) else _pull(stream)
+        environ = _environ(request, body)
+        abandoned = threading.Event()
+
+        def run() -> AppResponse:
+            answer = call_app(self.app, environ)
+            if abandoned.is_set():
+                answer.body.close()
+            return answer
+
+        try:
+            answer = await _in_thread(run, abandon=True)
+        except BodyFailed as exc:
+            raise exc.error from None
+        except BaseException:
+            abandoned.set()
+            raise
+        return _response(answer, _AsyncAppStream(answer.body))
+
+
+class _AsyncAppStream(httpx.AsyncByteStream):
+    """The app's response iterable, advanced in worker threads one chunk per step.
+
+    A step holds ``_lock`` while the app produces a chunk. Closing never waits for a step that a
+    cancelled reader left running: that step closes the app iterable when it ends.
+    """
+
+    def __init__(self, body: _AppIterReader) -> None:
+        self._body = body
+        self._chunks = body.chunks()
+        self._lock = threading.Lock()
+        self._closing = False
+
+    def _step(self) -> bytes | None:
+        with self._lock:
+            chunk = None if self._closing else next(self._chunks, None)
+        if self._closing:
+            self._close_now()
+        return chunk
+
+    def _close_now(self) -> None:
+        with self._lock:
+            self._body.close()
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while (chunk := await _in_thread(self._step, abandon=True)) is not None:
+            yield chunk
+
+    async def aclose(self) -> None:
+        self._closing = True
+        if self._lock.acquire(blocking=False):  # no step running: close now, in a thread
+            self._lock.release()
+            await _in_thread(self._close_now)
