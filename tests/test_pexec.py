@@ -755,3 +755,41 @@ def test_reset_forgets_functions_and_invocations(nvcf: Emulator) -> None:
     nvcf.reset()
     assert nvcf.invocations == []
     assert invoke(nvcf, fid).status_code == 404
+
+
+# -- both modes -----------------------------------------------------------------------------------
+
+
+def test_invoke_in_process_and_over_a_socket(api: Any) -> None:
+    emu: Emulator = api.emulator
+
+    def work(req: ContainerRequest) -> dict[str, Any]:
+        (req.output_dir / "out.txt").write_text("file")
+        return {"poll": req.header("NVCF-POLL-SECONDS")}
+
+    fid, _ = emu.add_function(work, name="both")
+    url = f"{api.base_url}/v2/nvcf/pexec/functions/{fid}"
+    bad = requests.post(url, headers={**api.headers, "NVCF-POLL_SECONDS": "x"}, json={})
+    assert bad.status_code == 400  # ngcsdk's underscore spelling is read in both modes
+    r = requests.post(
+        url, headers={**api.headers, "NVCF-POLL_SECONDS": "7"}, json={}, allow_redirects=False
+    )
+    assert r.status_code == 302
+    location = r.headers["Location"]
+    assert location.startswith(f"{api.base_url}/_emulator/results/")
+    archive = _zip(location)
+    req_id = r.headers["NVCF-REQID"]
+    assert json.loads(archive.read(f"{req_id}.response")) == {"poll": "7"}
+    assert archive.read("out.txt") == b"file"
+
+
+def test_worker_threads_stop_with_the_emulator(tmp_path: Path) -> None:
+    emu = Emulator(root_dir=tmp_path)
+    with emu:
+        fid, _ = emu.add_function(lambda req: {}, name="f")
+        assert invoke(emu, fid).status_code == 200
+        pool = emu.invocation_service._pool
+        assert pool is not None
+        threads = list(pool._threads)
+        assert threads and all(t.is_alive() and t.daemon for t in threads)
+    assert not any(t.is_alive() for t in threads)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import queue
 import threading
 import time
 import traceback
@@ -24,7 +25,6 @@ import uuid
 import zipfile
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -245,6 +245,54 @@ def container_error(status: int, body: bytes) -> Outcome:
     return _problem(status, INFERENCE_SERVICE, title, detail)
 
 
+class WorkerPool:
+    """``size`` daemon threads taking work from a queue.
+
+    Not a ``ThreadPoolExecutor``: its threads are joined at interpreter exit, so one container
+    that never returns would hang the test run on its way out. These are daemon threads.
+    """
+
+    def __init__(self, size: int, name: str = "nvcf-worker") -> None:
+        self.size = size
+        self._queue: queue.SimpleQueue[tuple[Callable[..., None], tuple[Any, ...]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._threads = [
+            threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
+            for i in range(size)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, fn: Callable[..., None], *args: Any) -> None:
+        self._queue.put((fn, args))
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            fn, args = item
+            try:
+                fn(*args)
+            except Exception:  # pragma: no cover - _run catches everything itself
+                log.exception("worker task failed")
+
+    def shutdown(self, timeout: float = 0.0) -> None:
+        """Stop the idle threads (queued work is dropped); wait ``timeout`` s for busy ones."""
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        for _ in self._threads:
+            self._queue.put(None)
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
+
+
 @dataclass
 class LargeResult:
     path: Path
@@ -279,20 +327,18 @@ class InvocationService:
         self._queued: list[Invocation] = []
         self._running: set[Invocation] = set()
         self._results: dict[str, LargeResult] = {}
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_size = 0
+        self._pool: WorkerPool | None = None
         self._watcher: threading.Thread | None = None
         self._stop = threading.Event()
 
     # -- submitting ------------------------------------------------------------------------------
 
-    def _executor(self) -> ThreadPoolExecutor:
+    def _executor(self) -> WorkerPool:
         size = self._config().worker_threads
-        if self._pool is None or self._pool_size != size:
+        if self._pool is None or self._pool.size != size:
             if self._pool is not None:
-                self._pool.shutdown(wait=False)
-            self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="nvcf-worker")
-            self._pool_size = size
+                self._pool.shutdown()
+            self._pool = WorkerPool(size)
         return self._pool
 
     def submit(
@@ -725,7 +771,7 @@ class InvocationService:
         with self._lock:
             pool, self._pool = self._pool, None
         if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+            pool.shutdown(timeout=1.0)
 
 
 _RESPONSE_DROPPED = HOP_BY_HOP | {"content-length", "date", "server"}

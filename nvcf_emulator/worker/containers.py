@@ -393,7 +393,8 @@ class UrlContainer:
             )
         except requests.RequestException as exc:
             raise ContainerConnectionError(str(exc)) from exc
-        headers = [(k, v) for k, v in resp.raw.headers.items()]
+        # The body is decoded below, so its Content-Encoding no longer applies.
+        headers = [(k, v) for k, v in resp.raw.headers.items() if k.lower() != "content-encoding"]
 
         def chunks() -> Iterator[bytes]:
             try:
