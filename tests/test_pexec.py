@@ -776,7 +776,7 @@ def test_invoke_in_process_and_over_a_socket(api: Any) -> None:
     )
     assert r.status_code == 302
     location = r.headers["Location"]
-    assert location.startswith(f"{api.base_url}/_emulator/results/")
+    assert location.startswith(f"{api.base_url}/_nvcf/results/")
     archive = _zip(location)
     req_id = r.headers["NVCF-REQID"]
     assert json.loads(archive.read(f"{req_id}.response")) == {"poll": "7"}
@@ -793,3 +793,15 @@ def test_worker_threads_stop_with_the_emulator(tmp_path: Path) -> None:
         threads = list(pool._threads)
         assert threads and all(t.is_alive() and t.daemon for t in threads)
     assert not any(t.is_alive() for t in threads)
+
+
+@pytest.mark.nvcf(admin_token="s3cret")
+def test_result_download_needs_no_admin_token(nvcf: Emulator) -> None:
+    fid, _ = nvcf.add_function(lambda req: b"x" * 10, name="big")
+    nvcf.configure(max_response_bytes=5)
+    r = invoke(nvcf, fid)
+    assert r.status_code == 302
+    assert _zip(r.headers["Location"]).read(f"{r.headers['NVCF-REQID']}.response") == b"x" * 10
+    token = r.headers["Location"].split("/")[-2]
+    wrong = r.headers["Location"].replace(token, "0" * len(token))
+    assert requests.get(wrong).status_code == 404

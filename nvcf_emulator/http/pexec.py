@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 MISSING_AUTHORIZATION = "Header of type `authorization` was missing"
 POLL_HEADER = "NVCF-POLL-SECONDS"
 ASSETS_HEADER = "NVCF-INPUT-ASSET-REFERENCES"
-RESULTS_PREFIX = "/_emulator/results"
+#: Outside /_emulator/: a result download needs no admin token, only the URL's secret token.
+RESULTS_PREFIX = "/_nvcf/results"
 _EXPOSE = ("Access-Control-Expose-Headers", "nvcf-reqid")
 
 
