@@ -632,24 +632,29 @@ class InvocationService:
         headers = [(k, v) for k, v in response.headers if k.lower() not in _RESPONSE_DROPPED]
         return Outcome("stream", response.status, headers, chunks=_Forward(self, inv, response))
 
-    def _finish(self, inv: Invocation, outcome: Outcome) -> None:
-        with self._lock:
+    def _settle(self, inv: Invocation, outcome: Outcome, status: InvocationStatus) -> bool:
+        """Give ``inv`` its outcome unless it already has one (first writer wins)."""
+        with self._lock, inv._cond:
             self._running.discard(inv)
-            if inv.outcome is not None:  # timed out or cancelled meanwhile: drop the late result
-                _close_stream(outcome)
-                return
-            if inv.started_at is not None and inv._started_mono is not None:
-                inv.duration = time.monotonic() - inv._started_mono
+            if inv.outcome is not None:
+                return False
+            inv.status = status
             inv.finished_at = self.clock.now()
-            inv.status = (
-                InvocationStatus.FULFILLED
-                if outcome.nvcf_status == "fulfilled"
-                else InvocationStatus.ERRORED
-            )
-        with inv._cond:
+            if inv._started_mono is not None:
+                inv.duration = time.monotonic() - inv._started_mono
             inv.outcome = outcome
             inv._cond.notify_all()
         inv._poll.set()
+        return True
+
+    def _finish(self, inv: Invocation, outcome: Outcome) -> None:
+        status = (
+            InvocationStatus.FULFILLED
+            if outcome.nvcf_status == "fulfilled"
+            else InvocationStatus.ERRORED
+        )
+        if not self._settle(inv, outcome, status):
+            _close_stream(outcome)  # timed out or cancelled meanwhile: drop the late result
 
     def _push(self, inv: Invocation, event: Event) -> None:
         with inv._cond:
@@ -666,13 +671,8 @@ class InvocationService:
         inv._purged = True
         if inv in self._queued:
             self._queued.remove(inv)
-        if inv.outcome is None:
-            inv.status = InvocationStatus.CANCELLED
-            with inv._cond:
-                inv.outcome = connection_error()
-                inv._cond.notify_all()
-            inv._poll.set()
-        else:
+        if not self._settle(inv, connection_error(), InvocationStatus.CANCELLED):
+            assert inv.outcome is not None
             _close_stream(inv.outcome)
 
     # -- progress files and timeouts -----------------------------------------------------------
@@ -725,16 +725,9 @@ class InvocationService:
             for inv in running:
                 self._check_progress(inv)
                 started = inv._started_mono
-                if inv.outcome is None and started is not None and now - started > timeout:
+                overdue = started is not None and now - started > timeout
+                if overdue and self._settle(inv, connection_error(), InvocationStatus.ERRORED):
                     inv.error = inv.error or f"container did not answer within {timeout} s"
-                    with self._lock:
-                        self._running.discard(inv)
-                        inv.status = InvocationStatus.ERRORED
-                        inv.finished_at = self.clock.now()
-                    with inv._cond:
-                        inv.outcome = connection_error()
-                        inv._cond.notify_all()
-                    inv._poll.set()
             self._stop.wait(self._config().progress_interval)
 
     # -- life cycle ------------------------------------------------------------------------------
