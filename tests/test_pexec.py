@@ -805,3 +805,23 @@ def test_result_download_needs_no_admin_token(nvcf: Emulator) -> None:
     token = r.headers["Location"].split("/")[-2]
     wrong = r.headers["Location"].replace(token, "0" * len(token))
     assert requests.get(wrong).status_code == 404
+
+
+def test_invocations_are_listed_for_server_mode(nvcf_server: Any) -> None:
+    emu: Emulator = nvcf_server.emulator
+    fid, _ = emu.add_function(lambda req: {"ok": True}, name="listed")
+    r = requests.post(
+        f"{nvcf_server.url}/v2/nvcf/pexec/functions/{fid}", headers=emu.headers, data=b"12345"
+    )
+    assert r.status_code == 200
+    listed = requests.get(f"{nvcf_server.url}/_emulator/invocations").json()["invocations"]
+    assert len(listed) == 1
+    record = listed[0]
+    assert record["requestId"] == r.headers["NVCF-REQID"]
+    assert record["functionName"] == "listed"
+    assert record["status"] == "fulfilled"
+    assert record["requestBytes"] == 5
+    assert record["responseStatus"] == 200
+    assert record["delivered"] == [200]
+    assert record["containerHeaders"]["NVCF-FUNCTION-ID"] == fid
+    assert "Authorization" not in record["containerHeaders"]

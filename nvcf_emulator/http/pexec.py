@@ -10,6 +10,7 @@ from werkzeug.utils import send_file
 from werkzeug.wrappers import Request, Response
 
 from ..domain.accounts import Account
+from ..domain.clock import isoformat
 from ..domain.errors import BadRequest, NotFound, PayloadTooLarge
 from ..domain.invocations import Event, Invocation, Outcome, ProgressUpdate
 from .control import authenticate
@@ -257,6 +258,37 @@ def download_result(emu: Emulator, request: Request, token: str, name: str) -> R
     )
 
 
+def _record(inv: Invocation) -> dict[str, object]:
+    """An invocation for ``GET /_emulator/invocations``: metadata, no bodies, no credentials."""
+    return {
+        "requestId": inv.request_id,
+        "functionId": inv.function_id,
+        "functionVersionId": inv.version_id,
+        "functionName": inv.function_name,
+        "ncaId": inv.nca_id,
+        "status": inv.status.value,
+        "createdAt": isoformat(inv.created_at),
+        "assetIds": inv.asset_ids,
+        "pollSeconds": inv.poll_seconds,
+        "streaming": inv.streaming,
+        "requestBytes": len(inv.request_body),
+        "containerHeaders": inv.container_headers,
+        "containerCalls": inv.container_calls,
+        "stagedFiles": [str(p) for p in inv.staged_files],
+        "outputFiles": inv.output_files,
+        "progress": [u.progress for u in inv.progress],
+        "responseStatus": inv.response_status,
+        "delivered": inv.delivered,
+        "error": inv.error,
+        "durationSeconds": inv.duration,
+    }
+
+
+def list_invocations(emu: Emulator, request: Request) -> Response:
+    """Every invocation since the last reset, oldest first (server-mode ``emu.invocations``)."""
+    return json_response({"invocations": [_record(inv) for inv in emu.invocations]})
+
+
 def preflight(emu: Emulator, request: Request, **_: str) -> Response:
     """CORS preflight, as the invocation service answers it."""
     return Response(
@@ -285,4 +317,5 @@ ROUTES: list[Route] = [
         queue_details_version,
     ),
     (f"{RESULTS_PREFIX}/<token>/<name>", ["GET"], download_result),
+    ("/_emulator/invocations", ["GET"], list_invocations),
 ]
