@@ -13,17 +13,24 @@ from .config import EmulatorConfig
 from .domain.accounts import Account
 from .domain.assets import Asset
 from .domain.clock import Clock
+from .domain.invocations import Invocation
 from .emulator import Emulator
+from .invocation_api import FunctionRef
 from .remote import RemoteEmulator
 from .server import EmulatorServer
+from .worker import ContainerRequest, ContainerResponse
 
 __all__ = [
     "Account",
     "Asset",
     "Clock",
+    "ContainerRequest",
+    "ContainerResponse",
     "Emulator",
     "EmulatorConfig",
     "EmulatorServer",
+    "FunctionRef",
+    "Invocation",
     "RemoteEmulator",
     "__version__",
 ]
