@@ -7,6 +7,7 @@ import io
 import json
 import threading
 import time
+import uuid
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -825,3 +826,19 @@ def test_invocations_are_listed_for_server_mode(nvcf_server: Any) -> None:
     assert record["delivered"] == [200]
     assert record["containerHeaders"]["NVCF-FUNCTION-ID"] == fid
     assert "Authorization" not in record["containerHeaders"]
+
+
+def test_cors_preflight_on_invocation_paths(nvcf: Emulator) -> None:
+    r = requests.options(
+        f"{API}/v2/nvcf/pexec/functions/{uuid.uuid4()}",
+        headers={
+            "Origin": "https://app.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type",
+        },
+    )
+    assert r.status_code == 204
+    assert r.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    assert "POST" in r.headers["Access-Control-Allow-Methods"]
+    assert r.headers["Access-Control-Allow-Headers"] == "authorization,content-type"
+    assert r.headers["Access-Control-Expose-Headers"] == "nvcf-reqid"

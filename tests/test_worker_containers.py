@@ -247,3 +247,26 @@ def test_staging_failure_is_nvcfs_download_error(nvcf: Emulator) -> None:
     assert resp.json()["type"] == "urn:nvcf-worker-service:problem-details:internal-server-error"
     assert resp.json()["detail"] == "Internal error while downloading assets"
     assert nvcf.invocations[-1].container_request is None  # the container was not called
+
+
+def test_worker_settings_parse_from_strings() -> None:
+    from nvcf_emulator import EmulatorConfig
+
+    parsed = EmulatorConfig.parse(
+        {
+            "container_timeout": "0.5",
+            "asset_root": "/var/inf/inputAssets",
+            "always_async": "true",
+            "worker_threads": "2",
+        }
+    )
+    assert parsed == {
+        "container_timeout": 0.5,
+        "asset_root": Path("/var/inf/inputAssets"),
+        "always_async": True,
+        "worker_threads": 2,
+    }
+    with pytest.raises(ValueError, match="worker_threads"):
+        EmulatorConfig(worker_threads=0)
+    with pytest.raises(ValueError, match="poll_seconds"):
+        EmulatorConfig(poll_seconds=0)
