@@ -15,13 +15,15 @@ and other mocking libraries, are untouched for other hosts. respx's machinery wa
 both of its mockers read the request body whole before a handler sees it (``request.read()``
 in ``httpx.MockTransport`` and in ``prepare_sync_request``), which would buffer a multi-GB
 upload in memory. Patching ``HTTPTransport.handle_request`` instead was rejected too: it would
-collide with pytest-httpx, which patches that method, and miss clients given other transports.
+miss clients given other transports and collide with what already patches that method
+(pytest-httpx, and the "no network in tests" guards many suites install there).
 
 Living with other libraries:
 
-* respx in its default mode (``httpcore``) and pytest-httpx patch lower layers, so they and the
-  emulator work together in any start and stop order: the emulator's hosts come here, every
-  other host reaches the user's mocks.
+* respx in its default mode (``httpcore``), pytest-httpx (0.22 and later patch
+  ``HTTPTransport.handle_request``) and network guards on ``HTTPTransport`` work at lower
+  layers, so they and the emulator work together in any start and stop order: the emulator's
+  hosts come here, every other host reaches the user's mocks.
 * respx with ``using="httpx"`` patches the same method. Started before the emulator, it keeps
   mocking other hosts. Started after, respx sees every request first: let the emulator's hosts
   through with ``respx_mock.route(host="api.nvcf.nvidia.com").pass_through()`` (respx then
@@ -53,6 +55,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import anyio
 import anyio.from_thread
+import anyio.lowlevel
 import anyio.to_thread
 import httpx
 
@@ -159,13 +162,27 @@ class _SyncAppStream(httpx.SyncByteStream):
 
 
 _ABANDON = "abandon_on_cancel" in inspect.signature(anyio.to_thread.run_sync).parameters
+#: Threads for in-process requests, per event loop: apart from anyio's default limiter (40
+#: threads, shared with the user's own ``to_thread`` calls), so slow containers cannot starve it.
+MAX_THREADS = 256
+_limiter: anyio.lowlevel.RunVar[anyio.CapacityLimiter] = anyio.lowlevel.RunVar("nvcf_emulator")
+
+
+def _threads() -> anyio.CapacityLimiter:
+    try:
+        return _limiter.get()
+    except LookupError:
+        limiter = anyio.CapacityLimiter(MAX_THREADS)
+        _limiter.set(limiter)
+        return limiter
 
 
 async def _in_thread(func: Callable[[], _T], *, abandon: bool = False) -> _T:
     """``func()`` in a worker thread; ``abandon``: a cancelled caller returns without waiting."""
+    limiter = _threads()
     if _ABANDON:
-        return await anyio.to_thread.run_sync(func, abandon_on_cancel=abandon)
-    return await anyio.to_thread.run_sync(func, cancellable=abandon)  # anyio < 4.1
+        return await anyio.to_thread.run_sync(func, abandon_on_cancel=abandon, limiter=limiter)
+    return await anyio.to_thread.run_sync(func, cancellable=abandon, limiter=limiter)  # anyio<4.1
 
 
 def _pull(stream: httpx.AsyncByteStream) -> Iterator[bytes]:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import re
 import subprocess
 import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
+from unittest import mock
 
 import anyio.to_thread
 import httpx
@@ -179,7 +181,7 @@ def test_async_generator_upload_is_streamed_not_buffered(nvcf: Emulator) -> None
     assert nvcf.asset_path(asset["assetId"]) is None
 
 
-def test_generator_uploads_within_the_limit_are_stored_whole(nvcf: Emulator) -> None:
+def test_generator_and_file_uploads_within_the_limit_are_stored_whole(nvcf: Emulator) -> None:
     chunks = [b"ab", b"", b"cd" * 1000]
 
     async def agen() -> AsyncIterator[bytes]:
@@ -197,9 +199,16 @@ def test_generator_uploads_within_the_limit_are_stored_whole(nvcf: Emulator) -> 
         sync_asset = _create(client)
         r = client.put(sync_asset["uploadUrl"], content=iter(chunks), headers=_upload_headers())
         assert r.status_code == 200, r.text
+        file_asset = _create(client)
+        payload = bytes(range(256)) * 8192  # 2 MiB, read by httpx in 64 KiB pieces
+        r = client.put(
+            file_asset["uploadUrl"], content=io.BytesIO(payload), headers=_upload_headers()
+        )
+        assert r.status_code == 200, r.text
     async_asset = asyncio.run(main())
     for asset in (sync_asset, async_asset):
         assert nvcf.asset_bytes(asset["assetId"]) == b"".join(chunks)
+    assert nvcf.asset_bytes(file_asset["assetId"]) == payload
 
 
 def test_a_failing_body_raises_its_error_and_stores_nothing(nvcf: Emulator) -> None:
@@ -384,15 +393,15 @@ def test_cancelling_an_async_request_returns_at_once(nvcf: Emulator, gate: _Gate
 
 @pytest.mark.parametrize("respx_first", [True, False])
 def test_user_respx_mocks_keep_working(respx_first: bool) -> None:
-    mock = respx.mock(assert_all_called=True)  # respx's default mode (httpcore)
-    mock.get("https://example.com/weather").respond(json={"sunny": True})
+    router = respx.mock(assert_all_called=True)  # respx's default mode (httpcore)
+    router.get("https://example.com/weather").respond(json={"sunny": True})
     emu = Emulator()
     if respx_first:
-        mock.start()
+        router.start()
         emu.__enter__()
     else:
         emu.__enter__()
-        mock.start()
+        router.start()
     try:
         assert httpx.get("https://example.com/weather").json() == {"sunny": True}
         with httpx.Client() as client:
@@ -404,13 +413,13 @@ def test_user_respx_mocks_keep_working(respx_first: bool) -> None:
                 return (await client.get("https://example.com/weather")).json()
 
         assert asyncio.run(main()) == {"sunny": True}
-        assert mock.calls.call_count == 2  # the emulator's calls are not in the user's log
+        assert router.calls.call_count == 2  # the emulator's calls are not in the user's log
     finally:
         if respx_first:
             emu.close()
-            mock.stop()
+            router.stop()
         else:
-            mock.stop()
+            router.stop()
             emu.close()
     assert vars(httpx.Client)[HOOKED] is ORIGINAL_SYNC_HOOK
 
@@ -419,17 +428,17 @@ def test_user_respx_mocks_keep_working(respx_first: bool) -> None:
 def test_respx_in_httpx_mode_keeps_working(respx_first: bool) -> None:
     """``using="httpx"`` patches the method we hook: respx first keeps other hosts; respx after
     sees everything first and lets the emulator's hosts through with ``pass_through``."""
-    mock = respx.mock(using="httpx")
-    mock.get("https://example.com/weather").respond(json={"sunny": True})
+    router = respx.mock(using="httpx")
+    router.get("https://example.com/weather").respond(json={"sunny": True})
     if not respx_first:
-        mock.route(host="api.nvcf.nvidia.com").pass_through()
+        router.route(host="api.nvcf.nvidia.com").pass_through()
     emu = Emulator()
     if respx_first:
-        mock.start()
+        router.start()
         emu.__enter__()
     else:
         emu.__enter__()
-        mock.start()
+        router.start()
     try:
         with httpx.Client() as client:
             assert client.get("https://example.com/weather").json() == {"sunny": True}
@@ -438,12 +447,34 @@ def test_respx_in_httpx_mode_keeps_working(respx_first: bool) -> None:
     finally:
         if respx_first:
             emu.close()
-            mock.stop()
+            router.stop()
         else:
-            mock.stop()
+            router.stop()
             emu.close()
     assert vars(httpx.Client)[HOOKED] is ORIGINAL_SYNC_HOOK
     assert vars(httpx.AsyncClient)[HOOKED] is ORIGINAL_ASYNC_HOOK
+
+
+def test_a_no_network_guard_on_httpx_transports_leaves_the_emulator_reachable(
+    nvcf: Emulator,
+) -> None:
+    guard = AssertionError("no network in tests")
+    with (
+        mock.patch.object(httpx.HTTPTransport, "handle_request", side_effect=guard),
+        mock.patch.object(httpx.AsyncHTTPTransport, "handle_async_request", side_effect=guard),
+    ):
+        with httpx.Client() as client:
+            assert _create(client)["contentType"] == "image/png"
+            with pytest.raises(AssertionError, match="no network"):
+                client.get("https://example.com/")
+
+        async def main() -> None:
+            async with httpx.AsyncClient() as client:
+                await _acreate(client)
+                with pytest.raises(AssertionError, match="no network"):
+                    await client.get("https://example.com/")
+
+        asyncio.run(main())
 
 
 def test_routing_stops_when_the_emulator_closes() -> None:
@@ -454,8 +485,8 @@ def test_routing_stops_when_the_emulator_closes() -> None:
             _create(client)
     assert vars(httpx.Client)[HOOKED] is ORIGINAL_SYNC_HOOK
     assert vars(httpx.AsyncClient)[HOOKED] is ORIGINAL_ASYNC_HOOK
-    with respx.mock() as mock:
-        mock.post(f"{API}/v2/nvcf/assets").respond(418)
+    with respx.mock() as router:
+        router.post(f"{API}/v2/nvcf/assets").respond(418)
         r = httpx.post(f"{API}/v2/nvcf/assets", headers=AUTH, json=_create_body())
         assert r.status_code == 418  # not the emulator any more
 
