@@ -138,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"largest upload accepted (default {d.max_asset_bytes}, S3's 5 GB)",
     )
     p.add_argument(
+        "--storage-quota-bytes",
+        type=int,
+        default=int(_env("STORAGE_QUOTA_BYTES", "0") or 0) or None,
+        help="total bytes stored assets may take; past it uploads get 507 (default: the disk)",
+    )
+    p.add_argument(
         "--header-mismatch-status",
         type=int,
         choices=(400, 403),
@@ -206,6 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             storage_base_url=None,
             root_dir=args.root_dir,
             state_dir=args.state_dir,
+            storage_quota_bytes=args.storage_quota_bytes,
             admin_token=args.admin_token,
             admin_enabled=not args.no_admin,
             storage=args.storage,

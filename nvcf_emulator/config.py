@@ -35,6 +35,9 @@ class EmulatorConfig:
     asset_ttl: int = 24 * 3600
     #: Largest asset accepted on upload, in bytes.
     max_asset_bytes: int = MAX_ASSET_BYTES
+    #: Total bytes all stored assets may take (``None``: the disk's size). An upload that would
+    #: pass it gets 507 InsufficientStorage, as a full disk does; stored assets stay intact.
+    storage_quota_bytes: int | None = None
     #: Most asset ids ``GET /v2/nvcf/assets`` returns (NVCF does not paginate).
     list_limit: int = 1000
     #: Status for an upload whose Content-Type or description header differs from the asset's.
@@ -109,6 +112,11 @@ class EmulatorConfig:
                 raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
         if not 1 <= self.upload_url_ttl <= 604800:
             raise ValueError("upload_url_ttl must be between 1 and 604800 seconds (S3's limit)")
+        quota = self.storage_quota_bytes
+        if quota is not None and (
+            not isinstance(quota, int) or isinstance(quota, bool) or quota < 0
+        ):
+            raise ValueError(f"storage_quota_bytes must be a non-negative integer, got {quota!r}")
         if self.header_mismatch_status not in (400, 403):
             raise ValueError("header_mismatch_status must be 400 or 403")
         if self.storage is not None and not self.storage.startswith("s3://"):
@@ -140,17 +148,21 @@ class EmulatorConfig:
     def parse(cls, settings: Mapping[str, str]) -> dict[str, Any]:
         """Typed settings from strings (ini lines, environment): ``{"max_asset_bytes": 1024}``."""
         defaults = cls()
+        types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
         out: dict[str, Any] = {}
         for name, text in settings.items():
-            if name not in {f.name for f in dataclasses.fields(cls)}:
+            if name not in types:
                 raise TypeError(f"unknown emulator setting: {name}")
             default = getattr(defaults, name)
+            kind = types[name]
             value: Any
-            if isinstance(default, bool):
+            if default is None and "None" in kind and text.strip().lower() in ("", "none"):
+                value = None
+            elif isinstance(default, bool):
                 value = text.strip().lower() in ("1", "true", "yes", "on")
-            elif isinstance(default, int):
+            elif isinstance(default, int) or kind == "int | None":
                 value = int(text)
-            elif isinstance(default, float):
+            elif isinstance(default, float) or kind == "float | None":
                 value = float(text)
             elif isinstance(default, tuple):
                 value = tuple(h.strip() for h in text.split(",") if h.strip())

@@ -17,6 +17,7 @@ from .domain.accounts import Accounts
 from .domain.assets import Asset, AssetService
 from .domain.calls import CallLog
 from .domain.clock import Clock
+from .domain.faults import Faults
 from .domain.ids import Ids
 from .http.app import EmulatorApp
 from .invocation_api import InvocationAPI
@@ -44,6 +45,7 @@ class Emulator(InvocationAPI):
         self.clock = Clock()
         self.ids = Ids()
         self.calls = CallLog()
+        self.faults = Faults()
         given_root = self.config.state_dir or self.config.root_dir
         if given_root is None:
             self._tmp: str | None = tempfile.mkdtemp(prefix="nvcf-emulator-")
@@ -65,6 +67,7 @@ class Emulator(InvocationAPI):
             asset_ttl=lambda: self.config.asset_ttl,
             max_bytes=lambda: self.config.max_asset_bytes,
             list_limit=lambda: self.config.list_limit,
+            quota=lambda: self.config.storage_quota_bytes,
             new_id=self.ids.new,
             state=self.state,
         )
@@ -182,6 +185,7 @@ class Emulator(InvocationAPI):
         self.clock.reset()
         self.ids.seed(None)
         self.calls.clear()
+        self.faults.clear()
         if settings or self.config != self._initial_config:
             self.config = self._initial_config
             self.configure(**settings)

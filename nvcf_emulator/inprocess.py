@@ -29,6 +29,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.response import HTTPResponse
 from werkzeug.exceptions import ClientDisconnected
 
+from .http.app import DROP_KEY
 from .http.headers import add_headers
 
 if TYPE_CHECKING:
@@ -273,6 +274,9 @@ def call_app(app: WSGIApplication, environ: dict[str, Any]) -> AppResponse:
         failed = environ["wsgi.input"].error
         if failed is not None:
             raise BodyFailed(failed)
+        if environ.get(DROP_KEY):
+            # An injected fault dropped the connection: the caller sees what a reset looks like.
+            raise BodyFailed(ConnectionResetError("connection dropped (injected fault)"))
     except BaseException:
         body.close()
         raise

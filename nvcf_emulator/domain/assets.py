@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import errno
 import hashlib
 import re
 import threading
@@ -112,6 +113,7 @@ class AssetService:
         asset_ttl: Callable[[], float],
         max_bytes: Callable[[], int],
         list_limit: Callable[[], int],
+        quota: Callable[[], int | None] = lambda: None,
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
         state: StateStore | None = None,
     ) -> None:
@@ -121,6 +123,9 @@ class AssetService:
         self._asset_ttl = asset_ttl
         self._max_bytes = max_bytes
         self._list_limit = list_limit
+        self._quota = quota
+        #: Bytes of every uploaded asset, for the storage quota.
+        self.used_bytes = 0
         self.new_id = new_id
         self._lock = threading.RLock()
         self._assets: dict[str, Asset] = {}
@@ -184,6 +189,7 @@ class AssetService:
             asset = self.get(account, asset_id)
             self.store.delete(asset.key)
             self._unlist(asset)
+            self.used_bytes -= asset.size or 0
             asset.uploaded_at = asset.size = asset.etag = None
             self._save(asset)
 
@@ -203,6 +209,10 @@ class AssetService:
         limit = self._max_bytes()
         if content_length is not None and content_length > limit:
             raise _too_large(content_length, limit)
+        quota = self._quota()
+        room = None if quota is None else quota - self.used_bytes + (asset.size or 0)
+        if room is not None and content_length is not None and content_length > room:
+            raise _storage_full(quota)
         writer = self.store.writer(asset.key)
         md5 = hashlib.md5(usedforsecurity=False)
         size = 0
@@ -214,8 +224,15 @@ class AssetService:
                 size += len(chunk)
                 if size > limit:
                     raise _too_large(size, limit)
+                if room is not None and size > room:
+                    raise _storage_full(quota)
                 md5.update(chunk)
-                writer.write(chunk)
+                try:
+                    writer.write(chunk)
+                except OSError as exc:
+                    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                        raise _storage_full(None) from exc
+                    raise
             if content_length is not None and size < content_length:
                 raise StorageError(
                     400,
@@ -227,6 +244,7 @@ class AssetService:
                 )
             with self._lock:
                 writer.commit()
+                self.used_bytes += size - (asset.size or 0)
                 asset.uploaded_at = self.clock.now()
                 asset.size = size
                 asset.etag = md5.hexdigest()
@@ -253,6 +271,7 @@ class AssetService:
                 self.state.delete(KIND, asset_id)
             self._assets.clear()
             self._listed.clear()
+            self.used_bytes = 0
             self.store.clear()
 
     def load(self) -> int:
@@ -273,6 +292,7 @@ class AssetService:
                 self._assets[asset_id] = asset
                 if asset.uploaded:
                     self._list(asset)
+                    self.used_bytes += asset.size or 0
             return len(self._assets)
 
     def _save(self, asset: Asset) -> None:
@@ -318,10 +338,20 @@ class AssetService:
             del ids[i]
 
     def _purge(self, asset: Asset) -> None:
-        self._assets.pop(asset.asset_id, None)
+        if self._assets.pop(asset.asset_id, None) is not None:
+            self.used_bytes -= asset.size or 0
         self.state.delete(KIND, asset.asset_id)
         self._unlist(asset)
         self.store.delete(asset.key)
+
+
+def _storage_full(quota: int | None) -> StorageError:
+    where = f"the emulator's storage quota ({quota} bytes)" if quota is not None else "the disk"
+    return StorageError(
+        507,
+        "InsufficientStorage",
+        f"Insufficient storage: {where} is full; stored assets are untouched",
+    )
 
 
 def _too_large(size: int, limit: int) -> StorageError:

@@ -11,6 +11,7 @@ from werkzeug.wrappers import Request, Response
 
 from ..domain.clock import isoformat
 from ..domain.errors import BadRequest
+from ..domain.faults import OPERATIONS
 from .bodies import read_json_object
 from .responses import Route, json_response
 
@@ -118,6 +119,45 @@ def openapi(emu: Emulator, request: Request) -> Response:
     return json_response(document())
 
 
+def list_faults(emu: Emulator, request: Request) -> Response:
+    return json_response({"faults": [f.as_json() for f in emu.faults]})
+
+
+def add_fault(emu: Emulator, request: Request) -> Response:
+    body = read_json_object(request)
+    fields = {"operation", "status", "latency", "drop", "times", "probability", "seed", "message"}
+    unknown = sorted(set(body) - fields)
+    if unknown:
+        raise BadRequest(f"unknown fault field(s): {', '.join(unknown)}")
+    if not isinstance(body.get("operation"), str):
+        raise BadRequest("operation is required: one of " + ", ".join(OPERATIONS))
+    types: dict[str, tuple[type, ...]] = {
+        "status": (int,),
+        "latency": (int, float),
+        "drop": (bool,),
+        "times": (int,),
+        "probability": (int, float),
+        "seed": (int,),
+        "message": (str,),
+    }
+    for name, allowed in types.items():
+        value = body.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            raise BadRequest(f"{name} has the wrong type")
+    try:
+        fault = emu.faults.add(**body)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+    return json_response(fault.as_json())
+
+
+def clear_faults(emu: Emulator, request: Request) -> Response:
+    emu.faults.clear()
+    return json_response({"faults": []})
+
+
 def requests_log(emu: Emulator, request: Request) -> Response:
     return json_response({"requests": [c.as_json() for c in emu.calls]})
 
@@ -135,6 +175,9 @@ def seed(emu: Emulator, request: Request) -> Response:
 
 ROUTES: list[Route] = [
     ("/_emulator/requests", ["GET"], requests_log),
+    ("/_emulator/faults", ["GET"], list_faults),
+    ("/_emulator/faults", ["POST"], add_fault),
+    ("/_emulator/faults", ["DELETE"], clear_faults),
     ("/_emulator/openapi.json", ["GET"], openapi),
     ("/_emulator/seed", ["POST"], seed),
     ("/_emulator/health", ["GET"], health),

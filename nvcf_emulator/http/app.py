@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
+import socket
 import time
 from collections.abc import Callable, Iterable
+from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
@@ -15,8 +18,10 @@ from werkzeug.wrappers import Request, Response
 
 from ..domain.calls import Call, redact
 from ..domain.errors import NvcfError, StorageError
+from ..domain.faults import Fault
+from ..storage.presign import new_request_id
 from . import admin, control, functions, pexec, storage
-from .responses import Route, nvcf_error, problem
+from .responses import Route, nvcf_error, problem, s3_error
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -37,6 +42,47 @@ def _header_bytes(environ: WSGIEnvironment) -> int:
         for k, v in environ.items()
         if isinstance(v, str) and (k.startswith("HTTP_") or k in ("CONTENT_TYPE", "CONTENT_LENGTH"))
     )
+
+
+#: Set in the environ when an injected fault drops the connection (the in-process transports
+#: raise a connection error; the server closes the socket without an answer).
+DROP_KEY = "nvcf_emulator.drop"
+
+_ASSETS = "/v2/nvcf/assets"
+
+
+def operation_of(request: Request, is_storage: bool) -> str:
+    """The fault-injection name of a request's operation ("" when it has none)."""
+    method, path = request.method, request.path.rstrip("/")
+    if is_storage:
+        return "upload" if method == "PUT" else ""
+    if path == _ASSETS:
+        return {"POST": "create", "GET": "list"}.get(method, "")
+    if path.startswith(_ASSETS + "/"):
+        return {"GET": "get", "DELETE": "delete"}.get(method, "")
+    if method == "POST" and "/pexec/functions/" in path:
+        return "invoke"
+    if method == "GET" and "/pexec/status/" in path:
+        return "status"
+    return ""
+
+
+def _drop(environ: WSGIEnvironment) -> Response:
+    environ[DROP_KEY] = True
+    sock = environ.get("werkzeug.socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+    return Response(b"", status=500)
+
+
+def _injected(request: Request, fault: Fault, is_storage: bool) -> Response:
+    detail = fault.message or f"Injected fault #{fault.id} on {fault.operation}"
+    status = int(fault.status or 500)
+    if is_storage:
+        code = {503: "SlowDown", 500: "InternalError"}.get(status, "InjectedFault")
+        return s3_error(StorageError(status, code, detail), new_request_id(), request.path)
+    return problem(request, status, HTTPStatus(status).phrase, detail)
 
 
 def _problem_request_id(response: Response) -> str | None:
@@ -75,24 +121,37 @@ class EmulatorApp:
         started = time.perf_counter()
         request = Request(environ)
         self.emulator.maybe_sweep()
-        oversized = _header_bytes(environ) > MAX_HEADER_BYTES
-        if storage.is_storage_request(self.emulator, request):
-            kind = "storage"
+        is_storage = storage.is_storage_request(self.emulator, request)
+        kind = (
+            "storage"
+            if is_storage
+            else ("admin" if request.path.startswith("/_emulator") else "control")
+        )
+        fault = (
+            self.emulator.faults.take(operation_of(request, is_storage))
+            if len(self.emulator.faults)
+            else None
+        )
+        if fault is not None and fault.latency:
+            time.sleep(fault.latency)
+        if fault is not None and fault.drop:
+            response = _drop(environ)
+        elif fault is not None and fault.status is not None:
+            response = _injected(request, fault, is_storage)
+        elif _header_bytes(environ) > MAX_HEADER_BYTES:
             response = (
                 storage.too_large_headers(request)
-                if oversized
-                else storage.handle(self.emulator, request)
+                if is_storage
+                else problem(
+                    request,
+                    431,
+                    "Request Header Fields Too Large",
+                    f"Request headers total more than {MAX_HEADER_BYTES} bytes",
+                )
             )
-        elif oversized:
-            kind = "control"
-            response = problem(
-                request,
-                431,
-                "Request Header Fields Too Large",
-                f"Request headers total more than {MAX_HEADER_BYTES} bytes",
-            )
+        elif is_storage:
+            response = storage.handle(self.emulator, request)
         else:
-            kind = "admin" if request.path.startswith("/_emulator") else "control"
             response = self._control(request)
         request_id = response.headers.get("NVCF-REQID") or response.headers.get("x-amz-request-id")
         if not request_id and response.mimetype == "application/problem+json":

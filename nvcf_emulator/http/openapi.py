@@ -12,6 +12,7 @@ from ..domain.assets import (
     MAX_DESCRIPTION_CHARS,
     VISIBLE_PATTERN,
 )
+from ..domain.faults import OPERATIONS
 
 JSON = "application/json"
 PROBLEM = "application/problem+json"
@@ -160,6 +161,30 @@ SCHEMAS: dict[str, Any] = {
         "properties": {"seed": {"type": ["integer", "null"]}},
     },
     "Object": {"type": "object"},
+    "Fault": {
+        "type": "object",
+        "required": ["operation"],
+        "additionalProperties": False,
+        "properties": {
+            "operation": {"enum": list(OPERATIONS)},
+            "status": {"type": ["integer", "null"], "minimum": 400, "maximum": 599},
+            "latency": {"type": "number", "minimum": 0, "maximum": 600},
+            "drop": {"type": "boolean"},
+            "times": {"type": ["integer", "null"], "minimum": 1},
+            "probability": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+            "seed": {"type": ["integer", "null"]},
+            "message": {"type": ["string", "null"]},
+        },
+        "anyOf": [
+            {"required": ["status"], "properties": {"status": {"type": "integer"}}},
+            {"required": ["drop"], "properties": {"drop": {"const": True}}},
+            {"required": ["latency"], "properties": {"latency": {"exclusiveMinimum": 0}}},
+        ],
+        "not": {
+            "required": ["drop", "status"],
+            "properties": {"drop": {"const": True}, "status": {"type": "integer"}},
+        },
+    },
 }
 
 
@@ -230,6 +255,11 @@ def _admin_paths() -> dict[str, Any]:
             "post": op("setClock", "Clock", "ClockChange"),
         },
         "/_emulator/requests": {"get": op("listRequests")},
+        "/_emulator/faults": {
+            "get": op("listFaults"),
+            "post": op("addFault", body="Fault"),
+            "delete": op("clearFaults"),
+        },
         "/_emulator/seed": {"post": op("seedIds", body="Seed")},
         "/_emulator/openapi.json": {"get": op("openapi")},
     }

@@ -1,0 +1,105 @@
+"""Fault injection: make chosen operations fail, slow down or drop, so users can test their
+retry and polling logic (``emulator.faults.add(...)`` and ``POST /_emulator/faults``)."""
+
+from __future__ import annotations
+
+import random
+import threading
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+#: The operations a fault can target, and how the HTTP layer recognises them.
+OPERATIONS = ("create", "upload", "list", "get", "delete", "invoke", "status")
+
+
+@dataclass
+class Fault:
+    """One rule. It fires ``times`` times (``None``: forever), each time with ``probability``."""
+
+    operation: str
+    status: int | None = None
+    latency: float = 0.0
+    drop: bool = False
+    times: int | None = 1
+    probability: float = 1.0
+    seed: int | None = None
+    message: str | None = None
+    id: int = 0
+    fired: int = 0
+    _rng: random.Random = field(default_factory=random.Random, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.operation not in OPERATIONS:
+            raise ValueError(f"operation must be one of {', '.join(OPERATIONS)}")
+        if self.status is not None and not 400 <= self.status <= 599:
+            raise ValueError("status must be a 4xx or 5xx code")
+        if self.status is None and not self.drop and not self.latency:
+            raise ValueError("a fault needs a status, a latency or drop=true")
+        if self.drop and self.status is not None:
+            raise ValueError("a dropped connection has no status: give one or the other")
+        if not 0 <= self.latency <= 600:
+            raise ValueError("latency must be between 0 and 600 seconds")
+        if self.times is not None and self.times < 1:
+            raise ValueError("times must be at least 1 (or null for always)")
+        if not 0 < self.probability <= 1:
+            raise ValueError("probability must be in (0, 1]")
+        self._rng = random.Random(self.seed)
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("_rng")
+        return data
+
+
+class Faults:
+    """The active fault rules of one emulator. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._rules: list[Fault] = []
+        self._lock = threading.Lock()
+        self._next_id = 1
+
+    def add(
+        self,
+        operation: str,
+        *,
+        status: int | None = None,
+        latency: float = 0.0,
+        drop: bool = False,
+        times: int | None = 1,
+        probability: float = 1.0,
+        seed: int | None = None,
+        message: str | None = None,
+    ) -> Fault:
+        """Add a rule; ``ValueError`` says what is wrong with it."""
+        fault = Fault(operation, status, latency, drop, times, probability, seed, message)
+        with self._lock:
+            fault.id = self._next_id
+            self._next_id += 1
+            self._rules.append(fault)
+        return fault
+
+    def take(self, operation: str) -> Fault | None:
+        """The rule that fires for this call of ``operation``, if any (spent rules go away)."""
+        with self._lock:
+            for fault in self._rules:
+                if fault.operation != operation:
+                    continue
+                if fault.probability < 1 and fault._rng.random() >= fault.probability:
+                    continue
+                fault.fired += 1
+                if fault.times is not None and fault.fired >= fault.times:
+                    self._rules.remove(fault)
+                return fault
+        return None
+
+    def __iter__(self) -> Any:
+        with self._lock:
+            return iter(list(self._rules))
+
+    def __len__(self) -> int:
+        return len(self._rules)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._rules.clear()
