@@ -22,7 +22,7 @@ from .domain.functions import (
     FunctionStatus,
     FunctionVersion,
 )
-from .domain.invocations import Invocation, InvocationService
+from .domain.invocations import Invocation, InvocationService, monotonic
 from .worker.containers import Container, UrlContainer, as_container
 
 if TYPE_CHECKING:
@@ -157,9 +157,9 @@ class InvocationAPI:
         self, version: FunctionVersion, adapter: Container, timeout: float
     ) -> None:
         # In-process containers answer at once; a server may still be starting: poll it.
-        deadline = time.monotonic() + (timeout if isinstance(adapter, UrlContainer) else 0)
+        deadline = monotonic() + (timeout if isinstance(adapter, UrlContainer) else 0)
         while self.functions.refresh(version).status is FunctionStatus.DEPLOYING:
-            if time.monotonic() >= deadline:
+            if monotonic() >= deadline:
                 code = adapter.health(version.health_uri, version.inference_port)
                 raise RuntimeError(
                     f"function {version.name!r}: the container's health check "

@@ -842,3 +842,17 @@ def test_cors_preflight_on_invocation_paths(nvcf: Emulator) -> None:
     assert "POST" in r.headers["Access-Control-Allow-Methods"]
     assert r.headers["Access-Control-Allow-Headers"] == "authorization,content-type"
     assert r.headers["Access-Control-Expose-Headers"] == "nvcf-reqid"
+
+
+def test_poll_window_runs_in_real_time_while_freezegun_freezes_time(
+    nvcf: Emulator, gate: Gate
+) -> None:
+    from freezegun import freeze_time
+
+    fid, _ = nvcf.add_function(gate, name="slow")
+    with freeze_time("2031-01-01 00:00:00"):
+        started = time.perf_counter()
+        r = invoke(nvcf, fid, headers={"NVCF-POLL-SECONDS": "1"})
+        elapsed = time.perf_counter() - started
+    assert r.status_code == 202
+    assert elapsed < 5  # not the gate's 10 s

@@ -52,6 +52,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("nvcf_emulator.worker")
 
+# Poll windows and container timeouts are real time, even while a test freezes time with
+# freezegun (which swaps ``time.monotonic`` and every module attribute pointing at it, but not
+# one kept inside a tuple). TTLs are not measured with this: they read the emulator's Clock.
+_REAL_MONOTONIC = (time.monotonic,)
+
+
+def monotonic() -> float:
+    """Seconds from a monotonic clock that time-freezing libraries leave alone."""
+    return _REAL_MONOTONIC[0]()
+
+
 #: Progress updates held for a request nobody polls (NVCF docs: "first 256 unread kept").
 MAX_PENDING_UPDATES = 256
 
@@ -287,10 +298,10 @@ class WorkerPool:
                 break
         for _ in self._threads:
             self._queue.put(None)
-        deadline = time.monotonic() + timeout
+        deadline = monotonic() + timeout
         for thread in self._threads:
             if thread is not threading.current_thread():
-                thread.join(max(0.0, deadline - time.monotonic()))
+                thread.join(max(0.0, deadline - monotonic()))
 
 
 @dataclass
@@ -398,14 +409,14 @@ class InvocationService:
         """Wait up to ``timeout`` seconds for the next thing to tell the client."""
         if is_poll:
             inv._poll.set()
-        deadline = time.monotonic() + max(0.0, timeout)
+        deadline = monotonic() + max(0.0, timeout)
         with inv._cond:
             while True:
                 if inv._pending:
                     return inv._pending.popleft()
                 if inv.outcome is not None:
                     return inv.outcome
-                remaining = deadline - time.monotonic()
+                remaining = deadline - monotonic()
                 if remaining <= 0:
                     return None
                 inv._cond.wait(remaining)
@@ -512,7 +523,7 @@ class InvocationService:
                 return
             inv.status = InvocationStatus.RUNNING
             inv.started_at = self.clock.now()
-            inv._started_mono = time.monotonic()
+            inv._started_mono = monotonic()
         try:
             outcome = self._work(inv, version, assets, client_headers)
         except Exception:
@@ -584,8 +595,8 @@ class InvocationService:
                 self._push(inv, StillWorking(self.clock.now()))
                 if inv.outcome is not None:
                     return inv.outcome
-                started = inv._started_mono or time.monotonic()
-                left = cfg.container_timeout - (time.monotonic() - started)
+                started = inv._started_mono or monotonic()
+                left = cfg.container_timeout - (monotonic() - started)
                 if left <= 0 or not inv._poll.wait(left) or inv.outcome is not None:
                     return inv.outcome or connection_error()
                 continue
@@ -641,7 +652,7 @@ class InvocationService:
             inv.status = status
             inv.finished_at = self.clock.now()
             if inv._started_mono is not None:
-                inv.duration = time.monotonic() - inv._started_mono
+                inv.duration = monotonic() - inv._started_mono
             inv.outcome = outcome
             inv._cond.notify_all()
         inv._poll.set()
@@ -721,7 +732,7 @@ class InvocationService:
                     self._watcher = None
                     return
             timeout = self._config().container_timeout
-            now = time.monotonic()
+            now = monotonic()
             for inv in running:
                 self._check_progress(inv)
                 started = inv._started_mono
