@@ -128,7 +128,7 @@ def test_headers_spelled_with_underscores_follow_the_one_rule() -> None:
 
     from nvcf_emulator.inprocess_httpx import EmulatorTransport
 
-    with httpx.Client(transport=EmulatorTransport(app)) as client:  # type: ignore[arg-type]
+    with httpx.Client(transport=EmulatorTransport(app)) as client:
         client.get("http://x/", headers={"NVCF-POLL_SECONDS": "5"})
         client.get("http://x/", headers={"NVCF-POLL_SECONDS": "5", "NVCF-POLL-SECONDS": "7"})
     assert seen == ["5", "7"]
@@ -386,6 +386,24 @@ def test_cancelling_an_async_request_returns_at_once(nvcf: Emulator, gate: _Gate
             return await client.get(f"{API}/v2/nvcf/assets", headers=nvcf.headers)
 
     assert asyncio.run(main()).status_code == 200
+
+
+def test_more_slow_requests_than_anyios_default_thread_limit_run_at_once() -> None:
+    from nvcf_emulator.inprocess_httpx import AsyncEmulatorTransport
+
+    together = threading.Barrier(50, timeout=10)  # anyio lends 40 threads by default
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        together.wait()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    async def main() -> list[httpx.Response]:
+        transport = AsyncEmulatorTransport(app)
+        async with httpx.AsyncClient(transport=transport) as client:
+            return list(await asyncio.gather(*(client.get("http://x/") for _ in range(50))))
+
+    assert [r.text for r in asyncio.run(main())] == ["ok"] * 50
 
 
 # -- other hosts, nesting, life cycle ------------------------------------------------------------
