@@ -144,3 +144,26 @@ def test_many_concurrent_creates_never_collide(api: Api) -> None:
         ids = list(pool.map(lambda _: api.create_asset()["assetId"], range(64)))
     assert len(set(ids)) == 64
     assert os.path.isdir(api.emulator.root)
+
+
+@pytest.mark.parametrize("host", ["[", "a:notaport", "]x["])
+def test_malformed_host_header_on_upload_is_400(nvcf_server: EmulatorServer, host: str) -> None:
+    import http.client
+
+    api = Api("server", nvcf_server.url, nvcf_server.emulator)
+    asset = api.create_asset()
+    url = urlsplit(asset["uploadUrl"])
+    conn = http.client.HTTPConnection(url.hostname or "", url.port, timeout=5)
+    try:
+        conn.putrequest("PUT", f"{url.path}?{url.query}", skip_host=True)
+        conn.putheader("Host", host)
+        conn.putheader("Content-Type", "image/png")
+        conn.putheader("x-amz-meta-nvcf-asset-description", "red-cat-photo")
+        conn.putheader("Content-Length", "1")
+        conn.endheaders(b"x")
+        resp = conn.getresponse()
+        status, text = resp.status, resp.read().decode()
+    finally:
+        conn.close()
+    assert 400 <= status < 500, text
+    assert api.emulator.asset_path(asset["assetId"]) is None

@@ -11,7 +11,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, urlsplit
 
 from botocore.auth import S3SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
@@ -108,6 +108,15 @@ class UrlSigner:
         (the header values the asset was created with), the client sent a wrong or missing
         header: :class:`HeaderMismatch` names it. Any other failure is ``SignatureDoesNotMatch``.
         """
+        try:
+            parsed_host = urlsplit(f"//{req.host}")
+            _ = parsed_host.port
+            if not parsed_host.hostname:
+                raise ValueError(req.host)
+        except ValueError:
+            raise StorageError(
+                400, "InvalidArgument", f"The Host header '{req.host}' is not valid"
+            ) from None
         params = dict(req.query)
         missing = [p for p in _REQUIRED if p not in params]
         if len(missing) == len(_REQUIRED):
