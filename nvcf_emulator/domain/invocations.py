@@ -63,6 +63,8 @@ def monotonic() -> float:
     return _REAL_MONOTONIC[0]()
 
 
+#: Invocation records kept for inspection (``Emulator.invocations``); older ones are dropped.
+MAX_HISTORY = 1000
 #: Progress updates held for a request nobody polls (NVCF docs: "first 256 unread kept").
 MAX_PENDING_UPDATES = 256
 
@@ -334,7 +336,8 @@ class InvocationService:
         self.results_dir = results_dir
         self._lock = threading.RLock()
         self._records: dict[str, Invocation] = {}
-        self.history: list[Invocation] = []
+        #: The last MAX_HISTORY invocations, oldest first (they hold request and response bodies).
+        self.history: deque[Invocation] = deque(maxlen=MAX_HISTORY)
         self._queued: list[Invocation] = []
         self._running: set[Invocation] = set()
         self._results: dict[str, LargeResult] = {}
