@@ -856,3 +856,26 @@ def test_poll_window_runs_in_real_time_while_freezegun_freezes_time(
         elapsed = time.perf_counter() - started
     assert r.status_code == 202
     assert elapsed < 5  # not the gate's 10 s
+
+
+def test_only_a_string_error_member_becomes_the_detail(nvcf: Emulator) -> None:
+    fid, _ = nvcf.add_function(
+        lambda req: ({"error": {"code": 7}, "detail": "ignored"}, 422), name="shaped"
+    )
+    r = invoke(nvcf, fid)
+    assert_problem(
+        r, 422, "Inference error", "urn:inference-service:problem-details:unprocessable-entity"
+    )
+
+
+def test_compatibility_off_header_passes_the_answer_through(nvcf: Emulator) -> None:
+    def work(req: ContainerRequest) -> Any:
+        (req.output_dir / "left.txt").write_text("not zipped")
+        return ({"error": "raw"}, 400)
+
+    fid, _ = nvcf.add_function(work, name="raw")
+    r = invoke(nvcf, fid, headers={"nvcf-feature-disable-worker-compatibility": "true"})
+    assert r.status_code == 400
+    assert r.headers["Content-Type"] == "application/json"
+    assert r.json() == {"error": "raw"}
+    assert r.headers["NVCF-STATUS"] == "errored"

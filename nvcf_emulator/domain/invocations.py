@@ -63,6 +63,8 @@ def monotonic() -> float:
     return _REAL_MONOTONIC[0]()
 
 
+#: A client header that turns the worker's response mapping off (NVCF worker-utils, work.go).
+COMPAT_OFF_HEADER = "nvcf-feature-disable-worker-compatibility"
 #: Invocation records kept for inspection (``Emulator.invocations``); older ones are dropped.
 MAX_HISTORY = 1000
 #: Progress updates held for a request nobody polls (NVCF docs: "first 256 unread kept").
@@ -169,6 +171,10 @@ class Invocation:
     poll_seconds: int
     streaming: bool
     created_at: float
+    #: False when the client sent ``nvcf-feature-disable-worker-compatibility: true``: like
+    #: streaming mode, the container's answer then goes back as it is (no error mapping, no
+    #: 302, no progress), as NVCF's worker does.
+    compat: bool = True
     status: InvocationStatus = InvocationStatus.QUEUED
     #: What the container was sent (headers as the container saw them) and what it answered
     #: (the body is ``b""`` when it was streamed through).
@@ -252,9 +258,9 @@ def container_error(status: int, body: bytes) -> Outcome:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         doc = None
-    if isinstance(doc, dict) and doc.get("error") not in (None, ""):
-        error = doc["error"]
-        detail = error if isinstance(error, str) else json.dumps(error)
+    # NVCF's worker reads a Triton-style {"error": "<text>"}; any other shape is "Inference error".
+    if isinstance(doc, dict) and isinstance(doc.get("error"), str) and doc["error"]:
+        detail = doc["error"]
     return _problem(status, INFERENCE_SERVICE, title, detail)
 
 
@@ -383,6 +389,9 @@ class InvocationService:
             asset_ids=[a.asset_id for a in assets],
             poll_seconds=poll_seconds,
             streaming=streaming,
+            compat=not any(
+                k.lower() == COMPAT_OFF_HEADER and v.strip().lower() == "true" for k, v in headers
+            ),
             created_at=now,
             expires_at=now + self._config().request_ttl,
         )
@@ -592,7 +601,7 @@ class InvocationService:
             except ContainerConnectionError:
                 inv.error = traceback.format_exc()
                 return connection_error()
-            if response.status == 202 and not inv.streaming:
+            if response.status == 202:
                 # NVCF's worker treats a container's 202 as "still working": the client gets a
                 # 202, and the container is asked again when the client polls next.
                 self._push(inv, StillWorking(self.clock.now()))
@@ -611,7 +620,7 @@ class InvocationService:
     ) -> Outcome:
         cfg = self._config()
         headers = [(k, v) for k, v in response.headers if k.lower() not in _RESPONSE_DROPPED]
-        if inv.streaming:  # no mapping, no 302, no progress: passed through unchanged
+        if inv.streaming or not inv.compat:  # no mapping, no 302, no progress: as it is
             return Outcome("response", response.status, headers, response.body)
         if response.status >= 400:
             return container_error(response.status, response.body)
@@ -692,7 +701,7 @@ class InvocationService:
     # -- progress files and timeouts -----------------------------------------------------------
 
     def _check_progress(self, inv: Invocation) -> None:
-        if inv.output_dir is None:
+        if inv.output_dir is None or inv.streaming or not inv.compat:
             return
         path = inv.output_dir / staging.PROGRESS_FILE
         try:

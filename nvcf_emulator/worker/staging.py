@@ -28,12 +28,13 @@ class StagedRequest:
     files: list[Path]
 
     def output_files(self) -> list[Path]:
-        """Files the container left in its output dir (``progress`` excluded), sorted."""
+        """Files the container left in its output dir (``progress`` files excluded), sorted."""
         if not self.output_dir.is_dir():
             return []
         out = []
         for path in sorted(self.output_dir.rglob("*")):
-            if path.is_file() and path.relative_to(self.output_dir).as_posix() != PROGRESS_FILE:
+            # NVCF's worker skips every file named "progress", at any depth.
+            if path.is_file() and path.name != PROGRESS_FILE:
                 out.append(path)
         return out
 
