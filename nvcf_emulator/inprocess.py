@@ -248,6 +248,13 @@ class BodyFailed(Exception):
         self.error = error
 
 
+class Dropped(BodyFailed):
+    """An injected fault dropped the connection before any answer."""
+
+    def __init__(self) -> None:
+        super().__init__(ConnectionResetError("connection dropped (injected fault)"))
+
+
 @dataclass
 class AppResponse:
     """What the app answered; ``body`` streams the rest of its iterable (close it when done)."""
@@ -276,7 +283,7 @@ def call_app(app: WSGIApplication, environ: dict[str, Any]) -> AppResponse:
             raise BodyFailed(failed)
         if environ.get(DROP_KEY):
             # An injected fault dropped the connection: the caller sees what a reset looks like.
-            raise BodyFailed(ConnectionResetError("connection dropped (injected fault)"))
+            raise Dropped()
     except BaseException:
         body.close()
         raise

@@ -59,7 +59,14 @@ import anyio.lowlevel
 import anyio.to_thread
 import httpx
 
-from .inprocess import AppResponse, BodyFailed, _AppIterReader, call_app, make_environ
+from .inprocess import (
+    AppResponse,
+    BodyFailed,
+    Dropped,
+    _AppIterReader,
+    call_app,
+    make_environ,
+)
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
@@ -145,6 +152,11 @@ class EmulatorTransport(httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         try:
             answer = call_app(self.app, _environ(request, request.stream))
+        except Dropped:
+            # What httpx raises when a server closes the connection without answering.
+            raise httpx.RemoteProtocolError(
+                "Server disconnected without sending a response (injected fault).", request=request
+            ) from None
         except BodyFailed as exc:
             raise exc.error from None
         return _response(answer, _SyncAppStream(answer.body))
@@ -221,6 +233,11 @@ class AsyncEmulatorTransport(httpx.AsyncBaseTransport):
 
         try:
             answer = await _in_thread(run, abandon=True)
+        except Dropped:
+            # What httpx raises when a server closes the connection without answering.
+            raise httpx.RemoteProtocolError(
+                "Server disconnected without sending a response (injected fault).", request=request
+            ) from None
         except BodyFailed as exc:
             raise exc.error from None
         except BaseException:

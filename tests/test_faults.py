@@ -124,3 +124,25 @@ def test_disk_full_error_is_507(api: Api, monkeypatch: pytest.MonkeyPatch) -> No
     assert r.status_code == 507
     assert "the disk is full" in r.text
     assert api.emulator.asset_bytes(kept["assetId"]) == b"safe"
+
+
+def test_drop_fault_with_httpx_is_a_remote_protocol_error(nvcf: object) -> None:
+    import asyncio
+
+    import httpx
+
+    from nvcf_emulator import Emulator
+
+    assert isinstance(nvcf, Emulator)
+    url = f"{nvcf.base_url}/v2/nvcf/assets"
+    nvcf.faults.add("list", drop=True, times=2)
+    with pytest.raises(httpx.RemoteProtocolError):
+        httpx.get(url, headers=nvcf.headers)
+
+    async def call() -> None:
+        async with httpx.AsyncClient() as client:
+            await client.get(url, headers=nvcf.headers)
+
+    with pytest.raises(httpx.RemoteProtocolError):
+        asyncio.run(call())
+    assert httpx.get(url, headers=nvcf.headers).status_code == 200
