@@ -205,7 +205,7 @@ class Emulator(InvocationAPI):
 
     @contextmanager
     def activate(self) -> Iterator[Self]:
-        """Route ``requests`` calls for the API and storage hosts into this emulator."""
+        """Route ``requests`` and ``httpx`` calls for its API and storage hosts into this app."""
         from .inprocess import route
 
         with route(self):
