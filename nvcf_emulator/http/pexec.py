@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,11 @@ if TYPE_CHECKING:
 MISSING_AUTHORIZATION = "Header of type `authorization` was missing"
 POLL_HEADER = "NVCF-POLL-SECONDS"
 ASSETS_HEADER = "NVCF-INPUT-ASSET-REFERENCES"
+#: Problem detail for a bad ``NVCF-POLL-SECONDS`` (NVCF's text, then the reason).
+POLL_DETAIL = "failed to parse poll duration"
+#: NVCF's (axum's typed-header) text/plain 400 for an asset header that is not UUIDs.
+INVALID_ASSET_HEADER = "invalid HTTP header (nvcf-input-asset-references)"
+_UNSIGNED = re.compile(r"^\+?[0-9]+$")
 #: Outside /_emulator/: a result download needs no admin token, only the URL's secret token.
 RESULTS_PREFIX = "/_nvcf/results"
 _EXPOSE = ("Access-Control-Expose-Headers", "nvcf-reqid")
@@ -43,31 +49,30 @@ def _missing_auth() -> Response:
 
 
 def wants_stream(request: Request) -> bool:
-    return any(
-        item.split(";")[0].strip().lower() == "text/event-stream"
-        for item in request.headers.get("Accept", "").split(",")
-    )
+    """Streaming mode: ``Accept`` is the one media type ``text/event-stream`` (parameters
+    allowed), as NVCF's worker parses it; a list of types does not count."""
+    accept = request.headers.get("Accept", "")
+    return "," not in accept and accept.split(";")[0].strip().lower() == "text/event-stream"
 
 
 def poll_seconds(emu: Emulator, request: Request, streaming: bool) -> int:
-    """``NVCF-POLL-SECONDS`` (``NVCF-POLL_SECONDS`` counts too): 1..max, below 1 → 1."""
+    """``NVCF-POLL-SECONDS`` (``NVCF-POLL_SECONDS`` counts too), as NVCF's invocation service
+    reads it: an unsigned integer (``0`` counts as 1; negative, fractional or other text is a
+    400), at most ``max_poll_seconds``."""
     cfg = emu.config
     raw = request.headers.get(POLL_HEADER)
     if raw is None:
         return cfg.sse_poll_seconds if streaming else cfg.poll_seconds
-    text = raw.strip()
-    try:
-        value = int(text, 10)
-    except ValueError:
-        raise BadRequest(
-            f"Invalid {POLL_HEADER} header value '{raw}': expected an integer number of seconds"
-        ) from None
+    if not _UNSIGNED.match(raw.strip()):
+        raise BadRequest(f"{POLL_DETAIL}: {POLL_HEADER} '{raw}' is not an unsigned integer")
+    value = int(raw.strip())
     if value > cfg.max_poll_seconds:
-        raise BadRequest(
-            f"Invalid {POLL_HEADER} header value '{raw}': "
-            f"must be at most {cfg.max_poll_seconds} seconds"
-        )
+        raise BadRequest(f"{POLL_DETAIL}: {POLL_HEADER} must be <= {cfg.max_poll_seconds}")
     return max(1, value)
+
+
+class InvalidAssetHeader(Exception):
+    """NVCF answers a malformed ``NVCF-INPUT-ASSET-REFERENCES`` as its header extractor does."""
 
 
 def asset_references(request: Request) -> list[str]:
@@ -81,9 +86,7 @@ def asset_references(request: Request) -> list[str]:
             try:
                 parsed = uuid.UUID(item)
             except ValueError:
-                raise BadRequest(
-                    f"Invalid {ASSETS_HEADER} header: '{item}' is not a valid asset id (a UUID)"
-                ) from None
+                raise InvalidAssetHeader(item) from None
             ids.append(str(parsed))
     return ids
 
@@ -156,10 +159,14 @@ def invoke(
         account = _account(emu, request)
     except _MissingAuth:
         return _missing_auth()
+    # NVCF's order: auth, the asset header, the function, the poll header, the body, the assets.
+    try:
+        asset_ids = asset_references(request)
+    except InvalidAssetHeader:
+        return Response(INVALID_ASSET_HEADER, status=400, content_type="text/plain")
+    version = emu.functions.resolve_invocation(account, function_id, version_id)
     streaming = wants_stream(request)
     seconds = poll_seconds(emu, request, streaming)
-    asset_ids = asset_references(request)
-    version = emu.functions.resolve_invocation(account, function_id, version_id)
     body = _read_body(emu, request)
     assets = emu.assets.live_assets(account, asset_ids)
     inv = emu.invocation_service.submit(
