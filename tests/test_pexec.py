@@ -358,7 +358,13 @@ def test_container_answering_202_is_asked_again_on_the_next_poll(nvcf: Emulator)
     done = poll(nvcf, r.headers["NVCF-REQID"])
     assert done.status_code == 200
     assert done.content == b'{"v":2}'
-    assert nvcf.invocations[-1].container_calls == 2
+    record = nvcf.invocations[-1]
+    assert record.container_calls == 2
+    first, second = record.container_requests
+    assert (first.method, first.body) == ("POST", b'{"x": 1}')
+    assert (second.method, second.body) == ("GET", b"")  # the status poll, forwarded
+    assert second.header("NVCF-REQID") == record.request_id
+    assert second.header("Authorization") is None
 
 
 # -- progress --------------------------------------------------------------------------------------

@@ -180,6 +180,9 @@ class Invocation:
     #: (the body is ``b""`` when it was streamed through).
     container_request: ContainerRequest | None = None
     container_response: ContainerResponse | None = None
+    #: Every request the container got: the first, then one ``GET <inferenceUrl>`` per status
+    #: poll while it kept answering 202 (NVCF forwards each poll, without a body).
+    container_requests: list[ContainerRequest] = field(default_factory=list)
     #: How many times the container was called (more than one when it answered 202).
     container_calls: int = 0
     asset_dir: Path | None = None
@@ -203,6 +206,7 @@ class Invocation:
     _cond: threading.Condition = field(default_factory=threading.Condition, repr=False)
     _pending: deque[Event] = field(default_factory=deque, repr=False)
     _poll: threading.Event = field(default_factory=threading.Event, repr=False)
+    _poll_request: tuple[list[tuple[str, str]], int] | None = field(default=None, repr=False)
     _progress_sig: tuple[int, bytes] | None = field(default=None, repr=False)
     _started_mono: float | None = field(default=None, repr=False)
     _staged: staging.StagedRequest | None = field(default=None, repr=False)
@@ -417,9 +421,20 @@ class InvocationService:
                 raise NotFound(f"Request id '{request_id}' not found")
             return inv
 
-    def next_event(self, inv: Invocation, timeout: float, *, is_poll: bool = True) -> Event | None:
-        """Wait up to ``timeout`` seconds for the next thing to tell the client."""
-        if is_poll:
+    def next_event(
+        self,
+        inv: Invocation,
+        timeout: float,
+        *,
+        poll_headers: Sequence[tuple[str, str]] | None = None,
+    ) -> Event | None:
+        """Wait up to ``timeout`` seconds for the next thing to tell the client.
+
+        ``poll_headers`` marks a status poll (not the POST): a container that answered 202 is
+        then asked again, with these headers.
+        """
+        if poll_headers is not None:
+            inv._poll_request = (list(poll_headers), max(1, math.ceil(timeout)))
             inv._poll.set()
         deadline = monotonic() + max(0.0, timeout)
         with inv._cond:
@@ -482,6 +497,10 @@ class InvocationService:
         version: FunctionVersion,
         staged: staging.StagedRequest,
         client_headers: Sequence[tuple[str, str]],
+        *,
+        with_assets: bool = True,
+        poll_seconds: int | None = None,
+        since: float | None = None,
     ) -> Headers:
         cfg = self._config()
         headers = Headers()
@@ -492,7 +511,8 @@ class InvocationService:
         specs = (version.deployment or {}).get("deploymentSpecifications") or []
         if specs and isinstance(specs[0], dict):
             spec = specs[0]
-        elapsed = self.clock.now() - inv.created_at
+        window = inv.poll_seconds if poll_seconds is None else poll_seconds
+        elapsed = self.clock.now() - (inv.created_at if since is None else since)
         worker: list[tuple[str, str]] = [
             ("NVCF-REQID", inv.request_id),
             ("NVCF-SUB", inv.nca_id),
@@ -502,7 +522,7 @@ class InvocationService:
             ("NVCF-FUNCTION-VERSION-ID", version.version_id),
             ("NVCF-ASSET-DIR", str(staged.asset_dir)),
         ]
-        if inv.asset_ids:
+        if inv.asset_ids and with_assets:
             worker.append(("NVCF-FUNCTION-ASSET-IDS", ",".join(inv.asset_ids)))
         worker += [
             ("NVCF-LARGE-OUTPUT-DIR", str(staged.output_dir)),
@@ -513,7 +533,7 @@ class InvocationService:
             ("NVCF-REGION", cfg.region),
             ("NVCF-ENV", "emulator"),
             ("NVCF-INVOCATION-REGION", cfg.region),
-            ("NVCF-POLL-SECONDS", str(max(0, math.ceil(inv.poll_seconds - elapsed)))),
+            ("NVCF-POLL-SECONDS", str(max(0, math.ceil(window - elapsed)))),
         ]
         for name, value in worker:
             headers.set(name, value)
@@ -582,6 +602,7 @@ class InvocationService:
         inv.container_request = request
         while True:
             inv._poll.clear()
+            inv.container_requests.append(request)
             inv.container_calls += 1
             try:
                 response = container.invoke(request)
@@ -611,6 +632,23 @@ class InvocationService:
                 left = cfg.container_timeout - (monotonic() - started)
                 if left <= 0 or not inv._poll.wait(left) or inv.outcome is not None:
                     return inv.outcome or connection_error()
+                poll_headers, poll_seconds = inv._poll_request or ([], inv.poll_seconds)
+                request = ContainerRequest(
+                    method="GET",
+                    path=version.inference_url,
+                    headers=self._container_headers(
+                        inv,
+                        version,
+                        staged,
+                        poll_headers,
+                        with_assets=False,  # assets go with the first call only
+                        poll_seconds=poll_seconds,
+                        since=self.clock.now(),
+                    ),
+                    body=b"",
+                    port=version.inference_port,
+                    timeout=cfg.container_timeout,
+                )
                 continue
             break
         return self._result(inv, response, staged)

@@ -182,7 +182,7 @@ def invoke(
     )
     if emu.config.always_async:
         return _answer(emu, request, inv, None)
-    event = emu.invocation_service.next_event(inv, seconds, is_poll=False)
+    event = emu.invocation_service.next_event(inv, seconds)
     return _answer(emu, request, inv, event)
 
 
@@ -197,7 +197,9 @@ def status(emu: Emulator, request: Request, request_id: str) -> Response:
         return _missing_auth()
     seconds = poll_seconds(emu, request, wants_stream(request))
     inv = emu.invocation_service.lookup(account, request_id)
-    event = emu.invocation_service.next_event(inv, seconds)
+    event = emu.invocation_service.next_event(
+        inv, seconds, poll_headers=list(request.headers.items())
+    )
     return _answer(emu, request, inv, event)
 
 
