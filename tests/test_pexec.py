@@ -392,6 +392,10 @@ def test_progress_updates_queue_in_order_and_other_ids_are_ignored(nvcf: Emulato
         progress = req.output_dir / "progress"
         progress.write_text(json.dumps({"id": "someone-else", "progress": 5}))
         _wait_until_read(nvcf)
+        progress.write_text(
+            json.dumps({"id": req.request_id, "progress": 9, "partialResponse": []})
+        )
+        _wait_until_read(nvcf)  # not an object: dropped, as NVCF's worker drops it
         req.write_progress(33.6)  # floats are rounded
         _wait_until_read(nvcf)
         req.write_progress(66, {"step": 2})

@@ -757,12 +757,16 @@ class InvocationService:
             return
         if not isinstance(doc, dict) or doc.get("id") != inv.request_id:
             return
-        value = doc.get("progress")
+        value = doc.get("progress", 0)
+        partial = doc.get("partialResponse")
+        # NVCF's worker decodes {"id": str, "progress": uint32, "partialResponse": object}; a
+        # document of another shape is dropped. Floats are rounded here (the Go worker drops
+        # them, which the helper library's float progress runs into).
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
             return
-        update = ProgressUpdate(
-            min(100, round(value)), doc.get("partialResponse"), self.clock.now()
-        )
+        if partial is not None and not isinstance(partial, dict):
+            return
+        update = ProgressUpdate(round(value), partial, self.clock.now())
         inv.progress.append(update)
         self._push(inv, update)
 
