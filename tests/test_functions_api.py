@@ -198,6 +198,12 @@ def test_unregistered_image_goes_to_error(nvcf: Emulator) -> None:
     assert requests.post(url, headers=nvcf.headers, json=DEPLOY_SPEC).status_code == 200
     got = requests.get(url, headers=nvcf.headers).json()["deployment"]
     assert got["functionStatus"] == "ERROR"
+    assert got["healthInfo"] == [
+        {
+            "error": "no container is registered for image 'nvcr.io/nobody/none:0' "
+            "(Emulator.register_image)"
+        }
+    ]
 
 
 @pytest.mark.nvcf(deploy_delay=30)

@@ -79,6 +79,8 @@ class FunctionVersion:
     public: bool = False
     #: Set by ``set_status``: the status stays as forced until the next deploy.
     pinned: bool = False
+    #: Why the version is ``ERROR`` (shown as the deployment's ``healthInfo``).
+    error_reason: str | None = None
 
     @property
     def expected_health_status(self) -> int:
@@ -141,6 +143,11 @@ class FunctionVersion:
                 (self.deployment or {}).get("deploymentSpecifications", [])
             ),
             "createdAt": isoformat(self.deploy_started_at or self.created_at),
+            **(
+                {"healthInfo": [{"error": self.error_reason}]}
+                if self.status is FunctionStatus.ERROR and self.error_reason
+                else {}
+            ),
         }
 
 
@@ -355,8 +362,15 @@ class FunctionService:
             if self.clock.now() < started + self._deploy_delay():
                 return version
             container = self.container_for(version)
+        reason = None
         if container is None:
             status = FunctionStatus.ERROR
+            reason = (
+                f"no container is registered for image '{version.container_image}' "
+                "(Emulator.register_image)"
+                if version.container_image
+                else "the function has no container image"
+            )
         else:
             try:
                 code = container.health(version.health_uri, version.inference_port)
@@ -369,6 +383,7 @@ class FunctionService:
         with self._lock:
             if version.status is FunctionStatus.DEPLOYING:
                 version.status = status
+                version.error_reason = reason
         return version
 
     def set_status(self, function_id: str, version_id: str, status: FunctionStatus | str) -> None:
