@@ -251,3 +251,19 @@ def test_add_function_explains_a_failing_health_check(nvcf: Emulator) -> None:
     assert nvcf.function(fid, vid).status.value == "ACTIVE"
     r = requests.post(f"{API}/v2/nvcf/pexec/functions/{fid}", headers=nvcf.headers, json={})
     assert r.json() == {"root": True}
+
+
+def test_persistent_functions_survive_reset(nvcf: Emulator) -> None:
+    kept = nvcf.add_function(lambda req: {"kept": True}, name="kept", persistent=True)
+    gone = nvcf.add_function(lambda req: {"gone": True}, name="gone")
+    nvcf.reset()
+    url = f"{API}/v2/nvcf/pexec/functions"
+    r = requests.post(f"{url}/{kept.function_id}", headers=nvcf.headers, json={})
+    assert r.json() == {"kept": True}
+    assert (
+        requests.post(f"{url}/{gone.function_id}", headers=nvcf.headers, json={}).status_code == 404
+    )
+    listed = requests.get(f"{API}/v2/nvcf/functions", headers=nvcf.headers).json()["functions"]
+    assert [(f["id"], f["versionId"], f["status"]) for f in listed] == [
+        (kept.function_id, kept.version_id, "ACTIVE")
+    ]
