@@ -895,3 +895,31 @@ def test_compatibility_off_header_passes_the_answer_through(nvcf: Emulator) -> N
     assert r.headers["Content-Type"] == "application/json"
     assert r.json() == {"error": "raw"}
     assert r.headers["NVCF-STATUS"] == "errored"
+
+
+def test_event_stream_in_process_with_httpx_arrives_as_it_is_written(
+    nvcf: Emulator, gate: Gate
+) -> None:
+    import httpx
+
+    def events(req: ContainerRequest) -> Iterator[str]:
+        yield "data: first\n\n"
+        gate.opened.wait(5)
+        yield "data: second\n\n"
+
+    fid, _ = nvcf.add_function(events, name="sse")
+    with (
+        httpx.Client() as client,
+        client.stream(
+            "POST",
+            f"{API}/v2/nvcf/pexec/functions/{fid}",
+            headers={**nvcf.headers, "Accept": "text/event-stream"},
+            json={},
+        ) as r,
+    ):
+        assert r.status_code == 200
+        lines = r.iter_lines()
+        assert next(lines) == "data: first"
+        assert not gate.opened.is_set()
+        gate.open()
+        assert [line for line in lines if line] == ["data: second"]
