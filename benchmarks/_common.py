@@ -115,6 +115,14 @@ def bench_tmpdir() -> str:
     return tempfile.mkdtemp(prefix="nvcf-bench-", dir=os.environ.get("BENCH_TMP"))
 
 
+def ram_tmpdir() -> str:
+    """A scratch dir on tmpfs (/dev/shm) when there is one, else :func:`bench_tmpdir`: for
+    measurements about the emulator's own data structures, not the disk under them."""
+    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
+        return tempfile.mkdtemp(prefix="nvcf-bench-", dir="/dev/shm")
+    return bench_tmpdir()
+
+
 def ratio_row(
     target: str,
     name: str,

@@ -72,25 +72,29 @@ def _anchor_once(src: Path, dst: Path) -> float:
 # -- the emulator (child process) --------------------------------------------------------------
 
 
-def emulator_put(mode: str, big: str, small: str, reps_big: int, reps_small: int) -> dict[str, Any]:
-    import requests
+class _Putter:
+    """An emulator in ``mode`` (``inprocess`` or ``server``) and a ``requests`` session that
+    creates an asset, PUTs a file to its upload URL (timed) and deletes it again."""
 
-    from nvcf_emulator import Emulator
+    def __init__(self, mode: str, root: Path) -> None:
+        import requests
 
-    tmp = Path(bench_tmpdir())
-    emu = Emulator(root_dir=tmp / "emu")
-    server = None
-    if mode == "inprocess":
-        emu.__enter__()
-        base = emu.base_url
-    else:
-        server = emu.serve()
-        base = server.url
-    session = requests.Session()
+        from nvcf_emulator import Emulator
 
-    def put(path: str) -> float:
+        self.emu = Emulator(root_dir=root)
+        self.server = None
+        if mode == "inprocess":
+            self.emu.__enter__()
+            self.base = self.emu.base_url
+        else:
+            self.server = self.emu.serve()
+            self.base = self.server.url
+        self.session = requests.Session()
+
+    def put(self, path: str | Path) -> float:
+        emu, session = self.emu, self.session
         created = session.post(
-            f"{base}/v2/nvcf/assets",
+            f"{self.base}/v2/nvcf/assets",
             headers=emu.headers,
             json={"contentType": CTYPE, "description": DESC},
         )
@@ -103,39 +107,40 @@ def emulator_put(mode: str, big: str, small: str, reps_big: int, reps_small: int
             elapsed = time.perf_counter() - started
         if resp.status_code != 200:
             raise RuntimeError(f"PUT answered {resp.status_code}: {resp.text[:300]}")
-        gone = session.delete(f"{base}/v2/nvcf/assets/{asset['assetId']}", headers=emu.headers)
-        gone.raise_for_status()
+        url = f"{self.base}/v2/nvcf/assets/{asset['assetId']}"
+        session.delete(url, headers=emu.headers).raise_for_status()
         return elapsed
 
+    def close(self) -> None:
+        self.session.close()
+        if self.server is not None:
+            self.server.stop()
+        self.emu.close()
+
+
+def emulator_put(mode: str, big: str, reps: int) -> dict[str, Any]:
+    """Peak RSS growth over ``reps`` 1 GiB PUTs, each after one run of the anchor."""
+    tmp = Path(bench_tmpdir())
+    putter = _Putter(mode, tmp / "emu")
     try:
         warm = _sparse(tmp / "warm", 4 * MiB)
-        put(str(warm))  # code paths, buffers and the connection pool warmed up
+        putter.put(warm)  # code paths, buffers and the connection pool warmed up
         _anchor_once(warm, tmp / "anchor.out")
         rss_before = peak_rss_bytes()
-        emu_big, anchor_big = [], []
-        for _ in range(reps_big):
-            anchor_big.append(_anchor_once(Path(big), tmp / "anchor.out"))
-            emu_big.append(put(big))
+        emu, anchor = [], []
+        for _ in range(reps):
+            anchor.append(_anchor_once(Path(big), tmp / "anchor.out"))
+            emu.append(putter.put(big))
         rss_after = peak_rss_bytes()
-        emu_small = [put(small) for _ in range(reps_small)]
     finally:
-        session.close()
-        if server is not None:
-            server.stop()
-        emu.close()
+        putter.close()
         shutil.rmtree(tmp, ignore_errors=True)
-    return {
-        "emu_big": emu_big,
-        "anchor_big": anchor_big,
-        "emu_small": emu_small,
-        "rss_growth": rss_after - rss_before,
-    }
-
-
-# -- moto (child process) ----------------------------------------------------------------------
+    return {"emu": emu, "anchor": anchor, "rss_growth": rss_after - rss_before}
 
 
 def moto_put(mode: str, small: str, reps: int) -> dict[str, Any]:
+    """moto's 256 MiB PUTs (and its RSS growth), alternating with the emulator's in the same
+    process and mode, so both see the same machine."""
     import boto3
     from botocore.config import Config
     from moto import mock_aws
@@ -158,26 +163,32 @@ def moto_put(mode: str, small: str, reps: int) -> dict[str, Any]:
         s3 = boto3.client(
             "s3", region_name="us-east-1", endpoint_url=f"http://{host}:{port}", config=config
         )
+    tmp = Path(bench_tmpdir())
+    putter = _Putter(mode, tmp / "emu")
     try:
         s3.create_bucket(Bucket="bench")
         s3.put_object(Bucket="bench", Key="warm", Body=b"x" * MiB)
         s3.delete_object(Bucket="bench", Key="warm")
+        putter.put(_sparse(tmp / "warm", 4 * MiB))
         rss_before = peak_rss_bytes()
-        times = []
+        times, emu = [], []
         for i in range(reps):
             with open(small, "rb") as f:
                 started = time.perf_counter()
                 s3.put_object(Bucket="bench", Key=f"k{i}", Body=f, ContentType=CTYPE)
                 times.append(time.perf_counter() - started)
             s3.delete_object(Bucket="bench", Key=f"k{i}")
+            emu.append(putter.put(small))
         rss_after = peak_rss_bytes()
     finally:
+        putter.close()
         s3.close()
         if mock is not None:
             mock.stop()
         if server is not None:
             server.stop()
-    return {"times": times, "rss_growth": rss_after - rss_before}
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"times": times, "emu": emu, "rss_growth": rss_after - rss_before}
 
 
 # -- the rows ----------------------------------------------------------------------------------
@@ -196,13 +207,7 @@ def run() -> list[Row]:
         results = {}
         for mode in ("inprocess", "server"):
             results[mode] = child(
-                "bench_streaming",
-                "emulator_put",
-                mode=mode,
-                big=str(big),
-                small=str(small),
-                reps_big=REPS_BIG,
-                reps_small=REPS_MOTO,
+                "bench_streaming", "emulator_put", mode=mode, big=str(big), reps=REPS_BIG
             )
         moto = {
             mode: child("bench_streaming", "moto_put", mode=mode, small=str(small), reps=REPS_MOTO)
@@ -231,8 +236,8 @@ def run() -> list[Row]:
             ratio_row(
                 "1",
                 f"1 GiB PUT {label[mode]}: throughput",
-                _throughput(r["emu_big"], BIG),
-                _throughput(r["anchor_big"], BIG),
+                _throughput(r["emu"], BIG),
+                _throughput(r["anchor"], BIG),
                 "MiB/s",
                 scale=1 / MiB,
                 at_least=0.5,
@@ -243,7 +248,7 @@ def run() -> list[Row]:
             ratio_row(
                 "1",
                 f"256 MiB PUT {label[mode]}: throughput",
-                _throughput(r["emu_small"], MOTO_SIZE),
+                _throughput(moto[mode]["emu"], MOTO_SIZE),
                 _throughput(moto[mode]["times"], MOTO_SIZE),
                 "MiB/s",
                 scale=1 / MiB,
