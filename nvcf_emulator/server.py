@@ -10,14 +10,11 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
-from werkzeug.wsgi import ClosingIterator
 
 from .http.headers import add_headers
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
 
-    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
     from .domain.clock import Clock
     from .emulator import Emulator
@@ -38,30 +35,38 @@ class _Handler(WSGIRequestHandler):
         add_headers(environ, underscored)
         return environ
 
+    def parse_request(self) -> bool:
+        # The request line has arrived: from here until its response is written, this
+        # connection is busy, and a graceful stop waits for it (idle keep-alives it closes).
+        self._busy = True
+        self.server.busy.begin()  # type: ignore[attr-defined]
+        return bool(super().parse_request())
+
+    def handle_one_request(self) -> None:
+        self._busy = False
+        try:
+            super().handle_one_request()
+        finally:
+            if self._busy:
+                self.server.busy.end()  # type: ignore[attr-defined]
+
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         # The app writes the access line itself (with the NVCF request id), in both modes.
         pass
 
 
-class _InFlight:
-    """WSGI middleware counting requests whose response has not finished yet."""
+class _Busy:
+    """Counts requests being served: from their request line to the end of their response."""
 
-    def __init__(self, app: WSGIApplication) -> None:
-        self.app = app
+    def __init__(self) -> None:
         self.count = 0
         self.idle = threading.Condition()
 
-    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+    def begin(self) -> None:
         with self.idle:
             self.count += 1
-        try:
-            body = self.app(environ, start_response)
-        except BaseException:
-            self._done()
-            raise
-        return ClosingIterator(body, [self._done])
 
-    def _done(self) -> None:
+    def end(self) -> None:
         with self.idle:
             self.count -= 1
             self.idle.notify_all()
@@ -82,6 +87,7 @@ class _Server(ThreadedWSGIServer):
         self._conns: dict[socket.socket, threading.Thread | None] = {}
         self._conns_lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(max_connections)
+        self.busy = _Busy()
         self.closing = False
 
     def process_request(self, request: Any, client_address: Any) -> None:
@@ -118,24 +124,31 @@ class _Server(ThreadedWSGIServer):
 class EmulatorServer:
     """An :class:`Emulator` served on ``host:port`` (port 0 picks a free one)."""
 
-    def __init__(self, emulator: Emulator, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        emulator: Emulator,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        own_storage_urls: bool = True,
+    ) -> None:
+        """``own_storage_urls=False`` leaves upload URLs pointing where they did (the dashboard
+        of an in-process emulator); otherwise they point at this server, unless the emulator's
+        ``storage_base_url`` is set."""
         self.emulator = emulator
-        self._inflight = _InFlight(emulator.app)
         # Bind ourselves: werkzeug's own bind prints and calls sys.exit() when the port is taken,
         # which a library must not do. A plain OSError reaches the caller instead.
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         listener = socket.create_server((host, port), family=family, backlog=128)
         try:
-            self._server = _Server(
-                host, port, self._inflight, handler=_Handler, fd=listener.fileno()
-            )
+            self._server = _Server(host, port, emulator.app, handler=_Handler, fd=listener.fileno())
         finally:
             listener.close()  # werkzeug holds its own duplicate of the socket
         self.host = host
         self.port = int(self._server.server_address[1])
         bracketed = f"[{host}]" if ":" in host else host
         self.url = f"http://{bracketed}:{self.port}"
-        if emulator.config.storage_base_url is None:
+        if own_storage_urls and emulator.config.storage_base_url is None:
             emulator.storage_url = f"{self.url}/{emulator.config.bucket}"
         self._thread: threading.Thread | None = None
         self._sweeper: threading.Thread | None = None
@@ -202,7 +215,7 @@ class EmulatorServer:
             with contextlib.suppress(OSError):
                 socket.create_connection((self.host, self.port), timeout=0.05).close()
             stopper.join(0.01)
-        if not self._inflight.wait_idle(grace):
+        if not server.busy.wait_idle(grace):
             log.warning("stopping with requests still in flight after %.1f s", grace)
         server.close_connections()
         server.server_close()

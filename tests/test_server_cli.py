@@ -263,8 +263,9 @@ def test_stop_lets_an_upload_in_flight_finish() -> None:
         result: dict[str, requests.Response] = {}
         uploader = threading.Thread(target=lambda: result.update(r=api.upload(asset, body())))
         uploader.start()
+        # The upload is in the app once its temp file exists (the body is then half sent).
         deadline = time.monotonic() + 10
-        while server._inflight.count == 0:
+        while not list(emu.store.tmp.iterdir()):
             assert time.monotonic() < deadline
             time.sleep(0.001)
         stopper = threading.Thread(target=server.stop)
