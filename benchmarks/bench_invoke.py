@@ -22,8 +22,8 @@ from _common import Row, Stat, bench_tmpdir, child, ratio_row
 BATCH = 25
 BATCHES = 16
 CLIENTS = 8
-LOAD_SECONDS = 2.0
-LOAD_ROUNDS = 2
+LOAD_SECONDS = 1.5
+LOAD_ROUNDS = 3
 ASSET_BYTES = 1024
 BODY = {"prompt": "hello", "n": 1}
 

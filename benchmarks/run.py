@@ -31,7 +31,15 @@ TARGETS = {
     "4": ("scale", bench_scale),
     "5": ("startup", bench_startup),
 }
-HEADERS = ("#", "measurement", "measured (median [min-max] n)", "baseline", "ratio", "target", "")
+HEADERS = (
+    "#",
+    "measurement",
+    "measured (median [min-max] n)",
+    "baseline",
+    "ratio",
+    "target",
+    "result",
+)
 
 
 def table(rows: list[Row]) -> str:
