@@ -198,14 +198,18 @@ def load(
 
 def server(clients: int, seconds: float, rounds: int) -> dict[str, Any]:
     import requests
-    from werkzeug.serving import make_server
+    from werkzeug.serving import WSGIRequestHandler, make_server
+
+    class QuietHandler(WSGIRequestHandler):
+        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+            pass  # as the emulator's handler: no access line on stderr per request
 
     from nvcf_emulator import Emulator
 
     scratch = Path(bench_tmpdir())
     emu = Emulator(root_dir=scratch / "emu")
     emu_server = emu.serve()
-    bare = make_server("127.0.0.1", 0, container_app, threaded=True)
+    bare = make_server("127.0.0.1", 0, container_app, threaded=True, request_handler=QuietHandler)
     bare_thread = threading.Thread(target=bare.serve_forever, daemon=True)
     bare_thread.start()
     session = requests.Session()
