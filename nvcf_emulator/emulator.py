@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from .config import EmulatorConfig
 from .domain.accounts import Accounts
@@ -80,6 +80,7 @@ class Emulator(InvocationAPI):
         self._next_sweep = self.clock.now() + self.SWEEP_INTERVAL
         self._restore()
         self._activations: list[Any] = []
+        self._dashboard: EmulatorServer | None = None
 
     def _secret(self) -> str | None:
         """The URL-signing secret: kept in the state dir so URLs survive a restart."""
@@ -90,11 +91,12 @@ class Emulator(InvocationAPI):
         return secret
 
     def _restore(self) -> None:
-        """Load what the state dir kept (clock offset, assets), then drop what has expired."""
+        """Load what the state dir kept (clock offset, assets, functions, unfetched results),
+        then drop what has expired."""
         for _, data in self.state.load("clock"):
             self.clock.advance(float(data["offset"]))
         self.clock.on_change = lambda offset: self.state.put("clock", "offset", {"offset": offset})
-        if self.assets.load():
+        if self.assets.load() + self._load_invocations():
             self.sweep()
 
     def _open_store(self) -> BlobStore:
@@ -192,6 +194,9 @@ class Emulator(InvocationAPI):
 
     def close(self) -> None:
         """Stop routing, and remove the temp dir this emulator made (if it made one)."""
+        if self._dashboard is not None:
+            self._dashboard.stop()
+            self._dashboard = None
         while self._activations:
             self._activations.pop().__exit__(None, None, None)
         self._close_invocations()
@@ -232,6 +237,21 @@ class Emulator(InvocationAPI):
         from .server import EmulatorServer
 
         return EmulatorServer(self, host=host, port=port).start()
+
+    def dashboard(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Serve this emulator on a local port for a browser and return the dashboard's URL.
+
+        For in-process emulators: clients keep reaching the emulator in-process, and upload URLs
+        keep pointing where they did. The server is started once (later calls return the same
+        URL) and stopped by :meth:`close`. With an ``admin_token``, the URL carries it as
+        ``?token=`` (the page moves it to the tab's ``sessionStorage``)."""
+        if self._dashboard is None:
+            from .server import EmulatorServer
+
+            self._dashboard = EmulatorServer(self, host, port, own_storage_urls=False).start()
+        url = f"{self._dashboard.url}/_emulator/"
+        token = self.config.admin_token
+        return f"{url}?{urlencode({'token': token})}" if token else url
 
     # -- inspection ---------------------------------------------------------------------------
 

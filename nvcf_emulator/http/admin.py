@@ -1,4 +1,4 @@
-"""The admin API under ``/_emulator/``: health, reset, clock, state."""
+"""The admin API under ``/_emulator/``: health, reset, clock, state (what the dashboard shows)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from .bodies import read_json_object
 from .responses import Route, json_response
 
 if TYPE_CHECKING:
+    from ..domain.invocations import Invocation
     from ..emulator import Emulator
 
 
@@ -93,30 +94,121 @@ def parse_date_time(value: object) -> datetime:
     return when
 
 
-def state(emu: Emulator, request: Request) -> Response:
+#: Invocations ``GET /_emulator/state`` lists (the newest ones); ``invocationCount`` has them all.
+STATE_INVOCATIONS = 100
+#: Characters of a container's answer (or an error) shown in the state's previews.
+PREVIEW_CHARS = 500
+
+
+def _preview(text: str | None) -> str | None:
+    if text is None:
+        return None
+    return text if len(text) <= PREVIEW_CHARS else text[:PREVIEW_CHARS] + "…"
+
+
+def _asset_entries(emu: Emulator, now: float) -> list[dict[str, object]]:
     ttl = emu.config.asset_ttl
-    now = emu.clock.now()
-    assets = [
+    return [
         {
             "assetId": a.asset_id,
             "ncaId": a.nca_id,
             "contentType": a.content_type,
             "description": a.description,
             "createdAt": isoformat(a.created_at),
+            "uploaded": a.uploaded_at is not None,
             "uploadedAt": isoformat(a.uploaded_at) if a.uploaded_at is not None else None,
             "size": a.size,
+            "ageSeconds": max(0.0, now - a.created_at),
             "expiresAt": isoformat(a.expires_at(ttl)),
             "secondsLeft": max(0.0, a.expires_at(ttl) - now),
         }
         for a in emu.assets.all()
     ]
-    return json_response({"clock": _clock_state(emu), "assets": assets})
+
+
+def _function_entries(emu: Emulator) -> list[dict[str, object]]:
+    functions: dict[str, dict[str, object]] = {}
+    for v in emu.functions.all():
+        entry = functions.setdefault(
+            v.function_id,
+            {"functionId": v.function_id, "name": v.name, "ncaId": v.nca_id, "versions": []},
+        )
+        versions = entry["versions"]
+        assert isinstance(versions, list)
+        versions.append(
+            {
+                "versionId": v.version_id,
+                "name": v.name,
+                "status": v.status.value,
+                "createdAt": isoformat(v.created_at),
+                "inferenceUrl": v.inference_url,
+                "inferencePort": v.inference_port,
+                "containerImage": v.container_image,
+            }
+        )
+    return list(functions.values())
+
+
+def _time(value: float | None) -> str | None:
+    return isoformat(value) if value is not None else None
+
+
+def _invocation_entry(inv: Invocation) -> dict[str, object]:
+    body = inv.response_body
+    return {
+        "requestId": inv.request_id,
+        "functionId": inv.function_id,
+        "functionVersionId": inv.version_id,
+        "functionName": inv.function_name,
+        "ncaId": inv.nca_id,
+        "status": inv.status.value,
+        "createdAt": isoformat(inv.created_at),
+        "startedAt": _time(inv.started_at),
+        "finishedAt": _time(inv.finished_at),
+        "durationSeconds": inv.duration,
+        "assetIds": list(inv.asset_ids),
+        "stagedFiles": [str(p) for p in inv.staged_files],
+        "containerHeaders": inv.container_headers,
+        "responseStatus": inv.response_status,
+        "responseBytes": len(body) if body is not None else None,
+        "responsePreview": _preview(body.decode("utf-8", "replace")) if body is not None else None,
+        "delivered": list(inv.delivered),
+        "error": _preview(inv.error),
+    }
+
+
+def state_document(emu: Emulator) -> dict[str, object]:
+    """What ``GET /_emulator/state`` answers (and what the dashboard shows)."""
+    now = emu.clock.now()
+    invocations = emu.invocations
+    return {
+        "clock": _clock_state(emu),
+        "assetTtlSeconds": emu.config.asset_ttl,
+        "assets": _asset_entries(emu, now),
+        "functions": _function_entries(emu),
+        "invocationCount": len(invocations),
+        "invocations": [_invocation_entry(i) for i in reversed(invocations[-STATE_INVOCATIONS:])],
+    }
+
+
+def state(emu: Emulator, request: Request) -> Response:
+    return json_response(state_document(emu))
 
 
 def openapi(emu: Emulator, request: Request) -> Response:
     from .openapi import document
 
     return json_response(document())
+
+
+def dashboard(emu: Emulator, request: Request) -> Response:
+    from .dashboard import page
+
+    return page(emu, request)
+
+
+#: The dashboard's paths: served without the admin token (the page's script sends it).
+DASHBOARD_PATHS = frozenset({"/_emulator", "/_emulator/ui"})
 
 
 def list_faults(emu: Emulator, request: Request) -> Response:
@@ -185,4 +277,6 @@ ROUTES: list[Route] = [
     ("/_emulator/clock", ["GET"], get_clock),
     ("/_emulator/clock", ["POST"], set_clock),
     ("/_emulator/state", ["GET"], state),
+    ("/_emulator/", ["GET"], dashboard),
+    ("/_emulator/ui", ["GET"], dashboard),
 ]

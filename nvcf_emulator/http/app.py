@@ -183,7 +183,7 @@ class EmulatorApp:
         config = self.emulator.config
         if not config.admin_enabled:
             return problem(request, 404, "Not Found", "The admin API is disabled")
-        if config.admin_token:
+        if config.admin_token and request.path.rstrip("/") not in admin.DASHBOARD_PATHS:
             scheme, _, token = (request.headers.get("Authorization") or "").partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(
                 token.strip().encode(), config.admin_token.encode()

@@ -13,8 +13,12 @@ from ..domain.assets import (
     VISIBLE_PATTERN,
 )
 from ..domain.faults import OPERATIONS
+from ..domain.functions import FunctionStatus
+from ..domain.invocations import InvocationStatus
+from .admin import PREVIEW_CHARS, STATE_INVOCATIONS
 
 JSON = "application/json"
+HTML = "text/html"
 PROBLEM = "application/problem+json"
 
 
@@ -44,6 +48,16 @@ def _errors(*codes: int) -> dict[str, Any]:
         431: "Headers too large",
     }
     return {str(c): _problem(text[c]) for c in codes}
+
+
+def _exact(properties: dict[str, Any]) -> dict[str, Any]:
+    """An object with exactly these members, all of them present."""
+    return {
+        "type": "object",
+        "required": list(properties),
+        "properties": properties,
+        "additionalProperties": False,
+    }
 
 
 ASSET_ID = {
@@ -155,6 +169,92 @@ SCHEMAS: dict[str, Any] = {
             },
         ]
     },
+    "StateAsset": _exact(
+        {
+            "assetId": {"type": "string"},
+            "ncaId": {"type": "string"},
+            "contentType": {"type": "string"},
+            "description": {"type": "string"},
+            "createdAt": {"type": "string", "format": "date-time"},
+            "uploaded": {"type": "boolean"},
+            "uploadedAt": {"type": ["string", "null"], "format": "date-time"},
+            "size": {"type": ["integer", "null"], "minimum": 0},
+            "ageSeconds": {"type": "number", "minimum": 0},
+            "expiresAt": {"type": "string", "format": "date-time"},
+            "secondsLeft": {"type": "number", "minimum": 0},
+        }
+    ),
+    "StateVersion": _exact(
+        {
+            "versionId": {"type": "string"},
+            "name": {"type": "string"},
+            "status": {"enum": [s.value for s in FunctionStatus]},
+            "createdAt": {"type": "string", "format": "date-time"},
+            "inferenceUrl": {"type": "string"},
+            "inferencePort": {"type": "integer"},
+            "containerImage": {"type": ["string", "null"]},
+        }
+    ),
+    "StateFunction": _exact(
+        {
+            "functionId": {"type": "string"},
+            "name": {"type": "string"},
+            "ncaId": {"type": "string"},
+            "versions": {
+                "type": "array",
+                "minItems": 1,
+                "items": {"$ref": "#/components/schemas/StateVersion"},
+            },
+        }
+    ),
+    "StateInvocation": _exact(
+        {
+            "requestId": {"type": "string"},
+            "functionId": {"type": "string"},
+            "functionVersionId": {"type": "string"},
+            "functionName": {"type": "string"},
+            "ncaId": {"type": "string"},
+            "status": {"enum": [s.value for s in InvocationStatus]},
+            "createdAt": {"type": "string", "format": "date-time"},
+            "startedAt": {"type": ["string", "null"], "format": "date-time"},
+            "finishedAt": {"type": ["string", "null"], "format": "date-time"},
+            "durationSeconds": {"type": ["number", "null"], "minimum": 0},
+            "assetIds": {"type": "array", "items": {"type": "string"}},
+            "stagedFiles": {"type": "array", "items": {"type": "string"}},
+            "containerHeaders": {
+                "type": "object",
+                "additionalProperties": {"type": "string"},
+            },
+            "responseStatus": {"type": ["integer", "null"]},
+            "responseBytes": {"type": ["integer", "null"], "minimum": 0},
+            "responsePreview": {
+                "type": ["string", "null"],
+                "maxLength": PREVIEW_CHARS + 1,
+                "description": f"The container's answer, decoded as UTF-8, cut after "
+                f"{PREVIEW_CHARS} characters (then ending with '…')",
+            },
+            "delivered": {"type": "array", "items": {"type": "integer"}},
+            "error": {"type": ["string", "null"], "maxLength": PREVIEW_CHARS + 1},
+        }
+    ),
+    "State": _exact(
+        {
+            "clock": {"$ref": "#/components/schemas/Clock"},
+            "assetTtlSeconds": {"type": "number"},
+            "assets": {"type": "array", "items": {"$ref": "#/components/schemas/StateAsset"}},
+            "functions": {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/StateFunction"},
+            },
+            "invocationCount": {"type": "integer", "minimum": 0},
+            "invocations": {
+                "type": "array",
+                "maxItems": STATE_INVOCATIONS,
+                "description": f"The last {STATE_INVOCATIONS} invocations, newest first",
+                "items": {"$ref": "#/components/schemas/StateInvocation"},
+            },
+        }
+    ),
     "Seed": {
         "type": "object",
         "required": ["seed"],
@@ -246,10 +346,28 @@ def _admin_paths() -> dict[str, Any]:
             }
         return spec
 
+    def page(op_id: str) -> dict[str, Any]:
+        return {
+            "operationId": op_id,
+            "tags": ["admin"],
+            "summary": "The dashboard: an HTML page that shows the state and polls it",
+            "description": "Served without the admin token (the page holds no data until its "
+            "script reads /_emulator/state with the token given as ?token= or typed in).",
+            "responses": {
+                "200": {
+                    "description": "The page",
+                    "content": {HTML: {"schema": {"type": "string"}}},
+                },
+                **_errors(404, 405, 431),
+            },
+        }
+
     return {
         "/_emulator/health": {"get": op("health")},
         "/_emulator/reset": {"post": op("reset")},
-        "/_emulator/state": {"get": op("state")},
+        "/_emulator/state": {"get": op("state", "State")},
+        "/_emulator/": {"get": page("dashboard")},
+        "/_emulator/ui": {"get": page("dashboardUi")},
         "/_emulator/clock": {
             "get": op("getClock", "Clock"),
             "post": op("setClock", "Clock", "ClockChange"),

@@ -1,0 +1,285 @@
+// nvcf-emulator dashboard: polls GET /_emulator/state and renders it. No dependencies.
+// Everything from the API is set with textContent (never innerHTML), so it shows as text.
+(() => {
+  "use strict";
+  const body = document.body;
+  const API = body.dataset.api;
+  const POLL_MS = Number(body.dataset.pollMs) || 1000;
+  const TOKEN_KEY = "nvcf-emulator-admin-token";
+  const $ = (id) => document.getElementById(id);
+  const live = $("live");
+
+  // ?token= goes to sessionStorage and out of the address bar (and the history).
+  const params = new URLSearchParams(location.search);
+  if (params.has("token")) {
+    sessionStorage.setItem(TOKEN_KEY, params.get("token"));
+    params.delete("token");
+    const rest = params.toString();
+    history.replaceState(null, "", location.pathname + (rest ? "?" + rest : "") + location.hash);
+  }
+
+  function announce(text) {
+    live.textContent = text;
+  }
+
+  async function call(path, options = {}) {
+    const headers = { Accept: "application/json", ...(options.headers || {}) };
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    if (token) headers.Authorization = "Bearer " + token;
+    const response = await fetch(API + path, { ...options, headers, cache: "no-store" });
+    if (response.status === 401) {
+      $("token-form").hidden = false;
+      const error = new Error("The admin API needs its token.");
+      error.unauthorized = true;
+      throw error;
+    }
+    const data = await response.json().catch(() => null);
+    if (!response.ok) {
+      throw new Error((data && data.detail) || "HTTP " + response.status);
+    }
+    return data;
+  }
+
+  // -- formatting (the same rules as the page's Python renderer) ---------------------------
+  function fmtSeconds(seconds) {
+    const total = Math.max(0, Math.round(seconds));
+    const d = Math.floor(total / 86400), h = Math.floor((total % 86400) / 3600);
+    const m = Math.floor((total % 3600) / 60), s = total % 60;
+    if (d) return `${d} d ${h} h`;
+    if (h) return `${h} h ${m} min`;
+    if (m) return `${m} min ${s} s`;
+    return `${s} s`;
+  }
+  function fmtBytes(size) {
+    if (size === null || size === undefined) return "—";
+    if (size < 1024) return `${size} B`;
+    if (size < 1024 * 1024) return `${(size / 1024).toFixed(1)} KiB`;
+    return `${(size / (1024 * 1024)).toFixed(1)} MiB`;
+  }
+  function fmtDuration(seconds) {
+    if (seconds === null || seconds === undefined) return "—";
+    return seconds < 1 ? `${(seconds * 1000).toFixed(0)} ms` : `${seconds.toFixed(2)} s`;
+  }
+  function fmtOffset(offset) {
+    if (Math.abs(offset) < 0.5) return "in step with real time";
+    return `${fmtSeconds(Math.abs(offset))} ${offset > 0 ? "ahead of" : "behind"} real time`;
+  }
+
+  // -- DOM building: strings become text nodes -------------------------------------------------
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [name, value] of Object.entries(attrs || {})) {
+      if (value !== null && value !== undefined) node.setAttribute(name, value);
+    }
+    for (const child of children) {
+      if (child === null || child === undefined) continue;
+      node.append(typeof child === "string" ? document.createTextNode(child) : child);
+    }
+    return node;
+  }
+  const code = (text) => el("code", null, String(text));
+  const fmtTime = (iso) => (iso.length >= 19 ? `${iso.slice(0, 10)} ${iso.slice(11, 19)} UTC` : iso);
+  function time(iso) {
+    const [day, ...clock] = fmtTime(iso).split(" ");
+    return el("time", { datetime: iso }, el("span", null, day), " ",
+      el("span", null, clock.join(" ")));
+  }
+  const td = (...children) => el("td", null, ...children);
+  const dash = () => td("—");
+  function badge(value) {
+    return el("span", { class: "badge badge-" + value.toLowerCase() }, value);
+  }
+  function list(items) {
+    if (!items.length) return "—";
+    return el("ul", { class: "plain" }, ...items.map((item) => el("li", null, code(item))));
+  }
+  function details(key, summary, ...content) {
+    return el("details", { "data-key": key }, el("summary", null, summary), ...content);
+  }
+  function empty(columns, text) {
+    return el("tr", { class: "empty" }, el("td", { colspan: String(columns) }, text));
+  }
+
+  function assetRows(assets) {
+    if (!assets.length) return [empty(9, "No assets.")];
+    return assets.map((a) =>
+      el("tr", { "data-asset-id": a.assetId },
+        el("th", { scope: "row" }, code(a.assetId)),
+        td(a.contentType),
+        el("td", { class: "text" }, a.description),
+        td(fmtBytes(a.size)),
+        td(a.uploaded ? "yes" : "no (waiting for its upload)"),
+        td(fmtSeconds(a.ageSeconds)),
+        td(fmtSeconds(a.secondsLeft)),
+        td(time(a.expiresAt)),
+        td(code(a.ncaId))));
+  }
+
+  function functionRows(functions) {
+    const rows = [];
+    for (const f of functions) {
+      for (const v of f.versions) {
+        rows.push(el("tr", { "data-version-id": v.versionId },
+          el("th", { scope: "row" }, v.name, el("br"), code(f.functionId)),
+          td(code(v.versionId)),
+          td(badge(v.status)),
+          td(code(v.inferenceUrl), ` port ${v.inferencePort}`),
+          td(v.containerImage === null ? "—" : code(v.containerImage)),
+          td(time(v.createdAt)),
+          td(code(f.ncaId))));
+      }
+    }
+    return rows.length ? rows : [empty(7, "No functions.")];
+  }
+
+  function headersCell(requestId, headers) {
+    const names = Object.keys(headers);
+    if (!names.length) return dash();
+    const dl = el("dl", { class: "headers" });
+    for (const name of names) dl.append(el("dt", null, name), el("dd", null, headers[name]));
+    return td(details("headers:" + requestId, `${names.length} headers`, dl));
+  }
+
+  function responseCell(inv) {
+    if (inv.responseStatus === null) return dash();
+    return td(details("response:" + inv.requestId,
+      `HTTP ${inv.responseStatus} · ${fmtBytes(inv.responseBytes)}`,
+      el("pre", null, inv.responsePreview || "")));
+  }
+
+  function invocationRows(invocations) {
+    if (!invocations.length) return [empty(10, "No invocations.")];
+    return invocations.map((i) =>
+      el("tr", { "data-request-id": i.requestId },
+        el("th", { scope: "row" }, code(i.requestId)),
+        td(i.functionName, el("br"), code(i.functionId), el("br"), "version ",
+          code(i.functionVersionId)),
+        td(badge(i.status)),
+        td(time(i.createdAt)),
+        td(fmtDuration(i.durationSeconds)),
+        td(list(i.assetIds)),
+        el("td", { class: "paths" }, i.stagedFiles.length
+          ? details("files:" + i.requestId, plural(i.stagedFiles.length, "file"), list(i.stagedFiles))
+          : "—"),
+        headersCell(i.requestId, i.containerHeaders),
+        responseCell(i),
+        i.error ? td(details("error:" + i.requestId, "error", el("pre", null, i.error))) : dash()));
+  }
+
+  // Replace a table's rows only when its data changed, keeping open <details> open.
+  const shown = {};
+  function fill(tableId, data, build) {
+    const key = JSON.stringify(data);
+    if (shown[tableId] === key) return;
+    shown[tableId] = key;
+    const tbody = $(tableId).tBodies[0];
+    const open = new Set(
+      [...tbody.querySelectorAll("details[open]")].map((d) => d.dataset.key));
+    const focused = document.activeElement && tbody.contains(document.activeElement)
+      ? document.activeElement.closest("details") : null;
+    const focusKey = focused ? focused.dataset.key : null;
+    tbody.replaceChildren(...build(data));
+    for (const d of tbody.querySelectorAll("details")) {
+      if (open.has(d.dataset.key)) d.open = true;
+      if (focusKey && d.dataset.key === focusKey) d.querySelector("summary").focus();
+    }
+  }
+
+  function plural(n, word) {
+    return `${n} ${word}${n === 1 ? "" : "s"}`;
+  }
+
+  let lastCounts = null;
+  function render(state) {
+    $("clock-now").textContent = fmtTime(state.clock.now);
+    $("clock-now").setAttribute("datetime", state.clock.now);
+    $("clock-offset").textContent = fmtOffset(state.clock.offsetSeconds);
+    fill("assets", state.assets, assetRows);
+    fill("functions", state.functions, functionRows);
+    fill("invocations", state.invocations, invocationRows);
+    const shownCount = state.invocations.length;
+    $("invocations-note").textContent = state.invocationCount > shownCount
+      ? `The last ${shownCount} of ${state.invocationCount} invocations, newest first.`
+      : "Newest first.";
+    const versions = state.functions.reduce((n, f) => n + f.versions.length, 0);
+    const counts = [plural(state.assets.length, "asset"), plural(versions, "function version"),
+      plural(state.invocationCount, "invocation")].join(", ");
+    const change = lastCounts !== null && counts !== lastCounts ? "Now " + counts + "." : "";
+    lastCounts = counts;
+    return change;
+  }
+
+  let timer = null;
+  let failing = false;
+  // Reads and shows the state; says what changed (or what went wrong) after `prefix`.
+  async function refresh(prefix = "") {
+    clearTimeout(timer);
+    let message = prefix;
+    let unauthorized = false;
+    try {
+      const change = render(await call("/state"));
+      if (failing && !prefix) message = "Connected again.";
+      message = [message, change].filter(Boolean).join(" ");
+      failing = false;
+    } catch (error) {
+      unauthorized = Boolean(error.unauthorized);
+      if (!failing || prefix) message = [prefix, "Cannot read the state: " + error.message].filter(Boolean).join(" ");
+      failing = true;
+    }
+    if (message) announce(message);
+    // Without a (valid) token, polling waits for the token form.
+    if (!unauthorized) timer = setTimeout(tick, POLL_MS);
+  }
+  function tick() {
+    if (document.hidden) {
+      timer = setTimeout(tick, POLL_MS);
+    } else {
+      refresh();
+    }
+  }
+
+  async function act(button, work) {
+    button.disabled = true;
+    let message;
+    try {
+      message = await work();
+    } catch (error) {
+      message = "Failed: " + error.message;
+    } finally {
+      button.disabled = false;
+    }
+    await refresh(message);
+  }
+
+  $("advance-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const amount = Number($("advance-amount").value);
+    const unit = $("advance-unit");
+    const seconds = amount * Number(unit.value);
+    act(event.submitter || $("advance-form").querySelector("button"), async () => {
+      const clock = await call("/clock", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ advance: seconds }),
+      });
+      return `Clock advanced by ${amount} ${unit.selectedOptions[0].text}; it is now ${clock.now}.`;
+    });
+  });
+
+  $("reset").addEventListener("click", (event) => {
+    act(event.currentTarget, async () => {
+      await call("/reset", { method: "POST" });
+      return "The emulator was reset.";
+    });
+  });
+
+  $("token-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    sessionStorage.setItem(TOKEN_KEY, $("token-input").value);
+    $("token-input").value = "";
+    $("token-form").hidden = true;
+    act(event.submitter || $("token-form").querySelector("button"), async () => "Token saved.");
+  });
+
+  refresh();
+})();
