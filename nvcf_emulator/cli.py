@@ -78,8 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--state-dir",
         type=Path,
         default=_env("STATE_DIR"),
-        help="keep assets, their bytes and the clock offset here across restarts "
-        "(SQLite metadata); default: nothing survives exit",
+        help="keep assets and their bytes, functions, unfetched request results and the clock "
+        "offset here across restarts (SQLite metadata); a --function given again keeps its ids; "
+        "default: nothing survives exit",
     )
     p.add_argument(
         "--admin-token",

@@ -91,11 +91,12 @@ class Emulator(InvocationAPI):
         return secret
 
     def _restore(self) -> None:
-        """Load what the state dir kept (clock offset, assets), then drop what has expired."""
+        """Load what the state dir kept (clock offset, assets, functions, unfetched results),
+        then drop what has expired."""
         for _, data in self.state.load("clock"):
             self.clock.advance(float(data["offset"]))
         self.clock.on_change = lambda offset: self.state.put("clock", "offset", {"offset": offset})
-        if self.assets.load():
+        if self.assets.load() + self._load_invocations():
             self.sweep()
 
     def _open_store(self) -> BlobStore:

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from .domain.accounts import Accounts
     from .domain.clock import Clock
     from .storage.base import BlobStore
+    from .storage.state import StateStore
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,11 @@ class InvocationAPI:
     store: BlobStore
     root: Path
     accounts: Accounts
+    state: StateStore
+
+    #: Real seconds a stopping emulator with a state dir gives running requests to finish
+    #: (their results are then saved); queued ones and slower ones are lost, as at a crash.
+    SHUTDOWN_GRACE = 5.0
 
     def _init_invocations(self) -> None:
         self.images: dict[str, Container] = {}
@@ -63,6 +69,7 @@ class InvocationAPI:
             self.clock,
             deploy_delay=lambda: self.config.deploy_delay,
             resolve_image=self.images.get,
+            state=self.state,
         )
         self.invocation_service = InvocationService(
             self.clock,
@@ -72,7 +79,12 @@ class InvocationAPI:
             asset_root=lambda: self.config.asset_root or self.root / "inputAssets",
             output_root=lambda: self.config.output_root or self.root / "response",
             results_dir=self.root / "results",
+            state=self.state,
         )
+
+    def _load_invocations(self) -> int:
+        """At start-up: the functions and the unfetched results the state dir kept."""
+        return self.functions.load() + self.invocation_service.load()
 
     @property
     def invocations(self) -> list[Invocation]:
@@ -118,6 +130,10 @@ class InvocationAPI:
         ``deploy_delay`` setting it stays ``DEPLOYING`` until the clock has moved that far.
         ``function_id`` adds a new version to an existing function. ``definition`` takes
         other create-body members in camelCase (``description``, ``tags``, ...).
+
+        With a ``state_dir``, a function added this way before a restart (same ``name``, same
+        account, and ``function_id`` if given) is re-attached to ``container``: it keeps its
+        function and version ids and takes this call's definition.
         """
         adapter = self._container(container, persistent)
         if inference_url is None:
@@ -170,9 +186,13 @@ class InvocationAPI:
             time.sleep(0.02)
 
     def register_image(self, image: str, container: Any) -> Container:
-        """Run ``container`` for functions created over the API with ``containerImage: image``."""
+        """Run ``container`` for functions created over the API with ``containerImage: image``.
+
+        Versions of ``image`` loaded from a ``state_dir`` (``ERROR`` until now, for want of a
+        container) are redeployed with it."""
         adapter = self._container(container, False)
         self.images[image] = adapter
+        self.functions.attach_image(image)
         return adapter
 
     def set_function_status(
@@ -204,7 +224,8 @@ class InvocationAPI:
             self.functions.restore(version)
 
     def _close_invocations(self) -> None:
-        self.invocation_service.close()
+        persistent = self.config.state_dir is not None
+        self.invocation_service.close(grace=self.SHUTDOWN_GRACE if persistent else 0.0)
         for container, _ in self._owned:
             container.close()
         self._owned.clear()

@@ -5,11 +5,19 @@ A version's container is resolved when it is deployed: the container given to
 into ``ACTIVE`` lazily, once ``deploy_delay`` seconds have passed on the :class:`Clock` and the
 container's health URI answers the expected status (``ERROR`` when no container is registered
 for the image).
+
+With a state store (``--state-dir``) every version record is saved on change and loaded at
+start-up. Containers are Python objects and are not saved: a loaded version that was running is
+*detached* -- reported as ``ERROR`` with a ``healthInfo`` reason, its saved status kept on disk --
+until ``add_function``/``--function`` with the same name (same account) or ``register_image``
+for its image attaches a container again; its ids stay the same.
 """
 
 from __future__ import annotations
 
 import copy
+import json
+import logging
 import re
 import threading
 import uuid
@@ -18,6 +26,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from ..storage.state import NullStateStore, StateStore
 from .accounts import Account
 from .clock import Clock, isoformat
 from .errors import BadRequest, NotFound
@@ -28,6 +37,10 @@ if TYPE_CHECKING:
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9\-_]*$")
 DEFAULT_INFERENCE_PORT = 8000
 DEFAULT_HEALTH_URI = "/v2/health/ready"
+#: The record kind function versions are kept under in a state store.
+KIND = "function"
+
+log = logging.getLogger("nvcf_emulator.functions")
 
 
 class FunctionStatus(StrEnum):
@@ -41,6 +54,16 @@ class FunctionStatus(StrEnum):
 
 
 INVOCABLE = frozenset({FunctionStatus.ACTIVE, FunctionStatus.DEGRADING})
+#: Statuses that need a running container: a loaded version in one of them is detached until
+#: a container is attached again.
+RUNNING = frozenset(
+    {
+        FunctionStatus.DEPLOYING,
+        FunctionStatus.ACTIVE,
+        FunctionStatus.DEGRADING,
+        FunctionStatus.DEGRADED,
+    }
+)
 
 
 def not_found_message(function_id: str, version_id: str | None, nca_id: str) -> str:
@@ -81,6 +104,48 @@ class FunctionVersion:
     pinned: bool = False
     #: Why the version is ``ERROR`` (shown as the deployment's ``healthInfo``).
     error_reason: str | None = None
+    #: Made with a container given directly (``add_function``/``--function``), not an image.
+    direct: bool = False
+    #: Loaded from the state dir with no container to run it: the status it was saved with
+    #: (what the record keeps; it is reported as ``ERROR`` until a container is attached).
+    detached_status: FunctionStatus | None = None
+
+    def record(self) -> dict[str, Any]:
+        """The JSON-able record a state store keeps (everything but the container)."""
+        data: dict[str, Any] = {
+            "function_id": self.function_id,
+            "version_id": self.version_id,
+            "name": self.name,
+            "nca_id": self.nca_id,
+            "created_at": self.created_at,
+            "status": (self.detached_status or self.status).value,
+            "function_type": self.function_type,
+            "inference_url": self.inference_url,
+            "inference_port": self.inference_port,
+            "health_uri": self.health_uri,
+            "health": self.health,
+            "api_body_format": self.api_body_format,
+            "container_image": self.container_image,
+            "extra": self.extra,
+            "deployment": self.deployment,
+            "deploy_started_at": self.deploy_started_at,
+            "shared_with": sorted(self.shared_with),
+            "public": self.public,
+            "pinned": self.pinned,
+            "error_reason": None if self.detached_status else self.error_reason,
+            "direct": self.direct,
+        }
+        # Definition members given from Python may hold values JSON has no form for.
+        result: dict[str, Any] = json.loads(json.dumps(data, default=str))
+        return result
+
+    @classmethod
+    def from_record(cls, data: Mapping[str, Any]) -> FunctionVersion:
+        fields = dict(data)
+        fields["status"] = FunctionStatus(fields["status"])
+        fields["shared_with"] = frozenset(fields.get("shared_with") or ())
+        known = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in fields.items() if k in known})
 
     @property
     def expected_health_status(self) -> int:
@@ -225,12 +290,103 @@ class FunctionService:
         *,
         deploy_delay: Callable[[], float],
         resolve_image: Callable[[str], Container | None],
+        state: StateStore | None = None,
     ) -> None:
         self.clock = clock
         self._deploy_delay = deploy_delay
         self._resolve_image = resolve_image
+        self.state: StateStore = state or NullStateStore()
         self._lock = threading.RLock()
         self._versions: dict[str, FunctionVersion] = {}  # by version id, in creation order
+
+    # -- persistence ----------------------------------------------------------------------------
+
+    def _save(self, version: FunctionVersion) -> None:
+        with self._lock:
+            if self._versions.get(version.version_id) is version:
+                self.state.put(KIND, version.version_id, version.record())
+
+    def load(self) -> int:
+        """Read the versions a state store kept (at start-up); returns the count.
+
+        A version saved while it needed a container (``DEPLOYING``, ``ACTIVE``, ``DEGRADING``,
+        ``DEGRADED``) has none now: it is detached (see :meth:`_detach`) until one is attached.
+        """
+        with self._lock:
+            for version_id, data in self.state.load(KIND):
+                try:
+                    version = FunctionVersion.from_record(data)
+                except (KeyError, TypeError, ValueError):
+                    log.warning("dropping an unreadable function record %s", version_id)
+                    self.state.delete(KIND, version_id)
+                    continue
+                self._versions[version.version_id] = version
+                if version.status in RUNNING and self.container_for(version) is None:
+                    self._detach(version)
+            return len(self._versions)
+
+    def _detach(self, version: FunctionVersion) -> None:
+        how = (
+            f"register_image({version.container_image!r}, container)"
+            if version.container_image and not version.direct
+            else f"nvcf-emulate --function {version.name}=TARGET, or "
+            f"Emulator.add_function(container, name={version.name!r})"
+        )
+        version.detached_status = version.status
+        version.status = FunctionStatus.ERROR
+        version.error_reason = (
+            "the emulator restarted and no container is attached to this version: "
+            f"attach one with {how}"
+        )
+        log.warning(
+            "function %s (%s version %s) has no container since the restart; attach one with %s",
+            version.name,
+            version.function_id,
+            version.version_id,
+            how,
+        )
+
+    def _attach(self, version: FunctionVersion) -> None:
+        """Give a detached version its saved status back (redeployed: health checked again)."""
+        saved = version.detached_status
+        if saved is None:
+            return
+        version.detached_status = None
+        version.error_reason = None
+        version.status = saved if version.pinned else FunctionStatus.DEPLOYING
+        if version.deploy_started_at is None:
+            version.deploy_started_at = self.clock.now()
+
+    def attach_image(self, image: str) -> list[FunctionVersion]:
+        """``register_image``: versions of ``image`` detached at start-up run again."""
+        with self._lock:
+            found = [
+                v
+                for v in self._versions.values()
+                if v.container_image == image and not v.direct and v.detached_status is not None
+            ]
+            for version in found:
+                self._attach(version)
+                self._save(version)
+        for version in found:
+            self.refresh(version)
+        return found
+
+    def _saved_direct(
+        self, account: Account, name: str, function_id: str | None
+    ) -> FunctionVersion | None:
+        """The first loaded ``add_function`` version of ``name`` with no container yet."""
+        with self._lock:
+            for version in self._versions.values():
+                if (
+                    version.direct
+                    and version.container is None
+                    and version.nca_id == account.nca_id
+                    and version.name == name
+                    and function_id in (None, version.function_id)
+                ):
+                    return version
+        return None
 
     # -- creation -----------------------------------------------------------------------------
 
@@ -304,6 +460,7 @@ class FunctionService:
         version = self._build(account, body, str(uuid.uuid4()), name)
         with self._lock:
             self._versions[version.version_id] = version
+            self._save(version)
         return version
 
     def create_version(
@@ -316,6 +473,7 @@ class FunctionService:
         version = self._build(account, body, function_id, name)
         with self._lock:
             self._versions[version.version_id] = version
+            self._save(version)
         return version
 
     def add(
@@ -328,19 +486,47 @@ class FunctionService:
         shared_with: Iterable[str] = (),
         public: bool = False,
     ) -> FunctionVersion:
-        """Create and deploy a version running ``container`` (the Python API and the CLI)."""
+        """Create and deploy a version running ``container`` (the Python API and the CLI).
+
+        A version loaded from the state dir with the same name (and ``function_id``, when
+        given) in the same account, made this way and with no container yet, is re-attached
+        instead: it keeps its ids, takes the new definition and runs ``container``.
+        """
         name = _validate_name(body.get("name"))
-        if function_id is not None:
+        saved = self._saved_direct(account, name, function_id)
+        if function_id is not None and saved is None:
             self.versions(account, function_id)
-        version = self._build(account, body, function_id or str(uuid.uuid4()), name)
+        version = self._build(
+            account, body, saved.function_id if saved else function_id or str(uuid.uuid4()), name
+        )
         version.container = container
         version.shared_with = frozenset(shared_with)
         version.public = public
+        version.direct = True
+        if saved is not None:
+            with self._lock:
+                for attr in (
+                    "function_type",
+                    "inference_url",
+                    "inference_port",
+                    "health_uri",
+                    "health",
+                    "api_body_format",
+                    "extra",
+                    "container",
+                    "shared_with",
+                    "public",
+                ):
+                    setattr(saved, attr, getattr(version, attr))
+                self._attach(saved)
+                self._save(saved)
+            return self.refresh(saved)
         version.deployment = {"deploymentSpecifications": []}
         version.deploy_started_at = self.clock.now()
         version.status = FunctionStatus.DEPLOYING
         with self._lock:
             self._versions[version.version_id] = version
+            self._save(version)
         self.refresh(version)
         return version
 
@@ -384,6 +570,7 @@ class FunctionService:
             if version.status is FunctionStatus.DEPLOYING:
                 version.status = status
                 version.error_reason = reason
+                self._save(version)
         return version
 
     def set_status(self, function_id: str, version_id: str, status: FunctionStatus | str) -> None:
@@ -394,6 +581,8 @@ class FunctionService:
                 raise KeyError(version_id)
             version.status = FunctionStatus(status)
             version.pinned = True
+            version.detached_status = None
+            self._save(version)
 
     # -- queries -----------------------------------------------------------------------------
 
@@ -479,7 +668,9 @@ class FunctionService:
         version = self._own(account, function_id, version_id)
         with self._lock:
             self._versions.pop(version.version_id, None)
+            self.state.delete(KIND, version.version_id)
             version.status = FunctionStatus.DELETED
+            version.detached_status = None
         return version
 
     def update_tags(
@@ -491,6 +682,7 @@ class FunctionService:
             raise BadRequest("tags must be a list of strings")
         with self._lock:
             version.extra["tags"] = list(tags)
+            self._save(version)
         return version
 
     def deploy(
@@ -507,6 +699,8 @@ class FunctionService:
             version.pinned = False
             version.deploy_started_at = self.clock.now()
             version.status = FunctionStatus.DEPLOYING
+            version.detached_status = None
+            self._save(version)
         return self.refresh(version)
 
     def deployment(self, account: Account, function_id: str, version_id: str) -> FunctionVersion:
@@ -530,6 +724,7 @@ class FunctionService:
                 raise BadRequest("a deployment update cannot change the gpu or the backend")
         with self._lock:
             version.deployment = new
+            self._save(version)
         return version
 
     def undeploy(self, account: Account, function_id: str, version_id: str) -> FunctionVersion:
@@ -539,6 +734,9 @@ class FunctionService:
             version.pinned = False
             version.deploy_started_at = None
             version.status = FunctionStatus.INACTIVE
+            version.detached_status = None
+            version.error_reason = None
+            self._save(version)
         return version
 
     def restore(self, version: FunctionVersion) -> None:
@@ -546,11 +744,16 @@ class FunctionService:
         with self._lock:
             version.status = FunctionStatus.DEPLOYING
             version.deploy_started_at = self.clock.now()
+            version.detached_status = None
             self._versions[version.version_id] = version
+            self._save(version)
         self.refresh(version)
 
     def clear(self) -> None:
+        """Forget every version (and its saved record)."""
         with self._lock:
+            for version_id in self._versions:
+                self.state.delete(KIND, version_id)
             self._versions.clear()
 
 

@@ -10,6 +10,12 @@ lives at most ``request_ttl`` (1 h); after a 202, the client has ``max(2 * poll,
 poll again or the request is cancelled. The poll window itself is real time (a thread waits).
 A container that runs longer than ``container_timeout`` (real time) gets NVCF's inference
 connection error, from the watcher thread that also reads progress files.
+
+With a state store (``--state-dir``), a result is saved when it is settled and still waits to
+be fetched: its metadata as a ``result`` record, its body as ``results/<id>.body`` (large
+results: their zip, ``results/<id>.zip``, and a ``large-result`` record per download token),
+written atomically. After a restart it is delivered once, then 404 as usual. Requests still
+queued or running when the process dies have no record: polling them answers NVCF's 404.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import queue
 import threading
 import time
@@ -32,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from werkzeug.datastructures import Headers
 
+from ..storage.state import NullStateStore, StateStore
 from ..worker import staging
 from ..worker.containers import (
     HOP_BY_HOP,
@@ -69,6 +77,9 @@ COMPAT_OFF_HEADER = "nvcf-feature-disable-worker-compatibility"
 MAX_HISTORY = 1000
 #: Progress updates held for a request nobody polls (NVCF docs: "first 256 unread kept").
 MAX_PENDING_UPDATES = 256
+#: State-store kinds: settled results waiting to be fetched, and large-result download tokens.
+RESULT_KIND = "result"
+LARGE_RESULT_KIND = "large-result"
 
 INFERENCE_SERVICE = "urn:inference-service:problem-details:"
 INFERENCE_CONNECTION = "urn:inference-connection:problem-details:"
@@ -211,6 +222,9 @@ class Invocation:
     _started_mono: float | None = field(default=None, repr=False)
     _staged: staging.StagedRequest | None = field(default=None, repr=False)
     _purged: bool = field(default=False, repr=False)
+    #: The result is saved in the state store (and its body in this file, if any).
+    _saved: bool = field(default=False, repr=False)
+    _body_file: Path | None = field(default=None, repr=False)
 
     @property
     def container_headers(self) -> dict[str, str]:
@@ -323,6 +337,58 @@ class LargeResult:
     expires_at: float
 
 
+def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """Have ``write`` fill a temp file next to ``path``, flush it to disk, rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        write(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _result_record(inv: Invocation, outcome: Outcome, body_file: Path | None) -> dict[str, Any]:
+    return {
+        "request_id": inv.request_id,
+        "function_id": inv.function_id,
+        "version_id": inv.version_id,
+        "function_name": inv.function_name,
+        "nca_id": inv.nca_id,
+        "method": inv.method,
+        "path": inv.path,
+        "asset_ids": inv.asset_ids,
+        "poll_seconds": inv.poll_seconds,
+        "streaming": inv.streaming,
+        "compat": inv.compat,
+        "created_at": inv.created_at,
+        "started_at": inv.started_at,
+        "finished_at": inv.finished_at,
+        "status": inv.status.value,
+        "expires_at": inv.expires_at,
+        "abandon_at": inv.abandon_at,
+        "delivered": inv.delivered,
+        "output_files": inv.output_files,
+        "error": inv.error,
+        "outcome": {
+            "kind": outcome.kind,
+            "status": outcome.status,
+            "headers": [list(h) for h in outcome.headers],
+            "token": outcome.token,
+            "problem_prefix": outcome.problem_prefix,
+            "title": outcome.title,
+            "detail": outcome.detail,
+            "body_file": body_file.name if body_file is not None else None,
+        },
+    }
+
+
 class InvocationService:
     """Every invocation of one emulator, and the worker pool running them. Thread-safe."""
 
@@ -336,8 +402,11 @@ class InvocationService:
         asset_root: Callable[[], Path],
         output_root: Callable[[], Path],
         results_dir: Path,
+        state: StateStore | None = None,
     ) -> None:
         self.clock = clock
+        self.state: StateStore = state or NullStateStore()
+        self._persist = not isinstance(self.state, NullStateStore)
         self.store = store
         self._config = config
         self._container_for = container_for
@@ -460,6 +529,7 @@ class InvocationService:
             inv.delivered.append(status)
             self._records.pop(inv.request_id, None)
             inv._purged = True
+            self._unsave(inv)
 
     def position(self, inv: Invocation) -> int:
         with self._lock:
@@ -484,10 +554,15 @@ class InvocationService:
             if result is None:
                 return None
             if self.clock.now() >= result.expires_at:
-                self._results.pop(token, None)
-                result.path.unlink(missing_ok=True)
+                self._drop_result(token)
                 return None
             return result
+
+    def _drop_result(self, token: str) -> None:
+        result = self._results.pop(token, None)
+        self.state.delete(LARGE_RESULT_KIND, token)
+        if result is not None:
+            result.path.unlink(missing_ok=True)
 
     # -- the worker ------------------------------------------------------------------------------
 
@@ -676,16 +751,25 @@ class InvocationService:
         staged: staging.StagedRequest,
         files: list[Path],
     ) -> str:
-        self.results_dir.mkdir(parents=True, exist_ok=True)
         path = self.results_dir / f"{inv.request_id}.zip"
-        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
-            zf.writestr(f"{inv.request_id}.response", body)
-            for file in files:
-                zf.write(file, file.relative_to(staged.output_dir).as_posix())
+
+        def write(tmp: Path) -> None:
+            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+                zf.writestr(f"{inv.request_id}.response", body)
+                for file in files:
+                    zf.write(file, file.relative_to(staged.output_dir).as_posix())
+
+        write_atomically(path, write)
         token = uuid.uuid4().hex + uuid.uuid4().hex
+        result = LargeResult(
+            path, f"{inv.request_id}.zip", self.clock.now() + self._config().result_url_ttl
+        )
         with self._lock:
-            self._results[token] = LargeResult(
-                path, f"{inv.request_id}.zip", self.clock.now() + self._config().result_url_ttl
+            self._results[token] = result
+            self.state.put(
+                LARGE_RESULT_KIND,
+                token,
+                {"file": path.name, "filename": result.filename, "expires_at": result.expires_at},
             )
         return token
 
@@ -693,8 +777,17 @@ class InvocationService:
         headers = [(k, v) for k, v in response.headers if k.lower() not in _RESPONSE_DROPPED]
         return Outcome("stream", response.status, headers, chunks=_Forward(self, inv, response))
 
-    def _settle(self, inv: Invocation, outcome: Outcome, status: InvocationStatus) -> bool:
-        """Give ``inv`` its outcome unless it already has one (first writer wins)."""
+    def _settle(
+        self,
+        inv: Invocation,
+        outcome: Outcome,
+        status: InvocationStatus,
+        body_file: Path | None = None,
+    ) -> bool:
+        """Give ``inv`` its outcome unless it already has one (first writer wins).
+
+        With a state store, a result still waiting to be fetched is saved first (under the
+        lock, so a client fetching it at once finds the record to remove)."""
         with self._lock, inv._cond:
             self._running.discard(inv)
             if inv.outcome is not None:
@@ -703,6 +796,16 @@ class InvocationService:
             inv.finished_at = self.clock.now()
             if inv._started_mono is not None:
                 inv.duration = monotonic() - inv._started_mono
+            if (
+                self._persist
+                and status is not InvocationStatus.CANCELLED
+                and outcome.kind != "stream"
+                and not inv._purged
+                and (body_file is not None or outcome.kind != "response" or not outcome.body)
+            ):
+                self.state.put(RESULT_KIND, inv.request_id, _result_record(inv, outcome, body_file))
+                inv._saved = True
+                inv._body_file = body_file
             inv.outcome = outcome
             inv._cond.notify_all()
         inv._poll.set()
@@ -714,8 +817,28 @@ class InvocationService:
             if outcome.nvcf_status == "fulfilled"
             else InvocationStatus.ERRORED
         )
-        if not self._settle(inv, outcome, status):
+        body_file = None
+        if self._persist and outcome.kind == "response" and outcome.body and not inv.done:
+            # The body goes to disk before the record that names it (outside the lock).
+            body_file = self.results_dir / f"{inv.request_id}.body"
+            try:
+                write_atomically(body_file, lambda tmp: tmp.write_bytes(outcome.body))
+            except OSError:
+                log.exception("cannot save the result of request %s", inv.request_id)
+                body_file = None
+        if not self._settle(inv, outcome, status, body_file):
             _close_stream(outcome)  # timed out or cancelled meanwhile: drop the late result
+            if body_file is not None:
+                body_file.unlink(missing_ok=True)
+
+    def _unsave(self, inv: Invocation) -> None:
+        """The result was delivered or dropped: forget its saved record and body."""
+        if inv._saved:
+            inv._saved = False
+            self.state.delete(RESULT_KIND, inv.request_id)
+        if inv._body_file is not None:
+            inv._body_file.unlink(missing_ok=True)
+            inv._body_file = None
 
     def _push(self, inv: Invocation, event: Event) -> None:
         with inv._cond:
@@ -730,6 +853,7 @@ class InvocationService:
     def _cancel(self, inv: Invocation) -> None:
         self._records.pop(inv.request_id, None)
         inv._purged = True
+        self._unsave(inv)
         if inv in self._queued:
             self._queued.remove(inv)
         if not self._settle(inv, connection_error(), InvocationStatus.CANCELLED):
@@ -805,23 +929,133 @@ class InvocationService:
                     self._cancel(inv)
             for token, result in list(self._results.items()):
                 if now >= result.expires_at:
-                    self._results.pop(token, None)
-                    result.path.unlink(missing_ok=True)
+                    self._drop_result(token)
 
     def clear(self) -> None:
-        """Forget every record and result (running containers finish unobserved)."""
+        """Forget every record and result, saved ones too (running containers finish
+        unobserved)."""
         with self._lock:
             for inv in list(self._records.values()):
                 self._cancel(inv)
             self._records.clear()
             self.history.clear()
             self._queued.clear()
-            for result in self._results.values():
-                result.path.unlink(missing_ok=True)
-            self._results.clear()
+            for token in list(self._results):
+                self._drop_result(token)
 
-    def close(self) -> None:
-        self.clear()
+    def load(self) -> int:
+        """At start-up: the saved results not yet fetched, and large-result download tokens.
+
+        Expired records go (with their files); so do files no record names (a crash between
+        writing a body and its record). Polling windows start again from now: the client
+        could not poll while the emulator was down. Returns the count of results loaded.
+        """
+        if not self._persist:
+            return 0
+        now = self.clock.now()
+        keep: set[str] = set()
+        loaded = 0
+        with self._lock:
+            for token, data in self.state.load(LARGE_RESULT_KIND):
+                path = self.results_dir / str(data.get("file", ""))
+                if now >= float(data.get("expires_at", 0)) or not path.is_file():
+                    self.state.delete(LARGE_RESULT_KIND, token)
+                    continue
+                self._results[token] = LargeResult(
+                    path, str(data["filename"]), float(data["expires_at"])
+                )
+                keep.add(path.name)
+            for request_id, data in self.state.load(RESULT_KIND):
+                inv = self._revive(data, now)
+                if inv is None:
+                    self.state.delete(RESULT_KIND, request_id)
+                    continue
+                if inv._body_file is not None:
+                    keep.add(inv._body_file.name)
+                self._records[inv.request_id] = inv
+                self.history.append(inv)
+                loaded += 1
+            if self.results_dir.is_dir():
+                for path in self.results_dir.iterdir():
+                    if path.is_file() and path.name not in keep:
+                        path.unlink(missing_ok=True)
+        return loaded
+
+    def _revive(self, data: dict[str, Any], now: float) -> Invocation | None:
+        try:
+            saved = data["outcome"]
+            body = b""
+            body_file = None
+            if saved.get("body_file"):
+                body_file = self.results_dir / str(saved["body_file"])
+                body = body_file.read_bytes()
+            outcome = Outcome(
+                kind=str(saved["kind"]),
+                status=int(saved["status"]),
+                headers=[(str(k), str(v)) for k, v in saved.get("headers", [])],
+                body=body,
+                token=saved.get("token"),
+                problem_prefix=str(saved.get("problem_prefix", "")),
+                title=str(saved.get("title", "")),
+                detail=str(saved.get("detail", "")),
+            )
+            inv = Invocation(
+                request_id=str(data["request_id"]),
+                function_id=str(data["function_id"]),
+                version_id=str(data["version_id"]),
+                function_name=str(data["function_name"]),
+                nca_id=str(data["nca_id"]),
+                method=str(data.get("method", "POST")),
+                path=str(data.get("path", "")),
+                request_headers={},
+                request_body=b"",
+                asset_ids=list(data.get("asset_ids", [])),
+                poll_seconds=int(data["poll_seconds"]),
+                streaming=bool(data.get("streaming", False)),
+                created_at=float(data["created_at"]),
+                compat=bool(data.get("compat", True)),
+                status=InvocationStatus(data["status"]),
+                output_files=list(data.get("output_files", [])),
+                outcome=outcome,
+                delivered=list(data.get("delivered", [])),
+                error=data.get("error"),
+                started_at=data.get("started_at"),
+                finished_at=data.get("finished_at"),
+                expires_at=float(data["expires_at"]),
+            )
+        except (KeyError, TypeError, ValueError, OSError):
+            log.warning("dropping an unreadable saved result %s", data.get("request_id"))
+            return None
+        if now >= inv.expires_at:
+            if body_file is not None:
+                body_file.unlink(missing_ok=True)
+            return None
+        if data.get("abandon_at") is not None:
+            inv.abandon_at = max(float(data["abandon_at"]), now + max(2 * inv.poll_seconds, 10))
+        inv._saved = True
+        inv._body_file = body_file
+        return inv
+
+    def close(self, grace: float = 0.0) -> None:
+        """Stop the workers. With a state store, saved results stay saved (a restart delivers
+        them), and running requests get up to ``grace`` real seconds to finish first."""
+        deadline = monotonic() + grace
+        while monotonic() < deadline:
+            with self._lock:
+                busy = any(inv.outcome is None for inv in self._records.values())
+            if not busy:
+                break
+            time.sleep(0.02)
+        if self._persist:
+            with self._lock:
+                for inv in list(self._records.values()):
+                    if not inv._saved:
+                        self._cancel(inv)
+                self._records.clear()
+                self._queued.clear()
+                self._results.clear()
+        else:
+            self.clear()
         self._stop.set()
         watcher = self._watcher
         if watcher is not None and watcher is not threading.current_thread():
