@@ -264,12 +264,13 @@ SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "dashboard.png"
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if not (os.access(CHROMIUM, os.X_OK) or shutil.which("chromium")):
+    executable = CHROMIUM if os.access(CHROMIUM, os.X_OK) else shutil.which("chromium")
+    if executable is None:
         pytest.skip(f"{CHROMIUM} is not installed (make test installs the Debian chromium package)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         try:
             yield browser
         finally:
