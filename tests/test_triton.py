@@ -396,6 +396,11 @@ def test_wrong_execute_returns(tmp_path: Path, returned: str, message: str) -> N
             "Unable to parse 'data' of input 'IN': Shape does not match true shape of 'data' field",
         ),
         (
+            {"inputs": [{"name": "IN", "shape": [2], "datatype": "FP32", "data": ["a", "b"]}]},
+            400,
+            "Unable to parse 'data' of input 'IN': FP32 expected numbers",
+        ),
+        (
             {**infer_body(), "outputs": [{"name": "NOPE"}]},
             400,
             "unexpected inference output 'NOPE' for model 'echo'",
@@ -575,3 +580,85 @@ def test_nvcf_emulate_serves_a_triton_container(served_triton: str) -> None:
     session.close()
     assert r.status_code == 400  # no assets referenced: the model says so
     assert r.json()["detail"].startswith("no input assets")
+
+
+# -- pb_utils and helpers as a model uses them ---------------------------------------------------
+
+
+def test_pb_utils_helpers() -> None:
+    import numpy as np
+
+    from nvcf_emulator.triton import helpers, pb_utils
+
+    with pytest.raises(pb_utils.TritonModelException, match=r"Please use np\.object_"):
+        pb_utils.Tensor("S", np.array(["text"]))
+    strings = np.array([b"a", b"bc", "d\u00e9"], dtype=np.object_)
+    packed = pb_utils.serialize_byte_tensor(strings)
+    assert isinstance(packed, bytes)
+    assert list(pb_utils.deserialize_bytes_tensor(packed)) == [b"a", b"bc", "d\u00e9".encode()]
+    assert pb_utils.triton_string_to_numpy("TYPE_FP16") is np.float16
+    assert pb_utils.numpy_to_triton_type(np.int64) == 9
+    assert pb_utils.triton_to_numpy_type(13) is np.object_
+    tensor = pb_utils.Tensor("X", np.zeros((2, 3), dtype=np.float32))
+    assert (tensor.name(), tensor.shape(), tensor.triton_dtype()) == ("X", [2, 3], 11)
+    response = pb_utils.InferenceResponse([tensor])
+    assert pb_utils.get_output_tensor_by_name(response, "X") is tensor
+    assert pb_utils.get_output_tensor_by_name(response, "Y") is None
+    config = {"input": [{"name": "A", "data_type": "TYPE_INT8"}], "output": []}
+    assert pb_utils.get_input_config_by_name(config, "A") == config["input"][0]
+    assert pb_utils.get_output_config_by_name(config, "A") is None
+    with pytest.raises(pb_utils.TritonModelException, match="BLS"):
+        pb_utils.InferenceRequest(model_name="other", inputs=[tensor]).exec()
+    with pytest.raises(RuntimeError, match="only works while a request runs"):
+        helpers.get_input_path()
+    params = {"nvcf-reqid": "r", "NVCF-Function-Asset-Ids": "a,b"}
+    assert helpers.get_input_path(params) == "/var/inf/inputAssets/r"
+    assert helpers.get_output_path(json.dumps(params)) == "/var/inf/response/r"
+    assert helpers.get_asset_ids(params) == ["a", "b"]
+    assert helpers.get_max_msg_size({}) == 5_000_000
+
+
+def test_auto_complete_config_completes_the_model_config(tmp_path: Path) -> None:
+    model = """
+    import numpy as np
+    import triton_python_backend_utils as pb_utils
+
+    class TritonPythonModel:
+        @staticmethod
+        def auto_complete_config(config):
+            config.add_output({"name": "EXTRA", "data_type": "TYPE_INT32", "dims": [1]})
+            config.set_max_batch_size(0)
+            return config
+
+        def initialize(self, args):
+            self.config = __import__("json").loads(args["model_config"])
+
+        def execute(self, requests):
+            dtype = pb_utils.triton_string_to_numpy(
+                pb_utils.get_output_config_by_name(self.config, "EXTRA")["data_type"])
+            return [pb_utils.InferenceResponse([pb_utils.Tensor("EXTRA", np.array([7], dtype))])]
+    """
+    triton = TritonContainer(make_repo(tmp_path, "auto", model))
+    try:
+        status, doc = worker_call(triton, "/v2/models/auto/infer", infer_body())
+    finally:
+        triton.close()
+    assert status == 200
+    assert doc["outputs"] == [{"name": "EXTRA", "datatype": "INT32", "shape": [1], "data": [7]}]
+
+
+def test_parameter_case_lower_gives_lower_cased_names(echo_repo: Path) -> None:
+    triton = TritonContainer(echo_repo, parameter_case="lower")
+    try:
+        _, doc = worker_call(
+            triton,
+            "/v2/models/echo/infer",
+            infer_body(),
+            {"NVCF-REQID": "r", "NVCF-ASSET-DIR": "/d"},
+        )
+    finally:
+        triton.close()
+    assert seen(doc)["parameters"] == {"nvcf-reqid": "r", "nvcf-asset-dir": "/d"}
+    assert seen(doc)["input_path"] == "/d"  # helpers match names case-insensitively
+    with pytest.raises(ValueError, match="parameter_case"):
+        TritonContainer(echo_repo, parameter_case="upper")  # type: ignore[arg-type]

@@ -48,6 +48,21 @@ def test_model_reads_its_input_assets(
     assert outputs["LABEL_OUT"]["data"] == ["cats"]
 
 
+def test_model_does_not_depend_on_the_case_of_forwarded_header_names(
+    nvcf: Emulator, upload_asset: Callable[[bytes], str]
+) -> None:
+    # Forwarded headers often arrive lower-cased; the model reads them through helpers.
+    triton = TritonContainer(MODEL_REPOSITORY, parameter_case="lower")
+    try:
+        fid, _ = nvcf.add_function(triton, name="asset-stats", inference_url=INFER_URL)
+        asset = upload_asset(b"data")
+        r = invoke(nvcf, fid, BODY, [asset])
+    finally:
+        triton.close()
+    assert r.status_code == 200, r.text
+    assert r.json()["outputs"][0]["data"] == [asset]
+
+
 @pytest.mark.parametrize("pattern", [None, "X-CUSTOM-.*"], ids=["no-pattern", "other-pattern"])
 def test_without_the_nvcf_forward_pattern_the_model_fails_as_in_production(
     nvcf: Emulator, upload_asset: Callable[[bytes], str], pattern: str | None

@@ -10,6 +10,11 @@ Needs numpy: ``pip install 'nvcf-emulator[triton]'``. See :mod:`.adapter` for th
 
 from __future__ import annotations
 
+try:
+    import numpy  # noqa: F401 - fail here, with the fix, when the extra is not installed
+except ImportError as exc:  # pragma: no cover - depends on the install
+    raise ImportError("Triton containers need numpy: pip install 'nvcf-emulator[triton]'") from exc
+
 from .adapter import (
     DEFAULT_FORWARD_PATTERN,
     TritonContainer,

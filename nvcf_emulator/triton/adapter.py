@@ -44,7 +44,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -204,6 +204,12 @@ def _python_error(exc: BaseException) -> str:
     return text
 
 
+def _inside(filename: str | None, directory: Path) -> bool:
+    if not filename:
+        return False
+    return Path(filename).resolve().is_relative_to(directory.resolve())
+
+
 def _call(fn: Any, *args: Any) -> Any:
     result = fn(*args)
     if inspect.iscoroutine(result):
@@ -236,6 +242,9 @@ class TritonContainer:
     ``model_repository``: the directory ``tritonserver --model-repository`` would get.
     ``forward_pattern``: ``--http-header-forward-pattern`` (default ``NVCF-.*``, as NVCF
     requires; ``None`` forwards no header). ``models``: load only these model names.
+    ``parameter_case``: ``"as-sent"`` gives the model the header names as the worker sent them
+    (NVCF's upper case); ``"lower"`` lower-cases them, as they often arrive behind proxies and
+    HTTP/2 — use it to prove a model matches names case-insensitively (NVIDIA's helpers do).
 
     Loading happens here, as at ``tritonserver`` start-up: a model that cannot be loaded raises
     :class:`TritonLoadError`. :meth:`close` calls each model's ``finalize()``.
@@ -247,7 +256,11 @@ class TritonContainer:
         forward_pattern: str | None = DEFAULT_FORWARD_PATTERN,
         *,
         models: Iterable[str] | None = None,
+        parameter_case: Literal["as-sent", "lower"] = "as-sent",
     ) -> None:
+        if parameter_case not in ("as-sent", "lower"):
+            raise ValueError(f"parameter_case is 'as-sent' or 'lower', got {parameter_case!r}")
+        self.parameter_case = parameter_case
         self.model_repository = Path(model_repository).resolve()
         self.forward_pattern = forward_pattern
         self._forward = compile_forward_pattern(forward_pattern)
@@ -329,7 +342,13 @@ class TritonContainer:
             raise TritonLoadError(
                 f"failed to load '{name}' version {version}: Internal: {_python_error(exc)}"
             ) from exc
-        model.extra_modules = sorted(set(sys.modules) - before - {module_name})
+        # Modules imported from the model's own directory (e.g. a util.py next to model.py) go
+        # with the model on close; libraries it imported stay.
+        model.extra_modules = sorted(
+            name
+            for name in set(sys.modules) - before - {module_name}
+            if _inside(getattr(sys.modules[name], "__file__", None), directory)
+        )
         return model
 
     def _initialize_args(self, model: _Model) -> dict[str, str]:
@@ -470,7 +489,7 @@ class TritonContainer:
                 raise _HttpError(
                     400, f"Header '{name}' is reserved for Triton usage and cannot be forwarded."
                 )
-            out[name] = value
+            out[name.lower() if self.parameter_case == "lower" else name] = value
         return out
 
     def _infer(self, model: _Model, request: ContainerRequest) -> ContainerResponse:
@@ -699,10 +718,9 @@ class TritonContainer:
             )
         try:
             if datatype == "BYTES":
-                values = [
-                    v.encode("utf-8") if isinstance(v, str) else bytes(v) if v is not None else b""
-                    for v in data
-                ]
+                if not all(isinstance(v, str) for v in data):
+                    raise ValueError("expected strings")
+                values = [v.encode("utf-8") for v in data]
                 array: npt.NDArray[Any] = np.empty(len(values), dtype=np.object_)
                 array[:] = values
             elif datatype == "BOOL":
@@ -712,6 +730,8 @@ class TritonContainer:
             else:
                 if any(isinstance(v, bool) or not isinstance(v, int | float) for v in data):
                     raise ValueError("expected numbers")
+                if not datatype.startswith("FP") and not all(isinstance(v, int) for v in data):
+                    raise ValueError("expected integers")
                 array = np.array(data, dtype=_DATATYPES[datatype])
         except (TypeError, ValueError, OverflowError) as exc:
             raise _HttpError(
