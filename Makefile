@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest bench fuzz clean
+.PHONY: run test lint typecheck pytest bench fuzz screenshot chromium clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,8 +22,27 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+# The browser tests drive Debian's chromium package; install it when missing (CI runs as root).
+CHROMIUM ?= /usr/bin/chromium
+chromium:
+	@test -x $(CHROMIUM) || command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else \
+	    echo "warning: $(CHROMIUM) is missing (as root: apt-get install chromium);" \
+	      "the browser tests will be skipped" >&2; \
+	  fi; }
+
+pytest: $(STAMP) chromium
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# A longer schemathesis run than make test's (NVCF_FUZZ_EXAMPLES per operation).
+fuzz: $(STAMP)
+	NVCF_FUZZ_EXAMPLES=$${NVCF_FUZZ_EXAMPLES:-300} $(BIN)/python -m pytest -q tests/test_fuzz.py
+
+# Refresh docs/dashboard.png from the browser test.
+screenshot: $(STAMP) chromium
+	NVCF_DASHBOARD_SCREENSHOT=1 $(BIN)/python -m pytest -q tests/test_dashboard.py -k moves_the_clock
 
 test: lint typecheck pytest
 

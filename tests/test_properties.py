@@ -65,8 +65,13 @@ def test_any_single_byte_change_to_the_url_is_rejected(data: st.DataObject) -> N
     pos = data.draw(st.integers(min_value=start, max_value=len(URL) - 1))
     new = data.draw(PRINTABLE.filter(lambda c: c != URL[pos]))
     mutated = URL[:pos] + new + URL[pos + 1 :]
-    # A change that decodes to the same URL (e.g. %2F -> %2f) is the same request to S3 too.
-    original, changed = urlsplit(URL), urlsplit(mutated)
+    # A change that decodes to the same URL (e.g. %2F -> %2f) is the same request to S3 too;
+    # one that makes the URL unparseable (a '[' in the authority) can never be sent at all.
+    original = urlsplit(URL)
+    try:
+        changed = urlsplit(mutated)
+    except ValueError:
+        assume(False)
     assume(
         unquote(changed.path) != unquote(original.path)
         or decode_query(changed.query) != decode_query(original.query)
