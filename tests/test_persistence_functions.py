@@ -503,3 +503,15 @@ def test_inprocess_undeployed_and_api_changes_are_kept(tmp_path: Path) -> None:
         assert emu.function(made.function_id, made.version_id).extra["tags"] == ["z"]
         assert emu.function(*added).status == "INACTIVE"
         assert emu.function(*added).deployment is None
+
+
+def test_inprocess_files_without_a_record_are_removed_at_start(tmp_path: Path) -> None:
+    """A crash between writing a body (or zip) and its record leaves a file nobody names."""
+    state = tmp_path / "state"
+    Emulator(state_dir=state).close()
+    results = state / "results"
+    results.mkdir()
+    for name in ("0f.body", "0f.zip", ".0f.body.123.tmp"):
+        (results / name).write_bytes(b"x")
+    with Emulator(state_dir=state):
+        assert list(results.iterdir()) == []

@@ -739,7 +739,9 @@ class InvocationService:
             return container_error(response.status, response.body)
         files = staged.output_files()
         inv.output_files = [f.relative_to(staged.output_dir).as_posix() for f in files]
-        if files or len(response.body) > cfg.max_response_bytes:
+        # No zip for a request already settled (timed out, cancelled, emulator closed): its
+        # late result is dropped anyway.
+        if (files or len(response.body) > cfg.max_response_bytes) and not inv.done:
             token = self._zip(inv, response.body, staged, files)
             return Outcome("redirect", 302, [], b"", token=token)
         return Outcome("response", response.status, headers, response.body)
