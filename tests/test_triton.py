@@ -662,3 +662,22 @@ def test_parameter_case_lower_gives_lower_cased_names(echo_repo: Path) -> None:
     assert seen(doc)["input_path"] == "/d"  # helpers match names case-insensitively
     with pytest.raises(ValueError, match="parameter_case"):
         TritonContainer(echo_repo, parameter_case="upper")  # type: ignore[arg-type]
+
+
+def test_output_datatype_is_the_arrays_not_the_configs(tmp_path: Path) -> None:
+    model = """
+    import numpy as np
+    import triton_python_backend_utils as pb_utils
+
+    class TritonPythonModel:
+        def execute(self, requests):
+            x = pb_utils.get_input_tensor_by_name(requests[0], "IN").as_numpy()
+            return [pb_utils.InferenceResponse([pb_utils.Tensor("OUT", x.astype(np.float64))])]
+    """
+    triton = TritonContainer(make_repo(tmp_path, "f64", model))
+    try:
+        status, doc = worker_call(triton, "/v2/models/f64/infer", infer_body())
+    finally:
+        triton.close()
+    assert status == 200  # config.pbtxt says TYPE_FP32; Triton answers what the model made
+    assert doc["outputs"] == [{"name": "OUT", "datatype": "FP64", "shape": [2], "data": [1.0, 2.0]}]

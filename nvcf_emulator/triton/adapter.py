@@ -544,7 +544,7 @@ class TritonContainer:
             doc["parameters"] = response_params
         try:
             doc["outputs"] = [
-                self._output_json(model, tensor)
+                self._output_json(tensor)
                 for tensor in response.output_tensors()
                 if tensor.name() in requested
             ]
@@ -740,17 +740,16 @@ class TritonContainer:
         return array.reshape(shape)
 
     @staticmethod
-    def _output_json(model: _Model, tensor: pb_utils.Tensor) -> dict[str, Any]:
+    def _output_json(tensor: pb_utils.Tensor) -> dict[str, Any]:
+        # The datatype is the tensor's, not config.pbtxt's: Triton reports what the model made
+        # (a float64 array answers FP64 even where the config says TYPE_FP32).
         array = tensor.as_numpy()
-        config = pb_utils.get_output_config_by_name(model.config, tensor.name()) or {}
-        datatype = (
-            protocol_datatype(str(config["data_type"]))
-            if config.get("data_type", "TYPE_INVALID") != "TYPE_INVALID"
-            else next(
-                (k for k, v in _DATATYPES.items() if array.dtype == v),
-                "BYTES" if array.dtype.type == np.bytes_ else "",
-            )
+        datatype = next(
+            (k for k, v in _DATATYPES.items() if array.dtype == v),
+            "BYTES" if array.dtype.type == np.bytes_ else "",
         )
+        if not datatype:
+            raise TypeError(f"output '{tensor.name()}' has unsupported dtype {array.dtype}")
         flat = array.reshape(-1).tolist()
         if datatype == "BYTES":
             data: list[Any] = [
