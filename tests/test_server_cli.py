@@ -281,3 +281,43 @@ def test_stop_lets_an_upload_in_flight_finish() -> None:
     finally:
         server.stop()
         emu.close()
+
+
+def test_every_flag_has_an_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nvcf_emulator.cli import build_parser
+
+    plural = {"api_key": "API_KEYS", "function": "FUNCTIONS"}
+    values = {
+        "store_true": "true",
+        "int": "7",
+        "float": "7.5",
+    }
+    parser = build_parser()
+    checked = 0
+    for action in parser._actions:
+        if not action.option_strings or action.dest in ("help", "version"):
+            continue
+        env = "NVCF_EMULATOR_" + plural.get(action.dest, action.dest.upper())
+        if action.const is True:
+            text = values["store_true"]
+        elif action.type is int:
+            text = "403" if action.choices else values["int"]
+        elif action.type is float:
+            text = values["float"]
+        elif action.choices:
+            text = list(action.choices)[-1]
+        elif action.dest == "api_key":
+            text = "nvapi-a=nca-a"
+        elif action.dest == "function":
+            text = "echo=pkg.mod:app"
+        elif action.dest == "storage":
+            text = "s3://bucket/prefix"
+        else:
+            text = "/somewhere"
+        monkeypatch.setenv(env, text)
+        parsed = getattr(build_parser().parse_args([]), action.dest)
+        monkeypatch.delenv(env)
+        default = getattr(build_parser().parse_args([]), action.dest)
+        assert parsed != default, f"{action.option_strings[0]} ignores ${env}"
+        checked += 1
+    assert checked >= 20
