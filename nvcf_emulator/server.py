@@ -14,8 +14,6 @@ from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 from .http.headers import add_headers
 
 if TYPE_CHECKING:
-
-
     from .domain.clock import Clock
     from .emulator import Emulator
 
