@@ -132,6 +132,8 @@ class _BodyReader(io.RawIOBase):
 
     def _readinto(self, b: Any) -> int:
         view = memoryview(b).cast("B")
+        if self._file is not None and isinstance(self._file, io.RawIOBase | io.BufferedIOBase):
+            return self._file.readinto(view) or 0  # straight into the caller's buffer, no copy
         if self._file is not None:
             data = self._file.read(len(view))
             if isinstance(data, str):

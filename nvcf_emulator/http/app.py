@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hmac
 import json
 import logging
@@ -98,24 +99,26 @@ def _problem_request_id(response: Response) -> str | None:
 Handler = Callable[..., Response]
 
 
+@functools.cache
+def _routing() -> tuple[dict[str, Handler], Map]:
+    """The URL map and its handlers, built once per process: compiling ~60 werkzeug rules is
+    most of what creating an emulator costs, and the map is read-only once built."""
+    rules: list[Route] = [*control.ROUTES, *admin.ROUTES, *functions.ROUTES, *pexec.ROUTES]
+    handlers: dict[str, Handler] = {}
+    url_rules = []
+    for i, (path, methods, handler) in enumerate(rules):
+        endpoint = f"{handler.__name__}:{i}"
+        handlers[endpoint] = handler
+        url_rules.append(Rule(path, methods=methods, endpoint=endpoint))
+    return handlers, Map(url_rules, strict_slashes=False, merge_slashes=False)
+
+
 class EmulatorApp:
     """Routes a request to the pre-signed storage, the control plane or the admin API."""
 
     def __init__(self, emulator: Emulator) -> None:
         self.emulator = emulator
-        rules: list[Route] = [
-            *control.ROUTES,
-            *admin.ROUTES,
-            *functions.ROUTES,
-            *pexec.ROUTES,
-        ]
-        self._handlers: dict[str, Handler] = {}
-        url_rules = []
-        for i, (path, methods, handler) in enumerate(rules):
-            endpoint = f"{handler.__name__}:{i}"
-            self._handlers[endpoint] = handler
-            url_rules.append(Rule(path, methods=methods, endpoint=endpoint))
-        self._map = Map(url_rules, strict_slashes=False, merge_slashes=False)
+        self._handlers, self._map = _routing()
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         started = time.perf_counter()
