@@ -145,6 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="total bytes stored assets may take; past it uploads get 507 (default: the disk)",
     )
     p.add_argument(
+        "--upload-etag",
+        choices=("md5", "opaque"),
+        default=_env("UPLOAD_ETAG", "md5"),
+        help="ETag of an upload: its MD5 as S3 gives it (default), or an opaque token that "
+        "skips hashing multi-GB bodies",
+    )
+    p.add_argument(
         "--header-mismatch-status",
         type=int,
         choices=(400, 403),
@@ -214,6 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             root_dir=args.root_dir,
             state_dir=args.state_dir,
             storage_quota_bytes=args.storage_quota_bytes,
+            upload_etag=args.upload_etag,
             admin_token=args.admin_token,
             admin_enabled=not args.no_admin,
             storage=args.storage,

@@ -68,6 +68,7 @@ class Emulator(InvocationAPI):
             max_bytes=lambda: self.config.max_asset_bytes,
             list_limit=lambda: self.config.list_limit,
             quota=lambda: self.config.storage_quota_bytes,
+            md5_etag=lambda: self.config.upload_etag == "md5",
             new_id=self.ids.new,
             state=self.state,
         )

@@ -319,3 +319,14 @@ def test_get_on_storage_is_method_not_allowed_xml(api: Api) -> None:
     r = requests.get(asset["uploadUrl"])
     assert r.status_code == 405
     assert "<Code>MethodNotAllowed</Code>" in r.text
+
+
+@pytest.mark.nvcf(upload_etag="opaque")
+def test_opaque_etag_skips_hashing_but_stays_unique(api: Api) -> None:
+    first, second = api.create_asset(), api.create_asset()
+    r1, r2 = api.upload(first, b"same bytes"), api.upload(second, b"same bytes")
+    assert r1.status_code == r2.status_code == 200
+    md5 = f'"{hashlib.md5(b"same bytes").hexdigest()}"'
+    assert r1.headers["ETag"] != md5
+    assert r1.headers["ETag"] != r2.headers["ETag"]
+    assert api.emulator.asset_bytes(first["assetId"]) == b"same bytes"
