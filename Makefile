@@ -33,8 +33,13 @@ chromium:
 	      "the browser tests will be skipped" >&2; \
 	  fi; }
 
+# The whole suite, then the behaviour suites again with asset bytes in S3 (moto).
+S3_SUITES := tests/test_assets_api.py tests/test_upload.py tests/test_pexec.py tests/test_time.py \
+	tests/test_hostile_assets.py tests/test_faults.py tests/test_tenancy.py tests/test_wire.py \
+	tests/test_admin.py
 pytest: $(STAMP) chromium
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	NVCF_TEST_STORAGE=moto $(BIN)/python -m pytest -q $(S3_SUITES)
 
 # A longer schemathesis run than make test's (NVCF_FUZZ_EXAMPLES per operation).
 fuzz: $(STAMP)

@@ -30,12 +30,13 @@ def test_state_shows_assets_with_time_left(api: Api) -> None:
 
 def test_reset_forgets_everything(api: Api) -> None:
     asset = api.new_asset()
-    path = api.emulator.asset_path(asset["assetId"])
+    key = api.key_of(asset["assetId"])
+    assert api.bytes_at(key) == b"hello"
     assert requests.post(f"{api.base_url}/_emulator/reset").status_code == 200
     assert requests.get(f"{api.base_url}/v2/nvcf/assets", headers=api.headers).json() == {
         "assets": []
     }
-    assert path is not None and not path.exists()
+    assert api.bytes_at(key) is None
 
 
 def test_seed_makes_ids_repeatable(api: Api) -> None:

@@ -110,13 +110,13 @@ def test_list_get_delete(api: Api) -> None:
     assert details["contentType"] == "image/png"
     assert details["description"] == "red-cat-photo"
     assert details["createdAt"].endswith("Z")
-    path = api.emulator.asset_path(aid)
-    assert path is not None and path.read_bytes() == b"cat"
+    key = api.key_of(aid)
+    assert api.bytes_at(key) == b"cat"
 
     r = requests.delete(f"{api.base_url}/v2/nvcf/assets/{aid}", headers=api.headers)
     assert r.status_code == 204
     assert r.content == b""
-    assert not path.exists()
+    assert api.bytes_at(key) is None
     assert requests.get(f"{api.base_url}/v2/nvcf/assets", headers=api.headers).json() == {
         "assets": []
     }

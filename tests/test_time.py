@@ -93,8 +93,8 @@ def test_upload_url_valid_at_3599_s_and_expired_at_3601_s(api: Api, travel: Adva
 def test_asset_present_at_23h59_and_gone_at_24h01(api: Api, travel: Advance) -> None:
     asset = api.new_asset(b"expiring")
     aid = asset["assetId"]
-    path = api.emulator.asset_path(aid)
-    assert path is not None
+    key = api.key_of(aid)
+    assert api.bytes_at(key) == b"expiring"
     url = f"{api.base_url}/v2/nvcf/assets"
     account = api.emulator.accounts.authenticate(f"Bearer {api.emulator.api_key}")
 
@@ -110,17 +110,17 @@ def test_asset_present_at_23h59_and_gone_at_24h01(api: Api, travel: Advance) -> 
     assert requests.get(url, headers=api.headers).json() == {"assets": []}
     with pytest.raises(Exception, match=f"failed to find asset {aid}"):
         api.emulator.assets.live_assets(account, [aid])
-    assert not path.exists()
+    assert api.bytes_at(key) is None
 
 
 def test_sweep_deletes_bytes_of_assets_nobody_asks_about(nvcf: Emulator) -> None:
     api = Api("inprocess", nvcf.base_url, nvcf)
-    paths = [nvcf.asset_path(api.new_asset(b"x")["assetId"]) for _ in range(3)]
-    assert all(p is not None and p.exists() for p in paths)
+    keys = [api.key_of(api.new_asset(b"x")["assetId"]) for _ in range(3)]
+    assert all(api.bytes_at(k) == b"x" for k in keys)
     nvcf.clock.advance(24 * 3600 + 1)
     # Any request triggers the sweep; this one is about something else entirely.
     assert requests.get(f"{nvcf.base_url}/_emulator/health").status_code == 200
-    assert not any(p is not None and p.exists() for p in paths)
+    assert all(api.bytes_at(k) is None for k in keys)
     assert nvcf.stored_assets() == []
 
 

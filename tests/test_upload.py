@@ -187,7 +187,7 @@ def test_size_limit_from_content_length(api: Api) -> None:
     assert "<MaxSizeAllowed>1024</MaxSizeAllowed>" in r.text
     # The earlier upload is intact; no temp file is left.
     assert api.emulator.asset_bytes(asset["assetId"]) == b"a" * 1024
-    assert list(api.emulator.store.tmp.iterdir()) == []
+    assert api.emulator.store.pending_uploads() == []
 
 
 @pytest.mark.nvcf(max_asset_bytes=1024)
@@ -197,7 +197,7 @@ def test_size_limit_while_streaming_a_body_without_length(api: Api) -> None:
     assert r.status_code == 400
     assert "<Code>EntityTooLarge</Code>" in r.text
     assert api.emulator.asset_path(asset["assetId"]) is None
-    assert list(api.emulator.store.tmp.iterdir()) == []
+    assert api.emulator.store.pending_uploads() == []
 
 
 def test_default_limit_is_s3s_5_gb() -> None:
@@ -269,7 +269,7 @@ def test_failing_body_in_process_raises_and_leaves_nothing(nvcf: Emulator) -> No
     with pytest.raises(requests.ConnectionError, match="disk on fire"):
         api.upload(asset, broken())
     assert nvcf.asset_bytes(asset["assetId"]) == b"first version"
-    assert list(nvcf.store.tmp.iterdir()) == []
+    assert nvcf.store.pending_uploads() == []
 
 
 def test_client_that_disconnects_mid_upload_leaves_nothing(nvcf_server: object) -> None:
@@ -291,7 +291,7 @@ def test_client_that_disconnects_mid_upload_leaves_nothing(nvcf_server: object) 
     assert b" 400 " in reply.split(b"\r\n", 1)[0]
     assert b"IncompleteBody" in reply
     assert nvcf_server.emulator.asset_path(asset["assetId"]) is None
-    assert list(nvcf_server.emulator.store.tmp.iterdir()) == []
+    assert nvcf_server.emulator.store.pending_uploads() == []
 
 
 def test_reupload_replaces_bytes_atomically(api: Api) -> None:

@@ -41,3 +41,7 @@ class BlobStore(Protocol):
 
     def clear(self) -> None:
         """Remove every object."""
+
+    def pending_uploads(self) -> list[str]:
+        """Uploads begun and neither committed nor aborted (temp files, multipart uploads)."""
+        ...

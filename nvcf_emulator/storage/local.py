@@ -91,6 +91,9 @@ class LocalBlobStore:
         path = self._path(key)
         return path if path.exists() else None
 
+    def pending_uploads(self) -> list[str]:
+        return sorted(p.name for p in self.tmp.iterdir())
+
     def clear(self) -> None:
         shutil.rmtree(self.objects, ignore_errors=True)
         self.objects.mkdir(parents=True, exist_ok=True)
