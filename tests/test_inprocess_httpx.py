@@ -233,7 +233,7 @@ def test_a_failing_body_raises_its_error_and_stores_nothing(nvcf: Emulator) -> N
     with pytest.raises(OSError, match="disk on fire"):
         asyncio.run(aput(asset["uploadUrl"]))
     assert nvcf.asset_bytes(asset["assetId"]) == b"v1"
-    assert list(nvcf.store.tmp.iterdir()) == []
+    assert nvcf.store.pending_uploads() == []
 
 
 def test_streamed_response_with_client_stream(nvcf: Emulator) -> None:
