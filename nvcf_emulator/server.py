@@ -23,8 +23,11 @@ log = logging.getLogger("nvcf_emulator.server")
 class _Handler(WSGIRequestHandler):
     """werkzeug's handler with the emulator's header rule and an idle timeout per connection."""
 
-    #: A client that sends nothing for this long loses its connection (frees the thread).
-    timeout = 30
+    def setup(self) -> None:
+        # A client that sends nothing for this long loses its connection (frees the thread):
+        # slow-header and stalled-body clients cannot hold the server's threads forever.
+        self.timeout = self.server.idle_timeout  # type: ignore[attr-defined,misc]
+        super().setup()
 
     def make_environ(self) -> Any:
         environ = super().make_environ()
@@ -86,6 +89,8 @@ class _Server(ThreadedWSGIServer):
         self._conns_lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(max_connections)
         self.busy = _Busy()
+        #: Seconds a connection may send nothing before it is closed.
+        self.idle_timeout: float = 30.0
         self.closing = False
 
     def process_request(self, request: Any, client_address: Any) -> None:
@@ -168,6 +173,20 @@ class EmulatorServer:
     @property
     def clock(self) -> Clock:
         return self.emulator.clock
+
+    @property
+    def idle_timeout(self) -> float:
+        """Seconds a connection may stay silent (mid-request or idle) before it is closed."""
+        return self._server.idle_timeout
+
+    @idle_timeout.setter
+    def idle_timeout(self, seconds: float) -> None:
+        self._server.idle_timeout = seconds
+
+    @property
+    def busy_connections(self) -> int:
+        """Requests being served right now (from their request line to their response)."""
+        return self._server.busy.count
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.emulator, name)
