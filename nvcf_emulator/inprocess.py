@@ -17,6 +17,7 @@ import importlib.util
 import io
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
@@ -26,7 +27,9 @@ from urllib.parse import unquote_to_bytes, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import MaxRetryError, ProtocolError
 from urllib3.response import HTTPResponse
+from urllib3.util.retry import Retry
 from werkzeug.exceptions import ClientDisconnected
 
 from .http.app import DROP_KEY
@@ -45,6 +48,12 @@ _original_get_adapter = requests.Session.get_adapter
 def _get_adapter(self: requests.Session, url: str) -> Any:
     for matches, adapter in reversed(_routes):
         if matches(url):
+            # Keep the retry policy of the adapter the user mounted for this URL (an
+            # HTTPAdapter(max_retries=Retry(...))): only the transport is swapped.
+            mounted = _original_get_adapter(self, url)
+            retries = getattr(mounted, "max_retries", None)
+            if isinstance(retries, Retry) and retries.total not in (0, False, None):
+                return adapter.with_retries(retries)
             return adapter
     return _original_get_adapter(self, url)
 
@@ -295,11 +304,26 @@ def call_app(app: WSGIApplication, environ: dict[str, Any]) -> AppResponse:
 
 
 class WSGIAdapter(HTTPAdapter):
-    """A ``requests`` transport that calls a WSGI app instead of opening a connection."""
+    """A ``requests`` transport that calls a WSGI app instead of opening a connection.
 
-    def __init__(self, app: WSGIApplication) -> None:
-        super().__init__()
+    It applies a urllib3 ``Retry`` policy as urllib3's connection pool does over a socket:
+    statuses in ``status_forcelist`` and dropped connections are retried (with the policy's
+    backoff) when the body can be sent again (none, bytes, or a seekable file).
+    """
+
+    def __init__(self, app: WSGIApplication, max_retries: Retry | None = None) -> None:
+        super().__init__(max_retries=max_retries or 0)
         self.app = app
+        self._with_retries: weakref.WeakKeyDictionary[Retry, WSGIAdapter] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def with_retries(self, retries: Retry) -> WSGIAdapter:
+        """This adapter with a user's retry policy (one per policy object, reused)."""
+        adapter = self._with_retries.get(retries)
+        if adapter is None:
+            adapter = self._with_retries[retries] = WSGIAdapter(self.app, retries)
+        return adapter
 
     def send(
         self,
@@ -310,6 +334,45 @@ class WSGIAdapter(HTTPAdapter):
         cert: object = None,
         proxies: object = None,
     ) -> requests.Response:
+        retries: Retry = self.max_retries
+        if retries.total in (0, False):  # requests' default: no retries
+            return self._send_once(request, stream)
+        method = request.method or "GET"
+        url = request.url or ""
+        body: Any = request.body
+        replayable = body is None or isinstance(body, bytes | str) or hasattr(body, "seek")
+        position = body.tell() if replayable and hasattr(body, "tell") else None
+        while True:
+            if position is not None:
+                body.seek(position)
+            try:
+                response = self._send_once(request, stream)
+            except requests.exceptions.ConnectionError as exc:
+                if not replayable:
+                    raise
+                try:
+                    retries = retries.increment(method, url, error=ProtocolError(str(exc)))
+                except (MaxRetryError, ProtocolError) as final:
+                    raise requests.exceptions.ConnectionError(final, request=request) from exc
+                retries.sleep()
+                continue
+            raw = response.raw
+            has_retry_after = bool(response.headers.get("Retry-After"))
+            if not replayable or not retries.is_retry(
+                method, response.status_code, has_retry_after
+            ):
+                return response
+            try:
+                retries = retries.increment(method, url, response=raw)
+            except MaxRetryError as final:
+                if retries.raise_on_status:
+                    response.close()
+                    raise requests.exceptions.RetryError(final, request=request) from None
+                return response
+            response.close()
+            retries.sleep(raw)
+
+    def _send_once(self, request: requests.PreparedRequest, stream: bool) -> requests.Response:
         try:
             answer = call_app(self.app, build_environ(request))
         except BodyFailed as exc:

@@ -129,3 +129,39 @@ def test_the_fixture_and_responses_decorator_together(nvcf: Emulator) -> None:
         assert _create(nvcf).status_code == 200
 
     inner()
+
+
+def test_a_users_retry_policy_applies_in_process(nvcf: Emulator) -> None:
+    """An HTTPAdapter(max_retries=Retry(...)) mounted by the user still retries (as over a
+    socket): the emulator swaps the transport, not the policy."""
+    from requests.adapters import HTTPAdapter
+    from urllib3.util.retry import Retry
+
+    nvcf.faults.add("create", status=503, times=2)
+    with requests.Session() as s:
+        s.mount(
+            "https://",
+            HTTPAdapter(max_retries=Retry(total=3, status_forcelist=[503], allowed_methods=None)),
+        )
+        r = s.post(
+            "https://api.nvcf.nvidia.com/v2/nvcf/assets",
+            headers=nvcf.headers,
+            json={"contentType": "text/plain", "description": "notes"},
+        )
+    assert r.status_code == 200
+    assert [c.status for c in nvcf.calls] == [503, 503, 200]
+    # Without a policy (requests' default), nothing is retried.
+    nvcf.faults.add("create", status=503)
+    assert _create(nvcf).status_code == 503
+
+
+def test_retries_run_out_as_urllib3_says(nvcf: Emulator) -> None:
+    from requests.adapters import HTTPAdapter
+    from urllib3.util.retry import Retry
+
+    nvcf.faults.add("list", status=503, times=None)
+    with requests.Session() as s:
+        s.mount("https://", HTTPAdapter(max_retries=Retry(total=2, status_forcelist=[503])))
+        with pytest.raises(requests.exceptions.RetryError):
+            s.get("https://api.nvcf.nvidia.com/v2/nvcf/assets", headers=nvcf.headers)
+    assert len([c for c in nvcf.calls if c.status == 503]) == 3
