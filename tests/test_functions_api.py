@@ -192,6 +192,48 @@ def test_validation_errors_are_400(nvcf: Emulator) -> None:
     assert "gpu" in r.json()["detail"]
 
 
+def test_bodies_the_openapi_document_rules_out_are_400_not_500(nvcf: Emulator) -> None:
+    """Found by fuzzing: these were 500s (secrets not a list; a health status that is not a
+    number broke every later call of the account once deployed) or accepted against the
+    documented schema."""
+    nvcf.register_image("nvcr.io/me/img:1", image_app("one"))
+    for body, words in [
+        ({"secrets": 5}, "secrets"),
+        ({"secrets": [1]}, "secrets"),
+        ({"secrets": [{"value": "v"}]}, "secrets"),
+        ({"health": {"expectedStatusCode": "x"}}, "expectedStatusCode"),
+        ({"health": {"expectedStatusCode": True}}, "expectedStatusCode"),
+        ({"apiBodyFormat": ""}, "apiBodyFormat"),
+        ({"functionType": ""}, "functionType"),
+        ({"containerImage": None, "helmChart": 5, "helmChartServiceName": "svc"}, "helmChart"),
+        ({"containerImage": None, "helmChart": "oci://c", "helmChartServiceName": ""}, "helm"),
+    ]:
+        r = create(nvcf, **body)
+        assert r.status_code == 400, (body, r.text)
+        assert words in r.json()["detail"]
+    # JSON Schema's integers (and Jackson's): 8000.0 is 8000
+    fn = create(nvcf, inferencePort=8000.0, secrets=[{"name": "k", "value": "v"}]).json()
+    assert fn["function"]["inferencePort"] == 8000
+    assert fn["function"]["secrets"] == [{"name": "k"}]
+    fn = create(nvcf, health={"expectedStatusCode": 200}).json()["function"]
+    url = f"{API}/v2/nvcf/deployments/functions/{fn['id']}/versions/{fn['versionId']}"
+    for spec, words in [
+        ({"gpu": None}, "gpu"),
+        ({"instanceType": 1}, "instanceType"),
+        ({"backend": None}, "backend"),
+        ({"minInstances": True}, "minInstances"),
+        ({"maxInstances": True}, "maxInstances"),
+    ]:
+        body = {
+            "deploymentSpecifications": [{**DEPLOY_SPEC["deploymentSpecifications"][0], **spec}]
+        }
+        r = requests.post(url, headers=nvcf.headers, json=body)
+        assert r.status_code == 400, (spec, r.text)
+        assert words in r.json()["detail"]
+    assert requests.post(url, headers=nvcf.headers, json=DEPLOY_SPEC).status_code == 200
+    assert requests.get(f"{API}/v2/nvcf/functions", headers=nvcf.headers).status_code == 200
+
+
 def test_unregistered_image_goes_to_error(nvcf: Emulator) -> None:
     fn = create(nvcf, containerImage="nvcr.io/nobody/none:0").json()["function"]
     url = f"{API}/v2/nvcf/deployments/functions/{fn['id']}/versions/{fn['versionId']}"

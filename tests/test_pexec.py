@@ -639,6 +639,16 @@ def test_asset_reference_errors(nvcf: Emulator) -> None:
     upper = new_asset(b"x", emu=nvcf)
     r = invoke(nvcf, fid, headers={"NVCF-INPUT-ASSET-REFERENCES": upper.upper()})
     assert r.status_code == 200  # parsed as a UUID, so case does not matter
+    # the forms NVCF's parser (Rust's Uuid::parse_str) reads, and no others (Python's
+    # uuid.UUID would also take "0x" prefixes, signs, underscores and stray hyphens)
+    simple = live.replace("-", "")
+    for form in (simple, "{" + live + "}", "urn:uuid:" + live):
+        r = invoke(nvcf, fid, headers={"NVCF-INPUT-ASSET-REFERENCES": form})
+        assert r.status_code == 200, form
+        assert nvcf.invocations[-1].asset_ids == [live]
+    for form in ("0x" + simple[2:], "+" + simple[1:], simple[:8] + "-" + simple[8:], "{" + live):
+        r = invoke(nvcf, fid, headers={"NVCF-INPUT-ASSET-REFERENCES": form})
+        assert (r.status_code, r.text) == (400, "invalid HTTP header (nvcf-input-asset-references)")
 
 
 def test_container_error_status_becomes_problem_json(nvcf: Emulator) -> None:
@@ -858,6 +868,9 @@ def test_cors_preflight_on_invocation_paths(nvcf: Emulator) -> None:
     assert "POST" in r.headers["Access-Control-Allow-Methods"]
     assert r.headers["Access-Control-Allow-Headers"] == "authorization,content-type"
     assert r.headers["Access-Control-Expose-Headers"] == "nvcf-reqid"
+    # found by fuzzing: werkzeug's <path:...> does not match a decoded newline (%0A)
+    for path in ("functions/a%0Ab", "functions/a%0Ab/versions/c", "status/a%0Ab"):
+        assert requests.options(f"{API}/v2/nvcf/pexec/{path}").status_code == 204, path
 
 
 def test_poll_window_runs_in_real_time_while_freezegun_freezes_time(

@@ -35,6 +35,13 @@ if TYPE_CHECKING:
     from ..worker.containers import Container
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9\-_]*$")
+MAX_NAME_CHARS = 128
+MAX_TAGS = 64
+MAX_TAG_CHARS = 128
+API_BODY_FORMATS = ("PREDICT_V2", "CUSTOM")
+FUNCTION_TYPES = ("DEFAULT", "STREAMING")
+#: The ``visibility`` values of ``GET /v2/nvcf/functions``.
+VISIBILITIES = ("authorized", "private", "public")
 DEFAULT_INFERENCE_PORT = 8000
 DEFAULT_HEALTH_URI = "/v2/health/ready"
 #: The record kind function versions are kept under in a state store.
@@ -230,11 +237,18 @@ def _str(body: Mapping[str, Any], key: str, *, required: bool = False) -> str | 
 def _validate_name(name: object) -> str:
     if name is None:
         raise BadRequest("name is required")
-    if not isinstance(name, str) or not 1 <= len(name) <= 128 or not NAME_RE.match(name):
+    if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME_CHARS or not NAME_RE.match(name):
         raise BadRequest(
-            f"name must be 1-128 characters matching ^[a-zA-Z0-9][a-zA-Z0-9\\-_]*$, got {name!r}"
+            f"name must be 1-{MAX_NAME_CHARS} characters matching {NAME_RE.pattern}, got {name!r}"
         )
     return name
+
+
+def _is_int(value: object) -> bool:
+    """An integer as JSON Schema (and Jackson) count them: ``8000`` or ``8000.0``, not ``true``."""
+    if isinstance(value, float):
+        return value.is_integer()
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _validate_deployment(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -247,8 +261,11 @@ def _validate_deployment(body: Mapping[str, Any]) -> dict[str, Any]:
         for key in ("gpu", "instanceType", "minInstances", "maxInstances"):
             if key not in spec:
                 raise BadRequest(f"deploymentSpecifications[{i}].{key} is required")
+        for key in ("gpu", "instanceType", "backend"):
+            if key in spec and not isinstance(spec[key], str):
+                raise BadRequest(f"deploymentSpecifications[{i}].{key} must be a string")
         lo, hi = spec["minInstances"], spec["maxInstances"]
-        if not isinstance(lo, int) or not isinstance(hi, int) or lo < 0 or hi < max(lo, 1):
+        if not _is_int(lo) or not _is_int(hi) or lo < 0 or hi < max(lo, 1):
             raise BadRequest(
                 f"deploymentSpecifications[{i}]: minInstances and maxInstances must be integers "
                 "with 0 <= minInstances <= maxInstances and maxInstances >= 1"
@@ -396,8 +413,9 @@ class FunctionService:
         inference_url = _str(body, "inferenceUrl", required=True)
         assert inference_url is not None
         port = body.get("inferencePort", DEFAULT_INFERENCE_PORT)
-        if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+        if not _is_int(port) or not 1 <= port <= 65535:
             raise BadRequest("inferencePort must be an integer between 1 and 65535")
+        port = int(port)
         health_uri = _str(body, "healthUri") or DEFAULT_HEALTH_URI
         health = body.get("health")
         if health is None:
@@ -410,6 +428,10 @@ class FunctionService:
             }
         elif not isinstance(health, dict):
             raise BadRequest("health must be an object")
+        elif "expectedStatusCode" in health and not (
+            _is_int(health["expectedStatusCode"]) and 100 <= health["expectedStatusCode"] <= 599
+        ):
+            raise BadRequest("health.expectedStatusCode must be an HTTP status (100-599)")
         else:
             health = {
                 "protocol": "HTTP",
@@ -420,24 +442,37 @@ class FunctionService:
                 **health,
             }
             health_uri = str(health["uri"])
-        fmt = _str(body, "apiBodyFormat") or "CUSTOM"
-        if fmt not in ("PREDICT_V2", "CUSTOM"):
+        fmt = _str(body, "apiBodyFormat")
+        fmt = "CUSTOM" if fmt is None else fmt
+        if fmt not in API_BODY_FORMATS:
             raise BadRequest("apiBodyFormat must be PREDICT_V2 or CUSTOM")
-        ftype = _str(body, "functionType") or "DEFAULT"
-        if ftype not in ("DEFAULT", "STREAMING"):
+        ftype = _str(body, "functionType")
+        ftype = "DEFAULT" if ftype is None else ftype
+        if ftype not in FUNCTION_TYPES:
             raise BadRequest("functionType must be DEFAULT or STREAMING")
         image = _str(body, "containerImage")
-        if body.get("helmChart") is not None and image is not None:
+        chart = _str(body, "helmChart")
+        service = _str(body, "helmChartServiceName")
+        if chart is not None and image is not None:
             raise BadRequest("a function has either a helmChart or a containerImage, not both")
-        if body.get("helmChart") is not None and not body.get("helmChartServiceName"):
+        if chart is not None and not service:
             raise BadRequest("helmChartServiceName is required with helmChart")
         tags = body.get("tags")
         if tags is not None and (
             not isinstance(tags, list)
-            or len(tags) > 64
-            or any(not isinstance(t, str) or len(t) > 128 for t in tags)
+            or len(tags) > MAX_TAGS
+            or any(not isinstance(t, str) or len(t) > MAX_TAG_CHARS for t in tags)
         ):
-            raise BadRequest("tags must be a list of at most 64 strings of at most 128 characters")
+            raise BadRequest(
+                f"tags must be a list of at most {MAX_TAGS} strings of at most "
+                f"{MAX_TAG_CHARS} characters"
+            )
+        secrets = body.get("secrets")
+        if secrets is not None and (
+            not isinstance(secrets, list)
+            or any(not isinstance(s, dict) or not isinstance(s.get("name"), str) for s in secrets)
+        ):
+            raise BadRequest("secrets must be a list of objects with a string name")
         return FunctionVersion(
             function_id=function_id,
             version_id=str(uuid.uuid4()),
@@ -597,8 +632,8 @@ class FunctionService:
     def listing(
         self, account: Account, visibility: Iterable[str] | None = None
     ) -> list[FunctionVersion]:
-        wanted = set(visibility or ("authorized", "private", "public"))
-        bad = wanted - {"authorized", "private", "public"}
+        wanted = set(visibility or VISIBILITIES)
+        bad = wanted - set(VISIBILITIES)
         if bad:
             raise BadRequest(
                 f"visibility must be authorized, private or public, got {', '.join(sorted(bad))}"

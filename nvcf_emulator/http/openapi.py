@@ -388,6 +388,8 @@ EXTRA_PATHS: list[Any] = []
 
 
 def document() -> dict[str, Any]:
+    from . import openapi_functions  # noqa: F401  (adds the function and invocation API)
+
     paths: dict[str, Any] = {**_asset_paths(), **_admin_paths()}
     for build in EXTRA_PATHS:
         paths.update(build())

@@ -29,6 +29,17 @@ POLL_DETAIL = "failed to parse poll duration"
 #: NVCF's (axum's typed-header) text/plain 400 for an asset header that is not UUIDs.
 INVALID_ASSET_HEADER = "invalid HTTP header (nvcf-input-asset-references)"
 _UNSIGNED = re.compile(r"^\+?[0-9]+$")
+_HYPHENATED = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+#: One asset id in ``NVCF-INPUT-ASSET-REFERENCES``, in the forms NVCF's parser (Rust's
+#: ``Uuid::parse_str``) reads: hyphenated, simple (32 hex digits), braced or ``urn:uuid:``.
+ASSET_ID_PATTERN = (
+    rf"(?:{_HYPHENATED}|[0-9a-fA-F]{{32}}|\{{{_HYPHENATED}\}}|urn:uuid:{_HYPHENATED})"
+)
+_ITEM = rf"\s*(?:{ASSET_ID_PATTERN})?\s*"
+#: A whole ``NVCF-INPUT-ASSET-REFERENCES`` value: comma-separated ids, each trimmed; empty
+#: items are skipped.
+ASSET_REFERENCES_PATTERN = rf"^{_ITEM}(?:,{_ITEM})*$"
+_ASSET_REFERENCES = re.compile(ASSET_REFERENCES_PATTERN)
 #: Outside /_emulator/: a result download needs no admin token, only the URL's secret token.
 RESULTS_PREFIX = "/_nvcf/results"
 _EXPOSE = ("Access-Control-Expose-Headers", "nvcf-reqid")
@@ -79,15 +90,9 @@ def asset_references(request: Request) -> list[str]:
     """The ids in ``NVCF-INPUT-ASSET-REFERENCES``: comma-separated, trimmed, empties skipped."""
     ids: list[str] = []
     for value in request.headers.getlist(ASSETS_HEADER):
-        for item in value.split(","):
-            item = item.strip()
-            if not item:
-                continue
-            try:
-                parsed = uuid.UUID(item)
-            except ValueError:
-                raise InvalidAssetHeader(item) from None
-            ids.append(str(parsed))
+        if not _ASSET_REFERENCES.search(value):
+            raise InvalidAssetHeader(value)
+        ids.extend(str(uuid.UUID(item.strip())) for item in value.split(",") if item.strip())
     return ids
 
 
@@ -317,6 +322,10 @@ ROUTES: list[Route] = [
     ("/v2/nvcf/pexec/functions/<function_id>", ["POST"], invoke),
     ("/v2/nvcf/pexec/functions/<function_id>/versions/<version_id>", ["POST"], invoke_version),
     ("/v2/nvcf/pexec/status/<request_id>", ["GET"], status),
+    # <path:rest> does not match a path holding a newline (%0A): name the three paths too.
+    ("/v2/nvcf/pexec/functions/<function_id>", ["OPTIONS"], preflight),
+    ("/v2/nvcf/pexec/functions/<function_id>/versions/<version_id>", ["OPTIONS"], preflight),
+    ("/v2/nvcf/pexec/status/<request_id>", ["OPTIONS"], preflight),
     ("/v2/nvcf/pexec/<path:rest>", ["OPTIONS"], preflight),
     ("/v2/nvcf/queues/<request_id>/position", ["GET"], queue_position),
     ("/v2/nvcf/queues/functions/<function_id>", ["GET"], queue_details),

@@ -1,0 +1,674 @@
+"""The OpenAPI description of the function management API and the invocation API.
+
+Registered into :func:`nvcf_emulator.http.openapi.document` (its ``EXTRA_PATHS`` and
+``SCHEMAS``) when that module builds the document. Only the plain ``/v2/nvcf/...`` paths are
+described; the same function routes also answer under ``/v2/orgs/{org}[/teams/{team}]``.
+
+Every rule here is the server's own: the patterns are the ones the handlers check (with Python's
+``re``), so a request this document accepts is one the emulator accepts, and the other way round.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..config import EmulatorConfig
+from ..domain.functions import (
+    API_BODY_FORMATS,
+    FUNCTION_TYPES,
+    MAX_NAME_CHARS,
+    MAX_TAG_CHARS,
+    MAX_TAGS,
+    NAME_RE,
+    VISIBILITIES,
+    FunctionStatus,
+)
+from ..domain.invocations import InvocationStatus
+from .openapi import EXTRA_PATHS, JSON, PROBLEM, SCHEMAS, _errors, _exact, _ok, _problem
+from .pexec import ASSET_REFERENCES_PATTERN, ASSETS_HEADER, POLL_HEADER, RESULTS_PREFIX
+
+TEXT = "text/plain"
+ANY: dict[str, Any] = {}
+_DEFAULTS = EmulatorConfig()
+
+
+def unsigned_at_most(limit: int) -> str:
+    """A regex (no anchors) for the decimal numbers 0..``limit``, leading zeros allowed."""
+    digits = str(limit)
+    alternatives = [digits]
+    if len(digits) > 1:
+        alternatives.append(f"[0-9]{{1,{len(digits) - 1}}}")
+    for i, d in enumerate(digits):
+        if d != "0":
+            rest = len(digits) - i - 1
+            tail = f"[0-9]{{{rest}}}" if rest else ""
+            alternatives.append(f"{digits[:i]}[0-{int(d) - 1}]{tail}")
+    return "0*(?:" + "|".join(alternatives) + ")"
+
+
+#: ``NVCF-POLL-SECONDS`` as the handler reads it: trimmed, an optional ``+``, then a decimal
+#: number no larger than ``max_poll_seconds`` (the default configuration's, 3600).
+POLL_SECONDS_PATTERN = rf"^\s*\+?{unsigned_at_most(_DEFAULTS.max_poll_seconds)}\s*$"
+
+_VISIBILITY = "(?:" + "|".join(VISIBILITIES) + ")"
+#: One ``visibility`` query value: comma-separated names, trimmed, empty items skipped.
+VISIBILITY_PATTERN = rf"^\s*{_VISIBILITY}?\s*(?:,\s*{_VISIBILITY}?\s*)*$"
+
+_ANY_JSON: dict[str, Any] = {
+    "description": "Kept as given and returned in the FunctionDTO (not checked by the emulator)"
+}
+
+
+def _definition(*, version: bool) -> dict[str, Any]:
+    """The create body of a function (``version=False``) or of a new version of one."""
+    name: dict[str, Any] = {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_NAME_CHARS,
+        "pattern": NAME_RE.pattern,
+    }
+    if version:
+        name = {**name, "type": ["string", "null"], "description": "Defaults to the function's"}
+    return {
+        "type": "object",
+        "required": ["inferenceUrl"] if version else ["name", "inferenceUrl"],
+        "properties": {
+            "name": name,
+            "inferenceUrl": {"type": "string"},
+            "inferencePort": {"type": "integer", "minimum": 1, "maximum": 65535},
+            "healthUri": {"type": ["string", "null"]},
+            "health": {
+                "type": ["object", "null"],
+                "properties": {
+                    "expectedStatusCode": {"type": "integer", "minimum": 100, "maximum": 599}
+                },
+            },
+            "apiBodyFormat": {"enum": [*API_BODY_FORMATS, None]},
+            "functionType": {"enum": [*FUNCTION_TYPES, None]},
+            "containerImage": {"type": ["string", "null"]},
+            "helmChart": {"type": ["string", "null"]},
+            "helmChartServiceName": {"type": ["string", "null"]},
+            "tags": {
+                "type": ["array", "null"],
+                "maxItems": MAX_TAGS,
+                "items": {"type": "string", "maxLength": MAX_TAG_CHARS},
+            },
+            "secrets": {
+                "type": ["array", "null"],
+                "items": {
+                    "type": "object",
+                    "required": ["name"],
+                    "properties": {"name": {"type": "string"}},
+                },
+            },
+            **{
+                key: _ANY_JSON
+                for key in (
+                    "containerArgs",
+                    "containerEnvironment",
+                    "models",
+                    "resources",
+                    "description",
+                    "rateLimit",
+                    "telemetries",
+                )
+            },
+        },
+        "if": {"required": ["helmChart"], "properties": {"helmChart": {"type": "string"}}},
+        "then": {
+            "required": ["helmChartServiceName"],
+            "properties": {
+                "containerImage": {"type": "null"},
+                "helmChartServiceName": {"type": "string", "minLength": 1},
+            },
+        },
+    }
+
+
+_STATUS = {"enum": [s.value for s in FunctionStatus]}
+_ID = {"type": "string", "format": "uuid"}
+_TIME = {"type": "string", "format": "date-time"}
+
+FUNCTION_SCHEMAS: dict[str, Any] = {
+    "CreateFunctionRequest": _definition(version=False),
+    "CreateFunctionVersionRequest": _definition(version=True),
+    "Instance": _exact(
+        {
+            "instanceId": {"type": "string"},
+            "instanceType": ANY,
+            "instanceStatus": {"const": "ACTIVE"},
+            "gpu": ANY,
+            "backend": ANY,
+            "location": {"type": "string"},
+            "functionId": _ID,
+            "functionVersionId": _ID,
+            "ncaId": {"type": "string"},
+            "instanceCreatedAt": _TIME,
+            "instanceUpdatedAt": _TIME,
+        }
+    ),
+    "Function": {
+        "type": "object",
+        "description": "A FunctionDTO: one version of a function",
+        "required": [
+            "id",
+            "versionId",
+            "name",
+            "ncaId",
+            "status",
+            "createdAt",
+            "functionType",
+            "healthUri",
+            "inferenceUrl",
+            "inferencePort",
+            "apiBodyFormat",
+            "health",
+        ],
+        "properties": {
+            "id": _ID,
+            "versionId": _ID,
+            "name": {"type": "string"},
+            "ncaId": {"type": "string"},
+            "status": _STATUS,
+            "createdAt": _TIME,
+            "functionType": {"enum": list(FUNCTION_TYPES)},
+            "healthUri": {"type": "string"},
+            "inferenceUrl": {"type": "string"},
+            "inferencePort": {"type": "integer", "minimum": 1, "maximum": 65535},
+            "apiBodyFormat": {"enum": list(API_BODY_FORMATS)},
+            "health": {"type": "object"},
+            "containerImage": {"type": "string"},
+            "helmChart": {"type": "string"},
+            "helmChartServiceName": {"type": "string"},
+            "tags": {"type": "array", "items": {"type": "string"}},
+            "secrets": {
+                "type": "array",
+                "description": "Names only: values are never returned",
+                "items": _exact({"name": {"type": "string"}}),
+            },
+            **{
+                key: ANY
+                for key in (
+                    "containerArgs",
+                    "containerEnvironment",
+                    "models",
+                    "resources",
+                    "description",
+                    "rateLimit",
+                    "telemetries",
+                )
+            },
+            "activeInstances": {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/Instance"},
+            },
+            "ownedByDifferentAccount": {"const": True},
+        },
+        "additionalProperties": False,
+    },
+    "FunctionResponse": _exact({"function": {"$ref": "#/components/schemas/Function"}}),
+    "FunctionsResponse": _exact(
+        {"functions": {"type": "array", "items": {"$ref": "#/components/schemas/Function"}}}
+    ),
+    "FunctionIdsResponse": _exact({"functionIds": {"type": "array", "items": _ID}}),
+    "UpdateMetadataRequest": {
+        "type": "object",
+        "properties": {"tags": {"type": "array", "items": {"type": "string"}}},
+        "description": "Replaces the version's tags (none given: no tags)",
+    },
+    "DeploymentSpecification": {
+        "type": "object",
+        "required": ["gpu", "instanceType", "minInstances", "maxInstances"],
+        "properties": {
+            "gpu": {"type": "string"},
+            "instanceType": {"type": "string"},
+            "backend": {"type": "string"},
+            "minInstances": {"type": "integer", "minimum": 0},
+            "maxInstances": {"type": "integer", "minimum": 1},
+        },
+        "description": "minInstances must not exceed maxInstances (400 otherwise)",
+    },
+    "DeploymentRequest": {
+        "type": "object",
+        "required": ["deploymentSpecifications"],
+        "properties": {
+            "deploymentSpecifications": {
+                "type": "array",
+                "minItems": 1,
+                "items": {"$ref": "#/components/schemas/DeploymentSpecification"},
+            }
+        },
+    },
+    "Deployment": {
+        "type": "object",
+        "required": [
+            "functionId",
+            "functionVersionId",
+            "functionName",
+            "ncaId",
+            "functionStatus",
+            "deploymentSpecifications",
+            "createdAt",
+        ],
+        "properties": {
+            "functionId": _ID,
+            "functionVersionId": _ID,
+            "functionName": {"type": "string"},
+            "ncaId": {"type": "string"},
+            "functionStatus": _STATUS,
+            "deploymentSpecifications": {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/DeploymentSpecification"},
+            },
+            "createdAt": _TIME,
+            "healthInfo": {
+                "type": "array",
+                "items": _exact({"error": {"type": "string"}}),
+            },
+        },
+        "additionalProperties": False,
+    },
+    "DeploymentResponse": _exact({"deployment": {"$ref": "#/components/schemas/Deployment"}}),
+    "QueuePosition": _exact(
+        {
+            "functionId": _ID,
+            "functionVersionId": _ID,
+            "positionInQueue": {"type": "integer", "minimum": 0, "maximum": 1000},
+        }
+    ),
+    "Queues": _exact(
+        {
+            "functionId": {"type": "string"},
+            "queues": {
+                "type": "array",
+                "items": _exact(
+                    {
+                        "functionName": {"type": "string"},
+                        "functionStatus": _STATUS,
+                        "functionVersionId": _ID,
+                        "queueDepth": {"type": "integer", "minimum": 0},
+                    }
+                ),
+            },
+        }
+    ),
+    "InvocationRecord": _exact(
+        {
+            "requestId": _ID,
+            "functionId": _ID,
+            "functionVersionId": _ID,
+            "functionName": {"type": "string"},
+            "ncaId": {"type": "string"},
+            "status": {"enum": [s.value for s in InvocationStatus]},
+            "createdAt": _TIME,
+            "assetIds": {"type": "array", "items": {"type": "string"}},
+            "pollSeconds": {"type": "integer", "minimum": 1},
+            "streaming": {"type": "boolean"},
+            "requestBytes": {"type": "integer", "minimum": 0},
+            "containerHeaders": {"type": "object", "additionalProperties": {"type": "string"}},
+            "containerCalls": {"type": "integer", "minimum": 0},
+            "stagedFiles": {"type": "array", "items": {"type": "string"}},
+            "outputFiles": {"type": "array", "items": {"type": "string"}},
+            "progress": {"type": "array", "items": {"type": "number"}},
+            "responseStatus": {"type": ["integer", "null"]},
+            "delivered": {"type": "array", "items": {"type": "integer"}},
+            "error": {"type": ["string", "null"]},
+            "durationSeconds": {"type": ["number", "null"], "minimum": 0},
+        }
+    ),
+    "Invocations": _exact(
+        {
+            "invocations": {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/InvocationRecord"},
+            }
+        }
+    ),
+}
+
+_SECURED: list[dict[str, list[str]]] = [{"bearer": []}]
+
+
+def _path(name: str, description: str | None = None) -> dict[str, Any]:
+    param: dict[str, Any] = {"name": name, "in": "path", "required": True}
+    param["schema"] = {"type": "string"}
+    if description:
+        param["description"] = description
+    return param
+
+
+FUNCTION_ID = _path("functionId")
+VERSION_ID = _path("versionId")
+
+
+def _json_body(schema: str) -> dict[str, Any]:
+    return {
+        "required": True,
+        "content": {JSON: {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+    }
+
+
+def _function_op(
+    op_id: str,
+    schema: str,
+    *codes: int,
+    body: str | None = None,
+    status: str = "200",
+    summary: str = "",
+) -> dict[str, Any]:
+    ok: dict[str, Any] = {"description": "Deleted"} if status == "204" else _ok(schema)
+    spec: dict[str, Any] = {
+        "operationId": op_id,
+        "tags": ["functions"],
+        "summary": summary,
+        "security": _SECURED,
+        "responses": {status: ok, **_errors(401, 431, *codes)},
+    }
+    if body is not None:
+        spec["requestBody"] = _json_body(body)
+        spec["responses"].update(_errors(400, 413, 415))
+    return spec
+
+
+def function_paths() -> dict[str, Any]:
+    versions = "/v2/nvcf/functions/{functionId}/versions"
+    version = versions + "/{versionId}"
+    deployment = "/v2/nvcf/deployments/functions/{functionId}/versions/{versionId}"
+    return {
+        "/v2/nvcf/functions": {
+            "post": _function_op(
+                "createFunction",
+                "FunctionResponse",
+                body="CreateFunctionRequest",
+                summary="A new function, with one INACTIVE version",
+            ),
+            "get": {
+                **_function_op(
+                    "listFunctions",
+                    "FunctionsResponse",
+                    400,
+                    summary="One entry per version the account owns or may see",
+                ),
+                "parameters": [
+                    {
+                        "name": "visibility",
+                        "in": "query",
+                        "required": False,
+                        "style": "form",
+                        "explode": True,
+                        "description": "Repeated, or comma-joined; all three when absent",
+                        "schema": {
+                            "type": "array",
+                            "items": {"type": "string", "pattern": VISIBILITY_PATTERN},
+                        },
+                    }
+                ],
+            },
+        },
+        "/v2/nvcf/functions/ids": {
+            "get": _function_op("listFunctionIds", "FunctionIdsResponse"),
+        },
+        versions: {
+            "parameters": [FUNCTION_ID],
+            "post": _function_op(
+                "createFunctionVersion",
+                "FunctionResponse",
+                404,
+                body="CreateFunctionVersionRequest",
+                summary="A new version of a function: same id, new version id",
+            ),
+            "get": _function_op("listFunctionVersions", "FunctionsResponse", 404),
+        },
+        version: {
+            "parameters": [FUNCTION_ID, VERSION_ID],
+            "get": _function_op("getFunctionVersion", "FunctionResponse", 404),
+            "delete": _function_op("deleteFunctionVersion", "", 404, status="204"),
+        },
+        "/v2/nvcf/metadata/functions/{functionId}/versions/{versionId}": {
+            "parameters": [FUNCTION_ID, VERSION_ID],
+            "put": _function_op(
+                "updateFunctionMetadata",
+                "FunctionResponse",
+                404,
+                body="UpdateMetadataRequest",
+            ),
+        },
+        deployment: {
+            "parameters": [FUNCTION_ID, VERSION_ID],
+            "post": _function_op(
+                "deployFunction",
+                "DeploymentResponse",
+                404,
+                body="DeploymentRequest",
+                summary="Deploy an INACTIVE version (400 when it is already deployed)",
+            ),
+            "get": _function_op("getDeployment", "DeploymentResponse", 404),
+            "put": _function_op(
+                "updateDeployment",
+                "DeploymentResponse",
+                404,
+                body="DeploymentRequest",
+                summary="Change a deployment (400 when it would change a gpu or backend)",
+            ),
+            "delete": _function_op(
+                "undeployFunction",
+                "FunctionResponse",
+                404,
+                summary="Undeploy: the version is INACTIVE again",
+            ),
+        },
+    }
+
+
+_POLL = {
+    "name": POLL_HEADER,
+    "in": "header",
+    "required": False,
+    "description": "Seconds this call may wait for the result before answering 202: 0 to "
+    "max_poll_seconds (3600 by default; 0 counts as 1). Default 60, or 1200 when Accept is "
+    "text/event-stream (streaming).",
+    "schema": {"type": "string", "pattern": POLL_SECONDS_PATTERN},
+}
+_ASSETS = {
+    "name": ASSETS_HEADER,
+    "in": "header",
+    "required": False,
+    "description": "Comma-separated asset ids (UUIDs: hyphenated, simple, braced or urn:uuid:), "
+    "trimmed, empty items skipped. Each must be an uploaded asset of the caller's account (404).",
+    "schema": {"type": "string", "pattern": ASSET_REFERENCES_PATTERN},
+}
+_REQID = {"description": "The request id", "schema": {"type": "string", "format": "uuid"}}
+
+
+def _nvcf_headers(status: str, *, required: bool = True) -> dict[str, Any]:
+    return {
+        "NVCF-REQID": {**_REQID, "required": required},
+        "NVCF-STATUS": {"required": required, "schema": {"const": status}},
+    }
+
+
+_INVOCATION_RESPONSES: dict[str, Any] = {
+    "200": {
+        "description": "The container's answer, passed through (fulfilled)",
+        "headers": _nvcf_headers("fulfilled"),
+        "content": {"*/*": {"schema": ANY}},
+    },
+    "2XX": {
+        "description": "Another 2xx answer of the container, passed through",
+        "headers": _nvcf_headers("fulfilled"),
+        "content": {"*/*": {"schema": ANY}},
+    },
+    "202": {
+        "description": "Not done within the poll window: poll GET /v2/nvcf/pexec/status/{"
+        "requestId}. The body is empty, or the progress file's partialResponse (JSON).",
+        "headers": {
+            **_nvcf_headers("in-progress"),
+            "NVCF-PERCENT-COMPLETE": {"required": False, "schema": {"type": "string"}},
+        },
+        "content": {JSON: {"schema": ANY}},
+    },
+    "302": {
+        "description": "A large result (or output files): Location is the result zip",
+        "headers": {
+            **_nvcf_headers("fulfilled"),
+            "Location": {"required": True, "schema": {"type": "string"}},
+        },
+    },
+    "3XX": {
+        "description": "Another 3xx answer of the container, passed through",
+        "headers": _nvcf_headers("fulfilled"),
+        "content": {"*/*": {"schema": ANY}},
+    },
+    "400": {
+        "description": "A bad NVCF-INPUT-ASSET-REFERENCES (text/plain), a bad NVCF-POLL-SECONDS "
+        "or a DEGRADED function (problem JSON), or the container's 400",
+        "content": {
+            TEXT: {"schema": {"type": "string"}},
+            PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}},
+        },
+    },
+    "401": {
+        "description": "No Authorization header (text/plain), or an invalid key (problem JSON)",
+        "content": {
+            TEXT: {"schema": {"type": "string"}},
+            PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}},
+        },
+    },
+    "404": _problem("Unknown or not invocable function, asset or request"),
+    "413": _problem("Body larger than max_request_bytes (5242880 by default)"),
+    "431": _problem("Headers too large"),
+    "4XX": {
+        **_problem("The container's error, as problem JSON (errored)"),
+        "headers": _nvcf_headers("errored", required=False),
+    },
+    "5XX": {
+        **_problem("The container failed or timed out (errored)"),
+        "headers": _nvcf_headers("errored", required=False),
+    },
+}
+
+_PREFLIGHT = {
+    "operationId": "",
+    "tags": ["invocation"],
+    "summary": "CORS preflight, as the invocation service answers it",
+    "responses": {
+        "204": {
+            "description": "Allowed",
+            "headers": {
+                "Access-Control-Allow-Methods": {"required": True, "schema": {"type": "string"}},
+                "Access-Control-Expose-Headers": {
+                    "required": True,
+                    "schema": {"const": "nvcf-reqid"},
+                },
+            },
+        }
+    },
+}
+
+
+def _invoke(op_id: str, summary: str) -> dict[str, Any]:
+    return {
+        "operationId": op_id,
+        "tags": ["invocation"],
+        "summary": summary,
+        "description": "The body is passed to the container's inferenceUrl unchanged: any bytes, "
+        "at most max_request_bytes (5242880 by default), JSON or not. Accept: text/event-stream "
+        "asks for streaming (server-sent events passed through as they come).",
+        "security": _SECURED,
+        "parameters": [_POLL, _ASSETS],
+        "requestBody": {
+            "required": False,
+            "content": {JSON: {"schema": ANY}, "application/octet-stream": {"schema": ANY}},
+        },
+        "responses": _INVOCATION_RESPONSES,
+    }
+
+
+def invocation_paths() -> dict[str, Any]:
+    status_responses = {k: v for k, v in _INVOCATION_RESPONSES.items() if k not in ("413",)}
+    return {
+        "/v2/nvcf/pexec/functions/{functionId}": {
+            "parameters": [FUNCTION_ID],
+            "post": _invoke(
+                "invokeFunction", "Invoke an ACTIVE (or DEGRADING) version of a function"
+            ),
+            "options": {**_PREFLIGHT, "operationId": "invokeFunctionPreflight"},
+        },
+        "/v2/nvcf/pexec/functions/{functionId}/versions/{versionId}": {
+            "parameters": [FUNCTION_ID, VERSION_ID],
+            "post": _invoke("invokeFunctionVersion", "Invoke one version of a function"),
+            "options": {**_PREFLIGHT, "operationId": "invokeFunctionVersionPreflight"},
+        },
+        "/v2/nvcf/pexec/status/{requestId}": {
+            "parameters": [_path("requestId")],
+            "get": {
+                "operationId": "getInvocationStatus",
+                "tags": ["invocation"],
+                "summary": "Poll a request answered with 202: the same answers as the "
+                "invocation; once a final answer is delivered the request is gone (404)",
+                "security": _SECURED,
+                "parameters": [_POLL],
+                "responses": status_responses,
+            },
+            "options": {**_PREFLIGHT, "operationId": "getInvocationStatusPreflight"},
+        },
+        "/v2/nvcf/queues/{requestId}/position": {
+            "parameters": [_path("requestId")],
+            "get": {
+                "operationId": "getQueuePosition",
+                "tags": ["invocation"],
+                "security": _SECURED,
+                "responses": {"200": _ok("QueuePosition"), **_errors(401, 404, 431)},
+            },
+        },
+        "/v2/nvcf/queues/functions/{functionId}": {
+            "parameters": [FUNCTION_ID],
+            "get": {
+                "operationId": "getQueues",
+                "tags": ["invocation"],
+                "security": _SECURED,
+                "responses": {"200": _ok("Queues"), **_errors(401, 404, 431)},
+            },
+        },
+        "/v2/nvcf/queues/functions/{functionId}/versions/{versionId}": {
+            "parameters": [FUNCTION_ID, VERSION_ID],
+            "get": {
+                "operationId": "getVersionQueues",
+                "tags": ["invocation"],
+                "security": _SECURED,
+                "responses": {"200": _ok("Queues"), **_errors(401, 404, 431)},
+            },
+        },
+        RESULTS_PREFIX + "/{token}/{name}": {
+            "parameters": [_path("token"), _path("name", "<requestId>.zip")],
+            "get": {
+                "operationId": "downloadResult",
+                "tags": ["invocation"],
+                "summary": "A large result's zip (the URL of a 302); the token is the "
+                "credential, Authorization is not needed",
+                "responses": {
+                    "200": {
+                        "description": "The zip: <requestId>.response and the output files",
+                        "content": {"application/zip": {"schema": {"type": "string"}}},
+                    },
+                    **_errors(404, 431),
+                },
+            },
+        },
+        "/_emulator/invocations": {
+            "get": {
+                "operationId": "listInvocations",
+                "tags": ["admin"],
+                "summary": "Every invocation since the last reset, oldest first",
+                "responses": {"200": _ok("Invocations"), **_errors(401, 404, 431)},
+            }
+        },
+    }
+
+
+def paths() -> dict[str, Any]:
+    return {**function_paths(), **invocation_paths()}
+
+
+SCHEMAS.update(FUNCTION_SCHEMAS)
+EXTRA_PATHS.append(paths)
