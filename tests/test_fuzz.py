@@ -6,10 +6,11 @@ number of examples per operation is small in ``make test`` and larger in ``make 
 ``/_emulator/openapi.json``.
 
 The fuzzed emulator has an echo function, and in half of the cases (chosen by a hash of the
-generated case, so runs repeat) the generated function id is replaced by a real one: the echo
-function's for invocations and queues, a fresh function's for function management (``INACTIVE``
-to deploy it, else deployed). So bodies and headers reach the checks that follow the function
-lookup instead of stopping at a 404.
+generated case, so runs repeat) the generated id is replaced by a real one: the echo function's
+for invocations and queues, a fresh function's for function management (``INACTIVE`` to deploy
+it, else deployed), a request answered with 202 for status polls and queue positions, a large
+result's token for its download. So bodies and headers reach the checks that follow the lookup
+instead of stopping at a 404.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
 
@@ -41,12 +43,44 @@ def echo(request: ContainerRequest) -> dict[str, Any]:
     return {"bytes": len(request.body), "contentType": request.header("Content-Type")}
 
 
+def with_file(request: ContainerRequest) -> dict[str, Any]:
+    """Leaves a file in its output directory: the answer is a 302 to a result zip."""
+    (request.output_dir / "out.txt").write_text("fuzz")
+    return {"files": 1}
+
+
 @dataclass
 class Targets:
     """Real ids for the fuzzer to use instead of generated ones."""
 
     api: Api
     echo_ids: tuple[str, str]
+    result: tuple[str, str] | None = None
+
+    def _invoke(self, function_id: str) -> requests.Response:
+        url = f"{self.api.base_url}/v2/nvcf/pexec/functions/{function_id}"
+        return requests.post(url, headers=AUTH, json={}, allow_redirects=False)
+
+    def pending_request(self) -> str:
+        """The id of a request answered with 202 (its result comes with the next poll)."""
+        emu = self.api.emulator
+        emu.configure(always_async=True)
+        try:
+            r = self._invoke(self.echo_ids[0])
+        finally:
+            emu.configure(always_async=False)
+        assert r.status_code == 202, r.text
+        return r.headers["NVCF-REQID"]
+
+    def result_zip(self) -> tuple[str, str]:
+        """``token`` and ``name`` of a large result's download URL."""
+        if self.result is None:
+            fid, _ = self.api.emulator.add_function(with_file, name="fuzz-files")
+            r = self._invoke(fid)
+            assert r.status_code == 302, r.text
+            token, name = r.headers["Location"].rsplit("/", 2)[-2:]
+            self.result = (token, name)
+        return self.result
 
     def inactive_function(self) -> tuple[str, str]:
         emu = self.api.emulator
@@ -68,7 +102,15 @@ def targets(api: Api) -> Targets:
 def _use_real_ids(case: schemathesis.Case, targets: Targets) -> None:
     params = case.path_parameters or {}
     seen = repr((params, case.headers, case.query, case.body)).encode("utf-8", "replace")
-    if "functionId" not in params or zlib.crc32(seen) % 2:
+    if zlib.crc32(seen) % 2:
+        return
+    if "requestId" in params:
+        params["requestId"] = targets.pending_request()
+        return
+    if "token" in params:
+        params["token"], params["name"] = targets.result_zip()
+        return
+    if "functionId" not in params:
         return
     if case.path.startswith(("/v2/nvcf/pexec/", "/v2/nvcf/queues/")):
         fid, vid = targets.echo_ids
@@ -113,8 +155,6 @@ def test_fuzz(case: schemathesis.Case, api: Api, targets: Targets) -> None:
 
 
 def test_served_schema_is_the_fuzzed_one(api: Api) -> None:
-    import requests
-
     assert requests.get(f"{api.base_url}/_emulator/openapi.json").json() == document()
 
 
