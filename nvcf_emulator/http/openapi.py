@@ -400,7 +400,10 @@ def document() -> dict[str, Any]:
             "version": __version__,
             "description": "The emulated NVIDIA Cloud Functions API, and the emulator's admin API "
             "under /_emulator/. Pre-signed upload URLs (S3, SigV4) are not described here: they "
-            "are made by POST /v2/nvcf/assets.",
+            "are made by POST /v2/nvcf/assets. The function management paths (/v2/nvcf/functions, "
+            "/v2/nvcf/metadata/..., /v2/nvcf/deployments/...) also answer under /v2/orgs/{org} "
+            "and /v2/orgs/{org}/teams/{team} (as ngcsdk calls them); only the plain paths are "
+            "listed.",
         },
         "servers": [{"url": "/"}],
         "components": {
