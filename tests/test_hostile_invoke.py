@@ -126,3 +126,47 @@ def test_reference_parser_answers_ids_or_refuses_never_crashes(text: str) -> Non
         return
     assert len(parsed) == len([t for t in text.split(",") if t.strip()])
     assert all(str(uuid.UUID(i)) == i for i in parsed)
+
+
+def test_containers_answering_garbage_get_nvcf_errors_and_others_keep_working(
+    nvcf: Emulator,
+) -> None:
+    import threading
+
+    # A "container" on loopback that answers every connection with bytes that are not HTTP.
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    stop = threading.Event()
+
+    def serve() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"\x00\xffthis is not HTTP\r\n\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        garbage_url = nvcf.add_function(
+            f"http://127.0.0.1:{port}/infer", name="garbage-url", wait=False
+        )
+        nvcf.set_function_status(garbage_url.function_id, garbage_url.version_id, "ACTIVE")
+        unserialisable = nvcf.add_function(lambda req: object(), name="garbage-object")
+        healthy = nvcf.add_function(lambda req: {"ok": True}, name="healthy")
+        base = f"{nvcf.base_url}/v2/nvcf/pexec/functions"
+        for fn in (garbage_url, unserialisable):
+            r = requests.post(f"{base}/{fn.function_id}", json={}, headers=nvcf.headers)
+            assert r.status_code == 500, r.text
+            assert r.headers["Content-Type"] == "application/problem+json"
+            assert r.headers["NVCF-STATUS"] == "errored"
+        r = requests.post(f"{base}/{healthy.function_id}", json={}, headers=nvcf.headers)
+        assert (r.status_code, r.json()) == (200, {"ok": True})
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
