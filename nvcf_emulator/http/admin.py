@@ -13,6 +13,7 @@ from ..domain.clock import isoformat
 from ..domain.errors import BadRequest
 from ..domain.faults import OPERATIONS
 from .bodies import read_json_object
+from .pexec import invocation_summary
 from .responses import Route, json_response
 
 if TYPE_CHECKING:
@@ -156,23 +157,11 @@ def _time(value: float | None) -> str | None:
 def _invocation_entry(inv: Invocation) -> dict[str, object]:
     body = inv.response_body
     return {
-        "requestId": inv.request_id,
-        "functionId": inv.function_id,
-        "functionVersionId": inv.version_id,
-        "functionName": inv.function_name,
-        "ncaId": inv.nca_id,
-        "status": inv.status.value,
-        "createdAt": isoformat(inv.created_at),
+        **invocation_summary(inv),
         "startedAt": _time(inv.started_at),
         "finishedAt": _time(inv.finished_at),
-        "durationSeconds": inv.duration,
-        "assetIds": list(inv.asset_ids),
-        "stagedFiles": [str(p) for p in inv.staged_files],
-        "containerHeaders": inv.container_headers,
-        "responseStatus": inv.response_status,
         "responseBytes": len(body) if body is not None else None,
         "responsePreview": _preview(body.decode("utf-8", "replace")) if body is not None else None,
-        "delivered": list(inv.delivered),
         "error": _preview(inv.error),
     }
 

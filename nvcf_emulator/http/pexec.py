@@ -272,8 +272,9 @@ def download_result(emu: Emulator, request: Request, token: str, name: str) -> R
     )
 
 
-def _record(inv: Invocation) -> dict[str, object]:
-    """An invocation for ``GET /_emulator/invocations``: metadata, no bodies, no credentials."""
+def invocation_summary(inv: Invocation) -> dict[str, object]:
+    """What every admin view of an invocation shows: ids, status, times, assets, the headers
+    the container got, its answer's status. No bodies, no credentials."""
     return {
         "requestId": inv.request_id,
         "functionId": inv.function_id,
@@ -282,19 +283,26 @@ def _record(inv: Invocation) -> dict[str, object]:
         "ncaId": inv.nca_id,
         "status": inv.status.value,
         "createdAt": isoformat(inv.created_at),
-        "assetIds": inv.asset_ids,
+        "assetIds": list(inv.asset_ids),
+        "containerHeaders": inv.container_headers,
+        "stagedFiles": [str(p) for p in inv.staged_files],
+        "responseStatus": inv.response_status,
+        "delivered": list(inv.delivered),
+        "durationSeconds": inv.duration,
+    }
+
+
+def _record(inv: Invocation) -> dict[str, object]:
+    """An invocation for ``GET /_emulator/invocations``."""
+    return {
+        **invocation_summary(inv),
         "pollSeconds": inv.poll_seconds,
         "streaming": inv.streaming,
         "requestBytes": len(inv.request_body),
-        "containerHeaders": inv.container_headers,
         "containerCalls": inv.container_calls,
-        "stagedFiles": [str(p) for p in inv.staged_files],
         "outputFiles": inv.output_files,
         "progress": [u.progress for u in inv.progress],
-        "responseStatus": inv.response_status,
-        "delivered": inv.delivered,
         "error": inv.error,
-        "durationSeconds": inv.duration,
     }
 
 
