@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from urllib.parse import unquote, urlsplit
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from nvcf_emulator import Emulator
 from nvcf_emulator.domain.assets import is_asset_id
 from nvcf_emulator.domain.clock import Clock
 from nvcf_emulator.domain.errors import StorageError
@@ -129,3 +131,53 @@ def test_is_asset_id_accepts_exactly_canonical_uuids(text: str) -> None:
 def test_every_canonical_uuid_is_an_asset_id(value: uuid.UUID) -> None:
     assert is_asset_id(str(value))
     assert not is_asset_id(str(value).upper())
+
+
+# -- size and range headers: whatever a client sends, never a 5xx ------------------------------
+
+
+@pytest.fixture(scope="module")
+def prop_emulator() -> Iterator[Emulator]:
+    emu = Emulator(max_asset_bytes=64)
+    yield emu
+    emu.close()
+
+
+HEADER_TEXT = st.one_of(
+    st.integers(min_value=-(2**70), max_value=2**70).map(str),
+    st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=30),
+    st.sampled_from(["bytes=0-", "bytes=-5", "bytes=5-1", "bytes=0-0,1-1", "1e3", " 12 ", ""]),
+)
+
+
+@SETTINGS
+@given(length=HEADER_TEXT, range_=HEADER_TEXT, body=st.binary(max_size=100))
+def test_any_content_length_or_range_gets_an_answer_not_a_5xx(
+    prop_emulator: Emulator, length: str, range_: str, body: bytes
+) -> None:
+    """Raw environs, as a server hands them over: the Content-Length header is whatever the
+    client wrote (werkzeug's test builder would correct it, so it is set by hand)."""
+    from werkzeug.test import EnvironBuilder, run_wsgi_app
+
+    emu = prop_emulator
+    auth = "Bearer nvapi-prop"
+    asset = emu.assets.create(emu.accounts.authenticate(auth), "a/b", "d")
+    url = urlsplit(emu.upload_url(asset))
+    calls = [
+        ("PUT", url.path, url.query, {"Content-Type": "a/b", DESCRIPTION_HEADER: "d"}),
+        ("POST", "/v2/nvcf/assets", "", {"Content-Type": "application/json"}),
+        ("GET", f"/v2/nvcf/assets/{asset.asset_id}", "", {}),
+        ("POST", f"/v2/nvcf/pexec/functions/{uuid.uuid4()}", "", {}),
+    ]
+    for method, path, query, extra in calls:
+        environ = EnvironBuilder(
+            path=path,
+            base_url=f"{url.scheme}://{url.netloc}",
+            query_string=query,
+            method=method,
+            headers={"Authorization": auth, "Range": range_, **extra},
+            data=body,
+        ).get_environ()
+        environ["CONTENT_LENGTH"] = length
+        _, status, _ = run_wsgi_app(emu.app, environ, buffered=True)
+        assert int(status.split()[0]) < 500, (method, path, length, status)
