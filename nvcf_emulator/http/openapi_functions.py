@@ -32,6 +32,18 @@ ANY: dict[str, Any] = {}
 _DEFAULTS = EmulatorConfig()
 
 
+#: Optional function fields the server stores without checking their types.
+_FREE_FORM_FIELDS = (
+    "containerArgs",
+    "containerEnvironment",
+    "models",
+    "resources",
+    "description",
+    "rateLimit",
+    "telemetries",
+)
+
+
 def unsigned_at_most(limit: int) -> str:
     """A regex (no anchors) for the decimal numbers 0..``limit``, leading zeros allowed."""
     digits = str(limit)
@@ -101,18 +113,7 @@ def _definition(*, version: bool) -> dict[str, Any]:
                     "properties": {"name": {"type": "string"}},
                 },
             },
-            **{
-                key: _ANY_JSON
-                for key in (
-                    "containerArgs",
-                    "containerEnvironment",
-                    "models",
-                    "resources",
-                    "description",
-                    "rateLimit",
-                    "telemetries",
-                )
-            },
+            **{key: _ANY_JSON for key in _FREE_FORM_FIELDS},
         },
         "if": {"required": ["helmChart"], "properties": {"helmChart": {"type": "string"}}},
         "then": {
@@ -186,18 +187,7 @@ FUNCTION_SCHEMAS: dict[str, Any] = {
                 "description": "Names only: values are never returned",
                 "items": _exact({"name": {"type": "string"}}),
             },
-            **{
-                key: ANY
-                for key in (
-                    "containerArgs",
-                    "containerEnvironment",
-                    "models",
-                    "resources",
-                    "description",
-                    "rateLimit",
-                    "telemetries",
-                )
-            },
+            **{key: ANY for key in _FREE_FORM_FIELDS},
             "activeInstances": {
                 "type": "array",
                 "items": {"$ref": "#/components/schemas/Instance"},
