@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hmac
-import json
 import logging
 import socket
 import time
@@ -22,7 +21,7 @@ from ..domain.errors import NvcfError, StorageError
 from ..domain.faults import Fault
 from ..storage.presign import new_request_id
 from . import admin, control, functions, pexec, storage
-from .responses import Route, nvcf_error, problem, s3_error
+from .responses import ProblemResponse, Route, nvcf_error, problem, s3_error
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -86,16 +85,6 @@ def _injected(request: Request, fault: Fault, is_storage: bool) -> Response:
     return problem(request, status, HTTPStatus(status).phrase, detail)
 
 
-def _problem_request_id(response: Response) -> str | None:
-    if response.is_streamed:
-        return None
-    try:
-        value = json.loads(response.get_data()).get("requestId")
-    except (ValueError, AttributeError):
-        return None
-    return value if isinstance(value, str) else None
-
-
 Handler = Callable[..., Response]
 
 
@@ -157,8 +146,8 @@ class EmulatorApp:
         else:
             response = self._control(request)
         request_id = response.headers.get("NVCF-REQID") or response.headers.get("x-amz-request-id")
-        if not request_id and response.mimetype == "application/problem+json":
-            request_id = _problem_request_id(response)
+        if not request_id and isinstance(response, ProblemResponse):
+            request_id = response.request_id
         duration_ms = (time.perf_counter() - started) * 1000
         self.emulator.calls.record(
             Call(

@@ -32,6 +32,12 @@ def kebab(title: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
 
 
+class ProblemResponse(Response):
+    """Problem JSON, remembering its ``requestId`` so the call log need not parse the body."""
+
+    request_id: str = ""
+
+
 def problem(
     request: Request,
     status: int,
@@ -43,20 +49,23 @@ def problem(
     headers: dict[str, str] | None = None,
 ) -> Response:
     """RFC 7807 problem JSON with the members NVCF clients look at."""
+    request_id = request_id or str(uuid.uuid4())
     body = {
         "type": type_prefix + kebab(title),
         "title": title,
         "status": status,
         "detail": detail,
         "instance": request.path,
-        "requestId": request_id or str(uuid.uuid4()),
+        "requestId": request_id,
     }
-    return Response(
+    response = ProblemResponse(
         json.dumps(body, separators=(",", ":")),
         status=status,
         headers=headers,
         content_type="application/problem+json",
     )
+    response.request_id = request_id
+    return response
 
 
 def nvcf_error(request: Request, error: NvcfError) -> Response:
