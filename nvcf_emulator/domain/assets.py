@@ -240,14 +240,7 @@ class AssetService:
                         raise _storage_full(None) from exc
                     raise
             if content_length is not None and size < content_length:
-                raise StorageError(
-                    400,
-                    "IncompleteBody",
-                    "You did not provide the number of bytes specified by the Content-Length "
-                    "HTTP header",
-                    ExpectedSize=content_length,
-                    ReceivedSize=size,
-                )
+                raise incomplete_body(ExpectedSize=content_length, ReceivedSize=size)
             with self._lock:
                 writer.commit()
                 self.used_bytes += size - (asset.size or 0)
@@ -355,6 +348,16 @@ class AssetService:
         self.state.delete(KIND, asset.asset_id)
         self._unlist(asset)
         self.store.delete(asset.key)
+
+
+def incomplete_body(**sizes: int) -> StorageError:
+    """S3's answer to a body shorter than its ``Content-Length`` (a client that went away)."""
+    return StorageError(
+        400,
+        "IncompleteBody",
+        "You did not provide the number of bytes specified by the Content-Length HTTP header",
+        **sizes,
+    )
 
 
 def _storage_full(quota: int | None) -> StorageError:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from werkzeug.exceptions import ClientDisconnected, HTTPException
 from werkzeug.wrappers import Request, Response
 
-from ..domain.assets import is_asset_id
+from ..domain.assets import incomplete_body, is_asset_id
 from ..domain.errors import StorageError
 from ..storage.presign import (
     DESCRIPTION_HEADER,
@@ -65,12 +65,7 @@ def handle(emu: Emulator, request: Request) -> Response:
     except StorageError as error:
         return s3_error(error, request_id, request.path)
     except ClientDisconnected:
-        incomplete = StorageError(
-            400,
-            "IncompleteBody",
-            "You did not provide the number of bytes specified by the Content-Length HTTP header",
-        )
-        return s3_error(incomplete, request_id, request.path)
+        return s3_error(incomplete_body(), request_id, request.path)
     except HTTPException as exc:
         invalid = StorageError(exc.code or 400, "InvalidRequest", exc.description or exc.name)
         return s3_error(invalid, request_id, request.path)
