@@ -40,6 +40,7 @@ class Emulator(InvocationAPI):
     """
 
     def __init__(self, config: EmulatorConfig | None = None, /, **settings: Any) -> None:
+        self._storage_url = ""
         self.config = (config or EmulatorConfig()).replace(**settings)
         self._initial_config = self.config
         self.clock = Clock()
@@ -135,18 +136,52 @@ class Emulator(InvocationAPI):
         """``Authorization`` for :attr:`api_key`, ready to pass to a client."""
         return {"Authorization": f"Bearer {self.api_key}"}
 
+    # The host sets are read on every request (and, in-process, on every requests/httpx call),
+    # so they are worked out once, whenever the config or the storage URL changes.
+
+    @property
+    def config(self) -> EmulatorConfig:
+        return self._config
+
+    @config.setter
+    def config(self, config: EmulatorConfig) -> None:
+        self._config = config
+        self._update_hosts()
+
+    @property
+    def storage_url(self) -> str:
+        """The origin (and path prefix) upload URLs point at."""
+        return self._storage_url
+
+    @storage_url.setter
+    def storage_url(self, url: str) -> None:
+        self._storage_url = url
+        self._update_hosts()
+
+    def _update_hosts(self) -> None:
+        hosts = {urlsplit(self._config.api_base_url).hostname or ""}
+        hosts.update(self._config.extra_api_hosts)
+        self._api_hosts = frozenset(h.lower() for h in hosts if h)
+        parts = urlsplit(self._storage_url)
+        host = (parts.hostname or "").lower()
+        virtual = bool(host) and not parts.path.strip("/")
+        self._storage_hosts = frozenset({host}) if virtual else frozenset()
+        self._routed_hosts = self._api_hosts | ({host} if host else set())
+
     @property
     def api_hosts(self) -> frozenset[str]:
-        hosts = {urlsplit(self.config.api_base_url).hostname or ""}
-        hosts.update(self.config.extra_api_hosts)
-        return frozenset(h.lower() for h in hosts if h)
+        """Hosts of the control plane (routed in-process)."""
+        return self._api_hosts
 
     @property
     def storage_hosts(self) -> frozenset[str]:
         """Hosts whose every request is a storage request (virtual-hosted S3 style)."""
-        host = urlsplit(self.storage_url).hostname or ""
-        path = urlsplit(self.storage_url).path.strip("/")
-        return frozenset({host.lower()}) if host and not path else frozenset()
+        return self._storage_hosts
+
+    @property
+    def routed_hosts(self) -> frozenset[str]:
+        """Every host the in-process mode sends into this emulator: API and storage."""
+        return self._routed_hosts
 
     def upload_url(self, asset: Asset) -> str:
         """A pre-signed PUT URL for ``asset``, valid ``upload_url_ttl`` seconds from now."""

@@ -82,7 +82,7 @@ def url_matcher(emulator: Emulator) -> Callable[[str], bool]:
 
     def matches(url: str) -> bool:
         host = (urlsplit(url).hostname or "").lower()
-        return host in emulator.api_hosts or host in _storage_hosts(emulator)
+        return host in emulator.routed_hosts
 
     return matches
 
@@ -96,11 +96,6 @@ def _route_httpx(
     from .inprocess_httpx import route_httpx
 
     return route_httpx(app, matches)
-
-
-def _storage_hosts(emulator: Emulator) -> frozenset[str]:
-    host = (urlsplit(emulator.storage_url).hostname or "").lower()
-    return emulator.api_hosts if not host else frozenset({host})
 
 
 class _BodyReader(io.RawIOBase):
