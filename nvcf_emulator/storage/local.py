@@ -10,6 +10,30 @@ from pathlib import Path
 from typing import BinaryIO
 
 _FICLONE = 0x40049409  # linux/fs.h: clone a file's extents (btrfs, xfs, ...)
+#: Files up to this size are staged with one read and one write.
+_SMALL_COPY = 1 << 20
+
+
+def _copy_fd(fin: BinaryIO, fout: BinaryIO, size: int) -> None:
+    """Copy ``size`` bytes in the kernel where it can (Linux sendfile), else in 1 MiB chunks."""
+    sendfile = getattr(os, "sendfile", None)
+    if sendfile is not None:
+        offset = 0
+        try:
+            while offset < size:
+                sent = sendfile(fout.fileno(), fin.fileno(), offset, min(size - offset, 1 << 30))
+                if sent == 0:
+                    break
+                offset += sent
+            if offset == size:
+                return
+        except OSError:
+            if offset:
+                raise
+    fin.seek(0)
+    fout.seek(0)
+    fout.truncate()
+    shutil.copyfileobj(fin, fout, 1 << 20)
 
 
 class _LocalWriter:
@@ -50,14 +74,18 @@ class LocalBlobStore:
         # Uploads cut off by a crash (kill -9) left their temp files here: they never count.
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
-        self._objects_resolved = self.objects.resolve()
+        self._objects_str = str(self.objects.resolve())
+        self._objects_prefix = self._objects_str + os.sep
+        #: Staging roots where a copy-on-write clone failed once (tmpfs, ext4): not tried again.
+        self._no_clone: set[str] = set()
 
     def _path(self, key: str) -> Path:
-        path = (self.objects / key).resolve()
-        # Keys are validated upstream; this is the last line of defence against traversal.
-        if self._objects_resolved not in path.parents:
+        # Keys are validated upstream; this is the last line of defence against traversal. A
+        # string check (no resolve(): that is an lstat per path component on every staging).
+        path = os.path.normpath(os.path.join(self._objects_str, key))
+        if not path.startswith(self._objects_prefix):
             raise ValueError(f"object key escapes the store: {key!r}")
-        return path
+        return Path(path)
 
     def writer(self, key: str) -> _LocalWriter:
         return _LocalWriter(self._path(key), self.tmp)
@@ -77,15 +105,21 @@ class LocalBlobStore:
     def stage(self, key: str, dest: Path) -> None:
         # A copy, never a hard link: a container (often running as root) that writes to its
         # input must not change the stored asset. Copy-on-write clones make it free where the
-        # file system supports them; otherwise the kernel copies (sendfile/copy_file_range).
-        src = self._path(key)
-        with src.open("rb") as fin, open(dest, "xb") as fout:
-            try:
-                fcntl.ioctl(fout.fileno(), _FICLONE, fin.fileno())
-                return
-            except OSError:
-                pass
-        shutil.copyfile(src, dest)
+        # file system supports them; otherwise the kernel copies (sendfile), or for small files
+        # one read and one write.
+        root = str(dest.parent.parent)
+        with open(self._path(key), "rb") as fin, open(dest, "xb") as fout:
+            if root not in self._no_clone:
+                try:
+                    fcntl.ioctl(fout.fileno(), _FICLONE, fin.fileno())
+                    return
+                except OSError:
+                    self._no_clone.add(root)
+            size = os.fstat(fin.fileno()).st_size
+            if size <= _SMALL_COPY:
+                fout.write(fin.read())
+            else:
+                _copy_fd(fin, fout, size)
 
     def local_path(self, key: str) -> Path | None:
         path = self._path(key)

@@ -29,7 +29,11 @@ class StagedRequest:
 
     def output_files(self) -> list[Path]:
         """Files the container left in its output dir (``progress`` files excluded), sorted."""
-        if not self.output_dir.is_dir():
+        try:
+            with os.scandir(self.output_dir) as entries:
+                if next(entries, None) is None:  # the usual case: nothing left there
+                    return []
+        except OSError:
             return []
         out = []
         for path in sorted(self.output_dir.rglob("*")):
@@ -39,12 +43,27 @@ class StagedRequest:
         return out
 
     def remove(self) -> None:
-        shutil.rmtree(self.asset_dir, ignore_errors=True)
-        shutil.rmtree(self.output_dir, ignore_errors=True)
+        # The usual case in a few syscalls: the staged files, then two directories left empty.
+        # Anything the container added (or a failure) falls back to a full rmtree.
+        for path in self.files:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        for directory in (self.asset_dir, self.output_dir):
+            try:
+                os.rmdir(directory)
+            except FileNotFoundError:
+                pass
+            except OSError:
+                shutil.rmtree(directory, ignore_errors=True)
 
 
 def _mkdir(path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        os.mkdir(path, DIR_MODE)
+    except FileNotFoundError:  # the root itself is new
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        pass
     with contextlib.suppress(OSError):  # the umask would otherwise narrow the mode
         os.chmod(path, DIR_MODE)
 
@@ -66,10 +85,12 @@ def prepare(
         _mkdir(staged.output_dir)
         if assets:
             _mkdir(staged.asset_dir)
+            seen: set[str] = set()
             for asset in assets:
-                dest = staged.asset_dir / asset.asset_id
-                if dest.exists():  # the same id referenced twice
+                if asset.asset_id in seen:  # the same id referenced twice
                     continue
+                seen.add(asset.asset_id)
+                dest = staged.asset_dir / asset.asset_id
                 store.stage(asset.key, dest)
                 staged.files.append(dest)
     except BaseException:
