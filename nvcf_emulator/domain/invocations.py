@@ -399,8 +399,7 @@ class InvocationService:
         *,
         config: Callable[[], EmulatorConfig],
         container_for: Callable[[FunctionVersion], Container | None],
-        asset_root: Callable[[], Path],
-        output_root: Callable[[], Path],
+        staging_roots: Callable[[Sequence[Asset]], tuple[Path, Path]],
         results_dir: Path,
         state: StateStore | None = None,
     ) -> None:
@@ -410,8 +409,8 @@ class InvocationService:
         self.store = store
         self._config = config
         self._container_for = container_for
-        self._asset_root = asset_root
-        self._output_root = output_root
+        #: (asset root, output root) for a request referencing these assets.
+        self._staging_roots = staging_roots
         self.results_dir = results_dir
         self._lock = threading.RLock()
         self._records: dict[str, Invocation] = {}
@@ -578,10 +577,9 @@ class InvocationService:
         since: float | None = None,
     ) -> Headers:
         cfg = self._config()
-        headers = Headers()
-        for name, value in client_headers:
-            if name.lower() not in _DROPPED:
-                headers.add(name, value)
+        # The client's headers never carry a worker header's name (_DROPPED has them all), so
+        # one list in one go: Headers.set per worker header rescans the list each time.
+        forwarded = [(k, v) for k, v in client_headers if k.lower() not in _DROPPED]
         spec: dict[str, Any] = {}
         specs = (version.deployment or {}).get("deploymentSpecifications") or []
         if specs and isinstance(specs[0], dict):
@@ -610,11 +608,9 @@ class InvocationService:
             ("NVCF-INVOCATION-REGION", cfg.region),
             ("NVCF-POLL-SECONDS", str(max(0, math.ceil(window - elapsed)))),
         ]
-        for name, value in worker:
-            headers.set(name, value)
-        if "Content-Type" not in headers:
-            headers.set("Content-Type", "application/json")
-        return headers
+        if not any(k.lower() == "content-type" for k, _ in forwarded):
+            worker.append(("Content-Type", "application/json"))
+        return Headers(forwarded + worker)
 
     def _run(
         self,
@@ -652,7 +648,7 @@ class InvocationService:
         cfg = self._config()
         try:
             staged = staging.prepare(
-                self.store, assets, inv.request_id, self._asset_root(), self._output_root()
+                self.store, assets, inv.request_id, *self._staging_roots(assets)
             )
         except Exception:
             inv.error = traceback.format_exc()
