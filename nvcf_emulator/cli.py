@@ -196,6 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="where assets are staged per request (default: <root dir>/inputAssets)",
     )
     p.add_argument(
+        "--ram-staging-bytes",
+        type=int,
+        default=int(_env("RAM_STAGING_BYTES", str(d.ram_staging_bytes)) or d.ram_staging_bytes),
+        help="requests whose assets total at most this many bytes are staged in /dev/shm while "
+        f"no --asset-root is given; 0: always on disk (default {d.ram_staging_bytes})",
+    )
+    p.add_argument(
         "--keep-staged",
         action="store_true",
         default=(_env("KEEP_STAGED", "") or "").lower() in ("1", "true", "yes"),
@@ -236,6 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             container_timeout=args.container_timeout,
             asset_root=args.asset_root,
             keep_staged=args.keep_staged,
+            ram_staging_bytes=args.ram_staging_bytes,
         )
         functions = _functions(args.function)
     except (ValueError, argparse.ArgumentTypeError) as exc:

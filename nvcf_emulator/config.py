@@ -97,6 +97,11 @@ class EmulatorConfig:
     output_root: Path | None = None
     #: Keep the staged asset and output dirs after a request ends (for debugging).
     keep_staged: bool = False
+    #: While ``asset_root`` and ``output_root`` are unset, a request whose assets total at most
+    #: this many bytes is staged in RAM (a dir under ``/dev/shm``, when that is a tmpfs with at
+    #: least 1 GiB free) instead of under ``root_dir``: a per-request mkdir, copy and rmtree on
+    #: disk cost more than a small container call. ``0``: always on disk.
+    ram_staging_bytes: int = 16 * 1024 * 1024
     #: Seconds a deployed version stays ``DEPLOYING`` (on the emulator clock) before ``ACTIVE``.
     deploy_delay: float = 0.0
     #: Seconds between looks at running requests' progress files.
@@ -110,7 +115,13 @@ class EmulatorConfig:
         return dataclasses.replace(self, **changes)
 
     def __post_init__(self) -> None:
-        for name in ("upload_url_ttl", "asset_ttl", "max_asset_bytes", "list_limit"):
+        for name in (
+            "upload_url_ttl",
+            "asset_ttl",
+            "max_asset_bytes",
+            "list_limit",
+            "ram_staging_bytes",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {value!r}")

@@ -8,13 +8,16 @@
 
 from __future__ import annotations
 
+import shutil
+import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .domain.accounts import Account
+from .domain.assets import Asset
 from .domain.functions import (
     DEFAULT_HEALTH_URI,
     DEFAULT_INFERENCE_PORT,
@@ -23,6 +26,7 @@ from .domain.functions import (
     FunctionVersion,
 )
 from .domain.invocations import Invocation, InvocationService, monotonic
+from .worker import staging
 from .worker.containers import Container, UrlContainer, as_container
 
 if TYPE_CHECKING:
@@ -63,6 +67,9 @@ class InvocationAPI:
 
     def _init_invocations(self) -> None:
         self.images: dict[str, Container] = {}
+        self._ram_root: Path | None = None  # made on first use, removed on close
+        self._ram_checked = False
+        self._ram_lock = threading.Lock()
         self._owned: list[tuple[Container, bool]] = []  # (container, survives reset)
         self._persistent: list[FunctionVersion] = []
         self.functions = FunctionService(
@@ -76,10 +83,29 @@ class InvocationAPI:
             self.store,
             config=lambda: self.config,
             container_for=self.functions.container_for,
-            asset_root=lambda: self.config.asset_root or self.root / "inputAssets",
-            output_root=lambda: self.config.output_root or self.root / "response",
+            staging_roots=self._staging_roots,
             results_dir=self.root / "results",
             state=self.state,
+        )
+
+    def _staging_roots(self, assets: Sequence[Asset]) -> tuple[Path, Path]:
+        """Where a request's asset and output dirs go: the configured roots, else RAM for small
+        requests (see ``ram_staging_bytes``), else ``root_dir``."""
+        cfg = self.config
+        small = sum(a.size or 0 for a in assets) <= cfg.ram_staging_bytes
+        if small and cfg.asset_root is None and cfg.output_root is None:
+            ram = self._ram_root
+            if ram is None and not self._ram_checked:
+                with self._ram_lock:  # worker threads: one dir, made once
+                    if not self._ram_checked:
+                        self._ram_root = staging.make_ram_root()
+                        self._ram_checked = True
+                    ram = self._ram_root
+            if ram is not None:
+                return ram / "inputAssets", ram / "response"
+        return (
+            cfg.asset_root or self.root / "inputAssets",
+            cfg.output_root or self.root / "response",
         )
 
     def _load_invocations(self) -> int:
@@ -229,3 +255,6 @@ class InvocationAPI:
         for container, _ in self._owned:
             container.close()
         self._owned.clear()
+        if self._ram_root is not None:
+            shutil.rmtree(self._ram_root, ignore_errors=True)
+        self._ram_root, self._ram_checked = None, False

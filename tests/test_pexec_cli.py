@@ -257,7 +257,7 @@ def test_seed_flow_with_curl(served: Served, tmp_path: Path) -> None:
         i: hashlib.sha256(d).hexdigest() for i, d in zip(ids, data, strict=True)
     }
     staged = Path(body["assetDir"])
-    assert staged.parent == served.root / "inputAssets"
+    assert staged.parent.name == "inputAssets"  # small assets: in RAM (ram_staging_bytes)
     assert not staged.exists()
 
     # a slow container: 202 first, then the status poll returns the result

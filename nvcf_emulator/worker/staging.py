@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,21 @@ from ..storage.base import BlobStore
 
 DIR_MODE = 0o777
 PROGRESS_FILE = "progress"
+#: Where RAM staging goes (Linux's tmpfs), and the free space it needs to be used at all:
+#: Docker's default 64 MiB /dev/shm could not hold a container's large output.
+RAM_DIR = Path("/dev/shm")
+RAM_MIN_FREE = 1 << 30
+
+
+def make_ram_root() -> Path | None:
+    """A fresh private dir in RAM for staging, or ``None`` where there is no roomy tmpfs."""
+    try:
+        stat = os.statvfs(RAM_DIR)
+        if stat.f_bavail * stat.f_frsize < RAM_MIN_FREE:
+            return None
+        return Path(tempfile.mkdtemp(prefix="nvcf-emulator-", dir=RAM_DIR))
+    except (OSError, AttributeError):  # no /dev/shm, not writable, no statvfs (Windows)
+        return None
 
 
 @dataclass

@@ -1,0 +1,107 @@
+"""Where a request's staged assets and output dir go, and that they are gone afterwards."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from nvcf_emulator import Emulator
+from nvcf_emulator.worker import ContainerRequest, staging
+from tests.test_pexec import invoke, new_asset
+
+
+def _seen_dirs(emu: Emulator) -> dict[str, Path]:
+    seen: dict[str, Path] = {}
+
+    def look(req: ContainerRequest) -> dict[str, bool]:
+        seen["assets"], seen["output"] = req.asset_dir, req.output_dir
+        (req.output_dir / "note.txt").write_text("left behind")  # output is zipped, then removed
+        return {"staged": req.asset_path(req.asset_ids[0]).read_bytes() == b"x" * 10}
+
+    fid, _ = emu.add_function(look, name="look")
+    asset = new_asset(b"x" * 10, emu=emu)
+    r = invoke(emu, fid, headers={"NVCF-INPUT-ASSET-REFERENCES": asset})
+    assert r.status_code == 302, r.text  # the output file makes it a zip
+    return seen
+
+
+def _roomy_tmpfs() -> bool:
+    try:
+        st = os.statvfs(staging.RAM_DIR)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize >= staging.RAM_MIN_FREE and os.access(staging.RAM_DIR, os.W_OK)
+
+
+@pytest.mark.skipif(not _roomy_tmpfs(), reason="no tmpfs with 1 GiB free at /dev/shm")
+def test_small_requests_are_staged_in_ram_and_the_dir_goes_on_close(tmp_path: Path) -> None:
+    with Emulator(root_dir=tmp_path / "emu") as emu:
+        seen = _seen_dirs(emu)
+        ram = seen["assets"].parent.parent
+        assert ram.parent == staging.RAM_DIR and ram.name.startswith("nvcf-emulator-")
+        assert seen["assets"].parent == ram / "inputAssets"
+        assert seen["output"].parent == ram / "response"
+        assert not seen["assets"].exists() and not seen["output"].exists()
+        assert ram.is_dir()
+    assert not ram.exists()
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"ram_staging_bytes": 0},  # RAM staging off
+        {"ram_staging_bytes": 9},  # the 10-byte asset is above it
+    ],
+)
+def test_larger_requests_and_ram_staging_off_use_root_dir(
+    tmp_path: Path, settings: dict[str, int]
+) -> None:
+    with Emulator(root_dir=tmp_path / "emu", **settings) as emu:
+        seen = _seen_dirs(emu)
+        assert seen["assets"].parent == tmp_path / "emu" / "inputAssets"
+        assert seen["output"].parent == tmp_path / "emu" / "response"
+        assert not seen["assets"].exists() and not seen["output"].exists()
+
+
+def test_configured_roots_win_over_ram(tmp_path: Path) -> None:
+    with Emulator(
+        root_dir=tmp_path / "emu", asset_root=tmp_path / "in", output_root=tmp_path / "out"
+    ) as emu:
+        seen = _seen_dirs(emu)
+        assert seen["assets"].parent == tmp_path / "in"
+        assert seen["output"].parent == tmp_path / "out"
+
+
+def test_no_roomy_tmpfs_falls_back_to_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    small = tmp_path / "small-shm"
+    small.mkdir()
+    monkeypatch.setattr(staging, "RAM_DIR", small)
+    monkeypatch.setattr(staging, "RAM_MIN_FREE", 1 << 62)  # no disk has that much free
+    with Emulator(root_dir=tmp_path / "emu") as emu:
+        seen = _seen_dirs(emu)
+        assert seen["assets"].parent == tmp_path / "emu" / "inputAssets"
+    assert list(small.iterdir()) == []
+
+
+def test_ram_staging_bytes_is_validated() -> None:
+    with pytest.raises(ValueError, match="ram_staging_bytes must be a non-negative integer"):
+        Emulator(ram_staging_bytes=-1)
+
+
+def test_a_container_leaving_files_in_its_asset_dir_still_gets_it_removed(
+    nvcf: Emulator,
+) -> None:
+    def litter(req: ContainerRequest) -> dict[str, str]:
+        (req.asset_dir / "scratch" / "deep").mkdir(parents=True)
+        (req.asset_dir / "scratch" / "deep" / "f").write_text("x")
+        os.unlink(req.asset_path(req.asset_ids[0]))  # and one staged file already gone
+        return {"dir": str(req.asset_dir)}
+
+    fid, _ = nvcf.add_function(litter, name="litter")
+    asset = new_asset(b"abc", emu=nvcf)
+    r = invoke(nvcf, fid, headers={"NVCF-INPUT-ASSET-REFERENCES": asset})
+    assert r.status_code == 200, r.text
+    assert not Path(r.json()["dir"]).exists()
+    assert nvcf.asset_bytes(asset) == b"abc"
