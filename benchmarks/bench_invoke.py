@@ -11,7 +11,6 @@ import http.client
 import json
 import os
 import shutil
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -81,22 +80,30 @@ def _staged_copy(scratch: Path, asset_id: str) -> Path:
     return asset_dir
 
 
-def inprocess(batch: int, batches: int, ram_staging: bool = False) -> dict[str, Any]:
+def inprocess(batch: int, batches: int, disk_staging: bool = False) -> dict[str, Any]:
     """Interleaved batches of: pexec through ``requests`` (what a test does), pexec through
-    ``werkzeug.test.Client`` on the emulator's app (no ``requests``), the container directly.
-    ``ram_staging``: the per-request asset/output dirs on tmpfs (``asset_root``/``output_root``
-    under /dev/shm) instead of under ``root_dir``."""
+    ``werkzeug.test.Client`` on the emulator's app (no ``requests``), the container directly,
+    and ``requests`` alone on an adapter that answers at once (what the client costs).
+    ``disk_staging``: the per-request asset/output dirs under ``root_dir`` on disk
+    (``ram_staging_bytes=0``) instead of the default RAM staging."""
     import requests
+    from requests.adapters import BaseAdapter
     from werkzeug.test import Client
 
     from nvcf_emulator import Emulator
 
+    class Answered(BaseAdapter):
+        def send(self, request: Any, *args: Any, **kwargs: Any) -> requests.Response:
+            resp = requests.Response()
+            resp.status_code, resp._content = 200, b'{"assetBytes": 1024}'
+            resp.request, resp.url = request, request.url
+            return resp
+
+        def close(self) -> None:
+            pass
+
     scratch = Path(bench_tmpdir())
-    staging: dict[str, Any] = {}
-    if ram_staging:
-        ram = Path(tempfile.mkdtemp(prefix="nvcf-bench-", dir="/dev/shm"))
-        staging = {"asset_root": ram / "in", "output_root": ram / "out"}
-    emu = Emulator(root_dir=scratch / "emu", **staging)
+    emu = Emulator(root_dir=scratch / "emu", ram_staging_bytes=0 if disk_staging else 1 << 24)
     emu.__enter__()
     session = requests.Session()
     try:
@@ -127,11 +134,21 @@ def inprocess(batch: int, batches: int, ram_staging: bool = False) -> dict[str, 
             if resp.status_code != 200 or resp.get_json()["assetBytes"] != ASSET_BYTES:
                 raise RuntimeError(f"direct call answered {resp.status_code}")
 
-        emu_t, app_t, direct_t = [], [], []
+        bare = requests.Session()
+        bare.mount("http://answered.invalid/", Answered())
+        bare_url = "http://answered.invalid" + app_path
+
+        def requests_only() -> None:
+            resp = bare.post(bare_url, headers=headers, json=BODY)
+            if resp.json()["assetBytes"] != ASSET_BYTES:
+                raise RuntimeError("the null adapter answered something else")
+
+        emu_t, app_t, direct_t, req_t = [], [], [], []
         for _ in range(3):
             via_emulator()
             via_app()
             direct()
+            requests_only()
         for _ in range(batches):  # interleaved batches: both see the same machine
             started = time.perf_counter()
             for _ in range(batch):
@@ -145,13 +162,15 @@ def inprocess(batch: int, batches: int, ram_staging: bool = False) -> dict[str, 
             for _ in range(batch):
                 direct()
             direct_t.append((time.perf_counter() - started) / batch)
+            started = time.perf_counter()
+            for _ in range(batch):
+                requests_only()
+            req_t.append((time.perf_counter() - started) / batch)
     finally:
         session.close()
         emu.close()
         shutil.rmtree(scratch, ignore_errors=True)
-        if staging:
-            shutil.rmtree(staging["asset_root"].parent, ignore_errors=True)
-    return {"emu": emu_t, "app": app_t, "direct": direct_t}
+    return {"emu": emu_t, "app": app_t, "direct": direct_t, "requests": req_t}
 
 
 def load(
@@ -278,46 +297,50 @@ def run() -> list[Row]:
             ),
         ]
     ip = child("bench_invoke", "inprocess", batch=BATCH, batches=BATCHES)
-    ram = None
-    if Path("/dev/shm").is_dir():
-        ram = child("bench_invoke", "inprocess", batch=BATCH, batches=6, ram_staging=True)
+    disk = child("bench_invoke", "inprocess", batch=BATCH, batches=6, disk_staging=True)
     sv = child("bench_invoke", "server", clients=CLIENTS, seconds=LOAD_SECONDS, rounds=LOAD_ROUNDS)
+    direct = Stat.of(ip["direct"])
+
+    def info(name: str, stat: Stat, base: Stat, note: str) -> Row:
+        return Row(
+            "3",
+            name,
+            stat.fmt("ms", 1e3),
+            f"werkzeug Client: {base.fmt('ms', 1e3)}",
+            stat.median / base.median,
+            "info",
+            None,
+            note,
+        )
+
     return [
         ratio_row(
             "3",
             "invoke in-process (1 KiB asset), per call",
             Stat.of(ip["emu"]),
-            Stat.of(ip["direct"]),
+            direct,
             "ms",
             scale=1e3,
             at_most=3,
             baseline_label="werkzeug Client",
         ),
-        Row(
-            "3",
+        info(
             "  same, werkzeug Client on emu.app (no requests)",
-            Stat.of(ip["app"]).fmt("ms", 1e3),
-            f"werkzeug Client: {Stat.of(ip['direct']).fmt('ms', 1e3)}",
-            Stat.of(ip["app"]).median / Stat.of(ip["direct"]).median,
-            "info",
-            None,
+            Stat.of(ip["app"]),
+            direct,
             "the emulator's own share of the in-process invoke (no requests client)",
         ),
-        *(
-            [
-                Row(
-                    "3",
-                    "  same, staging dirs on tmpfs (/dev/shm)",
-                    Stat.of(ram["emu"]).fmt("ms", 1e3),
-                    f"werkzeug Client: {Stat.of(ram['direct']).fmt('ms', 1e3)}",
-                    Stat.of(ram["emu"]).median / Stat.of(ram["direct"]).median,
-                    "info",
-                    None,
-                    "asset_root/output_root on tmpfs: what per-request mkdir/copy/rmtree cost",
-                )
-            ]
-            if ram is not None
-            else []
+        info(
+            "  requests alone, adapter answering at once",
+            Stat.of(ip["requests"]),
+            direct,
+            "what requests.Session.post costs before any transport: the floor of the first row",
+        ),
+        info(
+            "  same as the first row, staging on disk",
+            Stat.of(disk["emu"]),
+            Stat.of(disk["direct"]),
+            "ram_staging_bytes=0: per-request mkdir/copy/rmtree under root_dir on disk",
         ),
         ratio_row(
             "3",
