@@ -11,6 +11,7 @@ import bisect
 import dataclasses
 import errno
 import hashlib
+import os
 import re
 import threading
 import uuid
@@ -39,6 +40,8 @@ VISIBLE_PATTERN = r"\S"
 _VISIBLE_RE = re.compile(VISIBLE_PATTERN)
 _UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _CHUNK = 1024 * 1024
+#: Most bytes a body moves in the kernel per step (between the size checks).
+_KERNEL_CHUNK = 8 * _CHUNK
 #: The record kind assets are kept under in a state store.
 KIND = "asset"
 
@@ -216,39 +219,82 @@ class AssetService:
         if room is not None and content_length is not None and content_length > room:
             raise _storage_full(quota)
         writer = self.store.writer(asset.key)
+        cap = limit if room is None else min(limit, room)
+        fd = writer.fileno()
         # S3's ETag for a single PUT is the body's MD5. MD5 runs at ~0.6 GiB/s on one core,
         # which bounds upload throughput; the "opaque" setting skips it (S3's ETag is opaque
-        # for encrypted objects too, so clients must not rely on it being an MD5).
-        md5 = hashlib.md5(usedforsecurity=False) if self._md5_etag() else None
+        # for encrypted objects too, so clients must not rely on it being an MD5). On local
+        # disk, a body of more than one chunk is hashed by a helper thread that reads back what
+        # was written, so hashing overlaps with receiving (and the kernel may move the bytes).
+        hasher: _FileHasher | None = None
+        md5 = None
+        if self._md5_etag():
+            if fd is not None and (content_length is None or content_length > _CHUNK):
+                hasher = _FileHasher(fd)
+            else:
+                md5 = hashlib.md5(usedforsecurity=False)
+        # A body that can move its bytes into a file in the kernel (a file given in-process, a
+        # socket in server mode) does, unless every chunk must pass through here to be hashed.
+        transfer = getattr(body, "transfer_to", None) if fd is not None and md5 is None else None
+        readinto = getattr(body, "readinto", None)
+        buf = memoryview(bytearray(_CHUNK))
         size = 0
         try:
             while True:
-                chunk = body.read(_CHUNK)
-                if not chunk:
+                # Never more than one byte past the limit: enough to know it is exceeded.
+                want = cap + 1 - size
+                n = None
+                if transfer is not None:
+                    assert fd is not None
+                    try:
+                        n = transfer(fd, min(want, _KERNEL_CHUNK))
+                    except OSError as exc:
+                        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                            raise _storage_full(None) from exc
+                        raise
+                    if n is None:  # not (or no longer) possible: read the rest
+                        transfer = None
+                if n is None:
+                    chunk: bytes | memoryview
+                    if readinto is not None:
+                        chunk = buf[: readinto(buf[: min(want, _CHUNK)]) or 0]
+                    else:
+                        chunk = body.read(min(want, _CHUNK))
+                    n = len(chunk)
+                    if n and size + n <= cap:
+                        if md5 is not None:
+                            md5.update(chunk)
+                        try:
+                            writer.write(chunk)
+                        except OSError as exc:
+                            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                                raise _storage_full(None) from exc
+                            raise
+                if not n:
                     break
-                size += len(chunk)
+                size += n
                 if size > limit:
                     raise _too_large(size, limit)
                 if room is not None and size > room:
                     raise _storage_full(quota)
-                if md5 is not None:
-                    md5.update(chunk)
-                try:
-                    writer.write(chunk)
-                except OSError as exc:
-                    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                        raise _storage_full(None) from exc
-                    raise
+                if hasher is not None:
+                    hasher.advance(size)
             if content_length is not None and size < content_length:
                 raise incomplete_body(ExpectedSize=content_length, ReceivedSize=size)
+            # Outside the lock: the hasher may still be catching up with the last bytes.
+            digest = (
+                hasher.hexdigest()
+                if hasher is not None
+                else (md5.hexdigest() if md5 is not None else None)
+            )
             with self._lock:
                 writer.commit()
                 self.used_bytes += size - (asset.size or 0)
                 asset.uploaded_at = self.clock.now()
                 asset.size = size
                 asset.etag = (
-                    md5.hexdigest()
-                    if md5 is not None
+                    digest
+                    if digest is not None
                     else hashlib.md5(
                         f"{asset.key}:{size}:{asset.uploaded_at}".encode(), usedforsecurity=False
                     ).hexdigest()
@@ -256,8 +302,13 @@ class AssetService:
                 self._list(asset)
                 self._save(asset)
         except BaseException:
+            if hasher is not None:
+                hasher.stop()  # before the file (and its descriptor) goes away
             writer.abort()
             raise
+        finally:
+            if hasher is not None:
+                hasher.stop()
         return asset
 
     def sweep(self) -> int:
@@ -348,6 +399,84 @@ class AssetService:
         self.state.delete(KIND, asset.asset_id)
         self._unlist(asset)
         self.store.delete(asset.key)
+
+
+_preadv = getattr(os, "preadv", None)
+
+
+class _FileHasher:
+    """The MD5 of the bytes written to a file so far, computed in a helper thread.
+
+    The writer appends to the file and calls :meth:`advance` with the new size; the thread
+    follows behind, reading the new bytes back (``pread`` from the page cache, one reused
+    buffer: memory stays bounded whatever the body size) and hashing them. ``hashlib`` and the
+    reads release the GIL, so hashing overlaps with receiving the next bytes. The digest is of
+    the bytes actually stored. :meth:`stop` ends the thread on any path (it is always joined).
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._md5 = hashlib.md5(usedforsecurity=False)
+        self._cond = threading.Condition()
+        self._written = 0
+        self._hashed = 0
+        self._finishing = False
+        self._stopped = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="nvcf-upload-md5", daemon=True)
+        self._thread.start()
+
+    def advance(self, written: int) -> None:
+        """``written`` bytes are in the file now: hash up to there."""
+        with self._cond:
+            self._written = written
+            self._cond.notify()
+
+    def hexdigest(self) -> str:
+        """Wait until every byte written is hashed; the digest."""
+        with self._cond:
+            self._finishing = True
+            self._cond.notify()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        if self._hashed != self._written:  # pragma: no cover - stopped early (a bug)
+            raise RuntimeError("upload hasher stopped before the end of the file")
+        return self._md5.hexdigest()
+
+    def stop(self) -> None:
+        """Stop hashing (upload failed, or done) and join the thread."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+        self._thread.join()
+
+    def _run(self) -> None:
+        buf = bytearray(_CHUNK)
+        view = memoryview(buf)
+        try:
+            while True:
+                with self._cond:
+                    self._cond.wait_for(
+                        lambda: self._stopped or self._finishing or self._written > self._hashed
+                    )
+                    if self._stopped or self._written <= self._hashed:
+                        return
+                    end = self._written
+                while self._hashed < end and not self._stopped:
+                    want = min(len(buf), end - self._hashed)
+                    if _preadv is not None:
+                        n = _preadv(self._fd, [view[:want]], self._hashed)
+                    else:  # pragma: no cover - platforms without preadv
+                        data = os.pread(self._fd, want, self._hashed)
+                        n = len(data)
+                        view[:n] = data
+                    if n <= 0:
+                        raise OSError(errno.EIO, "upload file is shorter than what was written")
+                    self._md5.update(view[:n])
+                    self._hashed += n
+        except BaseException as exc:
+            self._error = exc
 
 
 def incomplete_body(**sizes: int) -> StorageError:

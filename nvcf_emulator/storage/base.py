@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 
 class BlobWriter(Protocol):
     """One upload in progress. Nothing is visible under the key until :meth:`commit`."""
 
-    def write(self, data: bytes) -> None: ...
+    def write(self, data: ReadableBuffer) -> None:
+        """Append ``data`` (any bytes-like object; it is not kept after the call returns)."""
+
+    def fileno(self) -> int | None:
+        """A descriptor of a local file the bytes may also be appended to directly (at its
+        current offset, e.g. by the kernel) and read back from, or ``None`` (remote stores)."""
 
     def commit(self) -> None:
         """Publish the bytes written so far under the key, atomically replacing any old ones."""

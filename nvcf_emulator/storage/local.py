@@ -7,7 +7,10 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 _FICLONE = 0x40049409  # linux/fs.h: clone a file's extents (btrfs, xfs, ...)
 #: Files up to this size are staged with one read and one write.
@@ -37,20 +40,40 @@ def _copy_fd(fin: BinaryIO, fout: BinaryIO, size: int) -> None:
 
 
 class _LocalWriter:
-    __slots__ = ("_done", "_file", "_final", "_tmp")
+    """An upload into a temp file, renamed into place on commit.
+
+    The file is written through its bare descriptor (no Python buffer): callers write large
+    chunks, and :meth:`fileno` lets the kernel move bytes in directly (``copy_file_range``,
+    ``splice``), which must not race with bytes held in a user-space buffer. The descriptor is
+    opened read-write, so the bytes written can be read back (to hash them) while the upload
+    goes on.
+    """
+
+    __slots__ = ("_done", "_fd", "_final", "_tmp")
 
     def __init__(self, final: Path, tmp_dir: Path) -> None:
         self._final = final
-        fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="upload-")
+        # mkstemp opens O_RDWR | O_CREAT | O_EXCL, mode 0600.
+        self._fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="upload-")
         self._tmp = Path(name)
-        self._file = os.fdopen(fd, "wb")
         self._done = False
 
-    def write(self, data: bytes) -> None:
-        self._file.write(data)
+    def fileno(self) -> int:
+        return self._fd
+
+    def write(self, data: ReadableBuffer) -> None:
+        view = memoryview(data).cast("B")
+        while view:
+            view = view[os.write(self._fd, view) :]
+
+    def _close(self) -> None:
+        # Once only: a descriptor number closed twice may by then belong to another file.
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
 
     def commit(self) -> None:
-        self._file.close()
+        self._close()
         self._final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(self._tmp, self._final)
         self._done = True
@@ -59,7 +82,7 @@ class _LocalWriter:
         if self._done:
             return
         self._done = True
-        self._file.close()
+        self._close()
         self._tmp.unlink(missing_ok=True)
 
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
     from mypy_boto3_s3.client import S3Client
     from mypy_boto3_s3.type_defs import CompletedPartTypeDef
 
@@ -78,7 +79,10 @@ class _S3Writer:
         self._parts: list[CompletedPartTypeDef] = []
         self._done = False
 
-    def write(self, data: bytes) -> None:
+    def fileno(self) -> None:
+        return None
+
+    def write(self, data: ReadableBuffer) -> None:
         if self._done:
             raise ValueError("write to a finished upload")
         view = memoryview(data).cast("B")
