@@ -13,8 +13,11 @@ same way (see :mod:`nvcf_emulator.inprocess_httpx`); the pieces below (:func:`ma
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import io
+import os
+import stat
 import sys
 import threading
 import weakref
@@ -98,6 +101,33 @@ def _route_httpx(
     return route_httpx(app, matches)
 
 
+#: errno values of a kernel copy that concern the destination (the upload's file): raised as
+#: they are, so the storage can answer them (a full disk is a 507), not blamed on the body.
+_DEST_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+#: errno values that mean "this kernel or file system cannot copy these files".
+_UNSUPPORTED = frozenset({errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF})
+
+
+def _kernel_copy(src: int, dst: int, count: int, position: int) -> int | None:
+    """Copy up to ``count`` bytes from ``src`` at ``position`` (its offset is not used or
+    moved) to ``dst`` at its current offset; the bytes copied, or ``None`` if unsupported."""
+    copy_file_range = getattr(os, "copy_file_range", None)
+    if copy_file_range is not None:
+        try:
+            return int(copy_file_range(src, dst, count, position))
+        except OSError as exc:
+            if exc.errno not in _UNSUPPORTED:
+                raise
+    sendfile = getattr(os, "sendfile", None)
+    if sendfile is not None and sys.platform == "linux":  # file-to-file only on Linux
+        try:
+            return int(sendfile(dst, src, position, count))
+        except OSError as exc:
+            if exc.errno not in _UNSUPPORTED:
+                raise
+    return None
+
+
 class _BodyReader(io.RawIOBase):
     """A read-only stream over bytes, a file object, or an iterable of chunks.
 
@@ -111,6 +141,8 @@ class _BodyReader(io.RawIOBase):
         self._file: Any = None
         self._iter: Iterator[bytes] | None = None
         self._buf = memoryview(b"")
+        #: The body file's descriptor for kernel copies: None not yet looked at, -1 none.
+        self._kernel_fd: int | None = None
         if body is None:
             self._file = io.BytesIO(b"")
         elif isinstance(body, bytes | bytearray | memoryview):
@@ -126,6 +158,46 @@ class _BodyReader(io.RawIOBase):
 
     def readable(self) -> bool:
         return True
+
+    def transfer_to(self, fd: int, count: int) -> int | None:
+        """Copy up to ``count`` bytes of a body that is a regular file straight into the file
+        ``fd`` in the kernel (``copy_file_range``, else ``sendfile``), from the body's current
+        position, which then moves on as a read would move it. Returns the bytes copied (0 at
+        the end of the file), or ``None`` when the body is no such file or the kernel cannot
+        copy it: then it is read as usual. Errors on the destination (a full disk) are raised
+        as they are; errors on the body's side count as the body failing, as in a read."""
+        src = self._kernel_source()
+        if src is None:
+            return None
+        position = self._file.tell()
+        try:
+            copied = _kernel_copy(src, fd, count, position)
+        except OSError as exc:
+            if exc.errno in _DEST_ERRORS:
+                raise
+            self.error = exc
+            raise ClientDisconnected() from exc
+        if copied is None:
+            self._kernel_fd = -1
+            return None
+        self._file.seek(position + copied)
+        return copied
+
+    def _kernel_source(self) -> int | None:
+        if self._kernel_fd is None:
+            self._kernel_fd = -1
+            body = self._file
+            if (
+                isinstance(body, io.BufferedReader | io.BufferedRandom | io.FileIO)
+                and body.seekable()
+            ):
+                try:
+                    fd = body.fileno()
+                    if stat.S_ISREG(os.fstat(fd).st_mode):
+                        self._kernel_fd = fd
+                except (OSError, ValueError):
+                    pass
+        return None if self._kernel_fd < 0 else self._kernel_fd
 
     def readinto(self, b: Any) -> int:
         try:

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
+import io
 import logging
-from typing import TYPE_CHECKING
+import os
+import select
+import socket
+import ssl
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, Protocol
 
 from werkzeug.exceptions import ClientDisconnected, HTTPException
 from werkzeug.wrappers import Request, Response
@@ -118,7 +127,8 @@ def _put(emu: Emulator, request: Request, request_id: str) -> Response:
             400, "InvalidArgument", f"Content-Length '{raw_length}' is not a valid number"
         )
     length = request.content_length
-    stored = emu.assets.upload(nca_id, asset_id, request.stream, length)
+    with _body(request) as body:
+        stored = emu.assets.upload(nca_id, asset_id, body, length)
     return Response(
         b"",
         status=200,
@@ -128,3 +138,198 @@ def _put(emu: Emulator, request: Request, request_id: str) -> Response:
             "x-amz-id-2": request_id,
         },
     )
+
+
+# -- the body ------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _body(request: Request) -> Iterator[_Reader]:
+    """The upload's body: werkzeug's stream, or, for a body of known length that can move its
+    bytes in the kernel (a file given in-process, the socket in server mode), a
+    :class:`_SizedBody` over the same input that can also do that (see ``transfer_to``)."""
+    environ = request.environ
+    length = request.content_length
+    source = environ["wsgi.input"]
+    if length is None or "wsgi.input_terminated" in environ:
+        yield request.stream
+        return
+    kernel = getattr(source, "transfer_to", None)  # the in-process body
+    splicer = None
+    if kernel is None:
+        splicer = _SocketSplicer.for_environ(environ)
+        kernel = splicer
+    if kernel is None:
+        yield request.stream
+        return
+    try:
+        yield _SizedBody(source, length, kernel)
+    finally:
+        if splicer is not None:
+            splicer.close()
+
+
+_splice = getattr(os, "splice", None)
+_MOVE = getattr(os, "SPLICE_F_MOVE", 0)
+#: The pipe between socket and file: 1 MiB (Linux's default cap for unprivileged users) when
+#: allowed, else the default 64 KiB.
+_PIPE_SIZE = 1 << 20
+#: Bytes the socket should hold before a splice is tried again (SO_RCVLOWAT).
+_LOWAT = 256 * 1024
+
+
+def _new_pipe() -> tuple[int, int, int]:
+    """A pipe (read end, write end, capacity in bytes)."""
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    try:
+        capacity = fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
+    except OSError:  # over the user's pipe quota: keep the default size
+        capacity = fcntl.fcntl(write_end, fcntl.F_GETPIPE_SZ)
+    return read_end, write_end, capacity
+
+
+def _wait_readable(sock: socket.socket, timeout: float | None) -> bool:
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(None if timeout is None else timeout * 1000))
+
+
+class _Reader(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+class _SizedBody:
+    """A body of ``length`` bytes read from the server's input with werkzeug's
+    ``LimitedStream`` rules (never past the length; a body that ends early or fails to read is
+    a client that went away: ``ClientDisconnected``), which can also move its bytes into a file
+    in the kernel: :meth:`transfer_to`."""
+
+    def __init__(self, source: Any, length: int, kernel: Callable[[int, int], int | None]) -> None:
+        self._source = source
+        self._remaining = length
+        self._kernel = kernel
+
+    def readinto(self, b: Any) -> int:
+        view = memoryview(b).cast("B")[: self._remaining]
+        if not view:
+            return 0
+        try:
+            n = self._source.readinto(view)
+        except (OSError, ValueError) as exc:
+            raise ClientDisconnected() from exc
+        if not n:
+            raise ClientDisconnected()
+        self._remaining -= n
+        return int(n)
+
+    def read(self, size: int = -1, /) -> bytes:
+        buf = bytearray(self._remaining if size < 0 else min(size, self._remaining))
+        return bytes(buf[: self.readinto(buf)]) if buf else b""
+
+    def transfer_to(self, fd: int, count: int) -> int | None:
+        """Move up to ``count`` bytes into the file ``fd`` in the kernel; the bytes moved, or
+        ``None`` when that cannot be done (then :meth:`readinto` reads on from where it is)."""
+        count = min(count, self._remaining)
+        if count <= 0:
+            return 0
+        n = self._kernel(fd, count)
+        if n is None:
+            return None
+        if not n:
+            raise ClientDisconnected()
+        self._remaining -= n
+        return n
+
+
+class _SocketSplicer:
+    """Server mode: body bytes go socket -> pipe -> file with ``splice`` (Linux), without a copy
+    through Python. Bytes werkzeug's reader already buffered are taken from it first; after
+    that the reader's buffer is empty and the socket is read for exactly the body's bytes, so
+    the next request on the connection is untouched. The socket's timeout (the server's idle
+    timeout) applies as it does to reads."""
+
+    def __init__(self, sock: socket.socket, rfile: io.BufferedReader) -> None:
+        self._sock = sock
+        self._rfile = rfile
+        self._drained = False
+        self._fresh = True
+        self._lowat = 1
+        self._pipe: tuple[int, int, int] | None = None
+
+    @classmethod
+    def for_environ(cls, environ: dict[str, Any]) -> _SocketSplicer | None:
+        sock = environ.get("werkzeug.socket")
+        rfile = environ.get("wsgi.input")
+        if (
+            _splice is None
+            or not isinstance(sock, socket.socket)
+            or isinstance(sock, ssl.SSLSocket)
+            or sock.type != socket.SOCK_STREAM
+            or type(rfile) is not io.BufferedReader
+        ):
+            return None
+        return cls(sock, rfile)
+
+    def _set_lowat(self, nbytes: int) -> None:
+        if nbytes != self._lowat:
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, nbytes)
+            self._lowat = nbytes
+
+    def close(self) -> None:
+        # The connection may carry further requests: werkzeug's reads must wake on any byte.
+        with contextlib.suppress(OSError):
+            self._set_lowat(1)
+        pipe, self._pipe = self._pipe, None
+        if pipe is not None:
+            os.close(pipe[0])
+            os.close(pipe[1])
+
+    def __call__(self, fd: int, count: int) -> int | None:
+        if not self._drained:
+            # What the reader holds (a raw read of up to its buffer size if it holds nothing:
+            # any bytes past the body stay in its buffer for the next request).
+            try:
+                head = self._rfile.peek(1)[:count]
+            except (OSError, ValueError) as exc:
+                raise ClientDisconnected() from exc
+            if not head:
+                return 0
+            self._rfile.read(len(head))  # from the buffer: no socket read
+            view = memoryview(head)
+            while view:
+                view = view[os.write(fd, view) :]
+            self._drained = True
+            return len(head)
+        assert _splice is not None
+        if self._pipe is None:
+            try:
+                self._pipe = _new_pipe()
+            except OSError:
+                return None
+        read_end, write_end, capacity = self._pipe
+        sock_fd = self._sock.fileno()
+        timeout = self._sock.gettimeout()
+        moved = 0
+        while moved < count:
+            try:
+                n = _splice(sock_fd, write_end, min(count - moved, capacity), flags=_MOVE)
+            except BlockingIOError:
+                # Wake up only once a good amount has come in (or the client closed): far
+                # fewer wake-ups and GIL hand-offs than one per TCP segment. Never more than
+                # the body has left, so the last bytes are not waited for in vain.
+                self._set_lowat(min(_LOWAT, count - moved))
+                if not _wait_readable(self._sock, timeout):
+                    raise ClientDisconnected() from TimeoutError("body read timed out")
+                continue
+            except OSError as exc:
+                if not moved and self._fresh and exc.errno in (errno.EINVAL, errno.ENOSYS):
+                    return None  # this socket cannot be spliced: read it instead
+                raise ClientDisconnected() from exc
+            self._fresh = False
+            if not n:
+                break
+            left = n
+            while left:  # pipe -> file; errors here are the disk's (ENOSPC): raised as they are
+                left -= _splice(read_end, fd, left, flags=_MOVE)
+            moved += n
+        return moved
