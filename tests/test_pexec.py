@@ -314,6 +314,31 @@ def test_slow_container_202_then_poll_to_200(nvcf: Emulator, gate: Gate) -> None
     assert done.json() == {"done": True}
 
 
+def test_two_polls_waiting_on_one_request_both_wake_with_the_result(
+    nvcf: Emulator, gate: Gate
+) -> None:
+    fid, _ = nvcf.add_function(gate, name="slow")
+    req_id = invoke(nvcf, fid, headers={"NVCF-POLL-SECONDS": "1"}).headers["NVCF-REQID"]
+    assert gate.entered.wait(5)
+    answers: list[int] = []
+
+    def wait_long() -> None:  # a 30 s poll window: only the result can end it early
+        answers.append(poll(nvcf, req_id, **{"NVCF-POLL-SECONDS": "30"}).status_code)
+
+    pollers = [threading.Thread(target=wait_long) for _ in range(2)]
+    for t in pollers:
+        t.start()
+    deadline = time.monotonic() + 5
+    while nvcf.invocation_service._records[req_id]._waiters < 2:  # both are waiting now
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    gate.open()
+    for t in pollers:
+        t.join(10)
+    assert not any(t.is_alive() for t in pollers), "a poll slept through the result"
+    assert answers == [200, 200]
+
+
 def test_control_plane_answers_while_containers_work(nvcf: Emulator, gate: Gate) -> None:
     nvcf.configure(always_async=True)
     fid, _ = nvcf.add_function(gate, name="slow")
