@@ -236,6 +236,9 @@ class AssetService:
         # A body that can move its bytes into a file in the kernel (a file given in-process, a
         # socket in server mode) does, unless every chunk must pass through here to be hashed.
         transfer = getattr(body, "transfer_to", None) if fd is not None and md5 is None else None
+        # While hashing, hand the hasher new bytes every chunk, so it starts early and has
+        # little left to do when the last byte arrives.
+        step = _CHUNK if hasher is not None else _KERNEL_CHUNK
         readinto = getattr(body, "readinto", None)
         buf = memoryview(bytearray(_CHUNK))
         size = 0
@@ -247,7 +250,7 @@ class AssetService:
                 if transfer is not None:
                     assert fd is not None
                     try:
-                        n = transfer(fd, min(want, _KERNEL_CHUNK))
+                        n = transfer(fd, min(want, step))
                     except OSError as exc:
                         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                             raise _storage_full(None) from exc
