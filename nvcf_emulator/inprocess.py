@@ -13,7 +13,6 @@ same way (see :mod:`nvcf_emulator.inprocess_httpx`); the pieces below (:func:`ma
 
 from __future__ import annotations
 
-import errno
 import importlib.util
 import io
 import os
@@ -37,6 +36,7 @@ from werkzeug.exceptions import ClientDisconnected
 
 from .http.app import DROP_KEY
 from .http.headers import add_headers
+from .storage.kernel import DEST_ERRORS, kernel_copy
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
@@ -101,33 +101,6 @@ def _route_httpx(
     return route_httpx(app, matches)
 
 
-#: errno values of a kernel copy that concern the destination (the upload's file): raised as
-#: they are, so the storage can answer them (a full disk is a 507), not blamed on the body.
-_DEST_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
-#: errno values that mean "this kernel or file system cannot copy these files".
-_UNSUPPORTED = frozenset({errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF})
-
-
-def _kernel_copy(src: int, dst: int, count: int, position: int) -> int | None:
-    """Copy up to ``count`` bytes from ``src`` at ``position`` (its offset is not used or
-    moved) to ``dst`` at its current offset; the bytes copied, or ``None`` if unsupported."""
-    copy_file_range = getattr(os, "copy_file_range", None)
-    if copy_file_range is not None:
-        try:
-            return int(copy_file_range(src, dst, count, position))
-        except OSError as exc:
-            if exc.errno not in _UNSUPPORTED:
-                raise
-    sendfile = getattr(os, "sendfile", None)
-    if sendfile is not None and sys.platform == "linux":  # file-to-file only on Linux
-        try:
-            return int(sendfile(dst, src, position, count))
-        except OSError as exc:
-            if exc.errno not in _UNSUPPORTED:
-                raise
-    return None
-
-
 class _BodyReader(io.RawIOBase):
     """A read-only stream over bytes, a file object, or an iterable of chunks.
 
@@ -171,9 +144,9 @@ class _BodyReader(io.RawIOBase):
             return None
         position = self._file.tell()
         try:
-            copied = _kernel_copy(src, fd, count, position)
+            copied = kernel_copy(src, fd, count, position)
         except OSError as exc:
-            if exc.errno in _DEST_ERRORS:
+            if exc.errno in DEST_ERRORS:
                 raise
             self.error = exc
             raise ClientDisconnected() from exc

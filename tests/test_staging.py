@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import os
 from pathlib import Path
 
@@ -105,3 +107,26 @@ def test_a_container_leaving_files_in_its_asset_dir_still_gets_it_removed(
     assert r.status_code == 200, r.text
     assert not Path(r.json()["dir"]).exists()
     assert nvcf.asset_bytes(asset) == b"abc"
+
+
+@pytest.mark.parametrize("kernel", [True, False], ids=["kernel-copy", "read-write"])
+def test_a_large_asset_is_staged_whole(
+    nvcf: Emulator, monkeypatch: pytest.MonkeyPatch, kernel: bool
+) -> None:
+    data = os.urandom(3 * 1024 * 1024 + 7)  # above the one-read copy of small files
+    if not kernel:  # a kernel or file system that cannot copy between these files
+
+        def unsupported(*args: object) -> int:
+            raise OSError(errno.EXDEV, "cross-device")
+
+        monkeypatch.setattr(os, "copy_file_range", unsupported, raising=False)
+        monkeypatch.setattr(os, "sendfile", unsupported, raising=False)
+
+    def digest(req: ContainerRequest) -> dict[str, str]:
+        return {"sha256": hashlib.sha256(req.asset_path(req.asset_ids[0]).read_bytes()).hexdigest()}
+
+    fid, _ = nvcf.add_function(digest, name="digest")
+    asset = new_asset(data, emu=nvcf)
+    r = invoke(nvcf, fid, headers={"NVCF-INPUT-ASSET-REFERENCES": asset})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"sha256": hashlib.sha256(data).hexdigest()}

@@ -309,10 +309,7 @@ class AssetService:
                 hasher.stop()  # before the file (and its descriptor) goes away
             writer.abort()
             raise
-        finally:
-            if hasher is not None:
-                hasher.stop()
-        return asset
+        return asset  # a hasher that was used is done: hexdigest() joined its thread
 
     def sweep(self) -> int:
         """Remove every expired asset and its bytes now; returns how many went."""

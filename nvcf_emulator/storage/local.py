@@ -9,34 +9,14 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
+from .kernel import copy_file
+
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
 
 _FICLONE = 0x40049409  # linux/fs.h: clone a file's extents (btrfs, xfs, ...)
 #: Files up to this size are staged with one read and one write.
 _SMALL_COPY = 1 << 20
-
-
-def _copy_fd(fin: BinaryIO, fout: BinaryIO, size: int) -> None:
-    """Copy ``size`` bytes in the kernel where it can (Linux sendfile), else in 1 MiB chunks."""
-    sendfile = getattr(os, "sendfile", None)
-    if sendfile is not None:
-        offset = 0
-        try:
-            while offset < size:
-                sent = sendfile(fout.fileno(), fin.fileno(), offset, min(size - offset, 1 << 30))
-                if sent == 0:
-                    break
-                offset += sent
-            if offset == size:
-                return
-        except OSError:
-            if offset:
-                raise
-    fin.seek(0)
-    fout.seek(0)
-    fout.truncate()
-    shutil.copyfileobj(fin, fout, 1 << 20)
 
 
 class _LocalWriter:
@@ -142,7 +122,7 @@ class LocalBlobStore:
             if size <= _SMALL_COPY:
                 fout.write(fin.read())
             else:
-                _copy_fd(fin, fout, size)
+                copy_file(fin.fileno(), fout.fileno(), size)
 
     def local_path(self, key: str) -> Path | None:
         path = self._path(key)

@@ -1,0 +1,57 @@
+"""File-to-file copies done by the kernel (Linux ``copy_file_range``, else ``sendfile``).
+
+Used where bytes need not pass through Python: a file body uploaded in-process, and an asset
+staged for a container.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+
+#: errno values of a kernel copy that concern the destination (a full disk): callers raise
+#: them as they are.
+DEST_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+#: errno values that mean "this kernel or file system cannot copy these files".
+UNSUPPORTED = frozenset({errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF})
+_CHUNK = 1 << 20
+
+
+def kernel_copy(src: int, dst: int, count: int, position: int) -> int | None:
+    """Copy up to ``count`` bytes from ``src`` at ``position`` (its offset is not used or
+    moved) to ``dst`` at its current offset; the bytes copied, or ``None`` if unsupported."""
+    copy_file_range = getattr(os, "copy_file_range", None)
+    if copy_file_range is not None:
+        try:
+            return int(copy_file_range(src, dst, count, position))
+        except OSError as exc:
+            if exc.errno not in UNSUPPORTED:
+                raise
+    sendfile = getattr(os, "sendfile", None)
+    if sendfile is not None and sys.platform == "linux":  # file-to-file only on Linux
+        try:
+            return int(sendfile(dst, src, position, count))
+        except OSError as exc:
+            if exc.errno not in UNSUPPORTED:
+                raise
+    return None
+
+
+def copy_file(src: int, dst: int, size: int) -> None:
+    """Append ``size`` bytes of ``src`` (from its start) to ``dst``: in the kernel where it
+    can, the rest in 1 MiB reads and writes."""
+    offset = 0
+    while offset < size:
+        copied = kernel_copy(src, dst, min(size - offset, 1 << 30), offset)
+        if not copied:  # unsupported (None), or the file is shorter than it was (0)
+            break
+        offset += copied
+    while offset < size:
+        data = os.pread(src, min(size - offset, _CHUNK), offset)
+        if not data:
+            break
+        view = memoryview(data)
+        while view:
+            view = view[os.write(dst, view) :]
+        offset += len(data)
