@@ -776,7 +776,7 @@ class InvocationService:
             return Outcome("response", response.status, headers, response.body)
         if response.status >= 400:
             return container_error(response.status, response.body)
-        files = staged.output_files()
+        files = staged.output_files(remove_if_empty=not cfg.keep_staged)
         inv.output_files = [f.relative_to(staged.output_dir).as_posix() for f in files]
         # No zip for a request already settled (timed out, cancelled, emulator closed): its
         # late result is dropped anyway.
@@ -906,6 +906,8 @@ class InvocationService:
 
     def _check_progress(self, inv: Invocation) -> None:
         if inv.output_dir is None or inv.streaming or not inv.compat:
+            return
+        if inv._staged is not None and inv._staged.output_removed:  # it was empty at the end
             return
         path = inv.output_dir / staging.PROGRESS_FILE
         try:

@@ -38,10 +38,16 @@ def kernel_copy(src: int, dst: int, count: int, position: int) -> int | None:
     return None
 
 
-def copy_file(src: int, dst: int, size: int) -> None:
-    """Append ``size`` bytes of ``src`` (from its start) to ``dst``: in the kernel where it
-    can, the rest in 1 MiB reads and writes."""
-    offset = 0
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def copy_file(src: int, dst: int, size: int, start: int = 0) -> None:
+    """Append bytes ``start`` to ``size`` of ``src`` to ``dst``: in the kernel where it can,
+    the rest in 1 MiB reads and writes."""
+    offset = start
     while offset < size:
         copied = kernel_copy(src, dst, min(size - offset, 1 << 30), offset)
         if not copied:  # unsupported (None), or the file is shorter than it was (0)
@@ -51,7 +57,5 @@ def copy_file(src: int, dst: int, size: int) -> None:
         data = os.pread(src, min(size - offset, _CHUNK), offset)
         if not data:
             break
-        view = memoryview(data)
-        while view:
-            view = view[os.write(dst, view) :]
+        write_all(dst, data)
         offset += len(data)

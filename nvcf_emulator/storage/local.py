@@ -9,14 +9,16 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from .kernel import copy_file
+from .kernel import copy_file, write_all
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
 
 _FICLONE = 0x40049409  # linux/fs.h: clone a file's extents (btrfs, xfs, ...)
-#: Files up to this size are staged with one read and one write.
-_SMALL_COPY = 1 << 20
+#: Files up to this size are staged with one read and one write (below malloc's mmap
+#: threshold: a larger buffer costs an mmap, mremap and munmap per staging).
+_SMALL_COPY = 64 * 1024
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
 class _LocalWriter:
@@ -108,21 +110,30 @@ class LocalBlobStore:
     def stage(self, key: str, dest: Path) -> None:
         # A copy, never a hard link: a container (often running as root) that writes to its
         # input must not change the stored asset. Copy-on-write clones make it free where the
-        # file system supports them; otherwise the kernel copies (sendfile), or for small files
-        # one read and one write.
+        # file system supports them; otherwise one read and one write for a small file, the
+        # kernel for the rest. Bare descriptors: every syscall here releases the GIL, and under
+        # concurrent invocations each release is a hand-off, so open()'s extra fstat, isatty
+        # ioctl and lseek are not free.
         root = str(dest.parent.parent)
-        with open(self._path(key), "rb") as fin, open(dest, "xb") as fout:
-            if root not in self._no_clone:
-                try:
-                    fcntl.ioctl(fout.fileno(), _FICLONE, fin.fileno())
-                    return
-                except OSError:
-                    self._no_clone.add(root)
-            size = os.fstat(fin.fileno()).st_size
-            if size <= _SMALL_COPY:
-                fout.write(fin.read())
-            else:
-                copy_file(fin.fileno(), fout.fileno(), size)
+        src = os.open(self._path(key), os.O_RDONLY | _CLOEXEC)
+        try:
+            dst = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _CLOEXEC, 0o666)
+            try:
+                if root not in self._no_clone:
+                    try:
+                        fcntl.ioctl(dst, _FICLONE, src)
+                        return
+                    except OSError:
+                        self._no_clone.add(root)
+                size = os.fstat(src).st_size
+                if size <= _SMALL_COPY:
+                    write_all(dst, os.read(src, size))
+                else:
+                    copy_file(src, dst, size)
+            finally:
+                os.close(dst)
+        finally:
+            os.close(src)
 
     def local_path(self, key: str) -> Path | None:
         path = self._path(key)

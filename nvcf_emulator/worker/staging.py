@@ -42,12 +42,26 @@ class StagedRequest:
     asset_dir: Path
     output_dir: Path
     files: list[Path]
+    #: The output dir was found empty and removed already (see :meth:`output_files`).
+    output_removed: bool = False
 
-    def output_files(self) -> list[Path]:
-        """Files the container left in its output dir (``progress`` files excluded), sorted."""
+    def output_files(self, remove_if_empty: bool = False) -> list[Path]:
+        """Files the container left in its output dir (``progress`` files excluded), sorted.
+
+        ``remove_if_empty``: the usual case, nothing left there, costs one ``rmdir`` (which
+        also does the cleanup's work) instead of a directory scan."""
+        if remove_if_empty:
+            try:
+                os.rmdir(self.output_dir)
+                self.output_removed = True
+                return []
+            except FileNotFoundError:
+                return []
+            except OSError:  # not empty (or not removable): look inside
+                pass
         try:
             with os.scandir(self.output_dir) as entries:
-                if next(entries, None) is None:  # the usual case: nothing left there
+                if next(entries, None) is None:
                     return []
         except OSError:
             return []
@@ -64,7 +78,8 @@ class StagedRequest:
         for path in self.files:
             with contextlib.suppress(OSError):
                 os.unlink(path)
-        for directory in (self.asset_dir, self.output_dir):
+        dirs = (self.asset_dir,) if self.output_removed else (self.asset_dir, self.output_dir)
+        for directory in dirs:
             try:
                 os.rmdir(directory)
             except FileNotFoundError:
