@@ -68,6 +68,7 @@ class InvocationAPI:
     def _init_invocations(self) -> None:
         self.images: dict[str, Container] = {}
         self._ram_root: Path | None = None  # made on first use, removed on close
+        self._ram_roots: tuple[Path, Path] | None = None  # its (asset root, output root)
         self._ram_checked = False
         self._ram_lock = threading.Lock()
         self._owned: list[tuple[Container, bool]] = []  # (container, survives reset)
@@ -94,15 +95,18 @@ class InvocationAPI:
         cfg = self.config
         small = sum(a.size or 0 for a in assets) <= cfg.ram_staging_bytes
         if small and cfg.asset_root is None and cfg.output_root is None:
-            ram = self._ram_root
-            if ram is None and not self._ram_checked:
+            if not self._ram_checked:
                 with self._ram_lock:  # worker threads: one dir, made once
                     if not self._ram_checked:
                         self._ram_root = staging.make_ram_root()
+                        if self._ram_root is not None:
+                            self._ram_roots = (
+                                self._ram_root / "inputAssets",
+                                self._ram_root / "response",
+                            )
                         self._ram_checked = True
-                    ram = self._ram_root
-            if ram is not None:
-                return ram / "inputAssets", ram / "response"
+            if self._ram_roots is not None:
+                return self._ram_roots
         return (
             cfg.asset_root or self.root / "inputAssets",
             cfg.output_root or self.root / "response",
@@ -257,4 +261,4 @@ class InvocationAPI:
         self._owned.clear()
         if self._ram_root is not None:
             shutil.rmtree(self._ram_root, ignore_errors=True)
-        self._ram_root, self._ram_checked = None, False
+        self._ram_root, self._ram_roots, self._ram_checked = None, None, False

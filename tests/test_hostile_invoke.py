@@ -35,6 +35,33 @@ def test_duplicate_references_stage_once_and_pass_through_in_order(api: Api) -> 
     assert r.json()["ids"][:2] == [a, b]
 
 
+def test_the_header_sent_twice_counts_as_one_joined_list(api: Api) -> None:
+    fn = api.emulator.add_function(list_files, name="files")
+    a, b = api.new_asset(b"a")["assetId"], api.new_asset(b"b")["assetId"]
+    url = f"{api.base_url}/v2/nvcf/pexec/functions/{fn.function_id}"
+    headers = [*api.headers.items(), ("NVCF-INPUT-ASSET-REFERENCES", a)]
+    headers.append(("NVCF-INPUT-ASSET-REFERENCES", b))
+    if api.mode == "server":  # a raw request: requests cannot repeat a header
+        host, port = url.split("//")[1].split("/")[0].split(":")
+        lines = [f"POST /{url.split('/', 3)[3]} HTTP/1.1", f"Host: {host}:{port}"]
+        lines += [f"{k}: {v}" for k, v in headers] + ["Content-Length: 2", "", "{}"]
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall("\r\n".join(lines).encode())
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), answer[:300]
+        assert b'"ids"' in body and a.encode() in body and b.encode() in body
+    else:  # in-process: the environ joins repeats as a server does
+        from werkzeug.test import Client
+
+        client = Client(api.emulator.app)
+        r = client.post(url, headers=headers, json={})
+        assert r.status_code == 200, r.get_data(as_text=True)
+        assert r.get_json()["ids"] == [a, b]
+
+
 def test_too_many_references_is_a_4xx_not_a_crash(api: Api) -> None:
     """NVCF's parser sets no count limit (input_asset_header.rs): the header size does. Past the
     emulator's 64 KiB of headers the call is 431; just under it, every id is checked (404)."""

@@ -114,7 +114,7 @@ class LocalBlobStore:
         # kernel for the rest. Bare descriptors: every syscall here releases the GIL, and under
         # concurrent invocations each release is a hand-off, so open()'s extra fstat, isatty
         # ioctl and lseek are not free.
-        root = str(dest.parent.parent)
+        root = os.path.dirname(os.path.dirname(dest))  # the staging root
         src = os.open(self._path(key), os.O_RDONLY | _CLOEXEC)
         try:
             dst = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _CLOEXEC, 0o666)
