@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -130,3 +132,31 @@ def test_a_large_asset_is_staged_whole(
     r = invoke(nvcf, fid, headers={"NVCF-INPUT-ASSET-REFERENCES": asset})
     assert r.status_code == 200, r.text
     assert r.json() == {"sha256": hashlib.sha256(data).hexdigest()}
+
+
+def test_ram_dirs_of_processes_that_died_are_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    monkeypatch.setattr(staging, "RAM_DIR", shm)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    orphan = shm / f"nvcf-emulator-{int(dead.stdout)}-abc123"
+    (orphan / "inputAssets" / "req").mkdir(parents=True)
+    (orphan / "inputAssets" / "req" / "asset").write_bytes(b"x" * 100)
+    alive = shm / f"nvcf-emulator-{os.getpid()}-def456"  # another emulator of a live process
+    alive.mkdir()
+    unrelated = shm / "nvcf-emulator-notapid"
+    unrelated.mkdir()
+    with Emulator(root_dir=tmp_path / "emu") as emu:
+        seen = _seen_dirs(emu)
+        ram = seen["assets"].parent.parent
+        assert ram.parent == shm and ram.name.startswith(f"nvcf-emulator-{os.getpid()}-")
+        assert not orphan.exists()
+        assert alive.is_dir() and unrelated.is_dir()
+    assert not ram.exists()
