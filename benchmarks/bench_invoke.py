@@ -244,23 +244,11 @@ def server(clients: int, seconds: float, rounds: int) -> dict[str, Any]:
             "bare": (bare.server_port, "/infer", bare_headers),
         }
         out: dict[str, list[float]] = {"emu": [], "bare": [], "emu_cpu": [], "bare_cpu": []}
-        for port, path, hdrs in targets.values():  # warm-up
-            child(
-                "bench_invoke",
-                "load",
-                host="127.0.0.1",
-                port=port,
-                path=path,
-                headers=hdrs,
-                clients=clients,
-                seconds=0.3,
-            )
-        for _ in range(rounds):
-            for name, (port, path, hdrs) in targets.items():
-                # This process runs both servers; only the one under load works meanwhile, so
-                # its CPU time (user + system) over the load is that server's.
-                cpu = os.times()
-                rate = child(
+
+        def load_in_child(target: tuple[int, str, dict[str, str]], seconds: float) -> float:
+            port, path, hdrs = target
+            return float(
+                child(
                     "bench_invoke",
                     "load",
                     host="127.0.0.1",
@@ -270,6 +258,16 @@ def server(clients: int, seconds: float, rounds: int) -> dict[str, Any]:
                     clients=clients,
                     seconds=seconds,
                 )
+            )
+
+        for target in targets.values():  # warm-up
+            load_in_child(target, 0.3)
+        for _ in range(rounds):
+            for name, target in targets.items():
+                # This process runs both servers; only the one under load works meanwhile, so
+                # its CPU time (user + system) over the load is that server's.
+                cpu = os.times()
+                rate = load_in_child(target, seconds)
                 used = os.times()
                 spent = (used.user - cpu.user) + (used.system - cpu.system)
                 out[name].append(rate)

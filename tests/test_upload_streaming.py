@@ -43,6 +43,12 @@ def _hashers() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "nvcf-upload-md5"]
 
 
+def _old_bytes_kept(emu: Emulator, old: dict[str, Any]) -> None:
+    """The failed upload changed nothing: the asset keeps its bytes, no temp file is left."""
+    assert emu.asset_bytes(old["assetId"]) == b"old bytes"
+    assert emu.store.pending_uploads() == []
+
+
 def _file(tmp_path: Path, data: bytes = PAYLOAD) -> Path:
     path = tmp_path / "body.bin"
     path.write_bytes(data)
@@ -97,8 +103,7 @@ def test_short_body_with_md5_gives_incomplete_body_and_leaves_nothing(nvcf_serve
     reply = _raw_put(old, declared=5 * MiB, sent=PAYLOAD)
     assert b" 400 " in reply.split(b"\r\n", 1)[0]
     assert b"<Code>IncompleteBody</Code>" in reply
-    assert api.emulator.asset_bytes(old["assetId"]) == b"old bytes"
-    assert api.emulator.store.pending_uploads() == []
+    _old_bytes_kept(api.emulator, old)
     assert _hashers() == []
 
 
@@ -173,8 +178,7 @@ def test_file_shorter_than_its_length_is_incomplete_body(
     assert calls
     assert r.status_code == 400
     assert "<Code>IncompleteBody</Code>" in r.text
-    assert nvcf.asset_bytes(old["assetId"]) == b"old bytes"
-    assert nvcf.store.pending_uploads() == []
+    _old_bytes_kept(nvcf, old)
     assert _hashers() == []
 
 
@@ -190,8 +194,7 @@ def test_full_disk_during_a_kernel_copy_is_507_and_keeps_the_old_bytes(
         r = api.upload(old, f)
     assert r.status_code == 507
     assert "<Code>InsufficientStorage</Code>" in r.text
-    assert nvcf.asset_bytes(old["assetId"]) == b"old bytes"
-    assert nvcf.store.pending_uploads() == []
+    _old_bytes_kept(nvcf, old)
 
 
 @pytest.mark.nvcf(upload_etag="opaque")
@@ -204,8 +207,7 @@ def test_unreadable_file_during_a_kernel_copy_fails_like_a_read(
     monkeypatch.setattr(os, "copy_file_range", _failing(OSError(errno.EIO, "bad sector")))
     with open(_file(tmp_path), "rb") as f, pytest.raises(requests.ConnectionError):
         api.upload(old, f)
-    assert nvcf.asset_bytes(old["assetId"]) == b"old bytes"
-    assert nvcf.store.pending_uploads() == []
+    _old_bytes_kept(nvcf, old)
 
 
 class _Counting:
@@ -306,8 +308,7 @@ def test_server_short_body_is_incomplete_body_after_splicing(
     assert b" 400 " in reply.split(b"\r\n", 1)[0]
     assert b"<Code>IncompleteBody</Code>" in reply
     assert calls
-    assert api.emulator.asset_bytes(old["assetId"]) == b"old bytes"
-    assert api.emulator.store.pending_uploads() == []
+    _old_bytes_kept(api.emulator, old)
 
 
 @pytest.mark.nvcf(upload_etag="opaque")
@@ -344,8 +345,7 @@ def test_server_full_disk_while_splicing_is_507(
     r = api.upload(old, PAYLOAD)
     assert r.status_code == 507
     assert "<Code>InsufficientStorage</Code>" in r.text
-    assert api.emulator.asset_bytes(old["assetId"]) == b"old bytes"
-    assert api.emulator.store.pending_uploads() == []
+    _old_bytes_kept(api.emulator, old)
 
 
 def test_a_stalled_spliced_body_times_out_and_the_socket_wakes_on_any_byte_again(
