@@ -88,3 +88,114 @@ def test_concurrent_rounds_on_a_live_server_leak_nothing() -> None:
     leaked = [t for t in threading.enumerate() if t not in threads_before and t.is_alive()]
     assert leaked == []
     assert _fds() <= fds_before
+
+
+# -- a slow store (S3 over a network) does not hold up other assets -------------------------------
+
+
+class _GatedCommits:
+    """Wraps a store's writers: the first commit waits until the test opens the gate."""
+
+    def __init__(self, emu: Emulator) -> None:
+        self.entered = threading.Event()
+        self.opened = threading.Event()
+        store = emu.store
+        real_writer = store.writer
+
+        gate = self
+
+        class Writer:
+            def __init__(self, inner: Any) -> None:
+                self.inner = inner
+
+            def __getattr__(self, name: str) -> Any:  # write, fileno, abort: as they are
+                return getattr(self.inner, name)
+
+            def commit(self) -> None:
+                if not gate.entered.is_set():
+                    gate.entered.set()
+                    assert gate.opened.wait(10), "the test never opened the gate"
+                self.inner.commit()
+
+        store.writer = lambda key: Writer(real_writer(key))  # type: ignore[method-assign]
+
+
+def _upload_in_thread(asset: dict[str, Any], data: bytes) -> tuple[threading.Thread, list[Any]]:
+    answers: list[Any] = []
+
+    def put() -> None:
+        answers.append(
+            requests.put(
+                asset["uploadUrl"],
+                data=data,
+                headers={
+                    "Content-Type": "a/b",
+                    "x-amz-meta-nvcf-asset-description": "d",
+                },
+            )
+        )
+
+    thread = threading.Thread(target=put)
+    thread.start()
+    return thread, answers
+
+
+def _create(emu: Emulator) -> dict[str, Any]:
+    r = requests.post(
+        "https://api.nvcf.nvidia.com/v2/nvcf/assets",
+        headers=emu.headers,
+        json={"contentType": "a/b", "description": "d"},
+    )
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def test_a_slow_commit_holds_up_no_other_asset(nvcf: Emulator) -> None:
+    other = _create(nvcf)
+    put = requests.put(
+        other["uploadUrl"],
+        data=b"other",
+        headers={"Content-Type": "a/b", "x-amz-meta-nvcf-asset-description": "d"},
+    )
+    assert put.status_code == 200
+    gate = _GatedCommits(nvcf)
+    slow = _create(nvcf)
+    thread, answers = _upload_in_thread(slow, b"slow bytes")
+    try:
+        assert gate.entered.wait(10)
+        api = "https://api.nvcf.nvidia.com/v2/nvcf/assets"
+        # While that commit hangs: list, get, create and delete other assets all answer.
+        listed = requests.get(api, headers=nvcf.headers, timeout=5)
+        assert listed.status_code == 200
+        assert [a["assetId"] for a in listed.json()["assets"]] == [other["assetId"]]
+        got = requests.get(f"{api}/{other['assetId']}", headers=nvcf.headers, timeout=5)
+        assert got.status_code == 200
+        assert _create(nvcf)["assetId"]
+        gone = requests.delete(f"{api}/{other['assetId']}", headers=nvcf.headers, timeout=5)
+        assert gone.status_code == 204
+    finally:
+        gate.opened.set()
+        thread.join(10)
+    assert answers and answers[0].status_code == 200, answers
+    assert nvcf.asset_bytes(slow["assetId"]) == b"slow bytes"
+
+
+def test_an_asset_that_expires_while_its_bytes_come_in_keeps_no_bytes(nvcf: Emulator) -> None:
+    gate = _GatedCommits(nvcf)
+    asset = _create(nvcf)
+    record = nvcf.assets.find(asset["assetId"])
+    assert record is not None
+    key = record.key
+    thread, answers = _upload_in_thread(asset, b"late bytes")
+    try:
+        assert gate.entered.wait(10)
+        nvcf.clock.advance(24 * 3600 + 1)  # past the asset's TTL: the sweep purges its record
+        assert nvcf.assets.sweep() == 1
+    finally:
+        gate.opened.set()
+        thread.join(10)
+    assert answers[0].status_code == 404, answers[0].text
+    assert "<Code>NoSuchUpload</Code>" in answers[0].text
+    assert nvcf.assets.used_bytes == 0
+    assert nvcf.assets.find(asset["assetId"]) is None  # purged, and its bytes with it
+    assert nvcf.store.size(key) is None

@@ -40,6 +40,8 @@ VISIBLE_PATTERN = r"\S"
 _VISIBLE_RE = re.compile(VISIBLE_PATTERN)
 _UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _CHUNK = 1024 * 1024
+#: Locks ordering the byte operations of assets (see ``AssetService._stripes``).
+_STRIPES = 64
 #: Most bytes a body moves in the kernel per step (between the size checks).
 _KERNEL_CHUNK = 8 * _CHUNK
 #: The record kind assets are kept under in a state store.
@@ -133,6 +135,11 @@ class AssetService:
         self.used_bytes = 0
         self.new_id = new_id
         self._lock = threading.RLock()
+        #: Orders the byte operations of one asset (an upload's commit, a delete) without the
+        #: service lock: with the S3 backend they are network calls, and every other asset
+        #: operation would wait on them. Striped: a bounded set of locks, by asset id. Taken
+        #: before the service lock, never after it.
+        self._stripes = [threading.Lock() for _ in range(_STRIPES)]
         self._assets: dict[str, Asset] = {}
         # Uploaded asset ids per account, sorted: the order S3's ListObjects returns keys in.
         self._listed: dict[str, list[str]] = {}
@@ -189,14 +196,20 @@ class AssetService:
             self._save(asset)
         return asset
 
+    def _bytes_lock(self, asset_id: str) -> threading.Lock:
+        return self._stripes[hash(asset_id) % _STRIPES]
+
     def delete(self, account: Account, asset_id: str) -> None:
-        with self._lock:
+        with self._bytes_lock(asset_id):
             asset = self.get(account, asset_id)
             self.store.delete(asset.key)
-            self._unlist(asset)
-            self.used_bytes -= asset.size or 0
-            asset.uploaded_at = asset.size = asset.etag = None
-            self._save(asset)
+            with self._lock:
+                if self._assets.get(asset_id) is not asset or not asset.uploaded:
+                    return  # purged (expired) meanwhile: its accounting is done
+                self._unlist(asset)
+                self.used_bytes -= asset.size or 0
+                asset.uploaded_at = asset.size = asset.etag = None
+                self._save(asset)
 
     def upload(
         self, nca_id: str, asset_id: str, body: _Reader, content_length: int | None
@@ -290,20 +303,29 @@ class AssetService:
                 if hasher is not None
                 else (md5.hexdigest() if md5 is not None else None)
             )
-            with self._lock:
-                writer.commit()
-                self.used_bytes += size - (asset.size or 0)
-                asset.uploaded_at = self.clock.now()
-                asset.size = size
-                asset.etag = (
-                    digest
-                    if digest is not None
-                    else hashlib.md5(
-                        f"{asset.key}:{size}:{asset.uploaded_at}".encode(), usedforsecurity=False
-                    ).hexdigest()
-                )
-                self._list(asset)
-                self._save(asset)
+            with self._bytes_lock(asset.asset_id):
+                writer.commit()  # the bytes first (a network call with S3), then the record
+                with self._lock:
+                    current = self._assets.get(asset.asset_id) is asset
+                    if current:
+                        self.used_bytes += size - (asset.size or 0)
+                        asset.uploaded_at = self.clock.now()
+                        asset.size = size
+                        asset.etag = (
+                            digest
+                            if digest is not None
+                            else hashlib.md5(
+                                f"{asset.key}:{size}:{asset.uploaded_at}".encode(),
+                                usedforsecurity=False,
+                            ).hexdigest()
+                        )
+                        self._list(asset)
+                        self._save(asset)
+                if not current:  # expired and purged while the body came in
+                    self.store.delete(asset.key)
+                    raise StorageError(
+                        404, "NoSuchUpload", "The asset this URL was made for is gone"
+                    )
         except BaseException:
             if hasher is not None:
                 hasher.stop()  # before the file (and its descriptor) goes away
