@@ -199,3 +199,42 @@ def test_an_asset_that_expires_while_its_bytes_come_in_keeps_no_bytes(nvcf: Emul
     assert nvcf.assets.used_bytes == 0
     assert nvcf.assets.find(asset["assetId"]) is None  # purged, and its bytes with it
     assert nvcf.store.size(key) is None
+
+
+def test_a_slow_delete_of_expired_bytes_holds_up_no_other_asset(nvcf: Emulator) -> None:
+    old = _create(nvcf)
+    put = requests.put(
+        old["uploadUrl"],
+        data=b"old",
+        headers={"Content-Type": "a/b", "x-amz-meta-nvcf-asset-description": "d"},
+    )
+    assert put.status_code == 200
+    record = nvcf.assets.find(old["assetId"])
+    assert record is not None
+    entered, opened = threading.Event(), threading.Event()
+    real_delete = nvcf.store.delete
+
+    def slow_delete(key: str) -> None:
+        entered.set()
+        assert opened.wait(10), "the test never opened the gate"
+        real_delete(key)
+
+    nvcf.store.delete = slow_delete  # type: ignore[method-assign]
+    nvcf.clock.advance(24 * 3600 + 1)  # the old asset expires
+    swept: list[int] = []
+    sweeper = threading.Thread(target=lambda: swept.append(nvcf.assets.sweep()))
+    sweeper.start()
+    try:
+        assert entered.wait(10)
+        fresh = _create(nvcf)  # while the old bytes are being deleted
+        listed = requests.get(
+            "https://api.nvcf.nvidia.com/v2/nvcf/assets", headers=nvcf.headers, timeout=5
+        )
+        assert listed.status_code == 200 and listed.json()["assets"] == []
+        assert fresh["assetId"]
+    finally:
+        opened.set()
+        sweeper.join(10)
+    assert swept == [1]
+    assert nvcf.store.size(record.key) is None
+    assert nvcf.assets.used_bytes == 0

@@ -140,6 +140,8 @@ class AssetService:
         #: operation would wait on them. Striped: a bounded set of locks, by asset id. Taken
         #: before the service lock, never after it.
         self._stripes = [threading.Lock() for _ in range(_STRIPES)]
+        #: Keys of purged assets whose bytes are still to be deleted (outside the lock).
+        self._purged_keys: list[str] = []
         self._assets: dict[str, Asset] = {}
         # Uploaded asset ids per account, sorted: the order S3's ListObjects returns keys in.
         self._listed: dict[str, list[str]] = {}
@@ -183,6 +185,8 @@ class AssetService:
                     break
             for asset in expired:
                 self._purge(asset)
+        if expired:
+            self._delete_purged()
         return out
 
     # -- commands ---------------------------------------------------------------------------
@@ -341,6 +345,7 @@ class AssetService:
             gone = [a for a in self._assets.values() if a.expires_at(ttl) <= now]
             for asset in gone:
                 self._purge(asset)
+        self._delete_purged()
         return len(gone)
 
     def clear(self) -> None:
@@ -386,10 +391,11 @@ class AssetService:
             asset = self._assets.get(asset_id)
             if asset is None or asset.nca_id != nca_id:
                 return None
-            if self._expired(asset):
-                self._purge(asset)
-                return None
-            return asset if asset.uploaded else None
+            if not self._expired(asset):
+                return asset if asset.uploaded else None
+            self._purge(asset)
+        self._delete_purged()
+        return None
 
     def live_assets(self, account: Account, asset_ids: Iterable[str]) -> list[Asset]:
         """Resolve invocation references: every id must be a live asset of ``account``."""
@@ -416,11 +422,19 @@ class AssetService:
             del ids[i]
 
     def _purge(self, asset: Asset) -> None:
+        """Forget an expired asset (under the service lock); its bytes go in
+        :meth:`_delete_purged`, after the lock is released (with S3, a network call each)."""
         if self._assets.pop(asset.asset_id, None) is not None:
             self.used_bytes -= asset.size or 0
         self.state.delete(KIND, asset.asset_id)
         self._unlist(asset)
-        self.store.delete(asset.key)
+        self._purged_keys.append(asset.key)
+
+    def _delete_purged(self) -> None:
+        with self._lock:
+            keys, self._purged_keys = self._purged_keys, []
+        for key in keys:
+            self.store.delete(key)
 
 
 _preadv = getattr(os, "preadv", None)
