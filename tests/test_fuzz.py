@@ -158,6 +158,29 @@ def test_served_schema_is_the_fuzzed_one(api: Api) -> None:
     assert requests.get(f"{api.base_url}/_emulator/openapi.json").json() == document()
 
 
+def test_served_schema_states_the_running_limits(api: Api) -> None:
+    """The poll window and body size the document states are the emulator's configuration."""
+    import re
+
+    api.emulator.configure(max_poll_seconds=120, poll_seconds=30, max_request_bytes=1000)
+    doc = requests.get(f"{api.base_url}/_emulator/openapi.json").json()
+    invoke = doc["paths"]["/v2/nvcf/pexec/functions/{functionId}"]["post"]
+    poll = next(p for p in invoke["parameters"] if p["name"] == "NVCF-POLL-SECONDS")
+    pattern = re.compile(poll["schema"]["pattern"])
+    assert pattern.match("120") and pattern.match(" +007 ") and not pattern.match("121")
+    assert "0 to 120" in poll["description"] and "Default 30" in poll["description"]
+    assert "max_request_bytes (1000)" in invoke["description"]
+    status = doc["paths"]["/v2/nvcf/pexec/status/{requestId}"]["get"]
+    assert status["parameters"] == [poll]
+    # and the handler agrees with the document
+    fn = api.emulator.add_function(lambda req: {}, name="f")
+    url = f"{api.base_url}/v2/nvcf/pexec/functions/{fn.function_id}"
+    over = requests.post(url, headers={**api.headers, "NVCF-POLL-SECONDS": "121"}, json={})
+    assert over.status_code == 400
+    at = requests.post(url, headers={**api.headers, "NVCF-POLL-SECONDS": "120"}, json={})
+    assert at.status_code == 200
+
+
 def test_every_route_is_documented() -> None:
     """Each route of the app is in the document (the /v2/orgs/... aliases of the function API
     and the catch-all CORS preflight aside: its three invocation paths are documented)."""

@@ -187,7 +187,7 @@ def state(emu: Emulator, request: Request) -> Response:
 def openapi(emu: Emulator, request: Request) -> Response:
     from .openapi import document
 
-    return json_response(document())
+    return json_response(document(emu.config))
 
 
 def dashboard(emu: Emulator, request: Request) -> Response:

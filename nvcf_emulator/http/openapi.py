@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from .. import __version__
+from ..config import EmulatorConfig
 from ..domain.assets import (
     CONTENT_TYPE_PATTERN,
     CONTROL_PATTERN,
@@ -384,15 +386,17 @@ def _admin_paths() -> dict[str, Any]:
 
 
 #: Extra paths other route modules contribute (functions, pexec, ...): name → builder.
-EXTRA_PATHS: list[Any] = []
+EXTRA_PATHS: list[Callable[[EmulatorConfig], dict[str, Any]]] = []
 
 
-def document() -> dict[str, Any]:
+def document(config: EmulatorConfig | None = None) -> dict[str, Any]:
+    """The OpenAPI document; limits it states (the poll window, the body size) are
+    ``config``'s (a running emulator's), else the defaults."""
     from . import openapi_functions  # noqa: F401  (adds the function and invocation API)
 
     paths: dict[str, Any] = {**_asset_paths(), **_admin_paths()}
     for build in EXTRA_PATHS:
-        paths.update(build())
+        paths.update(build(config or EmulatorConfig()))
     return {
         "openapi": "3.1.0",
         "info": {

@@ -58,9 +58,14 @@ def unsigned_at_most(limit: int) -> str:
     return "0*(?:" + "|".join(alternatives) + ")"
 
 
-#: ``NVCF-POLL-SECONDS`` as the handler reads it: trimmed, an optional ``+``, then a decimal
-#: number no larger than ``max_poll_seconds`` (the default configuration's, 3600).
-POLL_SECONDS_PATTERN = rf"^\s*\+?{unsigned_at_most(_DEFAULTS.max_poll_seconds)}\s*$"
+def poll_seconds_pattern(max_poll_seconds: int) -> str:
+    """``NVCF-POLL-SECONDS`` as the handler reads it: trimmed, an optional ``+``, then a decimal
+    number no larger than ``max_poll_seconds``."""
+    return rf"^\s*\+?{unsigned_at_most(max_poll_seconds)}\s*$"
+
+
+#: The pattern under the default configuration (3600).
+POLL_SECONDS_PATTERN = poll_seconds_pattern(_DEFAULTS.max_poll_seconds)
 
 _VISIBILITY = "(?:" + "|".join(VISIBILITIES) + ")"
 #: One ``visibility`` query value: comma-separated names, trimmed, empty items skipped.
@@ -450,15 +455,19 @@ def function_paths() -> dict[str, Any]:
     }
 
 
-_POLL = {
-    "name": POLL_HEADER,
-    "in": "header",
-    "required": False,
-    "description": "Seconds this call may wait for the result before answering 202: 0 to "
-    "max_poll_seconds (3600 by default; 0 counts as 1). Default 60, or 1200 when Accept is "
-    "text/event-stream (streaming).",
-    "schema": {"type": "string", "pattern": POLL_SECONDS_PATTERN},
-}
+def _poll(config: EmulatorConfig) -> dict[str, Any]:
+    return {
+        "name": POLL_HEADER,
+        "in": "header",
+        "required": False,
+        "description": "Seconds this call may wait for the result before answering 202: 0 to "
+        f"{config.max_poll_seconds} (max_poll_seconds; 0 counts as 1). Default "
+        f"{config.poll_seconds}, or {config.sse_poll_seconds} when Accept is "
+        "text/event-stream (streaming).",
+        "schema": {"type": "string", "pattern": poll_seconds_pattern(config.max_poll_seconds)},
+    }
+
+
 _ASSETS = {
     "name": ASSETS_HEADER,
     "in": "header",
@@ -556,16 +565,16 @@ _PREFLIGHT = {
 }
 
 
-def _invoke(op_id: str, summary: str) -> dict[str, Any]:
+def _invoke(op_id: str, summary: str, config: EmulatorConfig) -> dict[str, Any]:
     return {
         "operationId": op_id,
         "tags": ["invocation"],
         "summary": summary,
         "description": "The body is passed to the container's inferenceUrl unchanged: any bytes, "
-        "at most max_request_bytes (5242880 by default), JSON or not. Accept: text/event-stream "
-        "asks for streaming (server-sent events passed through as they come).",
+        f"at most max_request_bytes ({config.max_request_bytes}), JSON or not. Accept: "
+        "text/event-stream asks for streaming (server-sent events passed through as they come).",
         "security": _SECURED,
-        "parameters": [_POLL, _ASSETS],
+        "parameters": [_poll(config), _ASSETS],
         "requestBody": {
             "required": False,
             "content": {JSON: {"schema": ANY}, "application/octet-stream": {"schema": ANY}},
@@ -574,19 +583,19 @@ def _invoke(op_id: str, summary: str) -> dict[str, Any]:
     }
 
 
-def invocation_paths() -> dict[str, Any]:
+def invocation_paths(config: EmulatorConfig) -> dict[str, Any]:
     status_responses = {k: v for k, v in _INVOCATION_RESPONSES.items() if k not in ("413",)}
     return {
         "/v2/nvcf/pexec/functions/{functionId}": {
             "parameters": [FUNCTION_ID],
             "post": _invoke(
-                "invokeFunction", "Invoke an ACTIVE (or DEGRADING) version of a function"
+                "invokeFunction", "Invoke an ACTIVE (or DEGRADING) version of a function", config
             ),
             "options": {**_PREFLIGHT, "operationId": "invokeFunctionPreflight"},
         },
         "/v2/nvcf/pexec/functions/{functionId}/versions/{versionId}": {
             "parameters": [FUNCTION_ID, VERSION_ID],
-            "post": _invoke("invokeFunctionVersion", "Invoke one version of a function"),
+            "post": _invoke("invokeFunctionVersion", "Invoke one version of a function", config),
             "options": {**_PREFLIGHT, "operationId": "invokeFunctionVersionPreflight"},
         },
         "/v2/nvcf/pexec/status/{requestId}": {
@@ -597,7 +606,7 @@ def invocation_paths() -> dict[str, Any]:
                 "summary": "Poll a request answered with 202: the same answers as the "
                 "invocation; once a final answer is delivered the request is gone (404)",
                 "security": _SECURED,
-                "parameters": [_POLL],
+                "parameters": [_poll(config)],
                 "responses": status_responses,
             },
             "options": {**_PREFLIGHT, "operationId": "getInvocationStatusPreflight"},
@@ -656,8 +665,8 @@ def invocation_paths() -> dict[str, Any]:
     }
 
 
-def paths() -> dict[str, Any]:
-    return {**function_paths(), **invocation_paths()}
+def paths(config: EmulatorConfig) -> dict[str, Any]:
+    return {**function_paths(), **invocation_paths(config)}
 
 
 SCHEMAS.update(FUNCTION_SCHEMAS)
