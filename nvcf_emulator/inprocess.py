@@ -20,7 +20,7 @@ import stat
 import sys
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -196,6 +196,21 @@ class _BodyReader(io.RawIOBase):
             data, self._buf = self._buf[: len(view)], self._buf[len(view) :]
         view[: len(data)] = data
         return len(data)
+
+
+class _AsItComes(HTTPResponse):
+    """urllib3's response, streamed as the app yields: ``stream()`` (what ``iter_content`` and
+    ``iter_lines`` read) hands over each read as soon as it has bytes, as urllib3 does for a
+    chunked response on a socket. Its own ``stream()`` fills every ``amt``-byte read first, so
+    server-sent events stayed back until 512 bytes had come or the container was done."""
+
+    def stream(
+        self, amt: int | None = 2**16, decode_content: bool | None = None
+    ) -> Generator[bytes, None, None]:
+        if amt == 0:
+            return
+        while data := self.read1(amt, decode_content=decode_content):
+            yield data
 
 
 class _AppIterReader(io.RawIOBase):
@@ -417,7 +432,7 @@ class WSGIAdapter(HTTPAdapter):
             answer = call_app(self.app, build_environ(request))
         except BodyFailed as exc:
             raise requests.exceptions.ConnectionError(str(exc), request=request) from exc.error
-        raw = HTTPResponse(
+        raw = _AsItComes(
             body=io.BufferedReader(answer.body, 256 * 1024),
             headers=cast(Any, answer.headers),  # a list of pairs, as urllib3 accepts
             status=answer.status,

@@ -510,8 +510,9 @@ def sse_app(gate: Gate) -> Flask:
     def stream() -> Response:
         def events() -> Iterator[str]:
             yield "data: first\n\n"
-            gate.opened.wait(5)
-            yield "data: second\n\n"
+            # The client opens the gate on reading the first event: that event must reach it
+            # while the container is still at work.
+            yield "data: second\n\n" if gate.opened.wait(5) else "data: gate never opened\n\n"
 
         return Response(events(), mimetype="text/event-stream")
 
@@ -541,13 +542,25 @@ def test_event_stream_is_forwarded_as_it_arrives(nvcf_server: Any, gate: Gate) -
     assert not record.output_dir.exists()
 
 
-def test_event_stream_in_process(nvcf: Emulator, gate: Gate) -> None:
+def test_event_stream_in_process_arrives_as_it_comes(nvcf: Emulator, gate: Gate) -> None:
+    fid, _ = nvcf.add_function(sse_app(gate), name="sse", inference_url="/stream")
+    r = invoke(nvcf, fid, headers={"Accept": "text/event-stream"}, stream=True)
+    assert r.status_code == 200
+    lines = r.iter_lines()  # 512-byte reads: the 13-byte event must not wait for more
+    assert next(lines) == b"data: first"
+    assert not gate.opened.is_set()  # the first event arrived while the container still works
+    gate.open()
+    assert [line for line in lines if line] == [b"data: second"]
+    r.close()
+    assert nvcf.invocations[-1].poll_seconds == 1200  # the SSE default
+
+
+def test_event_stream_in_process_read_whole(nvcf: Emulator, gate: Gate) -> None:
     gate.open()
     fid, _ = nvcf.add_function(sse_app(gate), name="sse", inference_url="/stream")
     r = invoke(nvcf, fid, headers={"Accept": "text/event-stream"})
     assert r.status_code == 200
     assert r.text == "data: first\n\ndata: second\n\n"
-    assert nvcf.invocations[-1].poll_seconds == 1200  # the SSE default
 
 
 def test_streaming_mode_passes_container_errors_through_unchanged(nvcf: Emulator) -> None:
