@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import secrets
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +24,7 @@ from .storage.base import BlobStore
 from .storage.local import LocalBlobStore
 from .storage.presign import DESCRIPTION_HEADER, UrlSigner
 from .storage.state import NullStateStore, SqliteStateStore, StateStore
+from .tempdirs import make_private_dir
 
 if TYPE_CHECKING:
     from .server import EmulatorServer
@@ -49,7 +49,7 @@ class Emulator(InvocationAPI):
         self.faults = Faults()
         given_root = self.config.state_dir or self.config.root_dir
         if given_root is None:
-            self._tmp: str | None = tempfile.mkdtemp(prefix="nvcf-emulator-")
+            self._tmp: str | None = str(make_private_dir())
             self.root = Path(self._tmp)
         else:
             self._tmp = None

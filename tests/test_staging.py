@@ -7,6 +7,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -160,3 +161,23 @@ def test_ram_dirs_of_processes_that_died_are_removed(
         assert not orphan.exists()
         assert alive.is_dir() and unrelated.is_dir()
     assert not ram.exists()
+
+
+def test_temp_roots_of_processes_that_died_are_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nvcf_emulator import tempdirs
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    monkeypatch.setattr(tempdirs, "_swept", set())
+    code = "import os; print(os.getpid())"
+    dead = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    orphan = tmp / f"nvcf-emulator-{int(dead.stdout)}-xyz"  # a killed emulator's bytes
+    (orphan / "storage" / "objects").mkdir(parents=True)
+    (orphan / "storage" / "objects" / "big").write_bytes(b"x" * 1000)
+    with Emulator() as emu:
+        assert emu.root.parent == tmp and emu.root.name.startswith(f"nvcf-emulator-{os.getpid()}-")
+        assert not orphan.exists()
+    assert not emu.root.exists()

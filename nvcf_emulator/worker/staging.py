@@ -10,13 +10,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..domain.assets import Asset
 from ..storage.base import BlobStore
+from ..tempdirs import make_private_dir
 
 DIR_MODE = 0o777
 PROGRESS_FILE = "progress"
@@ -26,40 +26,16 @@ RAM_DIR = Path("/dev/shm")
 RAM_MIN_FREE = 1 << 30
 
 
-_RAM_PREFIX = "nvcf-emulator-"
-
-
 def make_ram_root() -> Path | None:
-    """A fresh private dir in RAM for staging, or ``None`` where there is no roomy tmpfs.
-
-    Its name carries this process's id: dirs left by processes that no longer run (killed
-    before they could clean up) are removed first, as they would otherwise hold RAM until the
-    machine restarts."""
+    """A fresh private dir in RAM for staging, or ``None`` where there is no roomy tmpfs
+    (dirs that killed processes left there are removed first: see :mod:`..tempdirs`)."""
     try:
         stat = os.statvfs(RAM_DIR)
         if stat.f_bavail * stat.f_frsize < RAM_MIN_FREE:
             return None
-        _remove_orphans()
-        return Path(tempfile.mkdtemp(prefix=f"{_RAM_PREFIX}{os.getpid()}-", dir=RAM_DIR))
+        return make_private_dir(RAM_DIR)
     except (OSError, AttributeError):  # no /dev/shm, not writable, no statvfs (Windows)
         return None
-
-
-def _remove_orphans() -> None:
-    uid = os.getuid()
-    with os.scandir(RAM_DIR) as entries:
-        for entry in entries:
-            pid_text = entry.name[len(_RAM_PREFIX) :].split("-", 1)[0]
-            if not entry.name.startswith(_RAM_PREFIX) or not pid_text.isdigit():
-                continue
-            try:
-                if not entry.is_dir(follow_symlinks=False) or entry.stat().st_uid != uid:
-                    continue
-                os.kill(int(pid_text), 0)  # raises when no such process runs
-            except ProcessLookupError:
-                shutil.rmtree(entry.path, ignore_errors=True)
-            except OSError:  # alive under another user, or gone meanwhile: not ours to judge
-                continue
 
 
 @dataclass
