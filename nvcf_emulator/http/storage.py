@@ -19,6 +19,7 @@ from werkzeug.wrappers import Request, Response
 
 from ..domain.assets import incomplete_body, is_asset_id
 from ..domain.errors import StorageError
+from ..storage.kernel import write_all
 from ..storage.presign import (
     DESCRIPTION_HEADER,
     HeaderMismatch,
@@ -295,9 +296,7 @@ class _SocketSplicer:
             if not head:
                 return 0
             self._rfile.read(len(head))  # from the buffer: no socket read
-            view = memoryview(head)
-            while view:
-                view = view[os.write(fd, view) :]
+            write_all(fd, head)
             self._drained = True
             return len(head)
         assert _splice is not None

@@ -9,6 +9,10 @@ from __future__ import annotations
 import errno
 import os
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 #: errno values of a kernel copy that concern the destination (a full disk): callers raise
 #: them as they are.
@@ -38,8 +42,9 @@ def kernel_copy(src: int, dst: int, count: int, position: int) -> int | None:
     return None
 
 
-def write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
+def write_all(fd: int, data: ReadableBuffer) -> None:
+    """Write all of ``data`` to ``fd`` (``os.write`` may take less than it is given)."""
+    view = memoryview(data).cast("B")
     while view:
         view = view[os.write(fd, view) :]
 

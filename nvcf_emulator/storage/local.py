@@ -44,9 +44,7 @@ class _LocalWriter:
         return self._fd
 
     def write(self, data: ReadableBuffer) -> None:
-        view = memoryview(data).cast("B")
-        while view:
-            view = view[os.write(self._fd, view) :]
+        write_all(self._fd, data)
 
     def _close(self) -> None:
         # Once only: a descriptor number closed twice may by then belong to another file.
