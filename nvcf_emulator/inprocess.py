@@ -34,8 +34,8 @@ from urllib3.response import HTTPResponse
 from urllib3.util.retry import Retry
 from werkzeug.exceptions import ClientDisconnected
 
+from .headers import add_headers
 from .http.app import DROP_KEY
-from .http.headers import add_headers
 from .storage.kernel import DEST_ERRORS, kernel_copy
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 
-from .http.headers import add_headers
+from .headers import add_headers
 
 if TYPE_CHECKING:
     from .domain.clock import Clock

@@ -226,6 +226,24 @@ def test_container_cannot_change_the_stored_asset(nvcf: Emulator) -> None:
 # -- headers sent to the container ----------------------------------------------------------------
 
 
+def test_a_wsgi_container_sees_each_header_once(nvcf: Emulator) -> None:
+    """A WSGI container's environ holds each header once: a client's ``NVCF-POLL_SECONDS``
+    (ngcsdk's spelling) is not forwarded beside the worker's NVCF-POLL-SECONDS."""
+    seen: dict[str, str] = {}
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        seen.update({k: v for k, v in environ.items() if k.startswith("HTTP_")})
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [b"{}"]
+
+    fid, _ = nvcf.add_function(app, name="wsgi")
+    r = invoke(nvcf, fid, headers={"NVCF-POLL_SECONDS": "7", "X-Trace": "abc"})
+    assert r.status_code == 200, r.text
+    assert seen["HTTP_NVCF_POLL_SECONDS"] == "7"
+    assert seen["HTTP_X_TRACE"] == "abc"
+    assert seen["HTTP_HOST"].startswith("127.0.0.1:")
+
+
 def test_headers_sent_to_the_container(nvcf: Emulator) -> None:
     seen: dict[str, str] = {}
 

@@ -33,6 +33,8 @@ from urllib.parse import unquote_to_bytes, urlsplit
 import requests
 from werkzeug.datastructures import Headers
 
+from ..headers import add_headers
+
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
 
@@ -261,15 +263,9 @@ def _environ(
         "wsgi.multiprocess": False,
         "wsgi.run_once": False,
     }
-    seen: set[str] = set()
-    for name, value in headers.items() if headers is not None else ():
-        key = name.upper().replace("-", "_")
-        if key == "CONTENT_TYPE":
-            environ[key] = value
-        elif key != "CONTENT_LENGTH":  # the body's own length stands
-            key = "HTTP_" + key
-            environ[key] = f"{environ[key]}, {value}" if key in seen else value
-            seen.add(key)
+    if headers is not None:  # as the emulator's own server maps them (repeats joined, and
+        # an underscored name counts as its hyphenated one unless that was sent too)
+        add_headers(environ, [(k, v) for k, v in headers.items() if k.lower() != "content-length"])
     return environ
 
 
