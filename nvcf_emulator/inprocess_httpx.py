@@ -143,6 +143,13 @@ def _response(
     )
 
 
+def _dropped(request: httpx.Request) -> httpx.RemoteProtocolError:
+    """What httpx raises when a server closes the connection without answering."""
+    return httpx.RemoteProtocolError(
+        "Server disconnected without sending a response (injected fault).", request=request
+    )
+
+
 class EmulatorTransport(httpx.BaseTransport):
     """A sync httpx transport that calls a WSGI app; bodies stream both ways."""
 
@@ -153,10 +160,7 @@ class EmulatorTransport(httpx.BaseTransport):
         try:
             answer = call_app(self.app, _environ(request, request.stream))
         except Dropped:
-            # What httpx raises when a server closes the connection without answering.
-            raise httpx.RemoteProtocolError(
-                "Server disconnected without sending a response (injected fault).", request=request
-            ) from None
+            raise _dropped(request) from None
         except BodyFailed as exc:
             raise exc.error from None
         return _response(answer, _SyncAppStream(answer.body))
@@ -234,10 +238,7 @@ class AsyncEmulatorTransport(httpx.AsyncBaseTransport):
         try:
             answer = await _in_thread(run, abandon=True)
         except Dropped:
-            # What httpx raises when a server closes the connection without answering.
-            raise httpx.RemoteProtocolError(
-                "Server disconnected without sending a response (injected fault).", request=request
-            ) from None
+            raise _dropped(request) from None
         except BodyFailed as exc:
             raise exc.error from None
         except BaseException:
