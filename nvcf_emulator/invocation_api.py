@@ -67,8 +67,8 @@ class InvocationAPI:
 
     def _init_invocations(self) -> None:
         self.images: dict[str, Container] = {}
-        self._ram_root: Path | None = None  # made on first use, removed on close
-        self._ram_roots: tuple[Path, Path] | None = None  # its (asset root, output root)
+        #: (asset root, output root) in a RAM dir made on first use, removed on close.
+        self._ram_roots: tuple[Path, Path] | None = None
         self._ram_checked = False
         self._ram_lock = threading.Lock()
         self._owned: list[tuple[Container, bool]] = []  # (container, survives reset)
@@ -98,12 +98,9 @@ class InvocationAPI:
             if not self._ram_checked:
                 with self._ram_lock:  # worker threads: one dir, made once
                     if not self._ram_checked:
-                        self._ram_root = staging.make_ram_root()
-                        if self._ram_root is not None:
-                            self._ram_roots = (
-                                self._ram_root / "inputAssets",
-                                self._ram_root / "response",
-                            )
+                        ram = staging.make_ram_root()
+                        if ram is not None:
+                            self._ram_roots = (ram / "inputAssets", ram / "response")
                         self._ram_checked = True
             if self._ram_roots is not None:
                 return self._ram_roots
@@ -259,6 +256,6 @@ class InvocationAPI:
         for container, _ in self._owned:
             container.close()
         self._owned.clear()
-        if self._ram_root is not None:
-            shutil.rmtree(self._ram_root, ignore_errors=True)
-        self._ram_root, self._ram_roots, self._ram_checked = None, None, False
+        if self._ram_roots is not None:
+            shutil.rmtree(self._ram_roots[0].parent, ignore_errors=True)
+        self._ram_roots, self._ram_checked = None, False

@@ -245,11 +245,11 @@ class Invocation:
     abandon_at: float | None = None
     #: Guards ``outcome``/``_pending`` against their waiters; ``_changed`` wakes the waiters.
     _mutex: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _changed: Signal = field(default_factory=lambda: Signal(), repr=False)
+    _changed: Signal = field(default_factory=Signal, repr=False)
     _waiters: int = field(default=0, repr=False)
     _pending: deque[Event] = field(default_factory=deque, repr=False)
     #: A status poll arrived (a container that answered 202 is then asked again).
-    _poll: Signal = field(default_factory=lambda: Signal(), repr=False)
+    _poll: Signal = field(default_factory=Signal, repr=False)
     _poll_request: tuple[list[tuple[str, str]], int] | None = field(default=None, repr=False)
     _progress_sig: tuple[int, bytes] | None = field(default=None, repr=False)
     _started_mono: float | None = field(default=None, repr=False)
