@@ -458,6 +458,26 @@ def test_progress_updates_queue_in_order_and_other_ids_are_ignored(nvcf: Emulato
     assert third.status_code == 200
 
 
+def test_progress_is_seen_after_the_watcher_went_idle(nvcf: Emulator, gate: Gate) -> None:
+    """One progress watcher lives as long as the emulator; an invocation wakes it when idle."""
+    first, _ = nvcf.add_function(lambda req: {"ok": True}, name="quick")
+    assert invoke(nvcf, first).status_code == 200
+    service = nvcf.invocation_service
+    watcher = service._watcher
+    deadline = time.monotonic() + 5
+    while not service._watcher_idle and time.monotonic() < deadline:
+        time.sleep(0.002)  # the watcher notices within one progress interval (10 ms)
+    assert service._watcher_idle and watcher is not None and watcher.is_alive()
+    gate.before = lambda req: req.write_progress(40)
+    slow, _ = nvcf.add_function(gate, name="slow")
+    r = invoke(nvcf, slow, headers={"NVCF-POLL-SECONDS": "2"})
+    assert r.status_code == 202
+    assert r.headers["NVCF-PERCENT-COMPLETE"] == "40"  # the idle watcher was woken: it looked
+    assert service._watcher is watcher  # the same thread, not one per invocation
+    gate.open()
+    assert poll(nvcf, r.headers["NVCF-REQID"]).status_code == 200
+
+
 def _wait_until_read(emu: Emulator) -> None:
     """Let the watcher see the progress file before it is rewritten (it looks every 10 ms)."""
     record = emu.invocations[-1]
@@ -873,9 +893,11 @@ def test_worker_threads_stop_with_the_emulator(tmp_path: Path) -> None:
         assert invoke(emu, fid).status_code == 200
         pool = emu.invocation_service._pool
         assert pool is not None
-        threads = list(pool._threads)
-        assert threads and all(t.is_alive() and t.daemon for t in threads)
-    assert not any(t.is_alive() for t in threads)
+        watcher = emu.invocation_service._watcher
+        threads = [*pool._threads, watcher]
+        assert watcher is not None
+        assert all(t is not None and t.is_alive() and t.daemon for t in threads)
+    assert not any(t is not None and t.is_alive() for t in threads)
 
 
 @pytest.mark.nvcf(admin_token="s3cret")

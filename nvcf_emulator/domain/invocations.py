@@ -454,6 +454,8 @@ class InvocationService:
         self._results: dict[str, LargeResult] = {}
         self._pool: WorkerPool | None = None
         self._watcher: threading.Thread | None = None
+        self._watcher_idle = False
+        self._wake = Signal()
         self._stop = threading.Event()
 
     # -- submitting ------------------------------------------------------------------------------
@@ -939,20 +941,32 @@ class InvocationService:
         self._push(inv, update)
 
     def _ensure_watcher(self) -> None:
+        """Called under the lock with an invocation just added to ``_running``. One watcher
+        thread lives as long as the service: starting a thread per invocation cost about a
+        tenth of a small invocation; an idle watcher is woken instead."""
         if self._watcher is None or not self._watcher.is_alive():
             self._stop.clear()
+            self._watcher_idle = False
             self._watcher = threading.Thread(
                 target=self._watch, name="nvcf-progress-watcher", daemon=True
             )
             self._watcher.start()
+        elif self._watcher_idle:
+            self._watcher_idle = False
+            self._wake.set()
 
     def _watch(self) -> None:
         while not self._stop.is_set():
             with self._lock:
                 running = list(self._running)
                 if not running:
-                    self._watcher = None
-                    return
+                    # Idle until the next invocation runs (or close() stops the service). The
+                    # flag and the clear are under the lock, so no wake-up is lost.
+                    self._watcher_idle = True
+                    self._wake.clear()
+            if not running:
+                self._wake.wait(60.0)
+                continue
             timeout = self._config().container_timeout
             now = monotonic()
             for inv in running:
@@ -1101,6 +1115,7 @@ class InvocationService:
         else:
             self.clear()
         self._stop.set()
+        self._wake.set()
         watcher = self._watcher
         if watcher is not None and watcher is not threading.current_thread():
             watcher.join(5)
