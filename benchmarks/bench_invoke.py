@@ -174,11 +174,20 @@ def inprocess(batch: int, batches: int, disk_staging: bool = False) -> dict[str,
 
 
 def load(
-    host: str, port: int, path: str, headers: dict[str, str], clients: int, seconds: float
+    host: str,
+    port: int,
+    path: str,
+    headers: dict[str, str],
+    clients: int,
+    seconds: float,
+    close: bool = False,
 ) -> float:
-    """Requests/s that ``clients`` keep-alive connections (threads) complete in ``seconds``."""
+    """Requests/s that ``clients`` keep-alive connections (threads) complete in ``seconds``
+    (``close``: each request asks for ``Connection: close``, so each one connects anew)."""
     body = json.dumps(BODY).encode()
     hdrs = {**headers, "Content-Type": "application/json"}
+    if close:
+        hdrs["Connection"] = "close"
     counts = [0] * clients
     errors: list[str] = []
     start = threading.Barrier(clients + 1)
@@ -239,14 +248,19 @@ def server(clients: int, seconds: float, rounds: int) -> dict[str, Any]:
             "NVCF-ASSET-DIR": str(_staged_copy(scratch, asset_id)),
             "NVCF-FUNCTION-ASSET-IDS": asset_id,
         }
+        emu_target = (emu_server.port, f"/v2/nvcf/pexec/functions/{function_id}", emu_headers)
         targets = {
-            "emu": (emu_server.port, f"/v2/nvcf/pexec/functions/{function_id}", emu_headers),
-            "bare": (bare.server_port, "/infer", bare_headers),
+            "emu": (*emu_target, False),
+            "bare": (bare.server_port, "/infer", bare_headers, False),
+            # The bare werkzeug server closes every connection; the emulator keeps them. Its
+            # cost per request when each client asks to close, for a like-for-like row:
+            "emu_close": (*emu_target, True),
         }
-        out: dict[str, list[float]] = {"emu": [], "bare": [], "emu_cpu": [], "bare_cpu": []}
+        out: dict[str, list[float]] = {name: [] for name in targets}
+        out.update({f"{name}_cpu": [] for name in targets})
 
-        def load_in_child(target: tuple[int, str, dict[str, str]], seconds: float) -> float:
-            port, path, hdrs = target
+        def load_in_child(target: tuple[int, str, dict[str, str], bool], seconds: float) -> float:
+            port, path, hdrs, close = target
             return float(
                 child(
                     "bench_invoke",
@@ -257,6 +271,7 @@ def server(clients: int, seconds: float, rounds: int) -> dict[str, Any]:
                     headers=hdrs,
                     clients=clients,
                     seconds=seconds,
+                    close=close,
                 )
             )
 
@@ -363,6 +378,17 @@ def run() -> list[Row]:
             "info",
             None,
             "both servers are bound by one GIL (~1.1 cores): req/s follows CPU per request",
+        ),
+        Row(
+            "3",
+            "  same, each request with Connection: close",
+            Stat.of(sv["emu_close"]).fmt("req/s"),
+            f"bare werkzeug: {Stat.of(sv['bare']).fmt('req/s')}",
+            Stat.of(sv["emu_close"]).median / Stat.of(sv["bare"]).median,
+            "info",
+            None,
+            "werkzeug's server closes every connection; the emulator's keeps them alive (the "
+            "first row). Here every client asks to close: a new connection per request, as bare",
         ),
     ]
 

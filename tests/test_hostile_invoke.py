@@ -44,7 +44,8 @@ def test_the_header_sent_twice_counts_as_one_joined_list(api: Api) -> None:
     if api.mode == "server":  # a raw request: requests cannot repeat a header
         host, port = url.split("//")[1].split("/")[0].split(":")
         lines = [f"POST /{url.split('/', 3)[3]} HTTP/1.1", f"Host: {host}:{port}"]
-        lines += [f"{k}: {v}" for k, v in headers] + ["Content-Length: 2", "", "{}"]
+        lines += [f"{k}: {v}" for k, v in headers]
+        lines += ["Content-Length: 2", "Connection: close", "", "{}"]  # read to EOF
         with socket.create_connection((host, int(port)), timeout=10) as sock:
             sock.sendall("\r\n".join(lines).encode())
             answer = b""

@@ -207,26 +207,6 @@ def test_flags_from_environment(tmp_path: Path) -> None:
         proc.wait(10)
 
 
-def test_keep_alive_reuses_one_connection(nvcf_server: object) -> None:
-    import http.client
-
-    from nvcf_emulator import EmulatorServer
-
-    assert isinstance(nvcf_server, EmulatorServer)
-    conn = http.client.HTTPConnection("127.0.0.1", nvcf_server.port, timeout=5)
-    try:
-        socks = set()
-        for _ in range(5):
-            conn.request("GET", "/v2/nvcf/assets", headers=nvcf_server.headers)
-            response = conn.getresponse()
-            assert response.status == 200
-            assert response.read() == b'{"assets":[]}'
-            socks.add(id(conn.sock))
-        assert len(socks) == 1
-    finally:
-        conn.close()
-
-
 def test_server_stop_is_fast_and_joins_threads() -> None:
     import threading
 

@@ -249,9 +249,15 @@ class _SocketSplicer:
     the next request on the connection is untouched. The socket's timeout (the server's idle
     timeout) applies as it does to reads."""
 
-    def __init__(self, sock: socket.socket, rfile: io.BufferedReader) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        rfile: io.BufferedReader,
+        consumed: Callable[[int], None] | None = None,
+    ) -> None:
         self._sock = sock
         self._rfile = rfile
+        self._consumed = consumed
         self._drained = False
         self._fresh = True
         self._lowat = 1
@@ -260,7 +266,10 @@ class _SocketSplicer:
     @classmethod
     def for_environ(cls, environ: dict[str, Any]) -> _SocketSplicer | None:
         sock = environ.get("werkzeug.socket")
-        rfile = environ.get("wsgi.input")
+        body = environ.get("wsgi.input")
+        # The server's counted body (keep-alive) has the connection's reader under it, and is
+        # told what the splice took.
+        rfile = getattr(body, "socket_reader", body)
         if (
             _splice is None
             or not isinstance(sock, socket.socket)
@@ -269,7 +278,7 @@ class _SocketSplicer:
             or type(rfile) is not io.BufferedReader
         ):
             return None
-        return cls(sock, rfile)
+        return cls(sock, rfile, getattr(body, "consumed", None))
 
     def _set_lowat(self, nbytes: int) -> None:
         if nbytes != self._lowat:
@@ -296,6 +305,8 @@ class _SocketSplicer:
             if not head:
                 return 0
             self._rfile.read(len(head))  # from the buffer: no socket read
+            if self._consumed is not None:
+                self._consumed(len(head))
             write_all(fd, head)
             self._drained = True
             return len(head)
@@ -327,6 +338,8 @@ class _SocketSplicer:
             self._fresh = False
             if not n:
                 break
+            if self._consumed is not None:
+                self._consumed(n)
             left = n
             while left:  # pipe -> file; errors here are the disk's (ENOSPC): raised as they are
                 left -= _splice(read_end, fd, left, flags=_MOVE)
