@@ -965,7 +965,10 @@ class InvocationService:
                     self._watcher_idle = True
                     self._wake.clear()
             if not running:
-                self._wake.wait(60.0)
+                # close() sets _stop before it wakes us: a wake-up cleared just above is seen
+                # here, so the watcher cannot sleep through the close.
+                if not self._stop.is_set():
+                    self._wake.wait(60.0)
                 continue
             timeout = self._config().container_timeout
             now = monotonic()
