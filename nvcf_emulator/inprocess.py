@@ -17,7 +17,6 @@ import importlib.util
 import io
 import os
 import stat
-import sys
 import threading
 import weakref
 from collections.abc import Callable, Generator, Iterable, Iterator
@@ -25,7 +24,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, cast
-from urllib.parse import unquote_to_bytes, urlsplit
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -34,7 +33,7 @@ from urllib3.response import HTTPResponse
 from urllib3.util.retry import Retry
 from werkzeug.exceptions import ClientDisconnected
 
-from .headers import add_headers
+from .headers import make_environ as wsgi_environ
 from .http.app import DROP_KEY
 from .storage.kernel import DEST_ERRORS, kernel_copy
 
@@ -274,29 +273,17 @@ def make_environ(
     chunks, and becomes a streaming ``wsgi.input``."""
     url = urlsplit(url_text)
     scheme = url.scheme or "http"
-    port = url.port or (443 if scheme == "https" else 80)
-    host = url.netloc.rpartition("@")[2]
-    environ: dict[str, Any] = {
-        "REQUEST_METHOD": method.upper(),
-        "SCRIPT_NAME": "",
-        "PATH_INFO": unquote_to_bytes(url.path or "/").decode("latin-1"),
-        "QUERY_STRING": url.query,
-        "REQUEST_URI": (url.path or "/") + (f"?{url.query}" if url.query else ""),
-        "RAW_URI": (url.path or "/") + (f"?{url.query}" if url.query else ""),
-        "SERVER_NAME": url.hostname or "localhost",
-        "SERVER_PORT": str(port),
-        "SERVER_PROTOCOL": "HTTP/1.1",
-        "REMOTE_ADDR": "127.0.0.1",
-        "HTTP_HOST": host,
-        "wsgi.version": (1, 0),
-        "wsgi.url_scheme": scheme,
-        "wsgi.input": _BodyReader(body),
-        "wsgi.errors": sys.stderr,
-        "wsgi.multithread": True,
-        "wsgi.multiprocess": False,
-        "wsgi.run_once": False,
-    }
-    add_headers(environ, [(k, v) for k, v in headers if k.lower() != "host"])
+    environ = wsgi_environ(
+        method,
+        url.path or "/",
+        url.query,
+        [(k, v) for k, v in headers if k.lower() != "host"],
+        _BodyReader(body),
+        host=url.netloc.rpartition("@")[2],
+        server_name=url.hostname or "localhost",
+        port=url.port or (443 if scheme == "https" else 80),
+        scheme=scheme,
+    )
     for name, value in headers:
         if name.lower() == "host":
             environ["HTTP_HOST"] = value

@@ -22,18 +22,17 @@ import importlib
 import inspect
 import io
 import json
-import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
-from urllib.parse import unquote_to_bytes, urlsplit
+from urllib.parse import urlsplit
 
 import requests
 from werkzeug.datastructures import Headers
 
-from ..headers import add_headers
+from ..headers import make_environ
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
@@ -237,36 +236,22 @@ class CallableContainer:
 def _environ(
     method: str, path: str, headers: Headers | None, body: bytes, port: int
 ) -> dict[str, Any]:
-    """The WSGI environ a server on ``127.0.0.1:<port>`` would build for this request.
-
-    Built by hand: ``werkzeug.test.EnvironBuilder`` costs as much as a trivial container call.
-    """
+    """The WSGI environ a server on ``127.0.0.1:<port>`` would build for this request (with
+    the emulator's own header rule: repeats joined, and an underscored name counts as its
+    hyphenated one unless that was sent too)."""
     raw_path, _, query = path.partition("?")
-    environ: dict[str, Any] = {
-        "REQUEST_METHOD": method,
-        "SCRIPT_NAME": "",
-        "PATH_INFO": unquote_to_bytes(raw_path).decode("latin-1"),  # PEP 3333: bytes as latin-1
-        "QUERY_STRING": query,
-        "REQUEST_URI": path,
-        "RAW_URI": path,
-        "SERVER_NAME": "127.0.0.1",
-        "SERVER_PORT": str(port),
-        "SERVER_PROTOCOL": "HTTP/1.1",
-        "REMOTE_ADDR": "127.0.0.1",
-        "HTTP_HOST": f"127.0.0.1:{port}",
-        "CONTENT_LENGTH": str(len(body)),
-        "wsgi.version": (1, 0),
-        "wsgi.url_scheme": "http",
-        "wsgi.input": io.BytesIO(body),
-        "wsgi.errors": sys.stderr,
-        "wsgi.multithread": True,
-        "wsgi.multiprocess": False,
-        "wsgi.run_once": False,
-    }
-    if headers is not None:  # as the emulator's own server maps them (repeats joined, and
-        # an underscored name counts as its hyphenated one unless that was sent too)
-        add_headers(environ, [(k, v) for k, v in headers.items() if k.lower() != "content-length"])
-    return environ
+    sent = [] if headers is None else headers.items()
+    return make_environ(
+        method,
+        raw_path,
+        query,
+        [("Content-Length", str(len(body)))]
+        + [(k, v) for k, v in sent if k.lower() != "content-length"],
+        io.BytesIO(body),
+        host=f"127.0.0.1:{port}",
+        server_name="127.0.0.1",
+        port=port,
+    )
 
 
 class WsgiContainer:
