@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from nvcf_emulator import Emulator, EmulatorServer
-from nvcf_emulator.server import DRAIN_LIMIT
+from nvcf_emulator.connection import DRAIN_LIMIT
 
 from .conftest import Api
 
