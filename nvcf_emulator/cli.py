@@ -209,6 +209,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep each request's staged assets and output dir after it ends",
     )
     p.add_argument(
+        "--max-connections",
+        type=int,
+        default=int(_env("MAX_CONNECTIONS", "64") or 64),
+        help="connections served at once, one thread each (default 64); when all are taken, "
+        "idle keep-alive connections are closed for a new client",
+    )
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=float(_env("IDLE_TIMEOUT", "30") or 30),
+        help="seconds a connection may send nothing (idle, or mid-request) before it is closed "
+        "(default 30)",
+    )
+    p.add_argument(
         "--log-level",
         default=_env("LOG_LEVEL", "INFO"),
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
@@ -246,6 +260,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             ram_staging_bytes=args.ram_staging_bytes,
         )
         functions = _functions(args.function)
+        if args.max_connections < 1 or not args.idle_timeout > 0:
+            raise ValueError("--max-connections must be at least 1 and --idle-timeout above 0")
     except (ValueError, argparse.ArgumentTypeError) as exc:
         print(f"nvcf-emulate: error: {exc}", file=sys.stderr)
         return 2
@@ -255,7 +271,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"nvcf-emulate: error: cannot start: {exc}", file=sys.stderr)
         return 1
     try:
-        server = emulator.serve(args.host, args.port)
+        server = emulator.serve(
+            args.host,
+            args.port,
+            max_connections=args.max_connections,
+            idle_timeout=args.idle_timeout,
+        )
     except (OSError, SystemExit) as exc:  # werkzeug exits after printing why the bind failed
         reason = f": {exc}" if isinstance(exc, OSError) else ""
         print(

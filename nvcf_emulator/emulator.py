@@ -268,11 +268,22 @@ class Emulator(InvocationAPI):
     ) -> None:
         self.close()
 
-    def serve(self, host: str = "127.0.0.1", port: int = 0) -> EmulatorServer:
-        """Serve this emulator on a real socket (started; call ``stop()`` when done)."""
+    def serve(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        max_connections: int = 64,
+        idle_timeout: float = 30.0,
+    ) -> EmulatorServer:
+        """Serve this emulator on a real socket (started; call ``stop()`` when done). At most
+        ``max_connections`` are served at once; one that sends nothing for ``idle_timeout``
+        seconds is closed."""
         from .server import EmulatorServer
 
-        return EmulatorServer(self, host=host, port=port).start()
+        server = EmulatorServer(self, host=host, port=port, max_connections=max_connections)
+        server.idle_timeout = idle_timeout
+        return server.start()
 
     def dashboard(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Serve this emulator on a local port for a browser and return the dashboard's URL.

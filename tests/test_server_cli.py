@@ -170,10 +170,31 @@ def test_help_documents_every_flag() -> None:
         "--header-mismatch-status",
         "--log-level",
         "--root-dir",
+        "--max-connections",
+        "--idle-timeout",
         "--version",
     ):
         assert flag in out
     assert "NVCF_EMULATOR_" in out
+
+
+@pytest.mark.parametrize("flag", [["--max-connections", "0"], ["--idle-timeout", "0"]])
+def test_server_limits_are_checked(flag: list[str]) -> None:
+    result = subprocess.run([EXE, "--port", "0", *flag], capture_output=True, text=True, timeout=10)
+    assert result.returncode == 2
+    assert "--max-connections must be at least 1 and --idle-timeout above 0" in result.stderr
+
+
+def test_a_silent_connection_is_closed_after_the_idle_timeout() -> None:
+    import socket
+
+    server = Server("--idle-timeout", "0.2")
+    try:
+        host, port = server.url.split("//")[1].split(":")
+        with socket.create_connection((host, int(port)), timeout=5) as sock:
+            assert sock.recv(1) == b""  # closed by the server, long before the client's 5 s
+    finally:
+        server.stop()
 
 
 def test_port_in_use_is_a_clear_error(server: Server) -> None:
