@@ -428,21 +428,12 @@ def test_a_large_rejected_body_closes_after_the_answer(
 # -- Content-Length and Transfer-Encoding framing ------------------------------------------------
 
 
-@pytest.mark.parametrize("value", ["abc", "0x10", "5, 6"])
-def test_an_unparsable_content_length_closes_the_connection(
+@pytest.mark.parametrize("value", ["abc", "0x10", "5, 6", "-5", "+5", "1_0"])
+def test_a_content_length_that_is_not_one_number_closes_the_connection(
     server: EmulatorServer, client: Client, value: str
 ) -> None:
-    client.send(req("POST", "/_emulator/health", headers={"Content-Length": value}, length=False))
-    reply = client.read()
-    assert reply.closes
-    assert client.closed_by_server()
-
-
-@pytest.mark.parametrize("value", ["-5", "+5", "1_0"])
-def test_an_invalid_content_length_closes_the_connection(
-    server: EmulatorServer, client: Client, value: str
-) -> None:
-    """RFC 9112 6.3: an invalid Content-Length is an unrecoverable framing error: 400, close."""
+    """RFC 9112 6.3: an invalid Content-Length is an unrecoverable framing error: the answer
+    closes the connection, so that no byte after it is taken for a request."""
     client.send(req("POST", "/_emulator/health", headers={"Content-Length": value}, length=False))
     reply = client.read()
     assert reply.closes
