@@ -13,11 +13,13 @@ same way (see :mod:`nvcf_emulator.inprocess_httpx`); the pieces below (:func:`ma
 
 from __future__ import annotations
 
+import http.client
 import importlib.util
 import io
 import os
 import stat
 import threading
+import time
 import weakref
 from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -31,6 +33,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import MaxRetryError, ProtocolError
 from urllib3.response import HTTPResponse
 from urllib3.util.retry import Retry
+from urllib3.util.timeout import Timeout
 from werkzeug.exceptions import ClientDisconnected
 
 from .headers import make_environ as wsgi_environ
@@ -54,7 +57,7 @@ def _get_adapter(self: requests.Session, url: str) -> Any:
             # HTTPAdapter(max_retries=Retry(...))): only the transport is swapped.
             mounted = _original_get_adapter(self, url)
             retries = getattr(mounted, "max_retries", None)
-            if isinstance(retries, Retry) and retries.total not in (0, False, None):
+            if isinstance(retries, Retry) and retries.total not in (0, False):
                 return adapter.with_retries(retries)
             return adapter
     return _original_get_adapter(self, url)
@@ -179,22 +182,31 @@ class _BodyReader(io.RawIOBase):
             raise ClientDisconnected() from exc
 
     def _readinto(self, b: Any) -> int:
+        # Fill the buffer (short only at the end of the body), as a server's body reader does:
+        # readers such as ``request.stream.read(limit + 1)`` read once and expect all of it.
         view = memoryview(b).cast("B")
+        filled = 0
+        while filled < len(view) and (n := self._read_some(view[filled:])):
+            filled += n
+        return filled
+
+    def _read_some(self, view: memoryview) -> int:
         if self._file is not None and isinstance(self._file, io.RawIOBase | io.BufferedIOBase):
             return self._file.readinto(view) or 0  # straight into the caller's buffer, no copy
-        if self._file is not None:
-            data = self._file.read(len(view))
-            if isinstance(data, str):
-                data = data.encode("utf-8")
-        else:
+        if not self._buf:
+            if self._file is not None:  # a text file, or another reader: its data as UTF-8
+                data = self._file.read(len(view))
+                self._buf = memoryview(data.encode("utf-8") if isinstance(data, str) else data)
             while not self._buf and self._iter is not None:
                 try:
-                    self._buf = memoryview(next(self._iter)).cast("B")
+                    self._buf = memoryview(next(self._iter))
                 except StopIteration:
                     self._iter = None
-            data, self._buf = self._buf[: len(view)], self._buf[len(view) :]
-        view[: len(data)] = data
-        return len(data)
+            self._buf = self._buf.cast("B")
+        n = min(len(view), len(self._buf))
+        view[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
 
 
 class _AsItComes(HTTPResponse):
@@ -261,8 +273,40 @@ class _AppIterReader(io.RawIOBase):
 
 def build_environ(request: requests.PreparedRequest) -> dict[str, Any]:
     """A WSGI environ for a prepared ``requests`` request, with a streaming ``wsgi.input``."""
-    return make_environ(
-        request.method or "GET", request.url or "", list(request.headers.items()), request.body
+    headers = [(k, _header_text(v)) for k, v in request.headers.items()]
+    return make_environ(request.method or "GET", request.url or "", headers, request.body)
+
+
+def _header_text(value: str | bytes) -> str:
+    """A header value as http.client sends it: bytes as they are, text in latin-1 (else the
+    same ``UnicodeEncodeError`` http.client raises)."""
+    if isinstance(value, bytes):
+        return value.decode("latin-1")
+    value.encode("latin-1")
+    return value
+
+
+def read_timeout(timeout: object) -> float | None:
+    """The read timeout in a ``requests`` ``timeout=`` (a number, a (connect, read) pair or
+    a urllib3 ``Timeout``)."""
+    if isinstance(timeout, tuple):
+        timeout = timeout[1] if len(timeout) == 2 else None
+    elif isinstance(timeout, Timeout):
+        timeout = timeout.read_timeout
+    return float(timeout) if isinstance(timeout, int | float) else None
+
+
+def timed_out(started: float, limit: float | None) -> str | None:
+    """Why a call that began at ``started`` (``perf_counter``) and has its answer's status line
+    now missed its read timeout, or ``None``. In-process, the app cannot be cut short: the
+    timeout is checked once the answer begins, and the caller gets the error a client on a
+    socket gets (later than it would)."""
+    elapsed = time.perf_counter() - started
+    if limit is None or elapsed <= limit:
+        return None
+    return (
+        f"Read timed out. (read timeout={limit}) (in-process: the emulator answered after "
+        f"{elapsed:.3f} s; the call is not cut short)"
     )
 
 
@@ -377,8 +421,9 @@ class WSGIAdapter(HTTPAdapter):
         proxies: object = None,
     ) -> requests.Response:
         retries: Retry = self.max_retries
+        limit = read_timeout(timeout)
         if retries.total in (0, False):  # requests' default: no retries
-            return self._send_once(request, stream)
+            return self._send_once(request, stream, limit)
         method = request.method or "GET"
         url = request.url or ""
         body: Any = request.body
@@ -388,7 +433,7 @@ class WSGIAdapter(HTTPAdapter):
             if position is not None:
                 body.seek(position)
             try:
-                response = self._send_once(request, stream)
+                response = self._send_once(request, stream, limit)
             except requests.exceptions.ConnectionError as exc:
                 if not replayable:
                     raise
@@ -414,18 +459,30 @@ class WSGIAdapter(HTTPAdapter):
             response.close()
             retries.sleep(raw)
 
-    def _send_once(self, request: requests.PreparedRequest, stream: bool) -> requests.Response:
+    def _send_once(
+        self, request: requests.PreparedRequest, stream: bool, limit: float | None = None
+    ) -> requests.Response:
+        started = time.perf_counter()
         try:
             answer = call_app(self.app, build_environ(request))
         except BodyFailed as exc:
+            if not isinstance(exc.error, OSError):
+                raise exc.error from None  # the body's own error, as over a socket
             raise requests.exceptions.ConnectionError(str(exc), request=request) from exc.error
+        late = timed_out(started, limit)
+        if late is not None:
+            answer.body.close()
+            raise requests.exceptions.ReadTimeout(late, request=request)
         raw = _AsItComes(
             body=io.BufferedReader(answer.body, 256 * 1024),
             headers=cast(Any, answer.headers),  # a list of pairs, as urllib3 accepts
             status=answer.status,
+            version=11,
+            version_string="HTTP/1.1",
             reason=answer.reason,
             preload_content=False,
             decode_content=False,
+            original_response=_with_cookies(answer.headers),
             request_method=request.method,
             request_url=request.url,
             enforce_content_length=False,
@@ -434,3 +491,25 @@ class WSGIAdapter(HTTPAdapter):
         if not stream:
             _ = response.content
         return response
+
+
+class _Original:
+    """What ``requests`` reads a response's cookies from (``_original_response.msg``)."""
+
+    def __init__(self, msg: http.client.HTTPMessage) -> None:
+        self.msg = msg
+
+    def isclosed(self) -> bool:
+        return True
+
+
+def _with_cookies(headers: list[tuple[str, str]]) -> Any:
+    """An answer's ``Set-Cookie`` headers where ``requests`` looks for them (``None`` without
+    any: then there is nothing for it to extract)."""
+    cookies = [(k, v) for k, v in headers if k.lower() == "set-cookie"]
+    if not cookies:
+        return None
+    msg = http.client.HTTPMessage()
+    for key, value in cookies:
+        msg[key] = value
+    return _Original(msg)

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import inspect
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -66,6 +67,7 @@ from .inprocess import (
     _AppIterReader,
     call_app,
     make_environ,
+    timed_out,
 )
 
 if TYPE_CHECKING:
@@ -126,7 +128,18 @@ def route_httpx(app: WSGIApplication, matches: Callable[[str], bool]) -> Iterato
 
 
 def _environ(request: httpx.Request, body: object) -> dict[str, Any]:
-    return make_environ(request.method, str(request.url), request.headers.multi_items(), body)
+    # The bytes httpx would send, as a server reads them (latin-1), not httpx's guessed decoding.
+    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
+    return make_environ(request.method, str(request.url), headers, body)
+
+
+def _read_timeout(request: httpx.Request) -> float | None:
+    limit = (request.extensions.get("timeout") or {}).get("read")
+    return float(limit) if isinstance(limit, int | float) else None
+
+
+def _timeout(request: httpx.Request, why: str) -> httpx.ReadTimeout:
+    return httpx.ReadTimeout(why, request=request)
 
 
 def _response(
@@ -157,12 +170,17 @@ class EmulatorTransport(httpx.BaseTransport):
         self.app = app
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        started = time.perf_counter()
         try:
             answer = call_app(self.app, _environ(request, request.stream))
         except Dropped:
             raise _dropped(request) from None
         except BodyFailed as exc:
             raise exc.error from None
+        late = timed_out(started, _read_timeout(request))
+        if late is not None:
+            answer.body.close()
+            raise _timeout(request, late)
         return _response(answer, _SyncAppStream(answer.body))
 
 
@@ -235,8 +253,13 @@ class AsyncEmulatorTransport(httpx.AsyncBaseTransport):
                 answer.body.close()
             return answer
 
+        limit = _read_timeout(request)
         try:
-            answer = await _in_thread(run, abandon=True)
+            with anyio.fail_after(limit):  # here the call is cut short, as on a socket
+                answer = await _in_thread(run, abandon=True)
+        except TimeoutError:
+            abandoned.set()
+            raise _timeout(request, f"Read timed out. (read timeout={limit})") from None
         except Dropped:
             raise _dropped(request) from None
         except BodyFailed as exc:
