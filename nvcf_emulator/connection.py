@@ -28,7 +28,7 @@ import re
 import selectors
 from typing import TYPE_CHECKING, Any
 
-from werkzeug.exceptions import InternalServerError
+from werkzeug.exceptions import ClientDisconnected, InternalServerError
 from werkzeug.serving import WSGIRequestHandler, connection_dropped_errors
 
 from .headers import add_headers
@@ -99,8 +99,9 @@ class LengthBody(_Body):
 
 class ChunkedBody(_Body):
     """A chunked body (RFC 9112 §7.1): chunk extensions are ignored, trailers are read and
-    dropped; ``done`` once the whole body, trailers included, has been read. Bad framing raises
-    ``OSError`` (the app answers 400 or 500, and the connection closes)."""
+    dropped; ``done`` once the whole body, trailers included, has been read. Bad framing, or a
+    body cut short, raises werkzeug's ``ClientDisconnected`` (a 400, as for a body shorter than
+    its Content-Length), and the connection closes."""
 
     def __init__(self, reader: io.BufferedReader, wfile: Any, expecting: bool) -> None:
         super().__init__(reader, wfile, expecting)
@@ -120,18 +121,18 @@ class ChunkedBody(_Body):
                     break
             n = self._reader.readinto(view[filled : filled + min(len(view) - filled, self._left)])
             if not n:
-                raise OSError("the chunked body ended inside a chunk")
+                raise _bad("the chunked body ended inside a chunk")
             filled += n
             self._left -= n
             if not self._left and self._reader.readline(3) not in (b"\r\n", b"\n"):
-                raise OSError("a chunk is not followed by CRLF")
+                raise _bad("a chunk is not followed by CRLF")
         return filled
 
     def _size(self) -> int:
         line = self._reader.readline(4096)
         size = line.split(b";", 1)[0].strip(b" \t\r\n")
         if not line.endswith(b"\n") or not _HEX.fullmatch(size):
-            raise OSError(f"invalid chunk size line {line[:40]!r}")
+            raise _bad(f"invalid chunk size line {line[:40]!r}")
         return int(size, 16)
 
     def _trailers(self) -> None:
@@ -140,8 +141,12 @@ class ChunkedBody(_Body):
             if line in (b"\r\n", b"\n"):
                 return
             if not line.endswith(b"\n"):
-                raise OSError("the chunked body's trailers are cut off or too long")
-        raise OSError(f"more than {_MAX_TRAILERS} trailer lines")
+                raise _bad("the chunked body's trailers are cut off or too long")
+        raise _bad(f"more than {_MAX_TRAILERS} trailer lines")
+
+
+def _bad(why: str) -> ClientDisconnected:
+    return ClientDisconnected(f"The request body could not be read: {why}")
 
 
 def unread(body: object) -> int | None:

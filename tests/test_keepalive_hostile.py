@@ -428,6 +428,31 @@ def test_a_large_rejected_body_closes_after_the_answer(
 # -- Content-Length and Transfer-Encoding framing ------------------------------------------------
 
 
+@pytest.mark.parametrize("target", ["create", "invoke", "upload"])
+def test_a_broken_chunked_body_is_a_400_that_says_why(
+    server: EmulatorServer, client: Client, target: str
+) -> None:
+    """Bad chunk framing is the client's error, on every route: never a 500."""
+    emu = server.emulator
+    headers = {**_auth(server), "Content-Type": "application/json", "Transfer-Encoding": "chunked"}
+    path, asset_id = "/v2/nvcf/assets", None
+    if target == "invoke":
+        path = f"/v2/nvcf/pexec/functions/{emu.add_function(lambda r: {}, name='f').function_id}"
+    elif target == "upload":
+        path, upload_headers, asset_id = _upload_target(server)
+        headers = {**upload_headers, "Transfer-Encoding": "chunked"}
+    client.send(req("POST" if target != "upload" else "PUT", path, headers=headers, length=False))
+    client.send(b"5\r\nhello\r\nZZ\r\n")
+    reply = client.read()
+    assert reply.status == 400 and reply.closes
+    if target == "upload":
+        assert b"<Code>IncompleteBody</Code>" in reply.body
+        assert _stored(server, asset_id or "") is None
+    else:
+        assert b"invalid chunk size line" in reply.body
+    assert client.closed_by_server()
+
+
 @pytest.mark.parametrize("value", ["abc", "0x10", "5, 6", "-5", "+5", "1_0"])
 def test_a_content_length_that_is_not_one_number_closes_the_connection(
     server: EmulatorServer, client: Client, value: str

@@ -13,6 +13,22 @@ from ..domain.errors import BadRequest, NvcfError
 MAX_JSON_BODY = 1024 * 1024
 
 
+def read_upto(request: Request, limit: int) -> bytes:
+    """The body, up to ``limit + 1`` bytes (one past the limit tells it is too large), read
+    until it ends, whatever the server's reads return. A body that cannot be read (chunked
+    framing gone wrong) is a 400 that says why; a client gone mid-body is werkzeug's 400."""
+    stream = request.stream
+    parts: list[bytes] = []
+    size = 0
+    try:
+        while size <= limit and (chunk := stream.read(limit + 1 - size)):
+            parts.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise BadRequest(f"The request body could not be read: {exc}") from exc
+    return b"".join(parts)
+
+
 def read_json_object(request: Request, limit: int = MAX_JSON_BODY) -> dict[str, Any]:
     """The request body as a JSON object, or the 4xx NVCF would answer."""
     mimetype = request.mimetype
@@ -21,7 +37,7 @@ def read_json_object(request: Request, limit: int = MAX_JSON_BODY) -> dict[str, 
     length = request.content_length
     if length is not None and length > limit:
         raise NvcfError(413, f"Request body is {length} bytes; the limit is {limit}")
-    raw = request.stream.read(limit + 1)
+    raw = read_upto(request, limit)
     if len(raw) > limit:
         raise NvcfError(413, f"Request body is larger than {limit} bytes")
     if not raw.strip():

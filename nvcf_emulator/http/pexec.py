@@ -14,6 +14,7 @@ from ..domain.accounts import Account
 from ..domain.clock import isoformat
 from ..domain.errors import BadRequest, NotFound, PayloadTooLarge
 from ..domain.invocations import Event, Invocation, Outcome, ProgressUpdate
+from .bodies import read_upto
 from .control import authenticate
 from .responses import Route, json_response, problem
 
@@ -105,7 +106,7 @@ def _read_body(emu: Emulator, request: Request) -> bytes:
     too_large = f"Request body is larger than the limit of {limit} bytes"
     if length is not None and length > limit:
         raise PayloadTooLarge(too_large)
-    data = request.stream.read(limit + 1)
+    data = read_upto(request, limit)
     if len(data) > limit:
         raise PayloadTooLarge(too_large)
     return data
