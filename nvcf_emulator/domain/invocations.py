@@ -20,6 +20,7 @@ queued or running when the process dies have no record: polling them answers NVC
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -255,6 +256,8 @@ class Invocation:
     _started_mono: float | None = field(default=None, repr=False)
     _staged: staging.StagedRequest | None = field(default=None, repr=False)
     _purged: bool = field(default=False, repr=False)
+    #: A streamed outcome went to a client: it has one reader, later polls get a 404.
+    _stream_taken: bool = field(default=False, repr=False)
     #: The result is saved in the state store (and its body in this file, if any).
     _saved: bool = field(default=False, repr=False)
     _body_file: Path | None = field(default=None, repr=False)
@@ -315,6 +318,9 @@ def container_error(status: int, body: bytes) -> Outcome:
     return _problem(status, INFERENCE_SERVICE, title, detail)
 
 
+_UINT32_MAX = 2**32 - 1
+
+
 class WorkerPool:
     """``size`` daemon threads taking work from a queue.
 
@@ -347,6 +353,11 @@ class WorkerPool:
                 fn(*args)
             except Exception:  # pragma: no cover - _run catches everything itself
                 log.exception("worker task failed")
+
+    def retire(self) -> None:
+        """Let the threads finish the work already queued, then stop (a pool being replaced)."""
+        for _ in self._threads:
+            self._queue.put(None)
 
     def shutdown(self, timeout: float = 0.0) -> None:
         """Stop the idle threads (queued work is dropped); wait ``timeout`` s for busy ones."""
@@ -457,6 +468,8 @@ class InvocationService:
         self._watcher_idle = False
         self._wake = Signal()
         self._stop = threading.Event()
+        #: Set by close(): no watcher is started and no container called after it.
+        self._closed = False
 
     # -- submitting ------------------------------------------------------------------------------
 
@@ -464,7 +477,7 @@ class InvocationService:
         size = self._config().worker_threads
         if self._pool is None or self._pool.size != size:
             if self._pool is not None:
-                self._pool.shutdown()
+                self._pool.retire()  # its threads finish what is queued, then stop
             self._pool = WorkerPool(size)
         return self._pool
 
@@ -537,6 +550,9 @@ class InvocationService:
         then asked again, with these headers.
         """
         if poll_headers is not None:
+            # The client is back: its request is not abandoned while it waits (answered_202
+            # starts the next idle window when this poll gets its 202).
+            inv.abandon_at = None
             inv._poll_request = (list(poll_headers), max(1, math.ceil(timeout)))
             inv._poll.set()
         deadline = monotonic() + max(0.0, timeout)
@@ -550,6 +566,12 @@ class InvocationService:
                     event = inv.outcome
                 if woken:
                     inv._waiters -= 1
+                if isinstance(event, Outcome) and event.kind == "stream":
+                    if inv._stream_taken:  # one stream, one reader: the record is gone
+                        if inv._waiters:
+                            inv._changed.set()
+                        raise NotFound(f"Request id '{inv.request_id}' not found")
+                    inv._stream_taken = True
                 if event is not None:
                     if woken and inv._waiters:
                         inv._changed.set()  # a change wakes one waiter: pass it on
@@ -561,11 +583,13 @@ class InvocationService:
             woken = True
             inv._changed.wait(remaining)
 
-    def answered_202(self, inv: Invocation) -> None:
-        """The client got a 202: it has ``max(2 * poll, 10 s)`` to poll again."""
+    def answered_202(self, inv: Invocation, poll_seconds: int | None = None) -> None:
+        """The client got a 202 to a call with a ``poll_seconds`` window (the POST's when not
+        given): it has ``max(2 * poll_seconds, 10 s)`` to poll again."""
+        window = inv.poll_seconds if poll_seconds is None else poll_seconds
         with self._lock:
             inv.delivered.append(202)
-            inv.abandon_at = self.clock.now() + max(2 * inv.poll_seconds, 10)
+            inv.abandon_at = self.clock.now() + max(2 * window, 10)
 
     def answered(self, inv: Invocation, status: int) -> None:
         """The client got the result: the record is gone (a second fetch is a 404)."""
@@ -678,10 +702,14 @@ class InvocationService:
             inv.error = traceback.format_exc()
             log.exception("worker failure on request %s", inv.request_id)
             outcome = worker_error()
-        if outcome.kind != "stream":
-            self._check_progress(inv)
-            self._cleanup(inv)
-        self._finish(inv, outcome)
+        try:
+            if outcome.kind != "stream":
+                try:
+                    self._check_progress(inv)
+                finally:
+                    self._cleanup(inv)
+        finally:
+            self._finish(inv, outcome)
 
     def _work(
         self,
@@ -702,6 +730,8 @@ class InvocationService:
         inv.asset_dir, inv.output_dir = staged.asset_dir, staged.output_dir
         inv.staged_files = list(staged.files)
         with self._lock:
+            if self._closed or inv.outcome is not None:  # closed or cancelled while staging
+                return inv.outcome or connection_error()
             self._running.add(inv)
             self._ensure_watcher()
         container = self._container_for(version)
@@ -932,7 +962,9 @@ class InvocationService:
         # NVCF's worker decodes {"id": str, "progress": uint32, "partialResponse": object}; a
         # document of another shape is dropped. Floats are rounded here (the Go worker drops
         # them, which the helper library's float progress runs into).
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return
+        if not math.isfinite(value) or not 0 <= value <= _UINT32_MAX:  # NaN, Infinity: dropped
             return
         if partial is not None and not isinstance(partial, dict):
             return
@@ -944,6 +976,8 @@ class InvocationService:
         """Called under the lock with an invocation just added to ``_running``. One watcher
         thread lives as long as the service: starting a thread per invocation cost about a
         tenth of a small invocation; an idle watcher is woken instead."""
+        if self._closed:
+            return
         if self._watcher is None or not self._watcher.is_alive():
             self._stop.clear()
             self._watcher_idle = False
@@ -973,11 +1007,14 @@ class InvocationService:
             timeout = self._config().container_timeout
             now = monotonic()
             for inv in running:
-                self._check_progress(inv)
-                started = inv._started_mono
-                overdue = started is not None and now - started > timeout
-                if overdue and self._settle(inv, connection_error(), InvocationStatus.ERRORED):
-                    inv.error = inv.error or f"container did not answer within {timeout} s"
+                try:
+                    self._check_progress(inv)
+                    started = inv._started_mono
+                    overdue = started is not None and now - started > timeout
+                    if overdue and self._settle(inv, connection_error(), InvocationStatus.ERRORED):
+                        inv.error = inv.error or f"container did not answer within {timeout} s"
+                except Exception:  # pragma: no cover - one request must not stop the watcher
+                    log.exception("progress watcher failed on request %s", inv.request_id)
             self._stop.wait(self._config().progress_interval)
 
     # -- life cycle ------------------------------------------------------------------------------
@@ -1117,6 +1154,8 @@ class InvocationService:
                 self._results.clear()
         else:
             self.clear()
+        with self._lock:
+            self._closed = True
         self._stop.set()
         self._wake.set()
         watcher = self._watcher
@@ -1177,6 +1216,10 @@ class _Forward:
             return
         self._closed = True
         try:
+            close = getattr(self._chunks, "close", None)  # a generator the container returned
+            if close is not None:
+                with contextlib.suppress(ValueError):  # being read in another thread
+                    close()
             self._response.close()
         finally:
             self._service._cleanup(self._inv)

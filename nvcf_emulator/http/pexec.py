@@ -116,9 +116,9 @@ def _base_headers(inv: Invocation, nvcf_status: str) -> list[tuple[str, str]]:
     return [("NVCF-REQID", inv.request_id), ("NVCF-STATUS", nvcf_status), _EXPOSE]
 
 
-def _in_progress(emu: Emulator, inv: Invocation, event: Event | None) -> Response:
+def _in_progress(emu: Emulator, inv: Invocation, event: Event | None, seconds: int) -> Response:
     headers = _base_headers(inv, "in-progress")
-    emu.invocation_service.answered_202(inv)
+    emu.invocation_service.answered_202(inv, seconds)
     if isinstance(event, ProgressUpdate):
         headers.append(("NVCF-PERCENT-COMPLETE", str(event.progress)))
         body = json.dumps(event.partial_response, separators=(",", ":"))
@@ -155,10 +155,13 @@ def _outcome(emu: Emulator, request: Request, inv: Invocation, outcome: Outcome)
     return Response(outcome.body, status=outcome.status, headers=[*container, *headers])
 
 
-def _answer(emu: Emulator, request: Request, inv: Invocation, event: Event | None) -> Response:
+def _answer(
+    emu: Emulator, request: Request, inv: Invocation, event: Event | None, seconds: int
+) -> Response:
+    """The answer to the POST or to a status poll whose poll window was ``seconds``."""
     if isinstance(event, Outcome):
         return _outcome(emu, request, inv, event)
-    return _in_progress(emu, inv, event)
+    return _in_progress(emu, inv, event, seconds)
 
 
 def invoke(
@@ -190,9 +193,9 @@ def invoke(
         streaming=streaming,
     )
     if emu.config.always_async:
-        return _answer(emu, request, inv, None)
+        return _answer(emu, request, inv, None, seconds)
     event = emu.invocation_service.next_event(inv, seconds)
-    return _answer(emu, request, inv, event)
+    return _answer(emu, request, inv, event, seconds)
 
 
 def invoke_version(emu: Emulator, request: Request, function_id: str, version_id: str) -> Response:
@@ -209,7 +212,7 @@ def status(emu: Emulator, request: Request, request_id: str) -> Response:
     event = emu.invocation_service.next_event(
         inv, seconds, poll_headers=list(request.headers.items())
     )
-    return _answer(emu, request, inv, event)
+    return _answer(emu, request, inv, event, seconds)
 
 
 def queue_position(emu: Emulator, request: Request, request_id: str) -> Response:

@@ -197,7 +197,11 @@ def _coerce_body(body: Any, status: int) -> ContainerResponse:
     if isinstance(body, Iterable):
         chunks = (c.encode() if isinstance(c, str) else bytes(c) for c in body)
         return ContainerResponse(
-            status, b"", [("Content-Type", "text/event-stream")], chunks=iter(chunks)
+            status,
+            b"",
+            [("Content-Type", "text/event-stream")],
+            chunks=iter(chunks),
+            on_close=getattr(body, "close", None),  # a client gone: the generator is closed
         )
     raise TypeError(f"a container cannot answer with {type(body).__name__}")
 
