@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import hmac
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .errors import Unauthorized
+
+#: One token, no whitespace inside (RFC 6750 §2.1).
+_BEARER_TOKEN = re.compile(r"\S+")
 
 API_KEY_PREFIX = "nvapi-"
 DEFAULT_NCA_ID = "nvcf-emulator-nca"
@@ -44,7 +48,8 @@ class Accounts:
             raise Unauthorized("Authorization header is missing")
         scheme, _, token = authorization.strip().partition(" ")
         token = token.strip()
-        if scheme.lower() != "bearer" or not token:
+        if scheme.lower() != "bearer" or not _BEARER_TOKEN.fullmatch(token):
+            # RFC 6750 §2.1: one token68, no spaces ("Bearer nvapi-x junk" is malformed).
             raise Unauthorized("Authorization header must be 'Bearer <API key>'")
         if self.open:
             if token.startswith(API_KEY_PREFIX) and len(token) > len(API_KEY_PREFIX):

@@ -7,6 +7,7 @@ on every access and eagerly by :meth:`AssetService.sweep`, both against the one 
 
 from __future__ import annotations
 
+import base64
 import bisect
 import dataclasses
 import errno
@@ -32,7 +33,9 @@ CONTENT_TYPE_PATTERN = r"^[A-Za-z0-9_]+/[-+.A-Za-z0-9_]+$"
 #: Characters a description may not hold: it travels as an S3 metadata header.
 CONTROL_PATTERN = r"[\x00-\x1f\x7f]"
 #: S3 caps user metadata at 2 KB per object; the description is stored there.
-MAX_DESCRIPTION_CHARS = 2048
+#: S3 caps user metadata at 2 KB: the UTF-8 bytes of every key and value. The description is
+#: the one value, under the key ``nvcf-asset-description``.
+MAX_DESCRIPTION_BYTES = 2048 - len("nvcf-asset-description")
 _CONTENT_TYPE_RE = re.compile(CONTENT_TYPE_PATTERN)
 _CONTROL_RE = re.compile(CONTROL_PATTERN)
 #: A description needs one character that is not white space.
@@ -102,8 +105,11 @@ def validate_description(value: object) -> str:
         raise BadRequest("description must not be empty")
     if _CONTROL_RE.search(value):
         raise BadRequest("description must not contain control characters (it is sent as a header)")
-    if len(value) > MAX_DESCRIPTION_CHARS:
-        raise BadRequest(f"description must be at most {MAX_DESCRIPTION_CHARS} characters")
+    if len(value.encode("utf-8", "surrogatepass")) > MAX_DESCRIPTION_BYTES:
+        raise BadRequest(
+            f"description must be at most {MAX_DESCRIPTION_BYTES} bytes in UTF-8 (S3 keeps it as "
+            "user metadata, at most 2 KB with its key)"
+        )
     return value
 
 
@@ -133,6 +139,9 @@ class AssetService:
         self._md5_etag = md5_etag
         #: Bytes of every uploaded asset, for the storage quota.
         self.used_bytes = 0
+        #: Bytes of uploads being committed: counted against the quota with used_bytes, so
+        #: that two uploads finishing at once cannot pass it together.
+        self._reserved = 0
         self.new_id = new_id
         self._lock = threading.RLock()
         #: Orders the byte operations of one asset (an upload's commit, a delete) without the
@@ -216,13 +225,19 @@ class AssetService:
                 self._save(asset)
 
     def upload(
-        self, nca_id: str, asset_id: str, body: _Reader, content_length: int | None
+        self,
+        nca_id: str,
+        asset_id: str,
+        body: _Reader,
+        content_length: int | None,
+        content_md5: bytes | None = None,
     ) -> Asset:
         """Store an upload's bytes, streamed, then mark the asset uploaded.
 
         ``content_length`` is checked against the size limit before a byte is read; a body
-        without a length is counted as it streams. A failed or cut-off upload leaves the asset
-        as it was (and no temp file).
+        without a length is counted as it streams. ``content_md5`` (the client's
+        ``Content-MD5``, 16 bytes) must match the bytes received, else S3's ``BadDigest``. A
+        failed or cut-off upload leaves the asset as it was (and no temp file).
         """
         with self._lock:
             asset = self._assets.get(asset_id)
@@ -232,7 +247,8 @@ class AssetService:
         if content_length is not None and content_length > limit:
             raise _too_large(content_length, limit)
         quota = self._quota()
-        room = None if quota is None else quota - self.used_bytes + (asset.size or 0)
+        used = self.used_bytes + self._reserved
+        room = None if quota is None else quota - used + (asset.size or 0)
         if room is not None and content_length is not None and content_length > room:
             raise _storage_full(quota)
         writer = self.store.writer(asset.key)
@@ -245,7 +261,7 @@ class AssetService:
         # was written, so hashing overlaps with receiving (and the kernel may move the bytes).
         hasher: _FileHasher | None = None
         md5 = None
-        if self._md5_etag():
+        if self._md5_etag() or content_md5 is not None:
             if fd is not None and (content_length is None or content_length > _CHUNK):
                 hasher = _FileHasher(fd)
             else:
@@ -307,12 +323,32 @@ class AssetService:
                 if hasher is not None
                 else (md5.hexdigest() if md5 is not None else None)
             )
+            if content_md5 is not None and digest != content_md5.hex():
+                raise StorageError(
+                    400,
+                    "BadDigest",
+                    "The Content-MD5 you specified did not match what we received.",
+                    ExpectedDigest=base64.b64encode(content_md5).decode(),
+                    CalculatedDigest=base64.b64encode(bytes.fromhex(digest or "")).decode(),
+                )
             with self._bytes_lock(asset.asset_id):
-                writer.commit()  # the bytes first (a network call with S3), then the record
+                delta = size - (asset.size or 0)  # stays put: this asset's commits take turns
                 with self._lock:
+                    quota = self._quota()
+                    if quota is not None and self.used_bytes + self._reserved + delta > quota:
+                        raise _storage_full(quota)
+                    self._reserved += delta
+                try:
+                    writer.commit()  # the bytes first (a network call with S3), then the record
+                except BaseException:
+                    with self._lock:
+                        self._reserved -= delta
+                    raise
+                with self._lock:
+                    self._reserved -= delta
                     current = self._assets.get(asset.asset_id) is asset
                     if current:
-                        self.used_bytes += size - (asset.size or 0)
+                        self.used_bytes += delta
                         asset.uploaded_at = self.clock.now()
                         asset.size = size
                         asset.etag = (

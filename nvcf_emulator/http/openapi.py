@@ -11,7 +11,7 @@ from ..config import EmulatorConfig
 from ..domain.assets import (
     CONTENT_TYPE_PATTERN,
     CONTROL_PATTERN,
-    MAX_DESCRIPTION_CHARS,
+    MAX_DESCRIPTION_BYTES,
     VISIBLE_PATTERN,
 )
 from ..domain.faults import OPERATIONS
@@ -93,7 +93,7 @@ SCHEMAS: dict[str, Any] = {
             },
             "description": {
                 "type": "string",
-                "maxLength": MAX_DESCRIPTION_CHARS,
+                "maxLength": MAX_DESCRIPTION_BYTES,
                 "pattern": VISIBLE_PATTERN,
                 "not": {"pattern": CONTROL_PATTERN},
             },

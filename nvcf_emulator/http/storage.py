@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import errno
 import fcntl
@@ -60,6 +62,11 @@ def too_large_headers(request: Request) -> Response:
     return s3_error(error, request_id, request.path)
 
 
+#: x-amz-* headers a pre-signed PUT may carry unsigned (SigV4 query auth: every other x-amz-*
+#: header must be signed, or S3 answers 403 AccessDenied / HeadersNotSigned).
+_UNSIGNED_OK = frozenset({"x-amz-content-sha256", "x-amz-date"})
+
+
 def handle(emu: Emulator, request: Request) -> Response:
     request_id = new_request_id()
     try:
@@ -87,7 +94,7 @@ def handle(emu: Emulator, request: Request) -> Response:
 
 def _put(emu: Emulator, request: Request, request_id: str) -> Response:
     key = object_key(emu, request)
-    nca_id, _, asset_id = key.partition("/")
+    nca_id, _, asset_id = key.rpartition("/")  # an NCA id may hold "/"; an asset id not
     asset = emu.assets.find(asset_id) if is_asset_id(asset_id) else None
     expected = None
     if asset is not None and asset.nca_id == nca_id:
@@ -111,7 +118,9 @@ def _put(emu: Emulator, request: Request, request_id: str) -> Response:
     unsigned = sorted(
         name
         for name in presigned.headers
-        if name.startswith("x-amz-meta-") and name not in verified.signed_headers
+        if name.startswith("x-amz-")
+        and name not in _UNSIGNED_OK
+        and name not in verified.signed_headers
     )
     if unsigned:
         raise StorageError(
@@ -128,8 +137,9 @@ def _put(emu: Emulator, request: Request, request_id: str) -> Response:
             400, "InvalidArgument", f"Content-Length '{raw_length}' is not a valid number"
         )
     length = request.content_length
+    content_md5 = _content_md5(request.headers.get("Content-MD5"))
     with _body(request) as body:
-        stored = emu.assets.upload(nca_id, asset_id, body, length)
+        stored = emu.assets.upload(nca_id, asset_id, body, length, content_md5)
     return Response(
         b"",
         status=200,
@@ -139,6 +149,19 @@ def _put(emu: Emulator, request: Request, request_id: str) -> Response:
             "x-amz-id-2": request_id,
         },
     )
+
+
+def _content_md5(value: str | None) -> bytes | None:
+    """The 16 bytes of a ``Content-MD5`` header (base64), or S3's ``InvalidDigest``."""
+    if value is None:
+        return None
+    try:
+        digest = base64.b64decode(value.strip(), validate=True)
+    except (ValueError, binascii.Error):
+        digest = b""
+    if len(digest) != 16:
+        raise StorageError(400, "InvalidDigest", "The Content-MD5 you specified was invalid.")
+    return digest
 
 
 # -- the body ------------------------------------------------------------------------------------

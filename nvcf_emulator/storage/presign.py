@@ -145,6 +145,11 @@ class UrlSigner:
                 "The AWS Access Key Id you provided does not exist in our records.",
                 AWSAccessKeyId=access_key,
             )
+        if region != self.region:
+            raise _query_error(
+                f"Error parsing the X-Amz-Credential parameter; the region '{region}' is wrong; "
+                f"expecting '{self.region}'"
+            )
         try:
             signed_dt = datetime.strptime(params["X-Amz-Date"], SIGV4_TIMESTAMP).replace(tzinfo=UTC)
         except ValueError:
