@@ -18,6 +18,10 @@ from collections.abc import Iterable, MutableMapping
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
+#: Environ key: the ``HTTP_*`` keys that came from underscored header names. S3 does not share
+#: the rule: the pre-signed storage leaves them out of what it checks.
+UNDERSCORED = "nvcf_emulator.underscored"
+
 
 def environ_key(name: str) -> str:
     return "HTTP_" + name.upper().replace("-", "_")
@@ -41,8 +45,11 @@ def add_headers(environ: MutableMapping[str, Any], headers: Iterable[tuple[str, 
             environ[key] = f"{environ[key]},{value}"
         else:
             environ[key] = value
-    for key, value in pending.items():
-        environ.setdefault(key, value)
+    added = [key for key in pending if key not in environ]
+    for key in added:
+        environ[key] = pending[key]
+    if added:
+        environ[UNDERSCORED] = frozenset(added) | environ.get(UNDERSCORED, frozenset())
 
 
 def make_environ(

@@ -21,6 +21,7 @@ from werkzeug.wrappers import Request, Response
 
 from ..domain.assets import incomplete_body, is_asset_id
 from ..domain.errors import StorageError
+from ..headers import UNDERSCORED
 from ..storage.kernel import write_all
 from ..storage.presign import (
     DESCRIPTION_HEADER,
@@ -99,13 +100,18 @@ def _put(emu: Emulator, request: Request, request_id: str) -> Response:
     expected = None
     if asset is not None and asset.nca_id == nca_id:
         expected = {"content-type": asset.content_type, DESCRIPTION_HEADER: asset.description}
+    # Headers spelled with underscores count as hyphenated ones for NVCF's API (the emulator's
+    # kindness for ngcsdk), never for S3: "x_amz_meta_..." is another header there.
+    foreign = {
+        key[5:].lower().replace("_", "-") for key in request.environ.get(UNDERSCORED, ())
+    }
     presigned = PresignedRequest(
         method=request.method,
         scheme=request.scheme,
         host=request.host,
         path=request.path,
         query=decode_query(request.query_string.decode("latin-1")),
-        headers={k.lower(): v for k, v in request.headers.items()},
+        headers={k.lower(): v for k, v in request.headers.items() if k.lower() not in foreign},
     )
     try:
         verified = emu.signer.verify(presigned, expected)
