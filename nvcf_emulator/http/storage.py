@@ -102,9 +102,7 @@ def _put(emu: Emulator, request: Request, request_id: str) -> Response:
         expected = {"content-type": asset.content_type, DESCRIPTION_HEADER: asset.description}
     # Headers spelled with underscores count as hyphenated ones for NVCF's API (the emulator's
     # kindness for ngcsdk), never for S3: "x_amz_meta_..." is another header there.
-    foreign = {
-        key[5:].lower().replace("_", "-") for key in request.environ.get(UNDERSCORED, ())
-    }
+    foreign = {key[5:].lower().replace("_", "-") for key in request.environ.get(UNDERSCORED, ())}
     presigned = PresignedRequest(
         method=request.method,
         scheme=request.scheme,
