@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,11 @@ GiB = 1024**3
 #: S3's single-PUT limit, which NVCF documents as "5 GB" (S3's ``MaxSizeAllowed`` value).
 MAX_ASSET_BYTES = 5 * GiB
 _PATH_FIELDS = ("root_dir", "state_dir", "asset_root", "output_root")
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+#: Settings a running emulator keeps (where its bytes and state live): ``configure`` refuses
+#: to change them rather than pretend to.
+FIXED_FIELDS = ("root_dir", "state_dir", "storage", "s3_endpoint_url", "s3_create_bucket")
 
 
 @dataclass(frozen=True)
@@ -158,7 +164,12 @@ class EmulatorConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         for name in ("container_timeout", "deploy_delay", "progress_interval"):
             value = getattr(self, name)
-            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+            if (
+                not isinstance(value, int | float)
+                or isinstance(value, bool)
+                or not value >= 0  # NaN too
+                or (value == math.inf and name != "container_timeout")
+            ):
                 raise ValueError(f"{name} must be a non-negative number, got {value!r}")
 
     @classmethod
@@ -176,7 +187,10 @@ class EmulatorConfig:
             if default is None and "None" in kind and text.strip().lower() in ("", "none"):
                 value = None
             elif isinstance(default, bool):
-                value = text.strip().lower() in ("1", "true", "yes", "on")
+                word = text.strip().lower()
+                if word not in _TRUE | _FALSE:
+                    raise ValueError(f"{name} must be true or false, got {text!r}")
+                value = word in _TRUE
             elif isinstance(default, int) or kind == "int | None":
                 value = int(text)
             elif isinstance(default, float) or kind == "float | None":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import secrets
 import shutil
 from collections.abc import Iterator
@@ -11,7 +13,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import quote, urlencode, urlsplit
 
-from .config import EmulatorConfig
+from .config import FIXED_FIELDS, EmulatorConfig
 from .domain.accounts import Accounts
 from .domain.assets import Asset, AssetService
 from .domain.calls import CallLog
@@ -55,6 +57,15 @@ class Emulator(InvocationAPI):
             self._tmp = None
             self.root = given_root
             self.root.mkdir(parents=True, exist_ok=True)
+        self._root_lock: int | None = None if self._tmp is not None else _lock_root(self.root)
+        try:
+            self._open()
+        except BaseException:
+            self._release_root()
+            raise
+
+    def _open(self) -> None:
+        """Everything that lives under ``root``, opened once it is this emulator's."""
         self.state: StateStore = (
             SqliteStateStore(self.config.state_dir / "state.sqlite3")
             if self.config.state_dir is not None
@@ -192,8 +203,17 @@ class Emulator(InvocationAPI):
     # -- life cycle ---------------------------------------------------------------------------
 
     def configure(self, **settings: Any) -> None:
-        """Change settings on a running emulator (``root_dir`` and storage stay as they are)."""
-        self.config = self.config.replace(**settings)
+        """Change settings on a running emulator. Where bytes and state live (``root_dir``,
+        ``state_dir``, ``storage``, ``s3_*``) is fixed at start: changing it is a ValueError."""
+        config = self.config.replace(**settings)
+        for name in FIXED_FIELDS:
+            if name in settings and getattr(config, name) != getattr(self.config, name):
+                raise ValueError(
+                    f"{name} cannot change on a running emulator (it stays "
+                    f"{getattr(self.config, name)!r}); give it when the emulator is made "
+                    "(for the shared nvcf_server, in nvcf_settings; or use the nvcf fixture)"
+                )
+        self.config = config
         self.accounts = Accounts(self.config.api_keys, default_nca_id=self.config.default_nca_id)
 
     #: Seconds of emulator time between two sweeps triggered by incoming requests.
@@ -240,9 +260,15 @@ class Emulator(InvocationAPI):
         close_store = getattr(self.store, "close", None)  # the S3 store's connection pool
         if close_store is not None:
             close_store()
+        self._release_root()
+
+    def _release_root(self) -> None:
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
+        lock, self._root_lock = self._root_lock, None
+        if lock is not None:
+            os.close(lock)  # releases the flock
 
     @contextmanager
     def activate(self) -> Iterator[Self]:
@@ -318,3 +344,24 @@ class Emulator(InvocationAPI):
         """The file holding ``asset_id``'s bytes on disk, or ``None``."""
         asset = self.assets.find(asset_id)
         return self.store.local_path(asset.key) if asset is not None else None
+
+
+_LOCK_FILE = ".nvcf-emulator.lock"
+
+
+def _lock_root(root: Path) -> int:
+    """Take ``root`` for this emulator (an exclusive ``flock``, dropped by the OS if the
+    process dies): two emulators on one dir would delete each other's uploads in flight."""
+    fd = os.open(root / _LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise RuntimeError(
+            f"{root} is in use by another emulator (process {holder}); give each emulator its "
+            "own root_dir / state_dir"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd

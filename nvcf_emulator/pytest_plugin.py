@@ -33,6 +33,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 _INI_SETTINGS = pytest.StashKey[dict[str, Any]]()
+#: Settings that name a place on disk: per test, never for the whole run.
+_PER_TEST = ("root_dir", "state_dir")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -57,10 +59,19 @@ def _parse_ini(config: pytest.Config) -> dict[str, Any]:
         if not sep:
             raise pytest.UsageError(f"nvcf_settings: expected NAME=VALUE, got {line!r}")
         pairs[name.strip()] = value.strip()
+    for name in _PER_TEST:
+        if name in pairs:
+            raise pytest.UsageError(
+                f"nvcf_settings: {name} would be shared by every test and xdist worker (each "
+                f"nvcf fixture is fresh, on its own temp dir); give it to the tests that need it "
+                f"with @pytest.mark.nvcf({name}=...)"
+            )
     try:
-        return EmulatorConfig.parse(pairs)
+        parsed = EmulatorConfig.parse(pairs)
+        EmulatorConfig(**parsed)  # ranges too, once at start-up (not as an error per test)
     except (TypeError, ValueError) as exc:
         raise pytest.UsageError(f"nvcf_settings: {exc}") from None
+    return parsed
 
 
 def _marker_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
