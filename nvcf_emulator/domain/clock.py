@@ -1,18 +1,34 @@
 """The emulator's one clock.
 
-Every TTL rule reads :meth:`Clock.now`, which calls :func:`time.time` at call time and adds an
-offset. freezegun and time-machine both patch ``time.time``, so they move the emulator's view of
-time (in every thread); :meth:`Clock.advance` and :meth:`Clock.set` move it without either
-library, which is what the server's admin endpoint uses. ``time.monotonic`` is never used for TTLs.
+Every TTL rule reads :meth:`Clock.now`, which reads the time at call time and adds an offset.
+freezegun and time-machine both patch ``time.time``, so they move the emulator's view of time;
+:meth:`Clock.advance` and :meth:`Clock.set` move it without either library, which is what the
+server's admin endpoint uses. ``time.monotonic`` is never used for TTLs.
+
+freezegun answers real time to code called near ``threading`` (its ignore list, checked on the
+stack), which the emulator's worker and sweeper threads are: while freezegun is active, the
+clock reads freezegun's frozen time itself, so every thread sees the same time.
 """
 
 from __future__ import annotations
 
+import calendar
 import math
+import sys
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+
+
+def _wall() -> float:
+    freezegun = sys.modules.get("freezegun.api")
+    factories = getattr(freezegun, "freeze_factories", None)
+    if factories:  # freezegun is active: its time, whatever the caller's stack
+        frozen = factories[-1]()
+        return float(calendar.timegm(frozen.timetuple()) + frozen.microsecond / 1_000_000)
+    return time.time()
+
 
 #: The clock stays within the years datetime can print (0001-01-02 .. 9999-12-30 UTC).
 MIN_TIME = -62135510400.0
@@ -37,7 +53,7 @@ class Clock:
 
     def now(self) -> float:
         """The emulator's current time as a POSIX timestamp."""
-        return time.time() + self._offset
+        return _wall() + self._offset
 
     def as_datetime(self) -> datetime:
         """The emulator's current time as an aware UTC datetime."""
@@ -51,7 +67,7 @@ class Clock:
         if not math.isfinite(seconds):
             raise ValueError(f"cannot advance the clock by {seconds}")
         with self._lock:
-            now = time.time()
+            now = _wall()
             target = min(max(now + self._offset + seconds, MIN_TIME), MAX_TIME)
             self._offset = target - now
         self._changed()
@@ -69,7 +85,7 @@ class Clock:
             raise ValueError(f"cannot set the clock to {target}")
         target = min(max(target, MIN_TIME), MAX_TIME)
         with self._lock:
-            self._offset = target - time.time()
+            self._offset = target - _wall()
         self._changed()
         return self.now()
 
@@ -87,4 +103,5 @@ class Clock:
 def isoformat(ts: float) -> str:
     """RFC 3339 / ISO 8601 UTC with milliseconds and a ``Z``, as NVCF and S3 print times."""
     dt = datetime.fromtimestamp(ts, tz=UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    # %Y is not zero-padded below the year 1000 on glibc: the year is padded here.
+    return f"{dt.year:04d}-{dt:%m-%dT%H:%M:%S}.{dt.microsecond // 1000:03d}Z"

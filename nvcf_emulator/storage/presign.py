@@ -21,6 +21,13 @@ from ..domain.clock import Clock
 from ..domain.errors import StorageError
 
 SIGV4_TIMESTAMP = "%Y%m%dT%H%M%SZ"
+
+
+def _sigv4_time(dt: datetime) -> str:
+    """``dt`` as X-Amz-Date (``SIGV4_TIMESTAMP``, with the year zero-padded to 4 digits)."""
+    return f"{dt.year:04d}{dt:%m%dT%H%M%SZ}"
+
+
 ALGORITHM = "AWS4-HMAC-SHA256"
 MAX_EXPIRES = 604800  # S3: a pre-signed URL lives at most 7 days
 #: What NVCF's control plane signs besides ``host``.
@@ -94,7 +101,7 @@ class UrlSigner:
     def presign_put(self, url: str, headers: Mapping[str, str], expires: int) -> str:
         """A pre-signed PUT URL for ``url`` that signs ``host`` and ``headers``."""
         request = AWSRequest(method="PUT", url=url, headers=dict(headers))
-        timestamp = datetime.fromtimestamp(self.clock.now(), tz=UTC).strftime(SIGV4_TIMESTAMP)
+        timestamp = _sigv4_time(datetime.fromtimestamp(self.clock.now(), tz=UTC))
         self._signer(self.region, expires).sign(request, timestamp)
         return str(request.url)
 
@@ -266,7 +273,8 @@ def new_request_id() -> str:
 
 
 def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    dt = datetime.fromtimestamp(ts, tz=UTC)
+    return f"{dt.year:04d}-{dt:%m-%dT%H:%M:%S}Z"  # %Y is not zero-padded below 1000 on glibc
 
 
 def _query_error(message: str) -> StorageError:
