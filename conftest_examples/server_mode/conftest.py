@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]  # where conftest_examples is importable from
+HERE = Path(__file__).resolve().parent  # container.py is imported from here
 API_KEY = "nvapi-ci-key"
 CURL = shutil.which("curl")
 
@@ -45,15 +45,14 @@ def nvcf_emulate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         "--api-key",
         f"{API_KEY}=nca-ci",
         "--function",
-        "asset-reader=conftest_examples.flask_container.app:app",
+        "asset-reader=container:app",  # module:attribute, from the working directory
         "--inference-url",
         "/infer",
         "--log-level",
         "WARNING",
     ]
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     proc = subprocess.Popen(
-        command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        command, cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     assert proc.stdout is not None
     saved = {name: os.environ.get(name) for name in ("NVCF_URL", "NGC_API_KEY")}

@@ -12,8 +12,8 @@ import pytest
 
 from nvcf_emulator import EmulatorServer
 
-from ..flask_container.app import app
 from .conftest import CURL, Served
+from .container import app
 
 pytestmark = pytest.mark.skipif(CURL is None, reason="curl is not installed")
 CLIENT = Path(__file__).parent / "client.sh"
