@@ -8,19 +8,49 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import TypeVar
 
 from . import __version__
-from .config import EmulatorConfig
+from .config import EmulatorConfig, check_base_url
 from .emulator import Emulator
 
 ENV_PREFIX = "NVCF_EMULATOR_"
 
 
+_T = TypeVar("_T")
+_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
 def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(ENV_PREFIX + name, default)
+
+
+def _env_value(name: str, default: _T, kind: Callable[[str], _T]) -> _T:
+    """``NVCF_EMULATOR_<name>`` read as ``kind``; a value that is not one stops with a usage
+    error naming the variable (as a bad flag does)."""
+    raw = _env(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        return kind(raw.strip())
+    except ValueError:
+        print(
+            f"nvcf-emulate: error: {ENV_PREFIX}{name}={raw!r} is not a valid {kind.__name__}",
+            file=sys.stderr,
+        )
+        raise SystemExit(2) from None
+
+
+def _log_level(text: str) -> str:
+    if text.upper() not in _LEVELS:
+        raise ValueError(text)
+    return text.upper()
+
+
+_log_level.__name__ = "log level (" + ", ".join(_LEVELS) + ")"
 
 
 def _api_keys(values: Sequence[str]) -> dict[str, str]:
@@ -60,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--port",
         type=int,
-        default=int(_env("PORT", "8000") or 8000),
+        default=_env_value("PORT", 8000, int),
         help="port to bind; 0 picks a free one (default 8000)",
     )
     p.add_argument(
@@ -123,25 +153,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--upload-url-ttl",
         type=int,
-        default=int(_env("UPLOAD_URL_TTL", str(d.upload_url_ttl)) or d.upload_url_ttl),
+        default=_env_value("UPLOAD_URL_TTL", d.upload_url_ttl, int),
         help=f"seconds an upload URL is valid (default {d.upload_url_ttl})",
     )
     p.add_argument(
         "--asset-ttl",
         type=int,
-        default=int(_env("ASSET_TTL", str(d.asset_ttl)) or d.asset_ttl),
+        default=_env_value("ASSET_TTL", d.asset_ttl, int),
         help=f"seconds an asset lives after upload (default {d.asset_ttl})",
     )
     p.add_argument(
         "--max-asset-bytes",
         type=int,
-        default=int(_env("MAX_ASSET_BYTES", str(d.max_asset_bytes)) or d.max_asset_bytes),
+        default=_env_value("MAX_ASSET_BYTES", d.max_asset_bytes, int),
         help=f"largest upload accepted (default {d.max_asset_bytes}, S3's 5 GB)",
     )
     p.add_argument(
         "--storage-quota-bytes",
         type=int,
-        default=int(_env("STORAGE_QUOTA_BYTES", "0") or 0) or None,
+        default=_env_value("STORAGE_QUOTA_BYTES", 0, int) or None,
         help="total bytes stored assets may take; past it uploads get 507 (default: the disk)",
     )
     p.add_argument(
@@ -155,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--header-mismatch-status",
         type=int,
         choices=(400, 403),
-        default=int(_env("HEADER_MISMATCH_STATUS", "400") or 400),
+        default=_env_value("HEADER_MISMATCH_STATUS", 400, int),
         help="status for an upload whose Content-Type/description differ (default 400, as NVCF)",
     )
     p.add_argument(
@@ -186,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--container-timeout",
         type=float,
-        default=float(_env("CONTAINER_TIMEOUT", str(d.container_timeout)) or 300),
+        default=_env_value("CONTAINER_TIMEOUT", d.container_timeout, float),
         help=f"seconds a container may take (default {d.container_timeout:g})",
     )
     p.add_argument(
@@ -198,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--ram-staging-bytes",
         type=int,
-        default=int(_env("RAM_STAGING_BYTES", str(d.ram_staging_bytes)) or d.ram_staging_bytes),
+        default=_env_value("RAM_STAGING_BYTES", d.ram_staging_bytes, int),
         help="requests whose assets total at most this many bytes are staged in /dev/shm while "
         f"no --asset-root is given; 0: always on disk (default {d.ram_staging_bytes})",
     )
@@ -211,21 +241,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-connections",
         type=int,
-        default=int(_env("MAX_CONNECTIONS", "64") or 64),
+        default=_env_value("MAX_CONNECTIONS", 64, int),
         help="connections served at once, one thread each (default 64); when all are taken, "
         "idle keep-alive connections are closed for a new client",
     )
     p.add_argument(
         "--idle-timeout",
         type=float,
-        default=float(_env("IDLE_TIMEOUT", "30") or 30),
+        default=_env_value("IDLE_TIMEOUT", 30.0, float),
         help="seconds a connection may send nothing (idle, or mid-request) before it is closed "
         "(default 30)",
     )
     p.add_argument(
         "--log-level",
-        default=_env("LOG_LEVEL", "INFO"),
-        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        default=_env_value("LOG_LEVEL", "INFO", _log_level),
+        choices=_LEVELS,
         help="log level (default INFO: one access line per request)",
     )
     return p
@@ -260,6 +290,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             ram_staging_bytes=args.ram_staging_bytes,
         )
         functions = _functions(args.function)
+        if not 0 <= args.port <= 65535:
+            raise ValueError(f"--port must be 0-65535, got {args.port}")
+        if args.public_url:
+            check_base_url(args.public_url, "--public-url", origin_only=True)
         if args.max_connections < 1 or not args.idle_timeout > 0:
             raise ValueError("--max-connections must be at least 1 and --idle-timeout above 0")
     except (ValueError, argparse.ArgumentTypeError) as exc:

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .domain.accounts import DEFAULT_NCA_ID
 
@@ -20,6 +21,20 @@ _FALSE = frozenset({"0", "false", "no", "off"})
 #: Settings a running emulator keeps (where its bytes and state live): ``configure`` refuses
 #: to change them rather than pretend to.
 FIXED_FIELDS = ("root_dir", "state_dir", "storage", "s3_endpoint_url", "s3_create_bucket")
+
+
+def check_base_url(url: object, what: str, *, origin_only: bool = False) -> str:
+    """``url`` if it is an http(s) URL with a host (and, with ``origin_only``, nothing after
+    the port), else a ValueError naming ``what``: upload URLs are signed for it."""
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{what} must be an http(s) URL with a host, got {url!r}")
+    if origin_only and (parts.path.strip("/") or parts.query or parts.fragment):
+        raise ValueError(
+            f"{what} must be an origin (scheme://host[:port]) with no path, got {url!r}"
+        )
+    assert isinstance(url, str)
+    return url
 
 
 @dataclass(frozen=True)
@@ -131,6 +146,10 @@ class EmulatorConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        for name in ("api_base_url", "storage_base_url"):
+            url = getattr(self, name)
+            if url is not None:
+                check_base_url(url, name)
         if not 1 <= self.upload_url_ttl <= 604800:
             raise ValueError("upload_url_ttl must be between 1 and 604800 seconds (S3's limit)")
         quota = self.storage_quota_bytes

@@ -13,7 +13,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import quote, urlencode, urlsplit
 
-from .config import FIXED_FIELDS, EmulatorConfig
+from .config import FIXED_FIELDS, EmulatorConfig, check_base_url
 from .domain.accounts import Accounts
 from .domain.assets import Asset, AssetService
 from .domain.calls import CallLog
@@ -166,7 +166,7 @@ class Emulator(InvocationAPI):
 
     @storage_url.setter
     def storage_url(self, url: str) -> None:
-        self._storage_url = url
+        self._storage_url = check_base_url(url, "storage_url")
         self._update_hosts()
 
     def _update_hosts(self) -> None:

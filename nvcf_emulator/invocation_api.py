@@ -190,10 +190,14 @@ class InvocationAPI:
             shared_with=shared_with,
             public=public,
         )
+        if wait and self.config.deploy_delay == 0:
+            try:
+                self._wait_until_active(version, adapter, startup_timeout)
+            except BaseException:  # a failed add leaves nothing behind (nor a DEPLOYING entry)
+                self.functions.delete(account, version.function_id, version.version_id)
+                raise
         if persistent:
             self._persistent.append(version)
-        if wait and self.config.deploy_delay == 0:
-            self._wait_until_active(version, adapter, startup_timeout)
         return FunctionRef(version.function_id, version.version_id, name, adapter)
 
     def _wait_until_active(

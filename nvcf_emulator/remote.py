@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import requests
@@ -25,6 +25,8 @@ class RemoteClock:
         return float(self._remote._call("POST", "/_emulator/clock", {"advance": seconds})["epoch"])
 
     def set(self, when: datetime | str) -> float:
+        if isinstance(when, datetime) and when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)  # naive means UTC, as Clock.set reads it
         text = when.isoformat() if isinstance(when, datetime) else when
         return float(self._remote._call("POST", "/_emulator/clock", {"set": text})["epoch"])
 

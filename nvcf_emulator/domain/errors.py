@@ -24,7 +24,9 @@ class NvcfError(Exception):
         self.headers = dict(headers or {})
 
 
-class BadRequest(NvcfError):
+class BadRequest(NvcfError, ValueError):
+    """Bad input: a 400 over HTTP, and a ValueError to Python callers (``add_function``)."""
+
     def __init__(self, detail: str) -> None:
         super().__init__(400, detail)
 

@@ -234,10 +234,74 @@ def _str(body: Mapping[str, Any], key: str, *, required: bool = False) -> str | 
     return value
 
 
+def _validate_health(health: Mapping[str, Any]) -> None:
+    """NVCF's ``health`` object: ``{protocol: HTTP|gRPC, uri, port, timeout, expectedStatusCode}``
+    (each optional here; defaults fill the rest)."""
+    if "expectedStatusCode" in health and not (
+        _is_int(health["expectedStatusCode"]) and 100 <= health["expectedStatusCode"] <= 599
+    ):
+        raise BadRequest("health.expectedStatusCode must be an HTTP status (100-599)")
+    if "protocol" in health and health["protocol"] not in ("HTTP", "gRPC"):
+        raise BadRequest("health.protocol must be HTTP or gRPC")
+    if "uri" in health and not (isinstance(health["uri"], str) and health["uri"].startswith("/")):
+        raise BadRequest("health.uri must be a path starting with /")
+    if "port" in health and not (_is_int(health["port"]) and 1 <= health["port"] <= 65535):
+        raise BadRequest("health.port must be a port number (1-65535)")
+    if "timeout" in health and not (
+        isinstance(health["timeout"], str) and DURATION_RE.fullmatch(health["timeout"])
+    ):
+        raise BadRequest("health.timeout must be an ISO-8601 duration, e.g. PT10S")
+
+
+#: ISO-8601 durations as NVCF's health timeout takes them (PT10S, PT1M30S, P1D, ...).
+DURATION_RE = re.compile(r"P(\d+D)?(T(\d+H)?(\d+M)?(\d+(\.\d+)?S)?)?")
+
+
+def _objects(value: object, keys: tuple[str, ...]) -> bool:
+    """A list of objects whose ``keys``, when present, are strings."""
+    return isinstance(value, list) and all(
+        isinstance(item, dict) and all(isinstance(item.get(k, ""), str) for k in keys)
+        for item in value
+    )
+
+
+def _validate_extras(body: Mapping[str, Any]) -> None:
+    """The create body's other members have NVCF's types (they are echoed back as JSON)."""
+    for key in ("description", "containerArgs"):
+        if body.get(key) is not None and not isinstance(body[key], str):
+            raise BadRequest(f"{key} must be a string")
+    env = body.get("containerEnvironment")
+    if env is not None and not _objects(env, ("key", "value")):
+        raise BadRequest("containerEnvironment must be a list of {key, value} strings")
+    for key in ("models", "resources"):
+        if body.get(key) is not None and not _objects(body[key], ("name", "version", "uri")):
+            raise BadRequest(f"{key} must be a list of {{name, version, uri}} objects")
+    for key in ("rateLimit", "telemetries"):
+        if body.get(key) is not None and not isinstance(body[key], dict):
+            raise BadRequest(f"{key} must be an object")
+
+
+def _validate_tags(tags: object) -> list[str]:
+    if (
+        not isinstance(tags, list)
+        or len(tags) > MAX_TAGS
+        or any(not isinstance(t, str) or len(t) > MAX_TAG_CHARS for t in tags)
+    ):
+        raise BadRequest(
+            f"tags must be a list of at most {MAX_TAGS} strings of at most "
+            f"{MAX_TAG_CHARS} characters"
+        )
+    return list(tags)
+
+
 def _validate_name(name: object) -> str:
     if name is None:
         raise BadRequest("name is required")
-    if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME_CHARS or not NAME_RE.match(name):
+    if (
+        not isinstance(name, str)
+        or not 1 <= len(name) <= MAX_NAME_CHARS
+        or not NAME_RE.fullmatch(name)
+    ):
         raise BadRequest(
             f"name must be 1-{MAX_NAME_CHARS} characters matching {NAME_RE.pattern}, got {name!r}"
         )
@@ -428,11 +492,8 @@ class FunctionService:
             }
         elif not isinstance(health, dict):
             raise BadRequest("health must be an object")
-        elif "expectedStatusCode" in health and not (
-            _is_int(health["expectedStatusCode"]) and 100 <= health["expectedStatusCode"] <= 599
-        ):
-            raise BadRequest("health.expectedStatusCode must be an HTTP status (100-599)")
         else:
+            _validate_health(health)
             health = {
                 "protocol": "HTTP",
                 "uri": health_uri,
@@ -457,16 +518,9 @@ class FunctionService:
             raise BadRequest("a function has either a helmChart or a containerImage, not both")
         if chart is not None and not service:
             raise BadRequest("helmChartServiceName is required with helmChart")
-        tags = body.get("tags")
-        if tags is not None and (
-            not isinstance(tags, list)
-            or len(tags) > MAX_TAGS
-            or any(not isinstance(t, str) or len(t) > MAX_TAG_CHARS for t in tags)
-        ):
-            raise BadRequest(
-                f"tags must be a list of at most {MAX_TAGS} strings of at most "
-                f"{MAX_TAG_CHARS} characters"
-            )
+        if body.get("tags") is not None:
+            _validate_tags(body["tags"])
+        _validate_extras(body)
         secrets = body.get("secrets")
         if secrets is not None and (
             not isinstance(secrets, list)
@@ -503,6 +557,8 @@ class FunctionService:
     ) -> FunctionVersion:
         """``POST /v2/nvcf/functions/{fid}/versions``: same id (and name), new version id."""
         existing = self.versions(account, function_id)
+        if all(v.nca_id != account.nca_id for v in existing):  # shared or public: not yours
+            raise NotFound(not_found_message(function_id, None, account.nca_id))
         name = body.get("name")
         name = _validate_name(name) if name is not None else existing[0].name
         version = self._build(account, body, function_id, name)
@@ -712,9 +768,7 @@ class FunctionService:
         self, account: Account, function_id: str, version_id: str, body: Mapping[str, Any]
     ) -> FunctionVersion:
         version = self._own(account, function_id, version_id)
-        tags = body.get("tags", [])
-        if not isinstance(tags, list) or any(not isinstance(t, str) for t in tags):
-            raise BadRequest("tags must be a list of strings")
+        tags = _validate_tags(body.get("tags", []))
         with self._lock:
             version.extra["tags"] = list(tags)
             self._save(version)

@@ -45,12 +45,12 @@ def set_clock(emu: Emulator, request: Request) -> Response:
         raise BadRequest('Send exactly one of {"advance": <seconds>} or {"set": "<ISO 8601>"}')
     if "advance" in body:
         seconds = body["advance"]
-        if (
-            not isinstance(seconds, int | float)
-            or isinstance(seconds, bool)
-            or not math.isfinite(seconds)
-        ):
-            raise BadRequest("advance must be a number of seconds")
+        try:
+            finite = math.isfinite(seconds)
+        except (TypeError, OverflowError):  # not a number, or an int past any float
+            finite = False
+        if not isinstance(seconds, int | float) or isinstance(seconds, bool) or not finite:
+            raise BadRequest("advance must be a finite number of seconds")
         emu.clock.advance(seconds)
     else:
         emu.clock.set(parse_date_time(body["set"]))

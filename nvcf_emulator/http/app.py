@@ -82,7 +82,11 @@ def _injected(request: Request, fault: Fault, is_storage: bool) -> Response:
     if is_storage:
         code = {503: "SlowDown", 500: "InternalError"}.get(status, "InjectedFault")
         return s3_error(StorageError(status, code, detail), new_request_id(), request.path)
-    return problem(request, status, HTTPStatus(status).phrase, detail)
+    try:
+        title = HTTPStatus(status).phrase
+    except ValueError:  # a status http.HTTPStatus does not name (420, 499, 599)
+        title = "Unknown Error"
+    return problem(request, status, title, detail)
 
 
 Handler = Callable[..., Response]

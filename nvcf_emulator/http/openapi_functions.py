@@ -15,6 +15,7 @@ from typing import Any
 from ..config import EmulatorConfig
 from ..domain.functions import (
     API_BODY_FORMATS,
+    DURATION_RE,
     FUNCTION_TYPES,
     MAX_NAME_CHARS,
     MAX_TAG_CHARS,
@@ -32,16 +33,24 @@ ANY: dict[str, Any] = {}
 _DEFAULTS = EmulatorConfig()
 
 
-#: Optional function fields the server stores without checking their types.
-_FREE_FORM_FIELDS = (
-    "containerArgs",
-    "containerEnvironment",
-    "models",
-    "resources",
-    "description",
-    "rateLimit",
-    "telemetries",
-)
+def _objects_of(*keys: str) -> dict[str, Any]:
+    """A list of objects whose ``keys``, when given, are strings (other members are kept)."""
+    return {
+        "type": ["array", "null"],
+        "items": {"type": "object", "properties": {k: {"type": "string"} for k in keys}},
+    }
+
+
+#: Optional create-body members, checked for their type and returned in the FunctionDTO.
+_TYPED_FIELDS: dict[str, Any] = {
+    "description": {"type": ["string", "null"]},
+    "containerArgs": {"type": ["string", "null"]},
+    "containerEnvironment": _objects_of("key", "value"),
+    "models": _objects_of("name", "version", "uri"),
+    "resources": _objects_of("name", "version", "uri"),
+    "rateLimit": {"type": ["object", "null"]},
+    "telemetries": {"type": ["object", "null"]},
+}
 
 
 def unsigned_at_most(limit: int) -> str:
@@ -71,10 +80,6 @@ _VISIBILITY = "(?:" + "|".join(VISIBILITIES) + ")"
 #: One ``visibility`` query value: comma-separated names, trimmed, empty items skipped.
 VISIBILITY_PATTERN = rf"^\s*{_VISIBILITY}?\s*(?:,\s*{_VISIBILITY}?\s*)*$"
 
-_ANY_JSON: dict[str, Any] = {
-    "description": "Kept as given and returned in the FunctionDTO (not checked by the emulator)"
-}
-
 
 def _definition(*, version: bool) -> dict[str, Any]:
     """The create body of a function (``version=False``) or of a new version of one."""
@@ -97,7 +102,11 @@ def _definition(*, version: bool) -> dict[str, Any]:
             "health": {
                 "type": ["object", "null"],
                 "properties": {
-                    "expectedStatusCode": {"type": "integer", "minimum": 100, "maximum": 599}
+                    "expectedStatusCode": {"type": "integer", "minimum": 100, "maximum": 599},
+                    "protocol": {"enum": ["HTTP", "gRPC"]},
+                    "uri": {"type": "string", "pattern": "^/"},
+                    "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                    "timeout": {"type": "string", "pattern": f"^{DURATION_RE.pattern}$"},
                 },
             },
             "apiBodyFormat": {"enum": [*API_BODY_FORMATS, None]},
@@ -118,7 +127,7 @@ def _definition(*, version: bool) -> dict[str, Any]:
                     "properties": {"name": {"type": "string"}},
                 },
             },
-            **{key: _ANY_JSON for key in _FREE_FORM_FIELDS},
+            **_TYPED_FIELDS,
         },
         "if": {"required": ["helmChart"], "properties": {"helmChart": {"type": "string"}}},
         "then": {
@@ -192,7 +201,7 @@ FUNCTION_SCHEMAS: dict[str, Any] = {
                 "description": "Names only: values are never returned",
                 "items": _exact({"name": {"type": "string"}}),
             },
-            **{key: ANY for key in _FREE_FORM_FIELDS},
+            **{key: ANY for key in _TYPED_FIELDS},  # as stored
             "activeInstances": {
                 "type": "array",
                 "items": {"$ref": "#/components/schemas/Instance"},
