@@ -106,11 +106,29 @@ class Emulator(InvocationAPI):
     def _restore(self) -> None:
         """Load what the state dir kept (clock offset, assets, functions, unfetched results),
         then drop what has expired."""
+        self._check_storage_identity()
         for _, data in self.state.load("clock"):
             self.clock.advance(float(data["offset"]))
         self.clock.on_change = lambda offset: self.state.put("clock", "offset", {"offset": offset})
         if self.assets.load() + self._load_invocations():
             self.sweep()
+
+    def _check_storage_identity(self) -> None:
+        """A state dir keeps the records of one store: started against another (a mistyped
+        bucket, another endpoint), every asset would look gone. Refuse, naming both."""
+        identity = {"storage": self.config.storage, "s3_endpoint_url": self.config.s3_endpoint_url}
+        saved = dict(self.state.load("meta")).get("storage")
+        if saved is None:
+            self.state.put("meta", "storage", identity)
+        elif saved != identity:
+            raise RuntimeError(
+                f"state dir {self.config.state_dir} keeps the records of the assets stored in "
+                f"{saved.get('storage') or 'local files'} (endpoint "
+                f"{saved.get('s3_endpoint_url') or 'default'}), but this start names "
+                f"{identity['storage'] or 'local files'} (endpoint "
+                f"{identity['s3_endpoint_url'] or 'default'}): start it with the same bucket "
+                "and endpoint (storage, s3_endpoint_url), or give it a state dir of its own"
+            )
 
     def _open_store(self) -> BlobStore:
         """Files under ``root``, or an S3 bucket when ``storage`` is ``s3://bucket/prefix``."""

@@ -340,9 +340,11 @@ class AssetService:
                     self._reserved += delta
                 try:
                     writer.commit()  # the bytes first (a network call with S3), then the record
-                except BaseException:
+                except BaseException as exc:
                     with self._lock:
                         self._reserved -= delta
+                    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                        raise _storage_full(None) from exc
                     raise
                 with self._lock:
                     self._reserved -= delta
@@ -396,18 +398,20 @@ class AssetService:
     def load(self) -> int:
         """Read the records a state store kept (at start-up), reconciled with the bytes.
 
-        A record marked uploaded whose bytes are gone is not uploaded; bytes under a record that
-        was never marked uploaded (a crash between the rename and the record) are discarded, so
-        a restart never shows an upload the client was not told succeeded. Returns the count.
+        A record marked uploaded whose bytes are gone is not uploaded (for this run: the record
+        on disk is left as it is, so that a start against the wrong bucket loses nothing); bytes
+        under a record that was never marked uploaded (a crash between the rename and the
+        record) are discarded, so a restart never shows an upload the client was not told
+        succeeded. Returns the count.
         """
+        known = {f.name for f in dataclasses.fields(Asset)}
         with self._lock:
             for asset_id, data in self.state.load(KIND):
-                asset = Asset(**data)
-                if asset.uploaded and self.store.size(asset.key) != asset.size:
-                    asset.uploaded_at = asset.size = asset.etag = None
-                    self._save(asset)
+                asset = Asset(**{k: v for k, v in data.items() if k in known})
                 if not asset.uploaded:
                     self.store.delete(asset.key)
+                elif self.store.size(asset.key) != asset.size:
+                    asset.uploaded_at = asset.size = asset.etag = None
                 self._assets[asset_id] = asset
                 if asset.uploaded:
                     self._list(asset)
@@ -469,8 +473,15 @@ class AssetService:
     def _delete_purged(self) -> None:
         with self._lock:
             keys, self._purged_keys = self._purged_keys, []
-        for key in keys:
-            self.store.delete(key)
+        for i, key in enumerate(keys):
+            try:
+                self.store.delete(key)
+            except Exception:
+                # The store failed (S3 unreachable): this key and the rest wait for the next
+                # sweep instead of staying in the bucket for good.
+                with self._lock:
+                    self._purged_keys.extend(keys[i:])
+                raise
 
 
 _preadv = getattr(os, "preadv", None)

@@ -116,7 +116,10 @@ class EmulatorApp:
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         started = time.perf_counter()
         request = Request(environ)
-        self.emulator.maybe_sweep()
+        try:
+            self.emulator.maybe_sweep()
+        except Exception:  # the store failed (S3 away): not this request's business
+            log.exception("sweep failed; it runs again on a later request")
         is_storage = storage.is_storage_request(self.emulator, request)
         kind = (
             "storage"

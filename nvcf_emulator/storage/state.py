@@ -49,18 +49,43 @@ class NullStateStore:
 class SqliteStateStore:
     """Records in one SQLite table; every change is its own committed transaction."""
 
+    #: The layout this code writes (``PRAGMA user_version``); a newer one is refused.
+    SCHEMA_VERSION = 1
+
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            self._open()
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise RuntimeError(
+                f"cannot use the state database {self.path}: {exc} (it must be an "
+                "nvcf-emulator state database the emulator can write; move it away to start "
+                "afresh)"
+            ) from exc
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _open(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > self.SCHEMA_VERSION:
+            raise RuntimeError(
+                f"the state database {self.path} was written by a newer nvcf-emulator "
+                f"(schema {version}; this one reads up to {self.SCHEMA_VERSION})"
+            )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        # A write, so that a read-only file or dir is found now, not on the first change.
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS records ("
             " kind TEXT NOT NULL, id TEXT NOT NULL, data TEXT NOT NULL,"
             " PRIMARY KEY (kind, id))"
         )
+        self._db.execute(f"PRAGMA user_version = {self.SCHEMA_VERSION}")
 
     def put(self, kind: str, record_id: str, data: dict[str, Any]) -> None:
         text = json.dumps(data, separators=(",", ":"))
