@@ -110,7 +110,11 @@ class Emulator(InvocationAPI):
         for _, data in self.state.load("clock"):
             self.clock.advance(float(data["offset"]))
         self.clock.on_change = lambda offset: self.state.put("clock", "offset", {"offset": offset})
-        if self.assets.load() + self._load_invocations():
+        loaded = self.assets.load()
+        abort = getattr(self.store, "abort_uploads", None)
+        if loaded and abort is not None:  # S3: multipart uploads a killed process left open
+            abort({asset.key for asset in self.assets.all()})
+        if loaded + self._load_invocations():
             self.sweep()
 
     def _check_storage_identity(self) -> None:

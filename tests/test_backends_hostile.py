@@ -208,11 +208,6 @@ def test_a_restart_against_the_wrong_bucket_does_not_destroy_stored_assets(
         assert emu.asset_bytes(asset["assetId"]) == b"precious"
 
 
-@pytest.mark.xfail(
-    reason="a missing bucket without s3_create_bucket is only found on the first upload, as a "
-    "bare 500 InternalError; S3BlobStore.__init__ never checks the bucket",
-    strict=True,
-)
 def test_a_missing_bucket_is_an_error_at_start_naming_it(aws: None) -> None:
     """``storage=s3://nope/p`` without ``s3_create_bucket``: the user expects start-up to fail
     with the bucket's name, not every upload to answer 'We encountered an internal error.'"""
@@ -272,11 +267,6 @@ def test_a_server_upload_cut_off_midway_leaves_no_object_and_no_multipart_upload
         emu.close()
 
 
-@pytest.mark.xfail(
-    reason="nothing calls S3BlobStore.abort_pending_uploads: the multipart upload of a process "
-    "killed mid-upload stays open in the bucket after the restart (and is billed on AWS)",
-    strict=True,
-)
 def test_kill9_mid_upload_leaves_no_multipart_upload_after_the_restart(
     moto_server: str, tmp_path: Path
 ) -> None:

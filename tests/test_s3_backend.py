@@ -349,11 +349,9 @@ def test_clear_deletes_more_than_one_page(moto: Moto) -> None:
     assert moto.keys() == []
 
 
-def test_missing_bucket_without_create_is_an_error_on_upload(moto: Moto) -> None:
-    with moto.emulator(s3_create_bucket=False) as emu:
-        r = _put(_create(emu), b"bytes")
-        assert r.status_code == 500
-        assert "<Code>InternalError</Code>" in r.text
+def test_missing_bucket_without_create_is_an_error_at_start_naming_it(moto: Moto) -> None:
+    with pytest.raises(RuntimeError, match=rf"{moto.bucket}. does not exist.*s3_create_bucket"):
+        moto.emulator(s3_create_bucket=False)
 
 
 # -- streaming: at most one part in memory ----------------------------------------------------

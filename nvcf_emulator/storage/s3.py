@@ -211,6 +211,22 @@ class S3BlobStore:
         )
         if create_bucket:
             self.ensure_bucket()
+        elif self._own_client:
+            self.check_bucket(endpoint_url)
+
+    def check_bucket(self, endpoint_url: str | None = None) -> None:
+        """The bucket exists and answers, else a RuntimeError naming it (at start-up, rather
+        than a bare InternalError on every upload)."""
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except Exception as exc:
+            where = endpoint_url or "AWS"
+            if _is_not_found(exc):
+                raise RuntimeError(
+                    f"S3 bucket {self.bucket!r} does not exist at {where}: create it, or pass "
+                    "s3_create_bucket=True (--s3-create-bucket)"
+                ) from None
+            raise RuntimeError(f"cannot use S3 bucket {self.bucket!r} at {where}: {exc}") from exc
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> S3BlobStore:
@@ -333,6 +349,27 @@ class S3BlobStore:
         count = 0
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self._list_prefix()):
             for upload in page.get("Uploads", ()):
+                try:
+                    self.client.abort_multipart_upload(
+                        Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                    )
+                    count += 1
+                except Exception as exc:
+                    if _error_code(exc) != "NoSuchUpload":
+                        raise
+        return count
+
+    def abort_uploads(self, keys: set[str]) -> int:
+        """Abort the multipart uploads of these keys (without the prefix): those a killed
+        process left open for records of this state. Others' uploads under a shared prefix
+        are left alone. Returns how many."""
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        count = 0
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._list_prefix()):
+            for upload in page.get("Uploads", ()):
+                if upload["Key"][strip:] not in keys:
+                    continue
                 try:
                     self.client.abort_multipart_upload(
                         Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
