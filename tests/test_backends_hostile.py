@@ -689,12 +689,6 @@ def test_a_failed_state_write_does_not_show_a_failed_upload_as_uploaded(
     assert (after_failure, after_restart) == (404, 404)
 
 
-@pytest.mark.xfail(
-    reason="a sweep deletes the records first and the bytes after (AssetService.sweep/"
-    "_delete_purged); a crash in between leaves files no record names, and load() only walks "
-    "records, so they stay in storage/objects forever",
-    strict=True,
-)
 def test_a_crash_mid_sweep_leaves_no_orphan_bytes_after_the_restart(tmp_path: Path) -> None:
     """The process dies (simulated at the first byte delete) while sweeping expired assets: the
     next start must remove the bytes of the records that were already gone."""

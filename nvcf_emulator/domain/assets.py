@@ -49,6 +49,9 @@ _STRIPES = 64
 _KERNEL_CHUNK = 8 * _CHUNK
 #: The record kind assets are kept under in a state store.
 KIND = "asset"
+#: State records of keys whose bytes are still to be deleted (a journal: a crash between
+#: forgetting an asset and deleting its bytes leaves the key here, and the next start deletes it).
+PURGING = "asset-purging"
 
 
 def is_asset_id(value: str) -> bool:
@@ -406,6 +409,9 @@ class AssetService:
         """
         known = {f.name for f in dataclasses.fields(Asset)}
         with self._lock:
+            for key, _ in list(self.state.load(PURGING)):  # bytes a crash left behind
+                self.store.delete(key)
+                self.state.delete(PURGING, key)
             for asset_id, data in self.state.load(KIND):
                 asset = Asset(**{k: v for k, v in data.items() if k in known})
                 if not asset.uploaded:
@@ -466,6 +472,7 @@ class AssetService:
         :meth:`_delete_purged`, after the lock is released (with S3, a network call each)."""
         if self._assets.pop(asset.asset_id, None) is not None:
             self.used_bytes -= asset.size or 0
+        self.state.put(PURGING, asset.key, {})
         self.state.delete(KIND, asset.asset_id)
         self._unlist(asset)
         self._purged_keys.append(asset.key)
@@ -476,6 +483,7 @@ class AssetService:
         for i, key in enumerate(keys):
             try:
                 self.store.delete(key)
+                self.state.delete(PURGING, key)
             except Exception:
                 # The store failed (S3 unreachable): this key and the rest wait for the next
                 # sweep instead of staying in the bucket for good.
