@@ -345,30 +345,18 @@ class S3BlobStore:
     def abort_pending_uploads(self) -> int:
         """Abort every multipart upload under the prefix (e.g. at start-up, after a crash);
         returns how many. Uploads in progress in this or another process fail on commit."""
-        paginator = self.client.get_paginator("list_multipart_uploads")
-        count = 0
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._list_prefix()):
-            for upload in page.get("Uploads", ()):
-                try:
-                    self.client.abort_multipart_upload(
-                        Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
-                    )
-                    count += 1
-                except Exception as exc:
-                    if _error_code(exc) != "NoSuchUpload":
-                        raise
-        return count
+        return self.abort_uploads(None)
 
-    def abort_uploads(self, keys: set[str]) -> int:
-        """Abort the multipart uploads of these keys (without the prefix): those a killed
-        process left open for records of this state. Others' uploads under a shared prefix
-        are left alone. Returns how many."""
+    def abort_uploads(self, keys: set[str] | None) -> int:
+        """Abort the multipart uploads of these keys (without the prefix; ``None``: all under
+        the prefix): at a restart, those a killed process left open for records of its state,
+        leaving others' uploads under a shared prefix alone. Returns how many."""
         strip = len(self.prefix) + 1 if self.prefix else 0
         paginator = self.client.get_paginator("list_multipart_uploads")
         count = 0
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self._list_prefix()):
             for upload in page.get("Uploads", ()):
-                if upload["Key"][strip:] not in keys:
+                if keys is not None and upload["Key"][strip:] not in keys:
                     continue
                 try:
                     self.client.abort_multipart_upload(
