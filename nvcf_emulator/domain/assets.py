@@ -32,7 +32,6 @@ from .errors import BadRequest, NotFound, StorageError
 CONTENT_TYPE_PATTERN = r"^[A-Za-z0-9_]+/[-+.A-Za-z0-9_]+$"
 #: Characters a description may not hold: it travels as an S3 metadata header.
 CONTROL_PATTERN = r"[\x00-\x1f\x7f]"
-#: S3 caps user metadata at 2 KB per object; the description is stored there.
 #: S3 caps user metadata at 2 KB: the UTF-8 bytes of every key and value. The description is
 #: the one value, under the key ``nvcf-asset-description``.
 MAX_DESCRIPTION_BYTES = 2048 - len("nvcf-asset-description")
