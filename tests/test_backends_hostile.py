@@ -456,11 +456,6 @@ def test_expired_bytes_are_deleted_once_s3_recovers(
         assert _keys(bucket) == [f"ci/{fresh.key}"]
 
 
-@pytest.mark.xfail(
-    reason="AssetService.load HEADs every uploaded asset and DELETEs every never-uploaded one "
-    "(one S3 round trip per record): a restart with thousands of assets on AWS takes minutes",
-    strict=True,
-)
 def test_a_restart_on_s3_costs_a_few_requests_not_one_per_asset(
     aws: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -407,15 +407,27 @@ class AssetService:
         succeeded. Returns the count.
         """
         known = {f.name for f in dataclasses.fields(Asset)}
+        # A store that can list its objects (S3) is listed once: one request per 1,000 keys
+        # rather than one per record.
+        list_sizes = getattr(self.store, "sizes", None)
+        listed: dict[str, int] | None = list_sizes() if list_sizes is not None else None
+
+        def size(key: str) -> int | None:
+            return listed.get(key) if listed is not None else self.store.size(key)
+
+        def discard(key: str) -> None:
+            if listed is None or key in listed:
+                self.store.delete(key)
+
         with self._lock:
             for key, _ in list(self.state.load(PURGING)):  # bytes a crash left behind
-                self.store.delete(key)
+                discard(key)
                 self.state.delete(PURGING, key)
             for asset_id, data in self.state.load(KIND):
                 asset = Asset(**{k: v for k, v in data.items() if k in known})
                 if not asset.uploaded:
-                    self.store.delete(asset.key)
-                elif self.store.size(asset.key) != asset.size:
+                    discard(asset.key)
+                elif size(asset.key) != asset.size:
                     asset.uploaded_at = asset.size = asset.etag = None
                 self._assets[asset_id] = asset
                 if asset.uploaded:

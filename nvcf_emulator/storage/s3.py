@@ -311,6 +311,17 @@ class S3BlobStore:
     def local_path(self, key: str) -> Path | None:
         return None
 
+    def sizes(self) -> dict[str, int]:
+        """Every object under the prefix (keys without it) and its size: one request per 1,000
+        keys, where :meth:`size` is one per key (a restart reconciles thousands of records)."""
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        paginator = self.client.get_paginator("list_objects_v2")
+        return {
+            obj["Key"][strip:]: obj["Size"]
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self._list_prefix())
+            for obj in page.get("Contents", ())
+        }
+
     def clear(self) -> None:
         """Delete every object under the prefix (the whole bucket when the prefix is empty)."""
         paginator = self.client.get_paginator("list_objects_v2")
