@@ -502,6 +502,9 @@ class _Original:
     def isclosed(self) -> bool:
         return True
 
+    def close(self) -> None:  # urllib3 closes it when a read fails
+        pass
+
 
 def _with_cookies(headers: list[tuple[str, str]]) -> Any:
     """An answer's ``Set-Cookie`` headers where ``requests`` looks for them (``None`` without

@@ -818,3 +818,21 @@ def test_httpx_user_transport_keeps_other_hosts_and_async_stream_reads(nvcf: Emu
             return b"".join([piece async for piece in r.aiter_bytes(3)])
 
     assert asyncio.run(main()) == b'{"assets":[]}'
+
+
+def test_a_body_failing_after_set_cookie_raises_its_own_error() -> None:
+    """A response that sets a cookie and then fails mid-body: the caller sees the body's error,
+    not an AttributeError from the cookie holder urllib3 closes on a failed read."""
+    from nvcf_emulator.inprocess import WSGIAdapter
+
+    def app(environ: Any, start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [("Set-Cookie", "a=1"), ("Content-Type", "text/plain")])
+        yield b"x"
+        raise RuntimeError("container broke mid-body")
+
+    with requests.Session() as session:
+        session.mount("http://cookies.invalid/", WSGIAdapter(app))
+        r = session.get("http://cookies.invalid/x", stream=True)
+        assert r.cookies.get("a") == "1"
+        with pytest.raises(RuntimeError, match="container broke mid-body"):
+            list(r.iter_content(1))
