@@ -296,18 +296,9 @@ def read_timeout(timeout: object) -> float | None:
     return float(timeout) if isinstance(timeout, int | float) else None
 
 
-def timed_out(started: float, limit: float | None) -> str | None:
-    """Why a call that began at ``started`` (``perf_counter``) and has its answer's status line
-    now missed its read timeout, or ``None``. In-process, the app cannot be cut short: the
-    timeout is checked once the answer begins, and the caller gets the error a client on a
-    socket gets (later than it would)."""
-    elapsed = time.perf_counter() - started
-    if limit is None or elapsed <= limit:
-        return None
-    return (
-        f"Read timed out. (read timeout={limit}) (in-process: the emulator answered after "
-        f"{elapsed:.3f} s; the call is not cut short)"
-    )
+class TimedOut(Exception):
+    """The app's answer began after the caller's read timeout (each client raises its own
+    ``ReadTimeout`` from it)."""
 
 
 def make_environ(
@@ -362,8 +353,14 @@ class AppResponse:
     body: _AppIterReader
 
 
-def call_app(app: WSGIApplication, environ: dict[str, Any]) -> AppResponse:
-    """Call ``app`` up to its status line; raises :class:`BodyFailed` if the body failed."""
+def call_app(
+    app: WSGIApplication, environ: dict[str, Any], timeout: float | None = None
+) -> AppResponse:
+    """Call ``app`` up to its status line; raises :class:`BodyFailed` if the body failed, and
+    :class:`TimedOut` if the status line came after ``timeout`` seconds (the read timeout).
+    In-process, the app cannot be cut short: the timeout is checked once the answer begins,
+    and the caller gets the error a client on a socket gets (later than it would)."""
+    started = time.perf_counter()
     captured: dict[str, Any] = {}
 
     def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
@@ -381,6 +378,12 @@ def call_app(app: WSGIApplication, environ: dict[str, Any]) -> AppResponse:
         if environ.get(DROP_KEY):
             # An injected fault dropped the connection: the caller sees what a reset looks like.
             raise Dropped()
+        elapsed = time.perf_counter() - started
+        if timeout is not None and elapsed > timeout:
+            raise TimedOut(
+                f"Read timed out. (read timeout={timeout}) (in-process: the emulator "
+                f"answered after {elapsed:.3f} s; the call is not cut short)"
+            )
     except BaseException:
         body.close()
         raise
@@ -462,17 +465,14 @@ class WSGIAdapter(HTTPAdapter):
     def _send_once(
         self, request: requests.PreparedRequest, stream: bool, limit: float | None = None
     ) -> requests.Response:
-        started = time.perf_counter()
         try:
-            answer = call_app(self.app, build_environ(request))
+            answer = call_app(self.app, build_environ(request), limit)
+        except TimedOut as exc:
+            raise requests.exceptions.ReadTimeout(str(exc), request=request) from None
         except BodyFailed as exc:
             if not isinstance(exc.error, OSError):
                 raise exc.error from None  # the body's own error, as over a socket
             raise requests.exceptions.ConnectionError(str(exc), request=request) from exc.error
-        late = timed_out(started, limit)
-        if late is not None:
-            answer.body.close()
-            raise requests.exceptions.ReadTimeout(late, request=request)
         raw = _AsItComes(
             body=io.BufferedReader(answer.body, 256 * 1024),
             headers=cast(Any, answer.headers),  # a list of pairs, as urllib3 accepts

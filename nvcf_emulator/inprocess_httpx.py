@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import inspect
 import threading
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -64,10 +63,10 @@ from .inprocess import (
     AppResponse,
     BodyFailed,
     Dropped,
+    TimedOut,
     _AppIterReader,
     call_app,
     make_environ,
-    timed_out,
 )
 
 if TYPE_CHECKING:
@@ -138,10 +137,6 @@ def _read_timeout(request: httpx.Request) -> float | None:
     return float(limit) if isinstance(limit, int | float) else None
 
 
-def _timeout(request: httpx.Request, why: str) -> httpx.ReadTimeout:
-    return httpx.ReadTimeout(why, request=request)
-
-
 def _response(
     answer: AppResponse, stream: httpx.SyncByteStream | httpx.AsyncByteStream
 ) -> httpx.Response:
@@ -170,17 +165,14 @@ class EmulatorTransport(httpx.BaseTransport):
         self.app = app
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        started = time.perf_counter()
         try:
-            answer = call_app(self.app, _environ(request, request.stream))
+            answer = call_app(self.app, _environ(request, request.stream), _read_timeout(request))
+        except TimedOut as exc:
+            raise httpx.ReadTimeout(str(exc), request=request) from None
         except Dropped:
             raise _dropped(request) from None
         except BodyFailed as exc:
             raise exc.error from None
-        late = timed_out(started, _read_timeout(request))
-        if late is not None:
-            answer.body.close()
-            raise _timeout(request, late)
         return _response(answer, _SyncAppStream(answer.body))
 
 
@@ -259,7 +251,9 @@ class AsyncEmulatorTransport(httpx.AsyncBaseTransport):
                 answer = await _in_thread(run, abandon=True)
         except TimeoutError:
             abandoned.set()
-            raise _timeout(request, f"Read timed out. (read timeout={limit})") from None
+            raise httpx.ReadTimeout(
+                f"Read timed out. (read timeout={limit})", request=request
+            ) from None
         except Dropped:
             raise _dropped(request) from None
         except BodyFailed as exc:
