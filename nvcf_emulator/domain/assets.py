@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import bisect
+import contextlib
 import dataclasses
 import errno
 import hashlib
@@ -16,7 +17,7 @@ import os
 import re
 import threading
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -284,12 +285,8 @@ class AssetService:
                 n = None
                 if transfer is not None:
                     assert fd is not None
-                    try:
+                    with _full_disk_is_507():
                         n = transfer(fd, min(want, step))
-                    except OSError as exc:
-                        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                            raise _storage_full(None) from exc
-                        raise
                     if n is None:  # not (or no longer) possible: read the rest
                         transfer = None
                 if n is None:
@@ -302,12 +299,8 @@ class AssetService:
                     if n and size + n <= cap:
                         if md5 is not None:
                             md5.update(chunk)
-                        try:
+                        with _full_disk_is_507():
                             writer.write(chunk)
-                        except OSError as exc:
-                            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                                raise _storage_full(None) from exc
-                            raise
                 if not n:
                     break
                 size += n
@@ -341,12 +334,11 @@ class AssetService:
                         raise _storage_full(quota)
                     self._reserved += delta
                 try:
-                    writer.commit()  # the bytes first (a network call with S3), then the record
-                except BaseException as exc:
+                    with _full_disk_is_507():
+                        writer.commit()  # the bytes first (a network call with S3), then the record
+                except BaseException:
                     with self._lock:
                         self._reserved -= delta
-                    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                        raise _storage_full(None) from exc
                     raise
                 with self._lock:
                     self._reserved -= delta
@@ -589,6 +581,17 @@ def incomplete_body(**sizes: int) -> StorageError:
         "You did not provide the number of bytes specified by the Content-Length HTTP header",
         **sizes,
     )
+
+
+@contextlib.contextmanager
+def _full_disk_is_507() -> Iterator[None]:
+    """A full disk (or quota) while bytes are written or moved into place is S3-style 507."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise _storage_full(None) from exc
+        raise
 
 
 def _storage_full(quota: int | None) -> StorageError:
