@@ -314,10 +314,9 @@ class S3BlobStore:
     def sizes(self) -> dict[str, int]:
         """Every object under the prefix (keys without it) and its size: one request per 1,000
         keys, where :meth:`size` is one per key (a restart reconciles thousands of records)."""
-        strip = len(self.prefix) + 1 if self.prefix else 0
         paginator = self.client.get_paginator("list_objects_v2")
         return {
-            obj["Key"][strip:]: obj["Size"]
+            self._relative(obj["Key"]): obj["Size"]
             for page in paginator.paginate(Bucket=self.bucket, Prefix=self._list_prefix())
             for obj in page.get("Contents", ())
         }
@@ -347,10 +346,9 @@ class S3BlobStore:
         """Keys (without the prefix) of multipart uploads started under the prefix and neither
         completed nor aborted: uploads in progress, or left by a process that was killed."""
         paginator = self.client.get_paginator("list_multipart_uploads")
-        strip = len(self.prefix) + 1 if self.prefix else 0
         keys: list[str] = []
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self._list_prefix()):
-            keys.extend(u["Key"][strip:] for u in page.get("Uploads", ()))
+            keys.extend(self._relative(u["Key"]) for u in page.get("Uploads", ()))
         return keys
 
     def abort_pending_uploads(self) -> int:
@@ -362,12 +360,11 @@ class S3BlobStore:
         """Abort the multipart uploads of these keys (without the prefix; ``None``: all under
         the prefix): at a restart, those a killed process left open for records of its state,
         leaving others' uploads under a shared prefix alone. Returns how many."""
-        strip = len(self.prefix) + 1 if self.prefix else 0
         paginator = self.client.get_paginator("list_multipart_uploads")
         count = 0
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self._list_prefix()):
             for upload in page.get("Uploads", ()):
-                if keys is not None and upload["Key"][strip:] not in keys:
+                if keys is not None and self._relative(upload["Key"]) not in keys:
                     continue
                 try:
                     self.client.abort_multipart_upload(
@@ -378,6 +375,10 @@ class S3BlobStore:
                     if _error_code(exc) != "NoSuchUpload":
                         raise
         return count
+
+    def _relative(self, s3_key: str) -> str:
+        """The store key of an S3 key under the prefix (the inverse of :meth:`object_key`)."""
+        return s3_key[len(self.prefix) + 1 :] if self.prefix else s3_key
 
     def _list_prefix(self) -> str:
         return f"{self.prefix}/" if self.prefix else ""
