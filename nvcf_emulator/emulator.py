@@ -147,9 +147,7 @@ class Emulator(InvocationAPI):
                 create_bucket=self.config.s3_create_bucket,
             )
         except BaseException:
-            self.state.close()
-            if self._tmp is not None:
-                shutil.rmtree(self._tmp, ignore_errors=True)
+            self.state.close()  # the temp root and the lock go in __init__ (_release_root)
             raise
 
     # -- addresses ----------------------------------------------------------------------------
