@@ -100,8 +100,10 @@ class Clock:
             self.on_change(self._offset)
 
 
-def isoformat(ts: float) -> str:
-    """RFC 3339 / ISO 8601 UTC with milliseconds and a ``Z``, as NVCF and S3 print times."""
+def isoformat(ts: float, *, millis: bool = True) -> str:
+    """RFC 3339 / ISO 8601 UTC with milliseconds (or whole seconds) and a ``Z``, as NVCF and
+    S3 print times."""
     dt = datetime.fromtimestamp(ts, tz=UTC)
     # %Y is not zero-padded below the year 1000 on glibc: the year is padded here.
-    return f"{dt.year:04d}-{dt:%m-%dT%H:%M:%S}.{dt.microsecond // 1000:03d}Z"
+    fraction = f".{dt.microsecond // 1000:03d}" if millis else ""
+    return f"{dt.year:04d}-{dt:%m-%dT%H:%M:%S}{fraction}Z"

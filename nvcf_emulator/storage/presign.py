@@ -17,7 +17,7 @@ from botocore.auth import S3SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from ..domain.clock import Clock
+from ..domain.clock import Clock, isoformat
 from ..domain.errors import StorageError
 
 SIGV4_TIMESTAMP = "%Y%m%dT%H%M%SZ"
@@ -187,8 +187,8 @@ class UrlSigner:
                 "AccessDenied",
                 "Request has expired",
                 **{"X-Amz-Expires": expires},
-                Expires=_iso(signed_at + expires),
-                ServerTime=_iso(now),
+                Expires=isoformat(signed_at + expires, millis=False),
+                ServerTime=isoformat(now, millis=False),
             )
         if signed_at > now + 900:  # S3 allows 15 minutes of clock skew
             raise StorageError(
@@ -196,7 +196,7 @@ class UrlSigner:
                 "AccessDenied",
                 "Request is not valid yet",
                 **{"X-Amz-Date": params["X-Amz-Date"]},
-                ServerTime=_iso(now),
+                ServerTime=isoformat(now, millis=False),
             )
         signed_names = tuple(params["X-Amz-SignedHeaders"].split(";"))
         query = [(k, v) for k, v in req.query if k != "X-Amz-Signature"]
@@ -270,11 +270,6 @@ def decode_query(raw: str) -> list[tuple[str, str]]:
 
 def new_request_id() -> str:
     return secrets.token_hex(8).upper()
-
-
-def _iso(ts: float) -> str:
-    dt = datetime.fromtimestamp(ts, tz=UTC)
-    return f"{dt.year:04d}-{dt:%m-%dT%H:%M:%S}Z"  # %Y is not zero-padded below 1000 on glibc
 
 
 def _query_error(message: str) -> StorageError:
