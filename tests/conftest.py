@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 import requests
 
 from nvcf_emulator import Emulator
+from nvcf_emulator.worker import ContainerRequest
 
 pytest_plugins = ["pytester"]
 
@@ -125,3 +127,35 @@ if os.environ.get("NVCF_TEST_STORAGE") == "moto":
         finally:
             server.stop()
             emu.close()
+
+
+# -- a container a test holds back --------------------------------------------------------
+
+
+class Gate:
+    """A container that blocks until the test opens the gate (never longer than 10 s)."""
+
+    def __init__(self, answer: Any = None) -> None:
+        self.opened = threading.Event()
+        self.entered = threading.Event()
+        self.calls = 0
+        self.answer = answer if answer is not None else {"done": True}
+        self.before: Callable[[ContainerRequest], None] | None = None
+
+    def __call__(self, req: ContainerRequest) -> Any:
+        self.calls += 1
+        if self.before is not None:
+            self.before(req)
+        self.entered.set()
+        self.opened.wait(10)
+        return self.answer
+
+    def open(self) -> None:
+        self.opened.set()
+
+
+@pytest.fixture
+def gate() -> Iterator[Gate]:
+    g = Gate()
+    yield g
+    g.open()  # never leave a worker thread blocked

@@ -22,40 +22,13 @@ from nvcf_emulator import Emulator
 from nvcf_emulator.domain.invocations import monotonic as real_monotonic
 from nvcf_emulator.worker import ContainerRequest, ContainerResponse
 
+from .conftest import Gate
+
 API = "https://api.nvcf.nvidia.com"
 CONNECTION_ERROR = "Inference connection error while making inference request"
 
 
 # -- helpers ------------------------------------------------------------------------------------
-
-
-class Gate:
-    """A container that blocks until the test opens the gate (never longer than 10 s)."""
-
-    def __init__(self, answer: Any = None) -> None:
-        self.opened = threading.Event()
-        self.entered = threading.Event()
-        self.calls = 0
-        self.answer = answer if answer is not None else {"done": True}
-        self.before: Callable[[ContainerRequest], None] | None = None
-
-    def __call__(self, req: ContainerRequest) -> Any:
-        self.calls += 1
-        if self.before is not None:
-            self.before(req)
-        self.entered.set()
-        self.opened.wait(10)
-        return self.answer
-
-    def open(self) -> None:
-        self.opened.set()
-
-
-@pytest.fixture
-def gate() -> Iterator[Gate]:
-    g = Gate()
-    yield g
-    g.open()  # never leave a worker thread blocked
 
 
 def invoke(

@@ -22,6 +22,8 @@ from flask import Flask, Response, request
 from nvcf_emulator import Emulator
 from nvcf_emulator.worker import ContainerRequest, ContainerResponse
 
+from .conftest import Gate
+
 API = "https://api.nvcf.nvidia.com"
 MISSING_AUTH = "Header of type `authorization` was missing"
 
@@ -68,33 +70,6 @@ def checksum_fastapi() -> FastAPI:
         }
 
     return app
-
-
-class Gate:
-    """A container that blocks until the test opens the gate (never longer than 10 s)."""
-
-    def __init__(self, answer: Any = None) -> None:
-        self.opened = threading.Event()
-        self.entered = threading.Event()
-        self.answer = answer if answer is not None else {"done": True}
-        self.before: Any = None
-
-    def __call__(self, req: ContainerRequest) -> Any:
-        if self.before is not None:
-            self.before(req)
-        self.entered.set()
-        self.opened.wait(10)
-        return self.answer
-
-    def open(self) -> None:
-        self.opened.set()
-
-
-@pytest.fixture
-def gate() -> Iterator[Gate]:
-    g = Gate()
-    yield g
-    g.open()  # never leave a worker thread blocked
 
 
 # -- helpers -------------------------------------------------------------------------------------
