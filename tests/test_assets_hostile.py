@@ -196,12 +196,6 @@ def test_description_over_s3s_2kb_metadata_limit_is_refused(api: Api, descriptio
 # -- other methods and query-auth details on the upload URL ---------------------------------------
 
 
-@pytest.mark.xfail(
-    reason="storage.handle answers 405 for any method but PUT before checking the signature; "
-    "S3 signs the method into the canonical request, so a PUT URL used with GET/DELETE is 403 "
-    "SignatureDoesNotMatch (tests/test_upload.py pins 405)",
-    strict=True,
-)
 @pytest.mark.parametrize("method", ["GET", "DELETE"])
 def test_other_method_on_upload_url_is_signature_does_not_match(api: Api, method: str) -> None:
     """Using the upload URL to read or delete: S3's 403 SignatureDoesNotMatch; bytes intact."""

@@ -323,11 +323,33 @@ def test_url_expires_after_an_hour_on_the_emulator_clock(api: Api) -> None:
     assert api.emulator.asset_bytes(asset["assetId"]) == b"in time"
 
 
-def test_get_on_storage_is_method_not_allowed_xml(api: Api) -> None:
+def test_get_with_the_upload_url_fails_its_signature(api: Api) -> None:
+    """S3 signs the method: the PUT URL used for a GET is 403 SignatureDoesNotMatch, and the
+    canonical request it shows starts with the method that was used."""
     asset = api.create_asset()
     r = requests.get(asset["uploadUrl"])
-    assert r.status_code == 405
+    assert r.status_code == 403, r.text
+    assert "<Code>SignatureDoesNotMatch</Code>" in r.text
+    assert "<CanonicalRequest>GET\n" in r.text
+
+
+def test_a_validly_signed_get_is_method_not_allowed_xml(api: Api) -> None:
+    """A GET URL signed with the emulator's own key passes the signature; the storage takes
+    only uploads, so it is S3's 405 MethodNotAllowed naming the method."""
+    from botocore.auth import S3SigV4QueryAuth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    asset = api.create_asset()
+    signer = api.emulator.signer
+    url = asset["uploadUrl"].split("?", 1)[0]
+    request = AWSRequest(method="GET", url=url)
+    credentials = Credentials(signer.access_key, signer.secret_key)
+    S3SigV4QueryAuth(credentials, "s3", signer.region, expires=60).add_auth(request)
+    r = requests.get(request.url)
+    assert r.status_code == 405, r.text
     assert "<Code>MethodNotAllowed</Code>" in r.text
+    assert "<Method>GET</Method>" in r.text
 
 
 @pytest.mark.nvcf(upload_etag="opaque")

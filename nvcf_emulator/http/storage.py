@@ -72,6 +72,9 @@ def handle(emu: Emulator, request: Request) -> Response:
     request_id = new_request_id()
     try:
         if request.method != "PUT":
+            # S3 signs the method into the canonical request: an upload URL used to GET,
+            # DELETE or POST fails its signature (403) before the method is considered.
+            emu.signer.verify(_presigned(request))
             raise StorageError(
                 405,
                 "MethodNotAllowed",
@@ -93,17 +96,12 @@ def handle(emu: Emulator, request: Request) -> Response:
         return s3_error(internal, request_id, request.path)
 
 
-def _put(emu: Emulator, request: Request, request_id: str) -> Response:
-    key = object_key(emu, request)
-    nca_id, _, asset_id = key.rpartition("/")  # an NCA id may hold "/"; an asset id not
-    asset = emu.assets.find(asset_id) if is_asset_id(asset_id) else None
-    expected = None
-    if asset is not None and asset.nca_id == nca_id:
-        expected = {"content-type": asset.content_type, DESCRIPTION_HEADER: asset.description}
+def _presigned(request: Request) -> PresignedRequest:
+    """What the signature is checked over: the method, URL and headers as S3 receives them."""
     # Headers spelled with underscores count as hyphenated ones for NVCF's API (the emulator's
     # kindness for ngcsdk), never for S3: "x_amz_meta_..." is another header there.
     foreign = {key[5:].lower().replace("_", "-") for key in request.environ.get(UNDERSCORED, ())}
-    presigned = PresignedRequest(
+    return PresignedRequest(
         method=request.method,
         scheme=request.scheme,
         host=request.host,
@@ -111,6 +109,16 @@ def _put(emu: Emulator, request: Request, request_id: str) -> Response:
         query=decode_query(request.query_string.decode("latin-1")),
         headers={k.lower(): v for k, v in request.headers.items() if k.lower() not in foreign},
     )
+
+
+def _put(emu: Emulator, request: Request, request_id: str) -> Response:
+    key = object_key(emu, request)
+    nca_id, _, asset_id = key.rpartition("/")  # an NCA id may hold "/"; an asset id not
+    asset = emu.assets.find(asset_id) if is_asset_id(asset_id) else None
+    expected = None
+    if asset is not None and asset.nca_id == nca_id:
+        expected = {"content-type": asset.content_type, DESCRIPTION_HEADER: asset.description}
+    presigned = _presigned(request)
     try:
         verified = emu.signer.verify(presigned, expected)
     except HeaderMismatch as mismatch:
