@@ -657,11 +657,6 @@ def test_a_full_disk_while_committing_is_507_and_keeps_the_old_bytes(
         assert "<Code>InsufficientStorage</Code>" in r.text
 
 
-@pytest.mark.xfail(
-    reason="AssetService.upload marks the record uploaded in memory, then _save fails: the "
-    "client gets 500 but the asset shows as uploaded, and disappears at the next restart",
-    strict=True,
-)
 def test_a_failed_state_write_does_not_show_a_failed_upload_as_uploaded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -677,11 +672,66 @@ def test_a_failed_state_write_does_not_show_a_failed_upload_as_uploaded(
         monkeypatch.setattr(emu.state, "put", full)
         r = _put(asset, b"bytes")
         monkeypatch.undo()
-        assert r.status_code >= 500
+        assert r.status_code == 500, r.text
+        assert "<Code>InternalError</Code>" in r.text
+        assert "could not record the upload (database or disk is full)" in r.text
         after_failure = _get(emu, asset["assetId"])
+        assert emu.asset_path(asset["assetId"]) is None
     with Emulator(state_dir=state) as emu:
         after_restart = _get(emu, asset["assetId"])
     assert (after_failure, after_restart) == (404, 404)
+
+
+def test_a_failed_state_write_on_a_reupload_withdraws_the_asset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A re-upload whose record cannot be written: the new bytes are in place but unrecorded,
+    so the asset is withdrawn (not uploaded, bytes gone, quota freed) now and after a
+    restart, rather than shown with the old size and etag over the new bytes."""
+    state = tmp_path / "state"
+    with Emulator(state_dir=state) as emu:
+        asset = _create(emu.base_url)
+        assert _put(asset, b"old bytes").status_code == 200
+        assert emu.assets.used_bytes == len(b"old bytes")
+
+        def full(*args: Any, **kwargs: Any) -> None:
+            raise sqlite3.OperationalError("database or disk is full")
+
+        monkeypatch.setattr(emu.state, "put", full)
+        r = _put(asset, b"new, longer bytes")
+        monkeypatch.undo()
+        assert r.status_code == 500, r.text
+        assert _get(emu, asset["assetId"]) == 404
+        assert emu.assets.used_bytes == 0
+        assert emu.asset_path(asset["assetId"]) is None
+        # The URL still works once the disk has room again.
+        assert _put(asset, b"third").status_code == 200
+        assert emu.asset_bytes(asset["assetId"]) == b"third"
+    with Emulator(state_dir=state) as emu:
+        assert emu.asset_bytes(asset["assetId"]) == b"third"
+
+
+def test_a_failed_state_write_on_create_leaves_no_asset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Creating an asset whose record cannot be written: an error, and no asset in the list."""
+    with Emulator(state_dir=tmp_path / "state") as emu:
+
+        def full(*args: Any, **kwargs: Any) -> None:
+            raise sqlite3.OperationalError("database or disk is full")
+
+        monkeypatch.setattr(emu.state, "put", full)
+        r = requests.post(
+            f"{emu.base_url}/v2/nvcf/assets",
+            headers=AUTH,
+            json={"contentType": "application/octet-stream", "description": "d"},
+            timeout=30,
+        )
+        monkeypatch.undo()
+        assert r.status_code == 500, r.text
+        listed = requests.get(f"{emu.base_url}/v2/nvcf/assets", headers=AUTH, timeout=30)
+        assert listed.json() == {"assets": []}
+        assert emu.stored_assets() == []  # nor a record waiting for its upload
 
 
 def test_a_crash_mid_sweep_leaves_no_orphan_bytes_after_the_restart(tmp_path: Path) -> None:

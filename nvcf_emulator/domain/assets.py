@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import errno
 import hashlib
+import logging
 import os
 import re
 import threading
@@ -52,6 +53,8 @@ KIND = "asset"
 #: State records of keys whose bytes are still to be deleted (a journal: a crash between
 #: forgetting an asset and deleting its bytes leaves the key here, and the next start deletes it).
 PURGING = "asset-purging"
+
+log = logging.getLogger("nvcf_emulator")
 
 
 def is_asset_id(value: str) -> bool:
@@ -208,8 +211,8 @@ class AssetService:
         desc = validate_description(description)
         asset = Asset(self.new_id(), account.nca_id, ctype, desc, self.clock.now())
         with self._lock:
+            self._save(asset)  # the record first: a failed write leaves no asset behind
             self._assets[asset.asset_id] = asset
-            self._save(asset)
         return asset
 
     def _bytes_lock(self, asset_id: str) -> threading.Lock:
@@ -222,9 +225,7 @@ class AssetService:
             with self._lock:
                 if self._assets.get(asset_id) is not asset or not asset.uploaded:
                     return  # purged (expired) meanwhile: its accounting is done
-                self._unlist(asset)
-                self.used_bytes -= asset.size or 0
-                asset.uploaded_at = asset.size = asset.etag = None
+                self._withdraw(asset)
                 self._save(asset)
 
     def upload(
@@ -340,23 +341,44 @@ class AssetService:
                     with self._lock:
                         self._reserved -= delta
                     raise
+                unrecorded: Exception | None = None
                 with self._lock:
                     self._reserved -= delta
                     current = self._assets.get(asset.asset_id) is asset
                     if current:
-                        self.used_bytes += delta
-                        asset.uploaded_at = self.clock.now()
-                        asset.size = size
-                        asset.etag = (
-                            digest
+                        now = self.clock.now()
+                        record = dataclasses.replace(
+                            asset,
+                            uploaded_at=now,
+                            size=size,
+                            etag=digest
                             if digest is not None
                             else hashlib.md5(
-                                f"{asset.key}:{size}:{asset.uploaded_at}".encode(),
-                                usedforsecurity=False,
-                            ).hexdigest()
+                                f"{asset.key}:{size}:{now}".encode(), usedforsecurity=False
+                            ).hexdigest(),
                         )
-                        self._list(asset)
-                        self._save(asset)
+                        try:  # the record before memory: memory never runs ahead of disk
+                            self._save(record)
+                        except Exception as exc:
+                            unrecorded = exc
+                            self._withdraw(asset)
+                        else:
+                            self.used_bytes += delta
+                            asset.uploaded_at, asset.size, asset.etag = now, size, record.etag
+                            self._list(asset)
+                if unrecorded is not None:
+                    # The new bytes are in place but no record says so. They go, and the asset
+                    # is not uploaded: what the next start would find, and what the client is
+                    # told (its PUT failed). The record on disk still names the old size, so
+                    # a restart finds it not uploaded too.
+                    self.store.delete(asset.key)
+                    log.error("could not record the upload of %s: %s", asset.asset_id, unrecorded)
+                    raise StorageError(
+                        500,
+                        "InternalError",
+                        f"We encountered an internal error: the emulator could not record the "
+                        f"upload ({unrecorded}); the asset is not uploaded",
+                    ) from unrecorded
                 if not current:  # expired and purged while the body came in
                     self.store.delete(asset.key)
                     raise StorageError(
@@ -426,6 +448,13 @@ class AssetService:
                     self._list(asset)
                     self.used_bytes += asset.size or 0
             return len(self._assets)
+
+    def _withdraw(self, asset: Asset) -> None:
+        """Mark an asset not uploaded in memory (under ``_lock``): unlisted, its bytes uncounted."""
+        if asset.uploaded:
+            self._unlist(asset)
+            self.used_bytes -= asset.size or 0
+        asset.uploaded_at = asset.size = asset.etag = None
 
     def _save(self, asset: Asset) -> None:
         self.state.put(KIND, asset.asset_id, dataclasses.asdict(asset))
