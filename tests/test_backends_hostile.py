@@ -345,12 +345,6 @@ def test_s3_going_away_mid_upload_is_a_5xx_and_keeps_the_old_bytes() -> None:
                 s._server.server_close()
 
 
-@pytest.mark.xfail(
-    reason="S3BlobStore.clear (reset) deletes every key under the prefix, including another "
-    "emulator's, and the pytest plugin lets nvcf_settings give every xdist worker the same "
-    "storage prefix",
-    strict=True,
-)
 def test_two_emulators_on_one_prefix_do_not_destroy_each_others_assets(aws: None) -> None:
     """Two emulators (e.g. two xdist workers with ``nvcf_settings = storage=s3://b/ci``): each
     sees only its own assets, and the second one's per-test reset() must not delete the first
@@ -363,10 +357,15 @@ def test_two_emulators_on_one_prefix_do_not_destroy_each_others_assets(aws: None
             mine = _create(a.base_url)
             assert _put(mine, b"worker A").status_code == 200
         assert b.stored_assets() == []
+        with b.activate():
+            theirs = _create(b.base_url)
+            assert _put(theirs, b"worker B").status_code == 200
         b.reset()
         with a.activate():
             assert _get(a, mine["assetId"]) == 200
         assert a.asset_bytes(mine["assetId"]) == b"worker A"
+        # b's reset deleted b's bytes, and only those.
+        assert _keys(bucket) == [f"ci/{a.assets.find(mine['assetId']).key}"]  # type: ignore[union-attr]
     finally:
         a.close()
         b.close()

@@ -403,13 +403,16 @@ class AssetService:
         return len(gone)
 
     def clear(self) -> None:
+        """Forget every asset and delete its bytes: only this service's keys, as another
+        emulator may store its assets under the same S3 prefix (xdist workers, say)."""
         with self._lock:
             for asset_id in list(self._assets):
                 self.state.delete(KIND, asset_id)
+            keys = [asset.key for asset in self._assets.values()]
             self._assets.clear()
             self._listed.clear()
             self.used_bytes = 0
-            self.store.clear()
+            self.store.delete_many(keys)
 
     def load(self) -> int:
         """Read the records a state store kept (at start-up), reconciled with the bytes.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
@@ -46,6 +47,10 @@ class BlobStore(Protocol):
     def local_path(self, key: str) -> Path | None:
         """The file holding the bytes when the store is on local disk, else ``None``."""
         ...
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        """Remove the bytes of ``keys`` (absent ones ignored), in as few requests as the store
+        allows. Only these: another emulator may keep its objects in the same place."""
 
     def clear(self) -> None:
         """Remove every object."""

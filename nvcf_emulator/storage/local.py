@@ -6,6 +6,7 @@ import fcntl
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -139,6 +140,10 @@ class LocalBlobStore:
 
     def pending_uploads(self) -> list[str]:
         return sorted(p.name for p in self.tmp.iterdir())
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            self.delete(key)
 
     def clear(self) -> None:
         shutil.rmtree(self.objects, ignore_errors=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import urlsplit
@@ -31,6 +32,8 @@ MIN_PART_SIZE = 5 * MiB
 #: S3 allows at most this many parts per upload.
 MAX_PARTS = 10_000
 _READ_CHUNK = MiB
+#: S3's DeleteObjects takes at most 1,000 keys a request.
+_DELETE_BATCH = 1000
 _NOT_FOUND = frozenset({"404", "NoSuchKey", "NotFound", "NoSuchBucket"})
 
 
@@ -321,24 +324,38 @@ class S3BlobStore:
             for obj in page.get("Contents", ())
         }
 
+    def delete_many(self, keys: Iterable[str]) -> None:
+        """Delete these objects: one DeleteObjects request per 1,000 keys."""
+        batch: list[str] = []
+        for key in keys:
+            batch.append(self.object_key(key))
+            if len(batch) == _DELETE_BATCH:
+                self._delete_objects(batch)
+                batch = []
+        if batch:
+            self._delete_objects(batch)
+
     def clear(self) -> None:
-        """Delete every object under the prefix (the whole bucket when the prefix is empty)."""
+        """Delete every object under the prefix (the whole bucket when the prefix is empty),
+        other emulators' too: the emulator's reset deletes only its own (:meth:`delete_many`)."""
         paginator = self.client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self._list_prefix()):
             keys = [obj["Key"] for obj in page.get("Contents", ())]
-            if not keys:
-                continue
-            deleted = self.client.delete_objects(
-                Bucket=self.bucket,
-                Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True},
+            if keys:
+                self._delete_objects(keys)
+
+    def _delete_objects(self, s3_keys: list[str]) -> None:
+        deleted = self.client.delete_objects(
+            Bucket=self.bucket,
+            Delete={"Objects": [{"Key": k} for k in s3_keys], "Quiet": True},
+        )
+        errors = deleted.get("Errors")
+        if errors:
+            first = errors[0]
+            raise OSError(
+                f"could not delete {len(errors)} object(s) from {self!r}, e.g. "
+                f"{first.get('Key')!r}: {first.get('Code')} {first.get('Message')}"
             )
-            errors = deleted.get("Errors")
-            if errors:
-                first = errors[0]
-                raise OSError(
-                    f"could not delete {len(errors)} object(s) from {self!r}, e.g. "
-                    f"{first.get('Key')!r}: {first.get('Code')} {first.get('Message')}"
-                )
 
     # -- multipart uploads in flight ------------------------------------------------------
 
