@@ -25,7 +25,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import requests
@@ -45,22 +45,40 @@ if TYPE_CHECKING:
 
     from .emulator import Emulator
 
+#: How strongly an emulator claims a URL (see :func:`url_matcher`).
+Claim = int
+NOT_MINE, HOST, OWNER = 0, 1, 2
+
+_T = TypeVar("_T")
 _lock = threading.Lock()
-_routes: list[tuple[Callable[[str], bool], WSGIAdapter]] = []
+_routes: list[tuple[Callable[[str], Claim], WSGIAdapter]] = []
 _original_get_adapter = requests.Session.get_adapter
 
 
+def claimant(routes: Iterable[tuple[Callable[[str], Claim], _T]], url: str) -> _T | None:
+    """What to send ``url`` to, of ``routes`` ordered innermost first: the first that owns it
+    (its API host, or an upload URL for one of its assets), else the first whose host it is."""
+    fallback = None
+    for matches, target in routes:
+        claim = matches(url)
+        if claim == OWNER:
+            return target
+        if claim and fallback is None:
+            fallback = target
+    return fallback
+
+
 def _get_adapter(self: requests.Session, url: str) -> Any:
-    for matches, adapter in reversed(_routes):
-        if matches(url):
-            # Keep the retry policy of the adapter the user mounted for this URL (an
-            # HTTPAdapter(max_retries=Retry(...))): only the transport is swapped.
-            mounted = _original_get_adapter(self, url)
-            retries = getattr(mounted, "max_retries", None)
-            if isinstance(retries, Retry) and retries.total not in (0, False):
-                return adapter.with_retries(retries)
-            return adapter
-    return _original_get_adapter(self, url)
+    adapter = claimant(reversed(_routes), url)
+    if adapter is None:
+        return _original_get_adapter(self, url)
+    # Keep the retry policy of the adapter the user mounted for this URL (an
+    # HTTPAdapter(max_retries=Retry(...))): only the transport is swapped.
+    mounted = _original_get_adapter(self, url)
+    retries = getattr(mounted, "max_retries", None)
+    if isinstance(retries, Retry) and retries.total not in (0, False):
+        return adapter.with_retries(retries)
+    return adapter
 
 
 @contextmanager
@@ -82,18 +100,27 @@ def route(emulator: Emulator) -> Iterator[None]:
                 requests.Session.get_adapter = _original_get_adapter  # type: ignore[method-assign]
 
 
-def url_matcher(emulator: Emulator) -> Callable[[str], bool]:
-    """Whether a URL is for one of the emulator's API or storage hosts (read on every call)."""
+def url_matcher(emulator: Emulator) -> Callable[[str], Claim]:
+    """How the emulator claims a URL (its hosts are read on every call): ``OWNER`` for its API
+    hosts and for upload URLs of its own assets, ``HOST`` for other URLs on its storage host
+    (which every emulator shares by default: the asset decides which one an upload reaches),
+    else ``NOT_MINE``."""
 
-    def matches(url: str) -> bool:
-        host = (urlsplit(url).hostname or "").lower()
-        return host in emulator.routed_hosts
+    def matches(url: str) -> Claim:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        if host not in emulator.routed_hosts:
+            return NOT_MINE
+        if host not in emulator.storage_hosts:
+            return OWNER
+        asset_id = parts.path.rpartition("/")[2]
+        return OWNER if emulator.assets.find(asset_id) is not None else HOST
 
     return matches
 
 
 def _route_httpx(
-    app: WSGIApplication, matches: Callable[[str], bool]
+    app: WSGIApplication, matches: Callable[[str], Claim]
 ) -> AbstractContextManager[Any]:
     """httpx's routing when httpx is installed (imported only then), else nothing."""
     if importlib.util.find_spec("httpx") is None:

@@ -62,10 +62,12 @@ import httpx
 from .inprocess import (
     AppResponse,
     BodyFailed,
+    Claim,
     Dropped,
     TimedOut,
     _AppIterReader,
     call_app,
+    claimant,
     make_environ,
 )
 
@@ -77,16 +79,17 @@ __all__ = ["AsyncEmulatorTransport", "EmulatorTransport", "route_httpx"]
 _T = TypeVar("_T")
 _HOOKED = "_transport_for_url"
 _lock = threading.Lock()
-_routes: list[tuple[Callable[[str], bool], EmulatorTransport, AsyncEmulatorTransport]] = []
+_routes: list[tuple[Callable[[str], Claim], EmulatorTransport, AsyncEmulatorTransport]] = []
 _installed: list[tuple[type[Any], Any, Any]] = []  # (class, what was there, our hook)
 
 
 def _hook(original: Callable[[Any, httpx.URL], Any], is_async: bool) -> Any:
     def _transport_for_url(self: Any, url: httpx.URL) -> Any:
-        for matches, transport, async_transport in reversed(_routes):
-            if matches(str(url)):
-                return async_transport if is_async else transport
-        return original(self, url)
+        routes = ((matches, (sync, async_)) for matches, sync, async_ in reversed(_routes))
+        chosen = claimant(routes, str(url))
+        if chosen is None:
+            return original(self, url)
+        return chosen[1] if is_async else chosen[0]
 
     _transport_for_url.__doc__ = "nvcf-emulator: the emulator's hosts go to its WSGI app."
     return _transport_for_url
@@ -110,7 +113,7 @@ def _uninstall() -> None:
 
 
 @contextmanager
-def route_httpx(app: WSGIApplication, matches: Callable[[str], bool]) -> Iterator[None]:
+def route_httpx(app: WSGIApplication, matches: Callable[[str], Claim]) -> Iterator[None]:
     """Send httpx requests whose URL ``matches`` into ``app`` while the block runs."""
     entry = (matches, EmulatorTransport(app), AsyncEmulatorTransport(app))
     with _lock:

@@ -13,6 +13,7 @@ import gzip
 import io
 import json
 import threading
+import uuid
 import zipfile
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -640,13 +641,6 @@ def test_two_emulators_on_different_api_hosts_get_their_own_control_calls() -> N
         assert b.assets.find(created_a["assetId"]) is None
 
 
-@pytest.mark.xfail(
-    reason="both emulators route the same default storage host "
-    "(nvcf-assets.s3.us-west-2.amazonaws.com) and inprocess.py _get_adapter picks the "
-    "innermost: the outer emulator's upload URL reaches the inner one (403 "
-    "SignatureDoesNotMatch); over sockets each server has its own storage URL",
-    strict=True,
-)
 def test_two_emulators_on_different_api_hosts_each_take_their_own_uploads() -> None:
     """Upload to the outer emulator's pre-signed URL while another emulator is routed."""
     with (
@@ -663,6 +657,14 @@ def test_two_emulators_on_different_api_hosts_each_take_their_own_uploads() -> N
         assert r.status_code == 200, r.text
         assert a.asset_bytes(asset["assetId"]) == b"for a"
         assert b.assets.find(asset["assetId"]) is None
+        # httpx picks the same emulator.
+        r2 = httpx.put(asset["uploadUrl"], content=b"again", headers=UPLOAD_HEADERS)
+        assert r2.status_code == 200, r2.text
+        assert a.asset_bytes(asset["assetId"]) == b"again"
+        # A storage URL for an asset neither knows reaches the innermost emulator, as before.
+        unknown = asset["uploadUrl"].replace(asset["assetId"], str(uuid.uuid4()))
+        assert requests.put(unknown, data=b"x", headers=UPLOAD_HEADERS).status_code == 403
+        assert [c.kind for c in b.calls][-1:] == ["storage"]
 
 
 def test_nested_routes_of_one_emulator_unwind_cleanly() -> None:
