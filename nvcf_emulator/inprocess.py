@@ -98,6 +98,31 @@ def route(emulator: Emulator) -> Iterator[None]:
             _routes.remove(entry)
             if not _routes:
                 requests.Session.get_adapter = _original_get_adapter  # type: ignore[method-assign]
+            still_routed = any(a.app is emulator.app for _, a in _routes)
+        if not still_routed:
+            _cut_streams(emulator.app)
+
+
+class StreamCut(ConnectionResetError):
+    """A response still being read when its emulator stopped being routed (closed): what a
+    client sees when a server stops mid-response. requests raises ``ChunkedEncodingError``
+    from it, the httpx transports ``httpx.RemoteProtocolError``."""
+
+    def __init__(self) -> None:
+        super().__init__("the emulator was closed while this response was being read")
+
+
+#: Responses of each app still being read, cut when the app stops being routed.
+_open_bodies: weakref.WeakKeyDictionary[Any, weakref.WeakSet[_AppIterReader]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _cut_streams(app: WSGIApplication) -> None:
+    with _lock:
+        bodies = list(_open_bodies.pop(app, ()))
+    for body in bodies:
+        body.cut()
 
 
 def url_matcher(emulator: Emulator) -> Callable[[str], Claim]:
@@ -258,9 +283,23 @@ class _AppIterReader(io.RawIOBase):
         self._app_iter = app_iter
         self._it = iter(app_iter)
         self._buf = b""
+        self._cut = False
 
     def readable(self) -> bool:
         return True
+
+    def cut(self) -> None:
+        """End the stream as a dropped connection would: what was already pulled can still be
+        read, the next chunk raises :class:`StreamCut` (from the reader's thread, which also
+        closes the app iterable: it may be running there now)."""
+        self._cut = True
+
+    def _next(self) -> bytes:
+        """The app's next chunk; ``StopIteration`` at the end, :class:`StreamCut` once cut."""
+        if self._cut:
+            self.close()
+            raise StreamCut()
+        return next(self._it)
 
     def prime(self) -> None:
         """Pull the first chunk (a generator app calls ``start_response`` only then)."""
@@ -274,7 +313,11 @@ class _AppIterReader(io.RawIOBase):
         if self._buf:
             chunk, self._buf = self._buf, b""
             yield chunk
-        for chunk in self._it:
+        while True:
+            try:
+                chunk = self._next()
+            except StopIteration:
+                return
             if chunk:
                 yield chunk
 
@@ -282,7 +325,7 @@ class _AppIterReader(io.RawIOBase):
         view = memoryview(b).cast("B")
         while not self._buf:
             try:
-                self._buf = next(self._it)
+                self._buf = self._next()
             except StopIteration:
                 return 0
         n = min(len(view), len(self._buf))
@@ -396,6 +439,11 @@ def call_app(
         return lambda data: None
 
     body = _AppIterReader(app(environ, start_response))
+    with _lock:
+        bodies = _open_bodies.get(app)
+        if bodies is None:
+            bodies = _open_bodies[app] = weakref.WeakSet()
+        bodies.add(body)
     try:
         if "status" not in captured:  # a generator app calls start_response on first next()
             body.prime()

@@ -64,6 +64,7 @@ from .inprocess import (
     BodyFailed,
     Claim,
     Dropped,
+    StreamCut,
     TimedOut,
     _AppIterReader,
     call_app,
@@ -161,6 +162,13 @@ def _dropped(request: httpx.Request) -> httpx.RemoteProtocolError:
     )
 
 
+def _cut(exc: StreamCut) -> httpx.RemoteProtocolError:
+    """What httpx raises when a server closes the connection in the middle of a body."""
+    return httpx.RemoteProtocolError(
+        f"peer closed connection without sending complete message body ({exc})"
+    )
+
+
 class EmulatorTransport(httpx.BaseTransport):
     """A sync httpx transport that calls a WSGI app; bodies stream both ways."""
 
@@ -184,7 +192,10 @@ class _SyncAppStream(httpx.SyncByteStream):
         self._body = body
 
     def __iter__(self) -> Iterator[bytes]:
-        yield from self._body.chunks()
+        try:
+            yield from self._body.chunks()
+        except StreamCut as exc:
+            raise _cut(exc) from None
 
     def close(self) -> None:
         self._body.close()
@@ -292,8 +303,11 @@ class _AsyncAppStream(httpx.AsyncByteStream):
             self._body.close()
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        while (chunk := await _in_thread(self._step, abandon=True)) is not None:
-            yield chunk
+        try:
+            while (chunk := await _in_thread(self._step, abandon=True)) is not None:
+                yield chunk
+        except StreamCut as exc:
+            raise _cut(exc) from None
 
     async def aclose(self) -> None:
         self._closing = True

@@ -546,12 +546,6 @@ def test_httpx_read_timeout_on_a_slow_container(api: Api, slow: str) -> None:
         httpx.post(slow, headers=api.headers, json={}, timeout=0.2)
 
 
-@pytest.mark.xfail(
-    reason="route() exit (Emulator.close) leaves open _AppIterReader streams running: the "
-    "client keeps reading and gets the whole stream; a stopped server cuts it "
-    "(ChunkedEncodingError)",
-    strict=True,
-)
 def test_closing_the_emulator_cuts_a_held_requests_stream(sse: _Stream) -> None:
     """In-process: ``emu.close()`` while a client holds a streamed response."""
     emu = Emulator()
@@ -580,11 +574,6 @@ def test_stopping_the_server_cuts_a_held_requests_stream(
         list(lines)
 
 
-@pytest.mark.xfail(
-    reason="as for requests: route() exit does not end open in-process streams, so httpx "
-    "gets the rest instead of httpx.RemoteProtocolError",
-    strict=True,
-)
 def test_closing_the_emulator_cuts_a_held_httpx_stream(sse: _Stream) -> None:
     """In-process: ``emu.close()`` while an httpx client holds ``client.stream(...)``."""
     emu = Emulator()
@@ -600,6 +589,45 @@ def test_closing_the_emulator_cuts_a_held_httpx_stream(sse: _Stream) -> None:
                 list(lines)
     finally:
         emu.close()
+
+
+def test_closing_the_emulator_cuts_a_held_async_httpx_stream(sse: _Stream) -> None:
+    """In-process: ``emu.close()`` while an ``httpx.AsyncClient`` holds a stream."""
+
+    async def main() -> None:
+        emu = Emulator()
+        emu.__enter__()
+        try:
+            kwargs = sse.register(emu, emu.base_url)
+            async with (
+                httpx.AsyncClient(timeout=10) as client,
+                client.stream("POST", **kwargs) as r,
+            ):
+                lines = r.aiter_lines()
+                assert await lines.__anext__() == "data: first"
+                emu.close()
+                sse.opened.set()
+                with pytest.raises(httpx.RemoteProtocolError):
+                    async for _ in lines:
+                        pass
+        finally:
+            emu.close()
+
+    asyncio.run(main())
+
+
+def test_leaving_a_nested_activation_keeps_a_held_stream(sse: _Stream) -> None:
+    """Only the emulator's last route cuts its streams: leaving an inner ``activate()`` while
+    the outer ``with emu:`` still routes it leaves a held stream readable to its end."""
+    with Emulator() as emu:
+        with emu.activate():
+            kwargs = sse.register(emu, emu.base_url)
+            r = requests.post(**kwargs, stream=True, timeout=10)
+            lines = r.iter_lines()
+            assert next(lines) == b"data: first"
+        sse.opened.set()
+        assert [line for line in lines if line] == [b"data: second"]
+        assert sse.closed.wait(5)
 
 
 def test_one_session_shared_by_many_threads(nvcf: Emulator) -> None:
