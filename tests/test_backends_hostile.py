@@ -733,6 +733,30 @@ def test_a_failed_state_write_on_create_leaves_no_asset(
         assert emu.stored_assets() == []  # nor a record waiting for its upload
 
 
+def test_a_failed_state_write_on_function_create_leaves_no_function(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Creating a function whose record cannot be written: 500, and the function is not listed
+    (now, or after a restart)."""
+    state = tmp_path / "state"
+    with Emulator(state_dir=state) as emu:
+
+        def full(*args: Any, **kwargs: Any) -> None:
+            raise sqlite3.OperationalError("database or disk is full")
+
+        monkeypatch.setattr(emu.state, "put", full)
+        r = requests.post(
+            f"{emu.base_url}/v2/nvcf/functions",
+            headers=AUTH,
+            json={"name": "doomed", "inferenceUrl": "/infer", "containerImage": "nvcr.io/x/y:1"},
+            timeout=30,
+        )
+        monkeypatch.undo()
+        assert r.status_code == 500, r.text
+        listed = requests.get(f"{emu.base_url}/v2/nvcf/functions", headers=AUTH, timeout=30)
+        assert listed.json() == {"functions": []}
+
+
 def test_a_crash_mid_sweep_leaves_no_orphan_bytes_after_the_restart(tmp_path: Path) -> None:
     """The process dies (simulated at the first byte delete) while sweeping expired assets: the
     next start must remove the bytes of the records that were already gone."""

@@ -387,6 +387,17 @@ class FunctionService:
             if self._versions.get(version.version_id) is version:
                 self.state.put(KIND, version.version_id, version.record())
 
+    def _insert(self, version: FunctionVersion) -> None:
+        """Add a new version and its record; when the record cannot be written (a full disk),
+        the version is not added either: the caller's error leaves no function behind."""
+        with self._lock:
+            self._versions[version.version_id] = version
+            try:
+                self._save(version)
+            except BaseException:
+                del self._versions[version.version_id]
+                raise
+
     def load(self) -> int:
         """Read the versions a state store kept (at start-up); returns the count.
 
@@ -547,9 +558,7 @@ class FunctionService:
         """``POST /v2/nvcf/functions``: a new function with one ``INACTIVE`` version."""
         name = _validate_name(body.get("name"))
         version = self._build(account, body, str(uuid.uuid4()), name)
-        with self._lock:
-            self._versions[version.version_id] = version
-            self._save(version)
+        self._insert(version)
         return version
 
     def create_version(
@@ -562,9 +571,7 @@ class FunctionService:
         name = body.get("name")
         name = _validate_name(name) if name is not None else existing[0].name
         version = self._build(account, body, function_id, name)
-        with self._lock:
-            self._versions[version.version_id] = version
-            self._save(version)
+        self._insert(version)
         return version
 
     def add(
@@ -615,9 +622,7 @@ class FunctionService:
         version.deployment = {"deploymentSpecifications": []}
         version.deploy_started_at = self.clock.now()
         version.status = FunctionStatus.DEPLOYING
-        with self._lock:
-            self._versions[version.version_id] = version
-            self._save(version)
+        self._insert(version)
         self.refresh(version)
         return version
 
