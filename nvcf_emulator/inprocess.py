@@ -13,6 +13,7 @@ same way (see :mod:`nvcf_emulator.inprocess_httpx`); the pieces below (:func:`ma
 
 from __future__ import annotations
 
+import functools
 import http.client
 import importlib.util
 import io
@@ -30,7 +31,7 @@ from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import MaxRetryError, ProtocolError
+from urllib3.exceptions import MaxRetryError, ProtocolError, ReadTimeoutError, ResponseError
 from urllib3.response import HTTPResponse
 from urllib3.util.retry import Retry
 from urllib3.util.timeout import Timeout
@@ -72,9 +73,12 @@ def _get_adapter(self: requests.Session, url: str) -> Any:
     adapter = claimant(reversed(_routes), url)
     if adapter is None:
         return _original_get_adapter(self, url)
+    mounted = _original_get_adapter(self, url)
+    if isinstance(mounted, HTTPAdapter) and type(mounted) is not HTTPAdapter:
+        # The user's own subclass: it runs as it would, only its pool is the app.
+        return adapter.through(mounted)
     # Keep the retry policy of the adapter the user mounted for this URL (an
     # HTTPAdapter(max_retries=Retry(...))): only the transport is swapped.
-    mounted = _original_get_adapter(self, url)
     retries = getattr(mounted, "max_retries", None)
     if isinstance(retries, Retry) and retries.total not in (0, False):
         return adapter.with_retries(retries)
@@ -467,12 +471,112 @@ def call_app(
     return AppResponse(code, reason or HTTPStatus(code).phrase, captured["headers"], body)
 
 
+class AppPool:
+    """What ``HTTPAdapter.send`` takes for a urllib3 connection pool, for one scheme and host:
+    its ``urlopen`` calls the app. It applies a urllib3 ``Retry`` policy as urllib3's pool does
+    over a socket: statuses in ``status_forcelist`` and dropped connections are retried (with
+    the policy's backoff) when the body can be sent again (none, bytes, or a seekable file).
+
+    It raises what urllib3 raises (``ProtocolError``, ``ReadTimeoutError``, ``MaxRetryError``),
+    so a user's ``HTTPAdapter`` subclass, whose ``send`` runs unchanged in front of it, turns
+    them into the usual ``requests`` exceptions.
+    """
+
+    def __init__(self, app: WSGIApplication, url: str) -> None:
+        self.app = app
+        parts = urlsplit(url)
+        self._origin = f"{parts.scheme}://{parts.netloc}"
+        # What HTTPAdapter.cert_verify sets on a pool (unused: there is no TLS in-process).
+        self.cert_reqs: str | None = None
+        self.ca_certs: str | None = None
+        self.ca_cert_dir: str | None = None
+        self.cert_file: str | None = None
+        self.key_file: str | None = None
+
+    def urlopen(
+        self,
+        method: str,
+        url: str,
+        body: Any = None,
+        headers: Any = None,
+        retries: Retry | bool | int | None = None,
+        redirect: bool = True,
+        timeout: object = None,
+        **_: Any,
+    ) -> HTTPResponse:
+        if not isinstance(retries, Retry):
+            retries = Retry.from_int(retries, redirect=redirect, default=0)
+        full_url = url if "://" in url.partition("?")[0] else self._origin + url
+        pairs = [(k, _header_text(v)) for k, v in (headers or {}).items()]
+        limit = read_timeout(timeout)
+        if retries.total in (0, False):  # requests' default: no retries
+            return self._once(method, full_url, pairs, body, limit)
+        replayable = body is None or isinstance(body, bytes | str) or hasattr(body, "seek")
+        position = body.tell() if replayable and hasattr(body, "tell") else None
+        while True:
+            if position is not None:
+                body.seek(position)
+            try:
+                response = self._once(method, full_url, pairs, body, limit)
+            except ProtocolError as exc:
+                if not replayable:
+                    raise
+                retries = retries.increment(method, full_url, error=exc)
+                retries.sleep()
+                continue
+            has_retry_after = bool(response.headers.get("Retry-After"))
+            if not replayable or not retries.is_retry(method, response.status, has_retry_after):
+                return response
+            try:
+                retries = retries.increment(method, full_url, response=response)
+            except MaxRetryError:
+                if retries.raise_on_status:
+                    response.close()
+                    raise
+                return response
+            response.close()
+            retries.sleep(response)
+
+    def _once(
+        self,
+        method: str,
+        url: str,
+        headers: list[tuple[str, str]],
+        body: object,
+        limit: float | None,
+    ) -> HTTPResponse:
+        try:
+            answer = call_app(self.app, make_environ(method, url, headers, body), limit)
+        except TimedOut as exc:
+            raise ReadTimeoutError(cast(Any, self), url, str(exc)) from None
+        except BodyFailed as exc:
+            if not isinstance(exc.error, OSError):
+                raise exc.error from None  # the body's own error, as over a socket
+            raise ProtocolError("Connection aborted.", exc.error) from exc.error
+        return _AsItComes(
+            body=io.BufferedReader(answer.body, 256 * 1024),
+            headers=cast(Any, answer.headers),  # a list of pairs, as urllib3 accepts
+            status=answer.status,
+            version=11,
+            version_string="HTTP/1.1",
+            reason=answer.reason,
+            preload_content=False,
+            decode_content=False,
+            original_response=_with_cookies(answer.headers),
+            request_method=method,
+            request_url=url,
+            enforce_content_length=False,
+        )
+
+    def close(self) -> None:
+        pass
+
+
 class WSGIAdapter(HTTPAdapter):
     """A ``requests`` transport that calls a WSGI app instead of opening a connection.
 
-    It applies a urllib3 ``Retry`` policy as urllib3's connection pool does over a socket:
-    statuses in ``status_forcelist`` and dropped connections are retried (with the policy's
-    backoff) when the body can be sent again (none, bytes, or a seekable file).
+    ``send`` is its own, not ``HTTPAdapter.send`` (which ``responses`` and moto patch): it hands
+    the request to an :class:`AppPool` and maps urllib3's errors as ``HTTPAdapter`` does.
     """
 
     def __init__(self, app: WSGIApplication, max_retries: Retry | None = None) -> None:
@@ -489,6 +593,14 @@ class WSGIAdapter(HTTPAdapter):
             adapter = self._with_retries[retries] = WSGIAdapter(self.app, retries)
         return adapter
 
+    def through(self, mounted: HTTPAdapter) -> HTTPAdapter:
+        """The user's own adapter (an ``HTTPAdapter`` subclass), working as it would over a
+        socket (its ``send``, ``add_headers``, ``request_url``, ... run) but with its
+        connection pool replaced by the app."""
+        proxy: Any = object.__new__(_through_class(cast(Any, type(mounted))))
+        proxy.__dict__.update(_nvcf_adapter=mounted, _nvcf_app=self.app)
+        return cast(HTTPAdapter, proxy)
+
     def send(
         self,
         request: requests.PreparedRequest,
@@ -498,74 +610,60 @@ class WSGIAdapter(HTTPAdapter):
         cert: object = None,
         proxies: object = None,
     ) -> requests.Response:
-        retries: Retry = self.max_retries
-        limit = read_timeout(timeout)
-        if retries.total in (0, False):  # requests' default: no retries
-            return self._send_once(request, stream, limit)
-        method = request.method or "GET"
         url = request.url or ""
-        body: Any = request.body
-        replayable = body is None or isinstance(body, bytes | str) or hasattr(body, "seek")
-        position = body.tell() if replayable and hasattr(body, "tell") else None
-        while True:
-            if position is not None:
-                body.seek(position)
-            try:
-                response = self._send_once(request, stream, limit)
-            except requests.exceptions.ConnectionError as exc:
-                if not replayable:
-                    raise
-                try:
-                    retries = retries.increment(method, url, error=ProtocolError(str(exc)))
-                except (MaxRetryError, ProtocolError) as final:
-                    raise requests.exceptions.ConnectionError(final, request=request) from exc
-                retries.sleep()
-                continue
-            raw = response.raw
-            has_retry_after = bool(response.headers.get("Retry-After"))
-            if not replayable or not retries.is_retry(
-                method, response.status_code, has_retry_after
-            ):
-                return response
-            try:
-                retries = retries.increment(method, url, response=raw)
-            except MaxRetryError as final:
-                if retries.raise_on_status:
-                    response.close()
-                    raise requests.exceptions.RetryError(final, request=request) from None
-                return response
-            response.close()
-            retries.sleep(raw)
-
-    def _send_once(
-        self, request: requests.PreparedRequest, stream: bool, limit: float | None = None
-    ) -> requests.Response:
         try:
-            answer = call_app(self.app, build_environ(request), limit)
-        except TimedOut as exc:
-            raise requests.exceptions.ReadTimeout(str(exc), request=request) from None
-        except BodyFailed as exc:
-            if not isinstance(exc.error, OSError):
-                raise exc.error from None  # the body's own error, as over a socket
-            raise requests.exceptions.ConnectionError(str(exc), request=request) from exc.error
-        raw = _AsItComes(
-            body=io.BufferedReader(answer.body, 256 * 1024),
-            headers=cast(Any, answer.headers),  # a list of pairs, as urllib3 accepts
-            status=answer.status,
-            version=11,
-            version_string="HTTP/1.1",
-            reason=answer.reason,
-            preload_content=False,
-            decode_content=False,
-            original_response=_with_cookies(answer.headers),
-            request_method=request.method,
-            request_url=request.url,
-            enforce_content_length=False,
-        )
+            raw = AppPool(self.app, url).urlopen(
+                request.method or "GET",
+                url,
+                body=request.body,
+                headers=request.headers,
+                retries=self.max_retries,
+                timeout=timeout,
+            )
+        except ProtocolError as exc:
+            raise requests.exceptions.ConnectionError(exc, request=request) from None
+        except ReadTimeoutError as exc:
+            raise requests.exceptions.ReadTimeout(exc, request=request) from None
+        except MaxRetryError as exc:
+            if isinstance(exc.reason, ResponseError):
+                raise requests.exceptions.RetryError(exc, request=request) from None
+            raise requests.exceptions.ConnectionError(exc, request=request) from None
         response = self.build_response(request, raw)
         if not stream:
             _ = response.content
         return response
+
+
+@functools.cache
+def _through_class(cls: type[HTTPAdapter]) -> type[HTTPAdapter]:
+    """A subclass of a user's adapter class whose instances stand for one mounted adapter
+    (attributes are read from it, live) and whose connection pool is an :class:`AppPool`."""
+
+    def pool(self: Any, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> AppPool:
+        return AppPool(self._nvcf_app, request.url or "")
+
+    def pool_for_url(self: Any, url: str, *args: Any, **kwargs: Any) -> AppPool:
+        return AppPool(self._nvcf_app, url)
+
+    def __getattr__(self: Any, name: str) -> Any:
+        if name.startswith("_nvcf_"):
+            raise AttributeError(name)
+        return getattr(self._nvcf_adapter, name)
+
+    def close(self: Any) -> None:
+        pass  # the mounted adapter's pools are the user's to close
+
+    return type(
+        f"{cls.__name__}ToEmulator",
+        (cls,),
+        {
+            "__getattr__": __getattr__,
+            "get_connection_with_tls_context": pool,  # requests >= 2.32.2
+            "get_connection": pool_for_url,  # older requests
+            "close": close,
+            "__module__": __name__,
+        },
+    )
 
 
 class _Original:

@@ -2,8 +2,8 @@
 
 Each scenario is what a user's ``requests`` / ``httpx`` code does; where it makes sense it runs
 in both modes (the ``api`` fixture: in-process and over a socket) and must give the same
-answer. The few known differences (README, "In-process limits") are marked
-``xfail(strict=True)`` with the reason; the server case of the same test still has to pass.
+answer. A known difference (README, "In-process limits") would be marked ``xfail(strict=True)``
+with the reason, the server case of the same test still having to pass; none is left.
 """
 
 from __future__ import annotations
@@ -37,20 +37,6 @@ from .conftest import Api
 
 DESC = "x-amz-meta-nvcf-asset-description"
 UPLOAD_HEADERS = {"Content-Type": "text/plain", DESC: "d"}
-
-
-def _inprocess_fails(reason: str) -> pytest.MarkDecorator:
-    """Run with the ``api`` fixture in both modes; the in-process case is a known failure."""
-    return pytest.mark.parametrize(
-        "api",
-        [
-            pytest.param(
-                "inprocess", marks=pytest.mark.xfail(reason=reason, strict=True), id="inprocess"
-            ),
-            pytest.param("server", id="server"),
-        ],
-        indirect=True,
-    )
 
 
 def _prefix(api: Api) -> str:
@@ -498,11 +484,6 @@ def test_retries_on_drops_and_raise_on_status_false(api: Api) -> None:
             assert json.loads(streamed.raw.read())["assets"]
 
 
-@_inprocess_fails(
-    "inprocess.py _get_adapter returns the WSGIAdapter instead of the adapter the user "
-    "mounted, keeping only its max_retries: a subclass's add_headers/send/request_url "
-    "overrides (here: adding Authorization) are skipped"
-)
 def test_a_users_adapter_subclass_still_applies(api: Api) -> None:
     """An ``HTTPAdapter`` subclass that adds the API key in ``add_headers``."""
     key = api.headers["Authorization"]
@@ -515,6 +496,57 @@ def test_a_users_adapter_subclass_still_applies(api: Api) -> None:
         s.mount(api.base_url, KeyAdapter())
         r = s.get(f"{api.base_url}/v2/nvcf/assets", timeout=10)
     assert r.status_code == 200
+
+
+class _TimeoutAdapter(HTTPAdapter):
+    """The common "default timeout" adapter: ``send`` fills in ``timeout``, then defers."""
+
+    def __init__(self, timeout: float, **kwargs: Any) -> None:
+        self.timeout = timeout
+        self.sent: list[str] = []
+        super().__init__(**kwargs)
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = self.timeout
+        self.sent.append(request.method or "")
+        return super().send(request, **kwargs)
+
+
+def test_a_users_send_override_sets_the_timeout(api: Api, slow: str) -> None:
+    """A ``send`` override giving every call a 0.2 s timeout: a 1.5 s container is a
+    ``ReadTimeout``, and the adapter (its attributes read as they are now) saw the call."""
+    adapter = _TimeoutAdapter(timeout=30)
+    with requests.Session() as s:
+        s.mount(_prefix(api), adapter)
+        adapter.timeout = 0.2  # changed after mounting: the live value counts
+        with pytest.raises(requests.exceptions.ReadTimeout):
+            s.post(slow, headers=api.headers, json={})
+    assert adapter.sent == ["POST"]
+
+
+def test_a_users_adapter_subclass_keeps_its_retries_and_streams(api: Api) -> None:
+    """Through a user's subclass: a ``Retry`` policy retries 503s and drops, ``RetryError``
+    when they run out, a streamed upload and a streamed answer work as over a socket."""
+    api.emulator.faults.add("list", status=503, times=2)
+    policy = Retry(total=3, status_forcelist=[503], allowed_methods=None)
+    adapter = _TimeoutAdapter(timeout=10, max_retries=policy)
+    with requests.Session() as s:
+        s.mount(_prefix(api), adapter)
+        s.headers.update(api.headers)
+        assert s.get(f"{api.base_url}/v2/nvcf/assets").status_code == 200
+        api.emulator.faults.add("list", status=503, times=None)
+        with pytest.raises(requests.exceptions.RetryError):
+            s.get(f"{api.base_url}/v2/nvcf/assets")
+        api.emulator.faults.clear()
+        asset = _new_asset(api)
+        api.emulator.faults.add("upload", drop=True, times=1)
+        r = s.put(asset["uploadUrl"], data=io.BytesIO(b"x" * 300_000), headers=UPLOAD_HEADERS)
+        assert r.status_code == 200, r.text
+        assert api.bytes_at(api.key_of(asset["assetId"])) == b"x" * 300_000
+        with s.get(f"{api.base_url}/v2/nvcf/assets", stream=True) as streamed:
+            assert json.loads(b"".join(streamed.iter_content(7)))["assets"]
+    assert adapter.sent == ["GET", "GET", "PUT", "GET"]  # retries happen below send
 
 
 # == requests: timeouts and life cycle ==========================================================
