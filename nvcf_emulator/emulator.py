@@ -21,6 +21,10 @@ from .domain.clock import Clock
 from .domain.faults import Faults
 from .domain.ids import Ids
 from .http.app import EmulatorApp
+
+# Imported now, not at first use: it notes requests' own HTTPAdapter.send before a mock
+# (responses, moto) started later patches it.
+from .inprocess import route
 from .invocation_api import InvocationAPI
 from .storage.base import BlobStore
 from .storage.local import LocalBlobStore
@@ -293,14 +297,10 @@ class Emulator(InvocationAPI):
     @contextmanager
     def activate(self) -> Iterator[Self]:
         """Route ``requests`` and ``httpx`` calls for its API and storage hosts into this app."""
-        from .inprocess import route
-
         with route(self):
             yield self
 
     def __enter__(self) -> Self:
-        from .inprocess import route
-
         cm = route(self)
         cm.__enter__()
         self._activations.append(cm)

@@ -74,7 +74,11 @@ def _get_adapter(self: requests.Session, url: str) -> Any:
     if adapter is None:
         return _original_get_adapter(self, url)
     mounted = _original_get_adapter(self, url)
-    if isinstance(mounted, HTTPAdapter) and type(mounted) is not HTTPAdapter:
+    if (
+        isinstance(mounted, HTTPAdapter)
+        and type(mounted) is not HTTPAdapter
+        and _GENUINE_SEND is not None
+    ):
         # The user's own subclass: it runs as it would, only its pool is the app.
         return adapter.through(mounted)
     # Keep the retry policy of the adapter the user mounted for this URL (an
@@ -634,6 +638,26 @@ class WSGIAdapter(HTTPAdapter):
         return response
 
 
+def _genuine_send() -> Any:
+    """``HTTPAdapter.send`` as requests defines it, or ``None`` when it was already patched
+    (``responses``, moto) as this module was imported."""
+    send = HTTPAdapter.__dict__["send"]
+    return send if getattr(send, "__module__", None) == "requests.adapters" else None
+
+
+#: Noted at package import (emulator.py imports this module), before a mock started later
+#: patches it.
+_GENUINE_SEND = _genuine_send()
+
+
+class _GenuineSend(HTTPAdapter):
+    """Sits between a user's adapter class and ``HTTPAdapter`` in a proxy's MRO, so that their
+    ``super().send(...)`` reaches requests' own ``send`` even while ``responses`` or moto patch
+    ``HTTPAdapter.send``: the emulator's hosts never reach their mocks."""
+
+    send = _GENUINE_SEND
+
+
 @functools.cache
 def _through_class(cls: type[HTTPAdapter]) -> type[HTTPAdapter]:
     """A subclass of a user's adapter class whose instances stand for one mounted adapter
@@ -655,7 +679,7 @@ def _through_class(cls: type[HTTPAdapter]) -> type[HTTPAdapter]:
 
     return type(
         f"{cls.__name__}ToEmulator",
-        (cls,),
+        (cls, _GenuineSend),
         {
             "__getattr__": __getattr__,
             "get_connection_with_tls_context": pool,  # requests >= 2.32.2

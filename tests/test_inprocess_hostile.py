@@ -513,6 +513,27 @@ class _TimeoutAdapter(HTTPAdapter):
         return super().send(request, **kwargs)
 
 
+def test_a_users_adapter_subclass_beside_responses() -> None:
+    """``responses`` patches ``HTTPAdapter.send``; a user's subclass deferring to it still
+    reaches the emulator (its ``add_headers`` ran), and other hosts still reach ``responses``."""
+
+    class Marked(HTTPAdapter):
+        def add_headers(self, request: requests.PreparedRequest, **kwargs: Any) -> None:
+            request.headers["X-Marked"] = "yes"
+
+    with (
+        responses.RequestsMock(assert_all_requests_are_fired=True) as rsps,
+        Emulator() as emu,
+        requests.Session() as s,
+    ):
+        rsps.get("https://example.com/weather", json={"sunny": True})
+        s.mount("https://", Marked())
+        r = s.get(f"{emu.base_url}/v2/nvcf/assets", headers=emu.headers, timeout=10)
+        assert r.status_code == 200, r.text
+        assert r.request.headers["X-Marked"] == "yes"
+        assert s.get("https://example.com/weather", timeout=10).json() == {"sunny": True}
+
+
 def test_a_users_send_override_sets_the_timeout(api: Api, slow: str) -> None:
     """A ``send`` override giving every call a 0.2 s timeout: a 1.5 s container is a
     ``ReadTimeout``, and the adapter (its attributes read as they are now) saw the call."""
