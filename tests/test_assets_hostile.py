@@ -1,7 +1,5 @@
 """Where the asset API and its pre-signed S3 storage meet hostile or unusual clients: each test
 states what NVCF / S3 do (with the source) and checks that the emulator does the same.
-
-Tests marked ``xfail(strict=True)`` are known divergences; the reason names the cause.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 S3 against moto (``mock_aws`` in-process, ``ThreadedMotoServer`` and a ``moto.server``
 subprocess on loopback), and the SQLite state dir under crashes, corruption, permissions and a
-full disk. Each test says what a user sees; the ``xfail`` ones describe what they should see.
+full disk. Each test says what a user sees.
 """
 
 from __future__ import annotations
@@ -123,6 +123,11 @@ def _upload(emu: Emulator, data: bytes) -> Asset:
     asset = emu.assets.create(account, "application/octet-stream", "d")
     emu.assets.upload(asset.nca_id, asset.asset_id, io.BytesIO(data), len(data))
     return asset
+
+
+def _disk_full(*args: Any, **kwargs: Any) -> None:
+    """A state store write on a full disk."""
+    raise sqlite3.OperationalError("database or disk is full")
 
 
 def _get(emu: Emulator, asset_id: str) -> int:
@@ -665,10 +670,7 @@ def test_a_failed_state_write_does_not_show_a_failed_upload_as_uploaded(
     with Emulator(state_dir=state) as emu:
         asset = _create(emu.base_url)
 
-        def full(*args: Any, **kwargs: Any) -> None:
-            raise sqlite3.OperationalError("database or disk is full")
-
-        monkeypatch.setattr(emu.state, "put", full)
+        monkeypatch.setattr(emu.state, "put", _disk_full)
         r = _put(asset, b"bytes")
         monkeypatch.undo()
         assert r.status_code == 500, r.text
@@ -693,10 +695,7 @@ def test_a_failed_state_write_on_a_reupload_withdraws_the_asset(
         assert _put(asset, b"old bytes").status_code == 200
         assert emu.assets.used_bytes == len(b"old bytes")
 
-        def full(*args: Any, **kwargs: Any) -> None:
-            raise sqlite3.OperationalError("database or disk is full")
-
-        monkeypatch.setattr(emu.state, "put", full)
+        monkeypatch.setattr(emu.state, "put", _disk_full)
         r = _put(asset, b"new, longer bytes")
         monkeypatch.undo()
         assert r.status_code == 500, r.text
@@ -715,11 +714,7 @@ def test_a_failed_state_write_on_create_leaves_no_asset(
 ) -> None:
     """Creating an asset whose record cannot be written: an error, and no asset in the list."""
     with Emulator(state_dir=tmp_path / "state") as emu:
-
-        def full(*args: Any, **kwargs: Any) -> None:
-            raise sqlite3.OperationalError("database or disk is full")
-
-        monkeypatch.setattr(emu.state, "put", full)
+        monkeypatch.setattr(emu.state, "put", _disk_full)
         r = requests.post(
             f"{emu.base_url}/v2/nvcf/assets",
             headers=AUTH,
@@ -740,11 +735,7 @@ def test_a_failed_state_write_on_function_create_leaves_no_function(
     (now, or after a restart)."""
     state = tmp_path / "state"
     with Emulator(state_dir=state) as emu:
-
-        def full(*args: Any, **kwargs: Any) -> None:
-            raise sqlite3.OperationalError("database or disk is full")
-
-        monkeypatch.setattr(emu.state, "put", full)
+        monkeypatch.setattr(emu.state, "put", _disk_full)
         r = requests.post(
             f"{emu.base_url}/v2/nvcf/functions",
             headers=AUTH,
