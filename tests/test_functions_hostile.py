@@ -1,6 +1,6 @@
 """Hostile input to the function API, the admin API, ``RemoteEmulator`` and ``nvcf-emulate``.
 
-Each test says what a user sees. Failing ones are ``xfail(strict=True)`` with the root cause.
+Each test says what a user sees.
 """
 
 from __future__ import annotations
