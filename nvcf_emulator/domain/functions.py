@@ -308,6 +308,10 @@ def _validate_name(name: object) -> str:
     return name
 
 
+#: The widest ``maxRequestConcurrency`` a client accepts (ngcsdk: 16384; the SDK: 1024).
+MAX_REQUEST_CONCURRENCY = 16384
+
+
 def _is_int(value: object) -> bool:
     """An integer as JSON Schema (and Jackson) count them: ``8000`` or ``8000.0``, not ``true``."""
     if isinstance(value, float):
@@ -333,6 +337,12 @@ def _validate_deployment(body: Mapping[str, Any]) -> dict[str, Any]:
             raise BadRequest(
                 f"deploymentSpecifications[{i}]: minInstances and maxInstances must be integers "
                 "with 0 <= minInstances <= maxInstances and maxInstances >= 1"
+            )
+        mrc = spec.get("maxRequestConcurrency")
+        if mrc is not None and (not _is_int(mrc) or not 1 <= mrc <= MAX_REQUEST_CONCURRENCY):
+            raise BadRequest(
+                f"deploymentSpecifications[{i}].maxRequestConcurrency must be an integer from 1 "
+                f"to {MAX_REQUEST_CONCURRENCY}, got {mrc!r}"
             )
     return {"deploymentSpecifications": copy.deepcopy(specs)}
 
