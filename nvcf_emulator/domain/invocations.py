@@ -26,13 +26,14 @@ import logging
 import math
 import os
 import queue
+import re
 import threading
 import time
 import traceback
 import uuid
 import zipfile
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -53,7 +54,7 @@ from .accounts import Account
 from .assets import Asset
 from .clock import Clock
 from .errors import NotFound
-from .functions import FunctionVersion
+from .functions import INVOCABLE, FunctionVersion
 
 if TYPE_CHECKING:
     from ..config import EmulatorConfig
@@ -293,6 +294,11 @@ def connection_error() -> Outcome:
         "Internal Server Error",
         "Inference connection error while making inference request",
     )
+
+
+def no_worker() -> Outcome:
+    """NVCF's answer to a request no worker took: 504, ``NVCF-STATUS: errored``, no body."""
+    return Outcome("response", 504, [], b"")
 
 
 def worker_error(detail: str = "Internal error while making inference request") -> Outcome:
@@ -693,9 +699,16 @@ class InvocationService:
                 self._queued.remove(inv)
             if inv.outcome is not None:  # cancelled while queued
                 return
-            inv.status = InvocationStatus.RUNNING
-            inv.started_at = self.clock.now()
-            inv._started_mono = monotonic()
+            taken_down = version.status not in INVOCABLE
+            if not taken_down:
+                inv.status = InvocationStatus.RUNNING
+                inv.started_at = self.clock.now()
+                inv._started_mono = monotonic()
+        if taken_down:
+            # Undeployed or deleted while the request waited: no worker of that version is
+            # left to take it, and NVCF answers a request no worker takes with 504.
+            self._finish(inv, no_worker())
+            return
         try:
             outcome = self._work(inv, version, assets, client_headers)
         except Exception:
@@ -803,7 +816,10 @@ class InvocationService:
         self, inv: Invocation, response: ContainerResponse, staged: staging.StagedRequest
     ) -> Outcome:
         cfg = self._config()
-        headers = [(k, v) for k, v in response.headers if k.lower() not in _RESPONSE_DROPPED]
+        try:
+            headers = _forwarded_headers(response.headers)
+        except ValueError as bad:
+            return _bad_container_headers(inv, bad)
         if inv.streaming or not inv.compat:  # no mapping, no 302, no progress: as it is
             return Outcome("response", response.status, headers, response.body)
         if response.status >= 400:
@@ -847,7 +863,11 @@ class InvocationService:
         return token
 
     def _stream(self, inv: Invocation, response: ContainerResponse) -> Outcome:
-        headers = [(k, v) for k, v in response.headers if k.lower() not in _RESPONSE_DROPPED]
+        try:
+            headers = _forwarded_headers(response.headers)
+        except ValueError as bad:
+            response.close()
+            return _bad_container_headers(inv, bad)
         return Outcome("stream", response.status, headers, chunks=_Forward(self, inv, response))
 
     def _settle(
@@ -1168,6 +1188,43 @@ class InvocationService:
 
 
 _RESPONSE_DROPPED = HOP_BY_HOP | {"content-length", "date", "server"}
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _forwarded_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The container's response headers as they reach the client (less the ones NVCF sets).
+
+    A value outside latin-1 travels as its UTF-8 bytes (what an HTTP server in the container
+    puts on the wire; WSGI carries bytes as latin-1 text), so both modes give the client the
+    same bytes. A name that is not an HTTP token, or a value with a line break or NUL, cannot
+    be sent at all: ``ValueError`` naming it.
+    """
+    out = []
+    for name, value in headers:
+        if name.lower() in _RESPONSE_DROPPED:
+            continue
+        if not _TOKEN.fullmatch(name):
+            raise ValueError(f"the header name {name!r} is not a valid HTTP field name")
+        if "\r" in value or "\n" in value or "\0" in value:
+            raise ValueError(f"the value of the {name} header contains a line break or NUL")
+        try:
+            value.encode("latin-1")
+        except UnicodeEncodeError:
+            value = value.encode("utf-8", "surrogateescape").decode("latin-1")
+        out.append((name, value))
+    return out
+
+
+def _bad_container_headers(inv: Invocation, bad: ValueError) -> Outcome:
+    """A container answer no HTTP server could send: NVCF's worker cannot read it either."""
+    inv.error = f"invalid container response: {bad}"
+    log.warning("request %s: the container's response is not valid HTTP: %s", inv.request_id, bad)
+    return _problem(
+        500,
+        INFERENCE_CONNECTION,
+        "Internal Server Error",
+        f"Inference connection error while making inference request: {bad}",
+    )
 
 
 def _close_stream(outcome: Outcome) -> None:
