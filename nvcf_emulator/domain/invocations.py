@@ -255,6 +255,9 @@ class Invocation:
     _poll_request: tuple[list[tuple[str, str]], int] | None = field(default=None, repr=False)
     _progress_sig: tuple[int, bytes] | None = field(default=None, repr=False)
     _started_mono: float | None = field(default=None, repr=False)
+    #: When the request arrived, in real time: its poll window runs on real time, whatever
+    #: the emulated clock does meanwhile.
+    _created_mono: float = field(default_factory=monotonic, repr=False)
     _staged: staging.StagedRequest | None = field(default=None, repr=False)
     _purged: bool = field(default=False, repr=False)
     #: A streamed outcome went to a client: it has one reader, later polls get a 404.
@@ -294,6 +297,11 @@ def connection_error() -> Outcome:
         "Internal Server Error",
         "Inference connection error while making inference request",
     )
+
+
+def _due(inv: Invocation, now: float) -> bool:
+    """A record past its lifetime, or whose client stopped polling after a 202."""
+    return now >= inv.expires_at or (inv.abandon_at is not None and now > inv.abandon_at)
 
 
 def no_worker() -> Outcome:
@@ -537,11 +545,18 @@ class InvocationService:
             inv = self._records.get(request_id)
             if inv is None or inv.nca_id != account.nca_id:
                 raise NotFound(f"Request id '{request_id}' not found")
-            now = self.clock.now()
-            if now >= inv.expires_at or (inv.abandon_at is not None and now > inv.abandon_at):
+            if _due(inv, self.clock.now()):
                 self._cancel(inv)
                 raise NotFound(f"Request id '{request_id}' not found")
             return inv
+
+    def _cancel_if_due(self, inv: Invocation) -> Outcome | None:
+        """Cancel a record past its hour (or abandoned) now, as the next sweep would: a waiter
+        gets the same answer whether or not other traffic made a sweep run first."""
+        with self._lock:
+            if self._records.get(inv.request_id) is inv and _due(inv, self.clock.now()):
+                self._cancel(inv)
+        return inv.outcome if inv._purged else None
 
     def next_event(
         self,
@@ -583,9 +598,10 @@ class InvocationService:
                         inv._changed.set()  # a change wakes one waiter: pass it on
                     return event
                 remaining = deadline - monotonic()
-                if remaining <= 0:
-                    return None
-                inv._waiters += 1
+                if remaining > 0:
+                    inv._waiters += 1
+            if remaining <= 0:
+                return self._cancel_if_due(inv)
             woken = True
             inv._changed.wait(remaining)
 
@@ -660,7 +676,7 @@ class InvocationService:
         if specs and isinstance(specs[0], dict):
             spec = specs[0]
         window = inv.poll_seconds if poll_seconds is None else poll_seconds
-        elapsed = self.clock.now() - (inv.created_at if since is None else since)
+        elapsed = monotonic() - (inv._created_mono if since is None else since)
         worker: list[tuple[str, str]] = [
             ("NVCF-REQID", inv.request_id),
             ("NVCF-SUB", inv.nca_id),
@@ -681,7 +697,7 @@ class InvocationService:
             ("NVCF-REGION", cfg.region),
             ("NVCF-ENV", "emulator"),
             ("NVCF-INVOCATION-REGION", cfg.region),
-            ("NVCF-POLL-SECONDS", str(max(0, math.ceil(window - elapsed)))),
+            ("NVCF-POLL-SECONDS", str(min(window, max(0, math.ceil(window - elapsed))))),
         ]
         if not any(k.lower() == "content-type" for k, _ in forwarded):
             worker.append(("Content-Type", "application/json"))
@@ -802,7 +818,7 @@ class InvocationService:
                         poll_headers,
                         with_assets=False,  # assets go with the first call only
                         poll_seconds=poll_seconds,
-                        since=self.clock.now(),
+                        since=monotonic(),
                     ),
                     body=b"",
                     port=version.inference_port,
@@ -1043,7 +1059,7 @@ class InvocationService:
         now = self.clock.now()
         with self._lock:
             for inv in list(self._records.values()):
-                if now >= inv.expires_at or (inv.abandon_at is not None and now > inv.abandon_at):
+                if _due(inv, now):
                     self._cancel(inv)
             for token, result in list(self._results.items()):
                 if now >= result.expires_at:
