@@ -16,6 +16,7 @@ from typing import TypeVar
 from . import __version__
 from .config import EmulatorConfig, check_base_url
 from .emulator import Emulator
+from .server import MAX_IDLE_TIMEOUT
 
 ENV_PREFIX = "NVCF_EMULATOR_"
 
@@ -294,8 +295,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f"--port must be 0-65535, got {args.port}")
         if args.public_url:
             check_base_url(args.public_url, "--public-url", origin_only=True)
-        if args.max_connections < 1 or not args.idle_timeout > 0:
-            raise ValueError("--max-connections must be at least 1 and --idle-timeout above 0")
+        if args.max_connections < 1:
+            raise ValueError(f"--max-connections must be at least 1, got {args.max_connections}")
+        if not 0 < args.idle_timeout <= MAX_IDLE_TIMEOUT:
+            raise ValueError(
+                f"--idle-timeout must be above 0 and at most {MAX_IDLE_TIMEOUT:g} seconds, "
+                f"got {args.idle_timeout}"
+            )
     except (ValueError, argparse.ArgumentTypeError) as exc:
         print(f"nvcf-emulate: error: {exc}", file=sys.stderr)
         return 2

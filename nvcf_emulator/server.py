@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("nvcf_emulator.server")
 
+#: The longest idle timeout a connection may have (a day; a socket timeout must be finite).
+MAX_IDLE_TIMEOUT = 86400.0
+
 
 class _Busy:
     """Counts requests being served: from their request line to the end of their response."""
@@ -175,7 +178,12 @@ class EmulatorServer:
 
     @idle_timeout.setter
     def idle_timeout(self, seconds: float) -> None:
-        self._server.idle_timeout = seconds
+        if not 0 < seconds <= MAX_IDLE_TIMEOUT:  # NaN fails too; sockets take no infinity
+            raise ValueError(
+                f"idle_timeout must be above 0 and at most {MAX_IDLE_TIMEOUT} seconds, "
+                f"got {seconds!r}"
+            )
+        self._server.idle_timeout = float(seconds)
 
     @property
     def busy_connections(self) -> int:

@@ -107,6 +107,13 @@ def _preview(text: str | None) -> str | None:
     return text if len(text) <= PREVIEW_CHARS else text[:PREVIEW_CHARS] + "…"
 
 
+def _tail(text: str | None) -> str | None:
+    """The end of a long text: a traceback says what went wrong on its last line."""
+    if text is None:
+        return None
+    return text if len(text) <= PREVIEW_CHARS else "…" + text[-PREVIEW_CHARS:]
+
+
 def _asset_entries(emu: Emulator, now: float) -> list[dict[str, object]]:
     ttl = emu.config.asset_ttl
     return [
@@ -162,7 +169,7 @@ def _invocation_entry(inv: Invocation) -> dict[str, object]:
         "finishedAt": _time(inv.finished_at),
         "responseBytes": len(body) if body is not None else None,
         "responsePreview": _preview(body.decode("utf-8", "replace")) if body is not None else None,
-        "error": _preview(inv.error),
+        "error": _tail(inv.error),
     }
 
 
@@ -224,6 +231,8 @@ def add_fault(emu: Emulator, request: Request) -> Response:
     for name, allowed in types.items():
         value = body.get(name)
         if value is None:
+            if name in ("latency", "drop", "probability"):  # null: the default, as if left out
+                body.pop(name, None)
             continue
         if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
             raise BadRequest(f"{name} has the wrong type")
