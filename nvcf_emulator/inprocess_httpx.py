@@ -64,7 +64,6 @@ from .inprocess import (
     BodyFailed,
     Claim,
     Dropped,
-    StreamCut,
     TimedOut,
     _AppIterReader,
     call_app,
@@ -162,7 +161,7 @@ def _dropped(request: httpx.Request) -> httpx.RemoteProtocolError:
     )
 
 
-def _cut(exc: StreamCut) -> httpx.RemoteProtocolError:
+def _cut(exc: ConnectionResetError) -> httpx.RemoteProtocolError:
     """What httpx raises when a server closes the connection in the middle of a body."""
     return httpx.RemoteProtocolError(
         f"peer closed connection without sending complete message body ({exc})"
@@ -194,7 +193,7 @@ class _SyncAppStream(httpx.SyncByteStream):
     def __iter__(self) -> Iterator[bytes]:
         try:
             yield from self._body.chunks()
-        except StreamCut as exc:
+        except ConnectionResetError as exc:  # StreamCut, or the container's stream broke
             raise _cut(exc) from None
 
     def close(self) -> None:
@@ -306,7 +305,7 @@ class _AsyncAppStream(httpx.AsyncByteStream):
         try:
             while (chunk := await _in_thread(self._step, abandon=True)) is not None:
                 yield chunk
-        except StreamCut as exc:
+        except ConnectionResetError as exc:  # StreamCut, or the container's stream broke
             raise _cut(exc) from None
 
     async def aclose(self) -> None:

@@ -790,6 +790,11 @@ class InvocationService:
                 log.warning("container raised on request %s:\n%s", inv.request_id, inv.error)
                 response = ContainerResponse(500, b"", [("Content-Type", "text/plain")])
             inv.container_response = response
+            if not 100 <= response.status <= 599:
+                response.close()
+                return _invalid_answer(
+                    inv, f"the status {response.status} is not an HTTP status (100-599)"
+                )
             if inv.streaming and response.is_event_stream:
                 return self._stream(inv, response)
             try:
@@ -835,7 +840,7 @@ class InvocationService:
         try:
             headers = _forwarded_headers(response.headers)
         except ValueError as bad:
-            return _bad_container_headers(inv, bad)
+            return _invalid_answer(inv, bad)
         if inv.streaming or not inv.compat:  # no mapping, no 302, no progress: as it is
             return Outcome("response", response.status, headers, response.body)
         if response.status >= 400:
@@ -883,7 +888,7 @@ class InvocationService:
             headers = _forwarded_headers(response.headers)
         except ValueError as bad:
             response.close()
-            return _bad_container_headers(inv, bad)
+            return _invalid_answer(inv, bad)
         return Outcome("stream", response.status, headers, chunks=_Forward(self, inv, response))
 
     def _settle(
@@ -1204,6 +1209,9 @@ class InvocationService:
 
 
 _RESPONSE_DROPPED = HOP_BY_HOP | {"content-length", "date", "server"}
+#: The most header bytes a container's answer may carry on to the client (the emulator's
+#: limit for request headers too; http.client refuses a header line of 64 KiB or more).
+MAX_RESPONSE_HEADER_BYTES = 64 * 1024
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
@@ -1212,13 +1220,20 @@ def _forwarded_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, st
 
     A value outside latin-1 travels as its UTF-8 bytes (what an HTTP server in the container
     puts on the wire; WSGI carries bytes as latin-1 text), so both modes give the client the
-    same bytes. A name that is not an HTTP token, or a value with a line break or NUL, cannot
-    be sent at all: ``ValueError`` naming it.
+    same bytes. A name that is not an HTTP token, a value with a line break or NUL, or more
+    header bytes than clients read cannot be sent at all: ``ValueError`` naming it.
     """
     out = []
+    total = 0
     for name, value in headers:
         if name.lower() in _RESPONSE_DROPPED:
             continue
+        total += len(name) + len(value) + 4
+        if total > MAX_RESPONSE_HEADER_BYTES:
+            raise ValueError(
+                f"its headers total more than {MAX_RESPONSE_HEADER_BYTES} bytes (at {name}); "
+                "HTTP clients such as Python's http.client cannot read them"
+            )
         if not _TOKEN.fullmatch(name):
             raise ValueError(f"the header name {name!r} is not a valid HTTP field name")
         if "\r" in value or "\n" in value or "\0" in value:
@@ -1231,15 +1246,15 @@ def _forwarded_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, st
     return out
 
 
-def _bad_container_headers(inv: Invocation, bad: ValueError) -> Outcome:
+def _invalid_answer(inv: Invocation, reason: object) -> Outcome:
     """A container answer no HTTP server could send: NVCF's worker cannot read it either."""
-    inv.error = f"invalid container response: {bad}"
-    log.warning("request %s: the container's response is not valid HTTP: %s", inv.request_id, bad)
+    inv.error = f"invalid container response: {reason}"
+    log.warning("request %s: the container's answer is not valid HTTP: %s", inv.request_id, reason)
     return _problem(
         500,
         INFERENCE_CONNECTION,
         "Internal Server Error",
-        f"Inference connection error while making inference request: {bad}",
+        f"Inference connection error while making inference request: {reason}",
     )
 
 
@@ -1274,10 +1289,12 @@ class _Forward:
             except StopIteration:
                 self.close()
                 raise
-            except ContainerConnectionError:
+            except Exception as exc:
+                # The container's stream broke: the client's stream is cut (not ended), as a
+                # server in the container dropping the connection would cut it.
                 self._inv.error = traceback.format_exc()
                 self.close()
-                raise StopIteration from None
+                raise ConnectionResetError(f"the container's stream broke: {exc}") from exc
             except BaseException:
                 self.close()
                 raise

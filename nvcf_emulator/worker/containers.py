@@ -195,7 +195,7 @@ def _coerce_body(body: Any, status: int) -> ContainerResponse:
         data = json.dumps(body).encode()
         return ContainerResponse(status, data, [("Content-Type", "application/json")])
     if isinstance(body, Iterable):
-        chunks = (c.encode() if isinstance(c, str) else bytes(c) for c in body)
+        chunks = (_chunk(c) for c in body)
         return ContainerResponse(
             status,
             b"",
@@ -204,6 +204,16 @@ def _coerce_body(body: Any, status: int) -> ContainerResponse:
             on_close=getattr(body, "close", None),  # a client gone: the generator is closed
         )
     raise TypeError(f"a container cannot answer with {type(body).__name__}")
+
+
+def _chunk(chunk: object) -> bytes:
+    """One chunk of a streamed answer: bytes, or text (UTF-8); anything else is the
+    container's mistake (``bytes(3)`` would be three NUL bytes)."""
+    if isinstance(chunk, str):
+        return chunk.encode()
+    if isinstance(chunk, bytes | bytearray | memoryview):
+        return bytes(chunk)
+    raise TypeError(f"a container stream yielded {type(chunk).__name__}; chunks are bytes or str")
 
 
 class CallableContainer:
@@ -281,15 +291,22 @@ class WsgiContainer:
         ) -> Callable[[bytes], object]:
             if exc_info is not None and exc_info[1] is not None:
                 raise exc_info[1].with_traceback(exc_info[2])
+            if "status" in captured and exc_info is None:
+                raise RuntimeError(
+                    "the WSGI app called start_response twice without exc_info (PEP 3333)"
+                )
             captured["status"] = status
             captured["headers"] = list(response_headers)
             return written.append
 
         app_iter = self.app(environ, start_response)
-        it = iter(app_iter)
+        it = (_wsgi_chunk(c) for c in app_iter)
         head: list[bytes] = []
         try:
-            while "status" not in captured:
+            # As a WSGI server, pull until the app has started its response and yielded its
+            # first chunk: a server sends the status line only then, so an app failing before
+            # it still answers with a 500.
+            while "status" not in captured or not (head or written):
                 try:
                     head.append(next(it))
                 except StopIteration:
@@ -304,7 +321,18 @@ class WsgiContainer:
         def chunks() -> Iterator[bytes]:
             yield from written
             yield from head
-            yield from it
+            try:
+                yield from it
+            except Exception as exc:
+                # The status line is out: a server can only drop the connection now.
+                raise ContainerConnectionError(
+                    f"the container failed after it began its answer: {exc!r}"
+                ) from exc
+            failed = environ.get(_ASGI_FAILED)
+            if failed is not None:
+                raise ContainerConnectionError(
+                    f"the container failed after it began its answer: {failed!r}"
+                ) from failed
 
         return ContainerResponse(
             status=int(str(captured["status"]).split(" ", 1)[0]),
@@ -328,6 +356,14 @@ class WsgiContainer:
         return f"WsgiContainer({self.app!r})"
 
 
+def _wsgi_chunk(chunk: object) -> bytes:
+    if not isinstance(chunk, bytes):
+        raise TypeError(
+            f"the WSGI app yielded {type(chunk).__name__}, not bytes (PEP 3333: bodies are bytes)"
+        )
+    return chunk
+
+
 def _close(app_iter: object) -> None:
     close = getattr(app_iter, "close", None)
     if close is not None:
@@ -335,6 +371,48 @@ def _close(app_iter: object) -> None:
 
 
 # -- ASGI ----------------------------------------------------------------------------------------
+
+
+#: Environ key: the exception an ASGI app raised after it began its answer (a2wsgi may end
+#: the WSGI body before it passes that on).
+_ASGI_FAILED = "nvcf_emulator.asgi_failed"
+
+
+class _AsgiGuard:
+    """Holds an ASGI app to what servers (uvicorn) enforce: one ``http.response.start``, and
+    one before returning. An exception in the middle of an answer is noted in the WSGI
+    environ."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope.get("type") != "http":
+            await self.app(scope, receive, send)
+            return
+        started = finished = False
+
+        async def checked_send(message: Any) -> None:
+            nonlocal started, finished
+            kind = message.get("type")
+            if kind == "http.response.start":
+                if started:
+                    raise RuntimeError("the ASGI app sent http.response.start twice")
+                started = True
+            elif kind == "http.response.body" and not message.get("more_body", False):
+                finished = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, checked_send)
+        except Exception as exc:
+            # After a whole answer (Starlette's error middleware answers 500, then re-raises)
+            # a server only logs it; mid-answer it has to drop the connection.
+            if started and not finished:
+                scope.get("wsgi_environ", {})[_ASGI_FAILED] = exc
+            raise
+        if not started:
+            raise RuntimeError("the ASGI app returned without sending http.response.start")
 
 
 class AsgiContainer(WsgiContainer):
@@ -357,7 +435,7 @@ class AsgiContainer(WsgiContainer):
             target=self._loop.run_forever, name="nvcf-asgi-container", daemon=True
         )
         self._thread.start()
-        super().__init__(ASGIMiddleware(app, loop=self._loop))  # type: ignore[arg-type]
+        super().__init__(ASGIMiddleware(_AsgiGuard(app), loop=self._loop))  # type: ignore[arg-type]
 
     def close(self) -> None:
         if self._thread.is_alive():
