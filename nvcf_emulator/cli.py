@@ -14,7 +14,7 @@ from types import FrameType
 from typing import TypeVar
 
 from . import __version__
-from .config import EmulatorConfig, check_base_url
+from .config import EmulatorConfig, boolean, check_base_url
 from .emulator import Emulator
 from .server import MAX_IDLE_TIMEOUT
 
@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-admin",
         action="store_true",
-        default=(_env("NO_ADMIN", "") or "").lower() in ("1", "true", "yes"),
+        default=_env_value("NO_ADMIN", False, boolean),
         help="disable the admin API under /_emulator/ (404)",
     )
     p.add_argument(
@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--s3-create-bucket",
         action="store_true",
-        default=(_env("S3_CREATE_BUCKET") or "").lower() in ("1", "true", "yes", "on"),
+        default=_env_value("S3_CREATE_BUCKET", False, boolean),
         help="create the --storage bucket at start if it does not exist",
     )
     p.add_argument(
@@ -211,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--always-async",
         action="store_true",
-        default=(_env("ALWAYS_ASYNC", "") or "").lower() in ("1", "true", "yes"),
+        default=_env_value("ALWAYS_ASYNC", False, boolean),
         help="answer every invocation with 202 first (exercise polling)",
     )
     p.add_argument(
@@ -236,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--keep-staged",
         action="store_true",
-        default=(_env("KEEP_STAGED", "") or "").lower() in ("1", "true", "yes"),
+        default=_env_value("KEEP_STAGED", False, boolean),
         help="keep each request's staged assets and output dir after it ends",
     )
     p.add_argument(

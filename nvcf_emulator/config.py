@@ -23,6 +23,14 @@ _FALSE = frozenset({"0", "false", "no", "off"})
 FIXED_FIELDS = ("root_dir", "state_dir", "storage", "s3_endpoint_url", "s3_create_bucket")
 
 
+def boolean(text: str) -> bool:
+    """A setting's text as a bool: 1/true/yes/on or 0/false/no/off, any case; else ValueError."""
+    word = text.strip().lower()
+    if word not in _TRUE | _FALSE:
+        raise ValueError(f"expected true or false (1/0, yes/no, on/off), got {text!r}")
+    return word in _TRUE
+
+
 def check_base_url(url: object, what: str, *, origin_only: bool = False) -> str:
     """``url`` if it is an http(s) URL with a host (and, with ``origin_only``, nothing after
     the port), else a ValueError naming ``what``: upload URLs are signed for it."""
@@ -206,10 +214,10 @@ class EmulatorConfig:
             if default is None and "None" in kind and text.strip().lower() in ("", "none"):
                 value = None
             elif isinstance(default, bool):
-                word = text.strip().lower()
-                if word not in _TRUE | _FALSE:
-                    raise ValueError(f"{name} must be true or false, got {text!r}")
-                value = word in _TRUE
+                try:
+                    value = boolean(text)
+                except ValueError:
+                    raise ValueError(f"{name} must be true or false, got {text!r}") from None
             elif isinstance(default, int) or kind == "int | None":
                 value = int(text)
             elif isinstance(default, float) or kind == "float | None":

@@ -328,3 +328,28 @@ def test_every_flag_has_an_environment_variable(monkeypatch: pytest.MonkeyPatch)
         assert parsed != default, f"{action.option_strings[0]} ignores ${env}"
         checked += 1
     assert checked >= 20
+
+
+@pytest.mark.parametrize("word", ["1", "true", "YES", "on"])
+def test_boolean_environment_variables_read_as_the_ini_does(
+    monkeypatch: pytest.MonkeyPatch, word: str
+) -> None:
+    """Every on/off flag takes the words EmulatorConfig.parse (the pytest ini) takes."""
+    from nvcf_emulator.cli import build_parser
+
+    for name in ("NO_ADMIN", "S3_CREATE_BUCKET", "ALWAYS_ASYNC", "KEEP_STAGED"):
+        monkeypatch.setenv(f"NVCF_EMULATOR_{name}", word)
+        assert getattr(build_parser().parse_args([]), name.lower()) is True
+        monkeypatch.setenv(f"NVCF_EMULATOR_{name}", "off")
+        assert getattr(build_parser().parse_args([]), name.lower()) is False
+
+
+def test_a_boolean_environment_variable_that_is_no_word_stops_start_up() -> None:
+    """``NVCF_EMULATOR_ALWAYS_ASYNC=enabled`` used to mean false without a word; now exit 2."""
+    env = {**os.environ, "NVCF_EMULATOR_ALWAYS_ASYNC": "enabled"}
+    result = subprocess.run(
+        [EXE, "--port", "0"], capture_output=True, text=True, timeout=10, env=env
+    )
+    assert result.returncode == 2
+    assert "NVCF_EMULATOR_ALWAYS_ASYNC='enabled' is not a valid boolean" in result.stderr
+    assert "Traceback" not in result.stderr
