@@ -513,7 +513,7 @@ def test_frozen_clock_does_not_hang_the_poll_window(nvcf: Emulator, gate: Gate) 
         elapsed = _real_now() - started
     assert r.status_code == 202
     assert r.headers["NVCF-STATUS"] == "in-progress"
-    assert 0.9 <= elapsed < 3
+    assert 0.9 <= elapsed < 8  # the window, not the gate (10 s)
 
 
 def test_time_machine_frozen_does_not_hang_the_poll_window(nvcf: Emulator, gate: Gate) -> None:
@@ -524,7 +524,7 @@ def test_time_machine_frozen_does_not_hang_the_poll_window(nvcf: Emulator, gate:
         r = _invoke(api, fid, {"NVCF-POLL-SECONDS": "1"})
         elapsed = _real_now() - started
     assert r.status_code == 202
-    assert 0.9 <= elapsed < 3
+    assert 0.9 <= elapsed < 8  # the window, not the gate (10 s)
 
 
 def test_clock_jump_while_post_waits_does_not_end_the_wait(nvcf: Emulator, gate: Gate) -> None:
