@@ -349,12 +349,6 @@ class _AppIterReader(io.RawIOBase):
         super().close()
 
 
-def build_environ(request: requests.PreparedRequest) -> dict[str, Any]:
-    """A WSGI environ for a prepared ``requests`` request, with a streaming ``wsgi.input``."""
-    headers = [(k, _header_text(v)) for k, v in request.headers.items()]
-    return make_environ(request.method or "GET", request.url or "", headers, request.body)
-
-
 def _header_text(value: str | bytes) -> str:
     """A header value as http.client sends it: bytes as they are, text in latin-1 (else the
     same ``UnicodeEncodeError`` http.client raises)."""
@@ -674,6 +668,12 @@ def _through_class(cls: type[HTTPAdapter]) -> type[HTTPAdapter]:
             raise AttributeError(name)
         return getattr(self._nvcf_adapter, name)
 
+    def __setattr__(self: Any, name: str, value: Any) -> None:
+        setattr(self._nvcf_adapter, name, value)  # a counter in send() counts on the adapter
+
+    def __delattr__(self: Any, name: str) -> None:
+        delattr(self._nvcf_adapter, name)
+
     def close(self: Any) -> None:
         pass  # the mounted adapter's pools are the user's to close
 
@@ -682,6 +682,8 @@ def _through_class(cls: type[HTTPAdapter]) -> type[HTTPAdapter]:
         (cls, _GenuineSend),
         {
             "__getattr__": __getattr__,
+            "__setattr__": __setattr__,
+            "__delattr__": __delattr__,
             "get_connection_with_tls_context": pool,  # requests >= 2.32.2
             "get_connection": pool_for_url,  # older requests
             "close": close,

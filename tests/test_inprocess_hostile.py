@@ -510,6 +510,7 @@ class _TimeoutAdapter(HTTPAdapter):
         if kwargs.get("timeout") is None:
             kwargs["timeout"] = self.timeout
         self.sent.append(request.method or "")
+        self.count = getattr(self, "count", 0) + 1  # state kept on the adapter the user mounted
         return super().send(request, **kwargs)
 
 
@@ -568,6 +569,7 @@ def test_a_users_adapter_subclass_keeps_its_retries_and_streams(api: Api) -> Non
         with s.get(f"{api.base_url}/v2/nvcf/assets", stream=True) as streamed:
             assert json.loads(b"".join(streamed.iter_content(7)))["assets"]
     assert adapter.sent == ["GET", "GET", "PUT", "GET"]  # retries happen below send
+    assert adapter.count == 4
 
 
 # == requests: timeouts and life cycle ==========================================================
