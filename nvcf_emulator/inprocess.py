@@ -39,6 +39,7 @@ from werkzeug.exceptions import ClientDisconnected
 
 from .headers import make_environ as wsgi_environ
 from .http.app import DROP_KEY
+from .http.responses import STREAMED_KEY
 from .storage.kernel import DEST_ERRORS, kernel_copy
 
 if TYPE_CHECKING:
@@ -84,7 +85,7 @@ def _get_adapter(self: requests.Session, url: str) -> Any:
     # Keep the retry policy of the adapter the user mounted for this URL (an
     # HTTPAdapter(max_retries=Retry(...))): only the transport is swapped.
     retries = getattr(mounted, "max_retries", None)
-    if isinstance(retries, Retry) and retries.total not in (0, False):
+    if isinstance(retries, Retry) and (retries.total not in (0, False) or retries.status_forcelist):
         return adapter.with_retries(retries)
     return adapter
 
@@ -120,7 +121,7 @@ class StreamCut(ConnectionResetError):
         super().__init__("the emulator was closed while this response was being read")
 
 
-#: Responses of each app still being read, cut when the app stops being routed.
+#: Streamed responses of each app still being read, cut when the app stops being routed.
 _open_bodies: weakref.WeakKeyDictionary[Any, weakref.WeakSet[_AppIterReader]] = (
     weakref.WeakKeyDictionary()
 )
@@ -441,11 +442,12 @@ def call_app(
         return lambda data: None
 
     body = _AppIterReader(app(environ, start_response))
-    with _lock:
-        bodies = _open_bodies.get(app)
-        if bodies is None:
-            bodies = _open_bodies[app] = weakref.WeakSet()
-        bodies.add(body)
+    if environ.get(STREAMED_KEY):  # a buffered answer went out whole: nothing to cut
+        with _lock:
+            bodies = _open_bodies.get(app)
+            if bodies is None:
+                bodies = _open_bodies[app] = weakref.WeakSet()
+            bodies.add(body)
     try:
         if "status" not in captured:  # a generator app calls start_response on first next()
             body.prime()
@@ -507,8 +509,8 @@ class AppPool:
         full_url = url if "://" in url.partition("?")[0] else self._origin + url
         pairs = [(k, _header_text(v)) for k, v in (headers or {}).items()]
         limit = read_timeout(timeout)
-        if retries.total in (0, False):  # requests' default: no retries
-            return self._once(method, full_url, pairs, body, limit)
+        if retries.total in (0, False) and not retries.status_forcelist:
+            return self._once(method, full_url, pairs, body, limit)  # requests' default
         replayable = body is None or isinstance(body, bytes | str) or hasattr(body, "seek")
         position = body.tell() if replayable and hasattr(body, "tell") else None
         while True:

@@ -16,7 +16,7 @@ from ..domain.errors import BadRequest, NotFound, PayloadTooLarge
 from ..domain.invocations import Event, Invocation, Outcome, ProgressUpdate
 from .bodies import read_upto
 from .control import authenticate
-from .responses import Route, json_response, problem
+from .responses import STREAMED_KEY, Route, json_response, problem
 
 if TYPE_CHECKING:
     from ..emulator import Emulator
@@ -146,6 +146,7 @@ def _outcome(emu: Emulator, request: Request, inv: Invocation, outcome: Outcome)
     container = [(n, v) for n, v in outcome.headers if n.lower() not in names]
     if outcome.kind == "stream":
         assert outcome.chunks is not None
+        request.environ[STREAMED_KEY] = True
         return Response(
             outcome.chunks,
             status=outcome.status,

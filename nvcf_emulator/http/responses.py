@@ -18,6 +18,11 @@ PROBLEM_TYPE_PREFIX = "urn:kaizen:problem-details:"
 #: A route: path rule, methods, handler ``(emulator, request, **path_args) -> Response``.
 Route = tuple[str, list[str], Callable[..., Response]]
 
+#: Set in the environ when the answer is a stream still being produced (an event stream passed
+#: through): what a server stopping mid-answer would cut (the in-process transports cut it when
+#: the emulator closes; a buffered answer was sent whole).
+STREAMED_KEY = "nvcf_emulator.streamed"
+
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(
