@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import secrets
 import shutil
@@ -31,6 +32,8 @@ from .storage.local import LocalBlobStore
 from .storage.presign import DESCRIPTION_HEADER, UrlSigner
 from .storage.state import NullStateStore, SqliteStateStore, StateStore
 from .tempdirs import make_private_dir
+
+log = logging.getLogger("nvcf_emulator")
 
 if TYPE_CHECKING:
     from .server import EmulatorServer
@@ -273,13 +276,21 @@ class Emulator(InvocationAPI):
             self.configure(**settings)
 
     def close(self) -> None:
-        """Stop routing, and remove the temp dir this emulator made (if it made one)."""
+        """Stop routing, and remove the temp dir this emulator made (if it made one). Without a
+        state dir, the objects of its assets in an S3 bucket are deleted too."""
         if self._dashboard is not None:
             self._dashboard.stop()
             self._dashboard = None
         while self._activations:
             self._activations.pop().__exit__(None, None, None)
         self._close_invocations()
+        if self.config.storage and self.config.state_dir is None:
+            # Nothing could find these objects again: in a shared bucket they would stay for
+            # good (a state dir keeps them for the next start).
+            try:
+                self.assets.clear()
+            except Exception as exc:
+                log.warning("could not delete this emulator's objects from the bucket: %s", exc)
         self.state.close()
         close_store = getattr(self.store, "close", None)  # the S3 store's connection pool
         if close_store is not None:

@@ -221,12 +221,15 @@ class AssetService:
     def delete(self, account: Account, asset_id: str) -> None:
         with self._bytes_lock(asset_id):
             asset = self.get(account, asset_id)
-            self.store.delete(asset.key)
             with self._lock:
                 if self._assets.get(asset_id) is not asset or not asset.uploaded:
                     return  # purged (expired) meanwhile: its accounting is done
+                # The record first: when it cannot be written the asset stays, bytes and all.
+                self._save(dataclasses.replace(asset, uploaded_at=None, size=None, etag=None))
                 self._withdraw(asset)
-                self._save(asset)
+            # Bytes left behind by a failure here lie under a record that is not uploaded: the
+            # next start discards them.
+            self.store.delete(asset.key)
 
     def upload(
         self,
@@ -406,13 +409,19 @@ class AssetService:
         """Forget every asset and delete its bytes: only this service's keys, as another
         emulator may store its assets under the same S3 prefix (xdist workers, say)."""
         with self._lock:
-            for asset_id in list(self._assets):
-                self.state.delete(KIND, asset_id)
-            keys = [asset.key for asset in self._assets.values()]
+            assets = list(self._assets.values())
+            # Every record goes, each key journaled for deletion, in one transaction: a failed
+            # write changes nothing, and a crash before the bytes are gone leaves the journal
+            # for the next start to finish.
+            with self.state.transaction():
+                for asset in assets:
+                    self.state.put(PURGING, asset.key, {})
+                    self.state.delete(KIND, asset.asset_id)
             self._assets.clear()
             self._listed.clear()
             self.used_bytes = 0
-            self.store.delete_many(keys)
+            self._purged_keys.extend(asset.key for asset in assets)
+        self._delete_purged()
 
     def load(self) -> int:
         """Read the records a state store kept (at start-up), reconciled with the bytes.
@@ -515,16 +524,19 @@ class AssetService:
     def _delete_purged(self) -> None:
         with self._lock:
             keys, self._purged_keys = self._purged_keys, []
-        for i, key in enumerate(keys):
-            try:
-                self.store.delete(key)
-                self.state.delete(PURGING, key)
-            except Exception:
-                # The store failed (S3 unreachable): this key and the rest wait for the next
-                # sweep instead of staying in the bucket for good.
-                with self._lock:
-                    self._purged_keys.extend(keys[i:])
-                raise
+        if not keys:
+            return
+        try:
+            self.store.delete_many(keys)  # S3: one request per 1,000 keys
+            with self.state.transaction():
+                for key in keys:
+                    self.state.delete(PURGING, key)
+        except Exception:
+            # The store failed (S3 unreachable): the keys wait for the next sweep instead of
+            # staying in the bucket for good (deleting one twice is harmless).
+            with self._lock:
+                self._purged_keys.extend(keys)
+            raise
 
 
 _preadv = getattr(os, "preadv", None)

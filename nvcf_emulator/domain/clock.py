@@ -69,8 +69,7 @@ class Clock:
         with self._lock:
             now = _wall()
             target = min(max(now + self._offset + seconds, MIN_TIME), MAX_TIME)
-            self._offset = target - now
-        self._changed()
+            self._move(target - now)
         return self.now()
 
     def set(self, when: datetime | float) -> float:
@@ -85,19 +84,20 @@ class Clock:
             raise ValueError(f"cannot set the clock to {target}")
         target = min(max(target, MIN_TIME), MAX_TIME)
         with self._lock:
-            self._offset = target - _wall()
-        self._changed()
+            self._move(target - _wall())
         return self.now()
 
     def reset(self) -> None:
         """Back to the process's wall clock."""
         with self._lock:
-            self._offset = 0.0
-        self._changed()
+            self._move(0.0)
 
-    def _changed(self) -> None:
+    def _move(self, offset: float) -> None:
+        """The new offset, told to ``on_change`` (which saves it) first: when that fails, the
+        clock stays where it was, as a restart would find it."""
         if self.on_change is not None:
-            self.on_change(self._offset)
+            self.on_change(offset)
+        self._offset = offset
 
 
 def isoformat(ts: float, *, millis: bool = True) -> str:

@@ -397,6 +397,20 @@ class FunctionService:
             if self._versions.get(version.version_id) is version:
                 self.state.put(KIND, version.version_id, version.record())
 
+    def _change(self, version: FunctionVersion, **fields: Any) -> None:
+        """Set ``fields`` on a version and write its record; when the write fails (a full
+        disk) the version is put back as it was, so memory never runs ahead of disk."""
+        with self._lock:
+            before = {name: getattr(version, name) for name in fields}
+            for name, value in fields.items():
+                setattr(version, name, value)
+            try:
+                self._save(version)
+            except BaseException:
+                for name, value in before.items():
+                    setattr(version, name, value)
+                raise
+
     def _insert(self, version: FunctionVersion) -> None:
         """Add a new version and its record; when the record cannot be written (a full disk),
         the version is not added either: the caller's error leaves no function behind."""
@@ -773,8 +787,8 @@ class FunctionService:
     def delete(self, account: Account, function_id: str, version_id: str) -> FunctionVersion:
         version = self._own(account, function_id, version_id)
         with self._lock:
+            self.state.delete(KIND, version.version_id)  # the record first, then memory
             self._versions.pop(version.version_id, None)
-            self.state.delete(KIND, version.version_id)
             version.status = FunctionStatus.DELETED
             version.detached_status = None
         return version
@@ -784,9 +798,7 @@ class FunctionService:
     ) -> FunctionVersion:
         version = self._own(account, function_id, version_id)
         tags = _validate_tags(body.get("tags", []))
-        with self._lock:
-            version.extra["tags"] = list(tags)
-            self._save(version)
+        self._change(version, extra={**version.extra, "tags": list(tags)})
         return version
 
     def deploy(
@@ -799,12 +811,14 @@ class FunctionService:
                 raise BadRequest(
                     f"Function id '{function_id}' version '{version_id}' is already deployed"
                 )
-            version.deployment = deployment
-            version.pinned = False
-            version.deploy_started_at = self.clock.now()
-            version.status = FunctionStatus.DEPLOYING
-            version.detached_status = None
-            self._save(version)
+            self._change(
+                version,
+                deployment=deployment,
+                pinned=False,
+                deploy_started_at=self.clock.now(),
+                status=FunctionStatus.DEPLOYING,
+                detached_status=None,
+            )
         return self.refresh(version)
 
     def deployment(self, account: Account, function_id: str, version_id: str) -> FunctionVersion:
@@ -826,21 +840,20 @@ class FunctionService:
                 or spec.get("backend", old_specs[i].get("backend")) != old_specs[i].get("backend")
             ):
                 raise BadRequest("a deployment update cannot change the gpu or the backend")
-        with self._lock:
-            version.deployment = new
-            self._save(version)
+        self._change(version, deployment=new)
         return version
 
     def undeploy(self, account: Account, function_id: str, version_id: str) -> FunctionVersion:
         version = self.deployment(account, function_id, version_id)
-        with self._lock:
-            version.deployment = None
-            version.pinned = False
-            version.deploy_started_at = None
-            version.status = FunctionStatus.INACTIVE
-            version.detached_status = None
-            version.error_reason = None
-            self._save(version)
+        self._change(
+            version,
+            deployment=None,
+            pinned=False,
+            deploy_started_at=None,
+            status=FunctionStatus.INACTIVE,
+            detached_status=None,
+            error_reason=None,
+        )
         return version
 
     def restore(self, version: FunctionVersion) -> None:

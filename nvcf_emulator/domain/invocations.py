@@ -917,9 +917,19 @@ class InvocationService:
                 and not inv._purged
                 and (body_file is not None or outcome.kind != "response" or not outcome.body)
             ):
-                self.state.put(RESULT_KIND, inv.request_id, _result_record(inv, outcome, body_file))
-                inv._saved = True
-                inv._body_file = body_file
+                try:
+                    self.state.put(
+                        RESULT_KIND, inv.request_id, _result_record(inv, outcome, body_file)
+                    )
+                except Exception:
+                    # As when its body cannot be written: the client still gets the result,
+                    # which a restart would not keep.
+                    log.exception("cannot save the result of request %s", inv.request_id)
+                    if body_file is not None:
+                        body_file.unlink(missing_ok=True)
+                else:
+                    inv._saved = True
+                    inv._body_file = body_file
             inv.outcome = outcome
         inv._changed.set()
         inv._poll.set()

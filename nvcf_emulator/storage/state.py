@@ -11,12 +11,17 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Protocol
 
 
 class StateStore(Protocol):
     def put(self, kind: str, record_id: str, data: dict[str, Any]) -> None: ...
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """The puts and deletes in the block happen together, or (on an error) not at all."""
+        ...
 
     def delete(self, kind: str, record_id: str) -> None: ...
 
@@ -32,6 +37,9 @@ class NullStateStore:
 
     def put(self, kind: str, record_id: str, data: dict[str, Any]) -> None:
         pass
+
+    def transaction(self) -> AbstractContextManager[None]:
+        return nullcontext()
 
     def delete(self, kind: str, record_id: str) -> None:
         pass
@@ -55,7 +63,7 @@ class SqliteStateStore:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a transaction's thread puts while holding it
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         try:
             self._open()
@@ -99,6 +107,17 @@ class SqliteStateStore:
     def delete(self, kind: str, record_id: str) -> None:
         with self._lock:
             self._db.execute("DELETE FROM records WHERE kind = ? AND id = ?", (kind, record_id))
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def load(self, kind: str) -> Iterator[tuple[str, dict[str, Any]]]:
         with self._lock:
