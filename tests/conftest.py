@@ -159,3 +159,52 @@ def gate() -> Iterator[Gate]:
     g = Gate()
     yield g
     g.open()  # never leave a worker thread blocked
+
+
+class EventStream:
+    """An event-stream (Flask) container: ``data: first``, then waits for ``go`` (at most
+    ``wait`` s), then ``data: second``; ``ended`` is set once its generator is closed or done."""
+
+    def __init__(self, wait: float = 5.0) -> None:
+        self.go = threading.Event()
+        self.ended = threading.Event()
+        self.wait = wait
+
+    def app(self) -> Any:
+        from flask import Flask, Response
+
+        app = Flask("events")
+
+        @app.get("/v2/health/ready")
+        def ready() -> str:
+            return "ok"
+
+        @app.post("/stream")
+        def stream() -> Response:
+            def events() -> Iterator[str]:
+                try:
+                    yield "data: first\n\n"
+                    self.go.wait(self.wait)
+                    yield "data: second\n\n"
+                finally:
+                    self.ended.set()
+
+            return Response(events(), mimetype="text/event-stream")
+
+        return app
+
+    def register(self, emu: Emulator, base: str) -> dict[str, Any]:
+        """Register on ``emu``; keyword arguments for a streaming invocation through ``base``."""
+        fid, _ = emu.add_function(self.app(), name="events", inference_url="/stream")
+        return {
+            "url": f"{base}/v2/nvcf/pexec/functions/{fid}",
+            "headers": {**emu.headers, "Accept": "text/event-stream"},
+            "json": {"prompt": "go"},
+        }
+
+
+@pytest.fixture
+def sse() -> Iterator[EventStream]:
+    s = EventStream()
+    yield s
+    s.go.set()  # never leave a container thread waiting

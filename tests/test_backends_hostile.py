@@ -88,8 +88,8 @@ def _s3(endpoint: str | None = None) -> Any:
 
 
 def _keys(bucket: str, endpoint: str | None = None) -> list[str]:
-    listed = _s3(endpoint).list_objects_v2(Bucket=bucket)
-    return sorted(obj["Key"] for obj in listed.get("Contents", ()))
+    pages = _s3(endpoint).get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    return sorted(obj["Key"] for page in pages for obj in page.get("Contents", ()))
 
 
 def _pending(bucket: str, endpoint: str | None = None) -> list[str]:

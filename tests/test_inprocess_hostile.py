@@ -33,7 +33,7 @@ from urllib3.util.retry import Retry
 from nvcf_emulator import Emulator
 from nvcf_emulator.worker import ContainerRequest
 
-from .conftest import Api
+from .conftest import Api, EventStream
 
 DESC = "x-amz-meta-nvcf-asset-description"
 UPLOAD_HEADERS = {"Content-Type": "text/plain", DESC: "d"}
@@ -85,52 +85,6 @@ def _echo(api: Api, inference_url: str = "/echo") -> str:
     return f"{api.base_url}/v2/nvcf/pexec/functions/{fid}"
 
 
-class _Stream:
-    """An event-stream container: one event, then waits for ``opened`` (at most 5 s), then a
-    second event; ``closed`` is set when its generator is closed or ends."""
-
-    def __init__(self) -> None:
-        self.opened = threading.Event()
-        self.closed = threading.Event()
-
-    def app(self) -> Flask:
-        app = Flask("sse")
-
-        @app.get("/v2/health/ready")
-        def ready() -> str:
-            return "ok"
-
-        @app.post("/stream")
-        def stream() -> Response:
-            def events() -> Iterator[str]:
-                try:
-                    yield "data: first\n\n"
-                    self.opened.wait(5)
-                    yield "data: second\n\n"
-                finally:
-                    self.closed.set()
-
-            return Response(events(), mimetype="text/event-stream")
-
-        return app
-
-    def register(self, emu: Emulator, base: str) -> dict[str, Any]:
-        """Register on ``emu``; returns keyword arguments for a streaming invocation."""
-        fid, _ = emu.add_function(self.app(), name="sse", inference_url="/stream")
-        return {
-            "url": f"{base}/v2/nvcf/pexec/functions/{fid}",
-            "headers": {**emu.headers, "Accept": "text/event-stream"},
-            "json": {"prompt": "go"},
-        }
-
-
-@pytest.fixture
-def sse() -> Iterator[_Stream]:
-    s = _Stream()
-    yield s
-    s.opened.set()  # never leave a container thread waiting
-
-
 @pytest.fixture
 def served() -> Iterator[tuple[Emulator, str, Any]]:
     """A fresh emulator on its own socket server (for tests that stop the server)."""
@@ -147,7 +101,7 @@ def served() -> Iterator[tuple[Emulator, str, Any]]:
 
 
 def test_closing_a_streamed_event_stream_early_closes_the_containers_stream(
-    nvcf: Emulator, sse: _Stream
+    nvcf: Emulator, sse: EventStream
 ) -> None:
     """``r.close()`` after the first event: the container's generator is closed at once (a
     server only notices when it next writes)."""
@@ -156,12 +110,14 @@ def test_closing_a_streamed_event_stream_early_closes_the_containers_stream(
     assert r.status_code == 200
     assert r.headers["Content-Type"].startswith("text/event-stream")
     assert next(r.iter_lines()) == b"data: first"
-    assert not sse.closed.is_set()
+    assert not sse.ended.is_set()
     r.close()
-    assert sse.closed.wait(5)
+    assert sse.ended.wait(5)
 
 
-def test_streamed_event_stream_with_iter_content_and_raw_read(nvcf: Emulator, sse: _Stream) -> None:
+def test_streamed_event_stream_with_iter_content_and_raw_read(
+    nvcf: Emulator, sse: EventStream
+) -> None:
     """``iter_content(1)`` hands over the first event before the second exists, and
     ``raw.read()`` then returns the rest."""
     kwargs = sse.register(nvcf, nvcf.base_url)
@@ -171,7 +127,7 @@ def test_streamed_event_stream_with_iter_content_and_raw_read(nvcf: Emulator, ss
         while not got.endswith(b"\n\n"):
             got += next(pieces)
         assert got == b"data: first\n\n"
-        sse.opened.set()
+        sse.go.set()
         assert r.raw.read() == b"data: second\n\n"
 
 
@@ -601,7 +557,7 @@ def test_httpx_read_timeout_on_a_slow_container(api: Api, slow: str) -> None:
         httpx.post(slow, headers=api.headers, json={}, timeout=0.2)
 
 
-def test_closing_the_emulator_cuts_a_held_requests_stream(sse: _Stream) -> None:
+def test_closing_the_emulator_cuts_a_held_requests_stream(sse: EventStream) -> None:
     """In-process: ``emu.close()`` while a client holds a streamed response."""
     emu = Emulator()
     with emu:
@@ -609,13 +565,13 @@ def test_closing_the_emulator_cuts_a_held_requests_stream(sse: _Stream) -> None:
         r = requests.post(**kwargs, stream=True, timeout=10)
         lines = r.iter_lines()
         assert next(lines) == b"data: first"
-    sse.opened.set()
+    sse.go.set()
     with pytest.raises(requests.exceptions.ChunkedEncodingError):
         list(lines)
 
 
 def test_stopping_the_server_cuts_a_held_requests_stream(
-    sse: _Stream, served: tuple[Emulator, str, Any]
+    sse: EventStream, served: tuple[Emulator, str, Any]
 ) -> None:
     """The reference: a server stopped while a client holds a stream cuts it."""
     emu, url, server = served
@@ -624,12 +580,12 @@ def test_stopping_the_server_cuts_a_held_requests_stream(
     lines = r.iter_lines()
     assert next(lines) == b"data: first"
     server.stop(grace=0.2)
-    sse.opened.set()
+    sse.go.set()
     with pytest.raises(requests.exceptions.ChunkedEncodingError):
         list(lines)
 
 
-def test_closing_the_emulator_cuts_a_held_httpx_stream(sse: _Stream) -> None:
+def test_closing_the_emulator_cuts_a_held_httpx_stream(sse: EventStream) -> None:
     """In-process: ``emu.close()`` while an httpx client holds ``client.stream(...)``."""
     emu = Emulator()
     emu.__enter__()
@@ -639,14 +595,14 @@ def test_closing_the_emulator_cuts_a_held_httpx_stream(sse: _Stream) -> None:
             lines = r.iter_lines()
             assert next(lines) == "data: first"
             emu.close()
-            sse.opened.set()
+            sse.go.set()
             with pytest.raises(httpx.RemoteProtocolError):
                 list(lines)
     finally:
         emu.close()
 
 
-def test_closing_the_emulator_cuts_a_held_async_httpx_stream(sse: _Stream) -> None:
+def test_closing_the_emulator_cuts_a_held_async_httpx_stream(sse: EventStream) -> None:
     """In-process: ``emu.close()`` while an ``httpx.AsyncClient`` holds a stream."""
 
     async def main() -> None:
@@ -661,7 +617,7 @@ def test_closing_the_emulator_cuts_a_held_async_httpx_stream(sse: _Stream) -> No
                 lines = r.aiter_lines()
                 assert await lines.__anext__() == "data: first"
                 emu.close()
-                sse.opened.set()
+                sse.go.set()
                 with pytest.raises(httpx.RemoteProtocolError):
                     async for _ in lines:
                         pass
@@ -671,7 +627,7 @@ def test_closing_the_emulator_cuts_a_held_async_httpx_stream(sse: _Stream) -> No
     asyncio.run(main())
 
 
-def test_leaving_a_nested_activation_keeps_a_held_stream(sse: _Stream) -> None:
+def test_leaving_a_nested_activation_keeps_a_held_stream(sse: EventStream) -> None:
     """Only the emulator's last route cuts its streams: leaving an inner ``activate()`` while
     the outer ``with emu:`` still routes it leaves a held stream readable to its end."""
     with Emulator() as emu:
@@ -680,9 +636,9 @@ def test_leaving_a_nested_activation_keeps_a_held_stream(sse: _Stream) -> None:
             r = requests.post(**kwargs, stream=True, timeout=10)
             lines = r.iter_lines()
             assert next(lines) == b"data: first"
-        sse.opened.set()
+        sse.go.set()
         assert [line for line in lines if line] == [b"data: second"]
-        assert sse.closed.wait(5)
+        assert sse.ended.wait(5)
 
 
 def test_one_session_shared_by_many_threads(nvcf: Emulator) -> None:
@@ -866,15 +822,15 @@ def test_httpx_base_url_event_hooks_and_cookies(api: Api) -> None:
 
 
 def test_httpx_stream_closed_early_closes_the_containers_stream(
-    nvcf: Emulator, sse: _Stream
+    nvcf: Emulator, sse: EventStream
 ) -> None:
     """Leaving ``client.stream(...)`` after the first event closes the container's generator,
     sync and async."""
     kwargs = sse.register(nvcf, nvcf.base_url)
     with httpx.Client(timeout=10) as client, client.stream("POST", **kwargs) as r:
         assert next(r.iter_lines()) == "data: first"
-    assert sse.closed.wait(5)
-    sse.closed.clear()
+    assert sse.ended.wait(5)
+    sse.ended.clear()
 
     async def main() -> str:
         async with (
@@ -884,7 +840,7 @@ def test_httpx_stream_closed_early_closes_the_containers_stream(
             return await r.aiter_lines().__anext__()
 
     assert asyncio.run(main()) == "data: first"
-    assert sse.closed.wait(5)
+    assert sse.ended.wait(5)
 
 
 def test_httpx_user_transport_keeps_other_hosts_and_async_stream_reads(nvcf: Emulator) -> None:

@@ -25,7 +25,6 @@ import httpx
 import pytest
 import requests
 import responses
-from flask import Flask, Response
 from moto import mock_aws
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ProtocolError
@@ -33,7 +32,7 @@ from urllib3.util.retry import Retry
 
 from nvcf_emulator import Emulator
 
-from .conftest import Api
+from .conftest import Api, EventStream
 
 DESC = "x-amz-meta-nvcf-asset-description"
 UPLOAD_HEADERS = {"Content-Type": "text/plain", DESC: "d"}
@@ -55,52 +54,6 @@ def _create(base_url: str, headers: dict[str, str]) -> dict[str, Any]:
 
 
 # -- a streaming container the test holds back ----------------------------------------------
-
-
-class _Events:
-    """An event-stream container: ``first``, then waits for ``go`` (at most ``wait`` s), then
-    ``second``; ``ended`` is set once its generator is closed or done."""
-
-    def __init__(self, wait: float = 5.0) -> None:
-        self.go = threading.Event()
-        self.ended = threading.Event()
-        self.wait = wait
-
-    def app(self) -> Flask:
-        app = Flask("events")
-
-        @app.get("/v2/health/ready")
-        def ready() -> str:
-            return "ok"
-
-        @app.post("/stream")
-        def stream() -> Response:
-            def events() -> Iterator[str]:
-                try:
-                    yield "data: first\n\n"
-                    self.go.wait(self.wait)
-                    yield "data: second\n\n"
-                finally:
-                    self.ended.set()
-
-            return Response(events(), mimetype="text/event-stream")
-
-        return app
-
-    def register(self, emu: Emulator, base: str) -> dict[str, Any]:
-        fid, _ = emu.add_function(self.app(), name="events", inference_url="/stream")
-        return {
-            "url": f"{base}/v2/nvcf/pexec/functions/{fid}",
-            "headers": {**emu.headers, "Accept": "text/event-stream"},
-            "json": {"prompt": "go"},
-        }
-
-
-@pytest.fixture
-def events() -> Iterator[_Events]:
-    e = _Events()
-    yield e
-    e.go.set()
 
 
 @pytest.fixture
@@ -449,18 +402,18 @@ def test_a_subclass_inside_mock_aws() -> None:
         assert "x-amzn-requestid" in via_sub.headers
 
 
-def test_a_streamed_answer_through_a_subclass_is_cut_on_close(events: _Events) -> None:
+def test_a_streamed_answer_through_a_subclass_is_cut_on_close(sse: EventStream) -> None:
     class Sub(HTTPAdapter):
         pass
 
     emu = Emulator()
     with emu, requests.Session() as s:
         s.mount("https://", Sub())
-        kwargs = events.register(emu, emu.base_url)
+        kwargs = sse.register(emu, emu.base_url)
         r = s.post(**kwargs, stream=True, timeout=10)
         lines = r.iter_lines()
         assert next(lines) == b"data: first"
-    events.go.set()
+    sse.go.set()
     with pytest.raises(requests.exceptions.ChunkedEncodingError):
         list(lines)
 
@@ -519,32 +472,32 @@ def test_a_complete_unread_httpx_response_survives_close() -> None:
             assert r.read() == b'{"assets":[]}'
 
 
-def test_iter_content_with_small_chunks_then_cut(events: _Events) -> None:
+def test_iter_content_with_small_chunks_then_cut(sse: EventStream) -> None:
     emu = Emulator()
     with emu:
-        r = requests.post(**events.register(emu, emu.base_url), stream=True, timeout=10)
+        r = requests.post(**sse.register(emu, emu.base_url), stream=True, timeout=10)
         chunks = r.iter_content(4)
         got = b"".join(next(chunks) for _ in range(3))
         assert got == b"data: first\n"
-    events.go.set()
+    sse.go.set()
     with pytest.raises(requests.exceptions.ChunkedEncodingError):
         list(chunks)
-    assert events.ended.wait(5)  # the container's stream was closed
+    assert sse.ended.wait(5)  # the container's stream was closed
 
 
 def test_raw_read_after_close_raises_as_after_a_server_stop(
-    events: _Events, served: tuple[Emulator, Any]
+    sse: EventStream, served: tuple[Emulator, Any]
 ) -> None:
     """``response.raw.read()`` on a held stream: urllib3's ``ProtocolError`` in both cases."""
     emu, server = served
-    r = requests.post(**events.register(emu, server.url), stream=True, timeout=10)
+    r = requests.post(**sse.register(emu, server.url), stream=True, timeout=10)
     assert r.raw.read(13) == b"data: first\n\n"
     server.stop(grace=0.2)
-    events.go.set()
+    sse.go.set()
     with pytest.raises(ProtocolError):
         r.raw.read()
 
-    inner = _Events()
+    inner = EventStream()
     try:
         with Emulator() as emu2:
             r2 = requests.post(**inner.register(emu2, emu2.base_url), stream=True, timeout=10)
@@ -556,15 +509,15 @@ def test_raw_read_after_close_raises_as_after_a_server_stop(
         inner.go.set()
 
 
-def test_a_reactivated_emulator_streams_again(events: _Events) -> None:
+def test_a_reactivated_emulator_streams_again(sse: EventStream) -> None:
     emu = Emulator()
     try:
         with emu.activate():
-            kwargs = events.register(emu, emu.base_url)
+            kwargs = sse.register(emu, emu.base_url)
             r = requests.post(**kwargs, stream=True, timeout=10)
             lines = r.iter_lines()
             assert next(lines) == b"data: first"
-        events.go.set()
+        sse.go.set()
         with pytest.raises(requests.exceptions.ChunkedEncodingError):
             list(lines)
         with emu.activate():
@@ -580,7 +533,7 @@ def test_a_reactivated_emulator_streams_again(events: _Events) -> None:
 
 
 def test_closing_one_emulator_keeps_the_others_streams() -> None:
-    ea, eb = _Events(), _Events()
+    ea, eb = EventStream(), EventStream()
     try:
         with Emulator(api_base_url="https://b.nvcf.test") as b:
             kb = eb.register(b, b.base_url)
@@ -611,7 +564,7 @@ def test_a_blocked_reader_is_cut_promptly_by_a_server_stop(
     """The reference: a thread blocked reading a held stream gets an error once the server
     stops (after its grace), not when the container next writes."""
     emu, server = served
-    slow = _Events(wait=4)
+    slow = EventStream(wait=4)
     try:
         r = requests.post(**slow.register(emu, server.url), stream=True, timeout=10)
         outcome = _read_in_thread(r)
@@ -633,7 +586,7 @@ def test_a_blocked_reader_is_cut_promptly_by_close() -> None:
     """In-process: another thread closes the emulator while a reader waits for the next event;
     the reader should get ``ChunkedEncodingError`` promptly, as from a stopped server, not
     only once the container writes again (here 3 s later)."""
-    slow = _Events(wait=3)
+    slow = EventStream(wait=3)
     emu = Emulator()
     outcome: dict[str, Any] = {"done": threading.Event()}
     try:
@@ -670,7 +623,7 @@ def _read_in_thread(r: requests.Response) -> dict[str, Any]:
 def test_many_threads_reading_while_another_closes() -> None:
     """Four readers past their first event, then a close from another thread: each of them
     either finished or got ``ChunkedEncodingError``; none hangs or sees another error."""
-    streams = [_Events(wait=0.3) for _ in range(4)]
+    streams = [EventStream(wait=0.3) for _ in range(4)]
     emu = Emulator()
     try:
         with emu:

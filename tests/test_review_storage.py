@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import signal
@@ -10,13 +9,10 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 import requests
 from flask import Flask
@@ -26,6 +22,19 @@ from moto.server import ThreadedMotoServer
 from nvcf_emulator import Emulator
 from nvcf_emulator.domain.assets import Asset
 from nvcf_emulator.storage.state import SqliteStateStore
+
+from .test_backends_hostile import (
+    _bucket,
+    _create,
+    _disk_full,
+    _get,
+    _keys,
+    _pending,
+    _put,
+    _s3,
+    _upload,
+    _wait_for,
+)
 
 MiB = 1024 * 1024
 DESC = "x-amz-meta-nvcf-asset-description"
@@ -69,85 +78,20 @@ def moto_server() -> Iterator[str]:
             server._server.server_close()
 
 
-def _bucket() -> str:
-    return f"review-{uuid.uuid4().hex[:12]}"
-
-
-def _s3(endpoint: str | None = None) -> Any:
-    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
-
-
-def _keys(bucket: str, endpoint: str | None = None) -> list[str]:
-    client = _s3(endpoint)
-    try:
-        keys = []
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-            keys.extend(obj["Key"] for obj in page.get("Contents", ()))
-        return sorted(keys)
-    finally:
-        client.close()
-
-
-def _pending(bucket: str, endpoint: str | None = None) -> list[str]:
-    client = _s3(endpoint)
-    try:
-        listed = client.list_multipart_uploads(Bucket=bucket)
-        return sorted(u["Key"] for u in listed.get("Uploads", ()))
-    finally:
-        client.close()
-
-
 def _s3emu(bucket: str, endpoint: str | None = None, **settings: Any) -> Emulator:
     return Emulator(
         storage=f"s3://{bucket}/ci", s3_endpoint_url=endpoint, s3_create_bucket=True, **settings
     )
 
 
-def _upload(emu: Emulator, data: bytes) -> Asset:
-    """Create and upload through the service (no HTTP routing: several emulators at once)."""
-    account = emu.accounts.authenticate(f"Bearer {emu.api_key}")
-    asset = emu.assets.create(account, "application/octet-stream", "d")
-    emu.assets.upload(asset.nca_id, asset.asset_id, io.BytesIO(data), len(data))
-    return asset
-
-
 def _s3key(asset: Asset) -> str:
     return f"ci/{asset.key}"
-
-
-def _create(base: str) -> dict[str, Any]:
-    r = requests.post(
-        f"{base}/v2/nvcf/assets",
-        headers=AUTH,
-        json={"contentType": "application/octet-stream", "description": "d"},
-        timeout=30,
-    )
-    assert r.status_code == 200, r.text
-    return dict(r.json())
-
-
-def _put(asset: dict[str, Any], data: bytes | Iterator[bytes]) -> requests.Response:
-    return requests.put(
-        asset["uploadUrl"],
-        data=data,
-        headers={"Content-Type": asset["contentType"], DESC: asset["description"]},
-        timeout=60,
-    )
-
-
-def _get(emu: Emulator, asset_id: str) -> int:
-    r = requests.get(f"{emu.base_url}/v2/nvcf/assets/{asset_id}", headers=AUTH, timeout=30)
-    return r.status_code
 
 
 def _listed(emu: Emulator) -> list[str]:
     r = requests.get(f"{emu.base_url}/v2/nvcf/assets", headers=AUTH, timeout=30)
     assert r.status_code == 200, r.text
     return sorted(a["assetId"] for a in r.json()["assets"])
-
-
-def _disk_full(*args: Any, **kwargs: Any) -> None:
-    raise sqlite3.OperationalError("database or disk is full")
 
 
 def _fail_on(kind: str, real: Callable[..., None]) -> Callable[..., None]:
@@ -159,13 +103,6 @@ def _fail_on(kind: str, real: Callable[..., None]) -> Callable[..., None]:
         real(k, *args, **kwargs)
 
     return write
-
-
-def _wait_for(check: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 # -- 1. several emulators on one bucket and prefix -------------------------------------------
