@@ -391,14 +391,16 @@ def test_wrong_execute_returns(tmp_path: Path, returned: str, message: str) -> N
             "Expected [2], got [3]. ",
         ),
         (
+            # Triton's HTTP server reads 'data' and reports a misfit as INTERNAL (500), word
+            # for word (qa/L0_http/test.sh greps this body).
             {"inputs": [{"name": "IN", "shape": [2], "datatype": "FP32", "data": [1]}]},
-            400,
-            "Unable to parse 'data' of input 'IN': Shape does not match true shape of 'data' field",
+            500,
+            "Unable to parse 'data': Shape does not match true shape of 'data' field",
         ),
         (
             {"inputs": [{"name": "IN", "shape": [2], "datatype": "FP32", "data": ["a", "b"]}]},
-            400,
-            "Unable to parse 'data' of input 'IN': FP32 expected numbers",
+            500,
+            "Unable to parse 'data': input 'IN': FP32 expected numbers",
         ),
         (
             {**infer_body(), "outputs": [{"name": "NOPE"}]},

@@ -611,18 +611,27 @@ class TritonContainer:
         configs = {str(t["name"]): t for t in model.config["input"]}
         batching = int(model.config.get("max_batch_size", 0)) > 0
         tensors: list[pb_utils.Tensor] = []
+        batch_sizes: list[tuple[str, int]] = []
         for item in raw:
             if not isinstance(item, dict):
                 raise _HttpError(400, "Unable to parse 'inputs': an input is not an object")
             name, datatype, shape = item.get("name"), item.get("datatype"), item.get("shape")
             if not isinstance(name, str):
                 raise _HttpError(400, "Unable to parse 'name' of an input")
+            if any(t.name() == name for t in tensors):  # infer_request.cc AddOriginalInput
+                raise _HttpError(400, f"{log_request}input '{name}' already exists in request")
             if name not in configs:
                 raise _HttpError(
                     400, f"unexpected inference input '{name}' for model '{model.name}'"
                 )
             if datatype not in _DATATYPES:
                 raise _HttpError(400, f"invalid datatype {datatype!r} for input '{name}'")
+            if datatype == "FP16":  # http_server.cc ReadDataFromJson: FP16 has no JSON form
+                raise _HttpError(
+                    400,
+                    "receiving FP16 data via JSON is not supported. Please use the binary data "
+                    f"format for input {name}",
+                )
             if not isinstance(shape, list) or not all(
                 isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
             ):
@@ -637,6 +646,15 @@ class TritonContainer:
                 )
             self._check_shape(model, name, shape, config, batching, log_request)
             tensors.append(pb_utils.Tensor(name, self._array(name, datatype, shape, item)))
+            if batching:
+                batch_sizes.append((name, shape[0]))
+        for name, size in batch_sizes[1:]:  # infer_request.cc Normalize
+            if size != batch_sizes[0][1]:
+                raise _HttpError(
+                    400,
+                    f"{log_request}input '{name}' batch size does not match other inputs for "
+                    f"'{model.name}'",
+                )
         given = {t.name() for t in tensors}
         missing = [n for n, c in configs.items() if not c.get("optional") and n not in given]
         if missing:
@@ -710,11 +728,10 @@ class TritonContainer:
             raise _HttpError(400, f"must specify valid 'data' field for input '{name}'")
         data = _flatten(item["data"])
         expected = int(np.prod(shape)) if shape else 1
+        # Triton reads 'data' in its HTTP server and reports a misfit as INTERNAL: 500.
         if len(data) != expected:
             raise _HttpError(
-                400,
-                f"Unable to parse 'data' of input '{name}': Shape does not match true shape "
-                "of 'data' field",
+                500, "Unable to parse 'data': Shape does not match true shape of 'data' field"
             )
         try:
             if datatype == "BYTES":
@@ -735,7 +752,7 @@ class TritonContainer:
                 array = np.array(data, dtype=_DATATYPES[datatype])
         except (TypeError, ValueError, OverflowError) as exc:
             raise _HttpError(
-                400, f"Unable to parse 'data' of input '{name}': {datatype} {exc}"
+                500, f"Unable to parse 'data': input '{name}': {datatype} {exc}"
             ) from exc
         return array.reshape(shape)
 
@@ -750,6 +767,12 @@ class TritonContainer:
         )
         if not datatype:
             raise TypeError(f"output '{tensor.name()}' has unsupported dtype {array.dtype}")
+        if datatype == "FP16":  # http_server.cc WriteDataToJson
+            raise _HttpError(
+                400,
+                "sending FP16 data via JSON is not supported. Please use the binary data format "
+                "for output",
+            )
         flat = array.reshape(-1).tolist()
         if datatype == "BYTES":
             data: list[Any] = [
