@@ -18,9 +18,19 @@ MAX_ASSET_BYTES = 5 * GiB
 _PATH_FIELDS = ("root_dir", "state_dir", "asset_root", "output_root")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
-#: Settings a running emulator keeps (where its bytes and state live): ``configure`` refuses
-#: to change them rather than pretend to.
-FIXED_FIELDS = ("root_dir", "state_dir", "storage", "s3_endpoint_url", "s3_create_bucket")
+#: Settings a running emulator keeps (where its bytes, its state and its upload URLs live):
+#: ``configure`` refuses to change them rather than pretend to.
+FIXED_FIELDS = (
+    "root_dir",
+    "state_dir",
+    "storage",
+    "s3_endpoint_url",
+    "s3_create_bucket",
+    # Signed into every upload URL, which a running server has already built and handed out.
+    "bucket",
+    "region",
+    "storage_base_url",
+)
 
 
 def boolean(text: str) -> bool:

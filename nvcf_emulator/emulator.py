@@ -231,7 +231,8 @@ class Emulator(InvocationAPI):
 
     def configure(self, **settings: Any) -> None:
         """Change settings on a running emulator. Where bytes and state live (``root_dir``,
-        ``state_dir``, ``storage``, ``s3_*``) is fixed at start: changing it is a ValueError."""
+        ``state_dir``, ``storage``, ``s3_*``) and where upload URLs point (``bucket``,
+        ``region``, ``storage_base_url``) are fixed at start: changing them is a ValueError."""
         config = self.config.replace(**settings)
         for name in FIXED_FIELDS:
             if name in settings and getattr(config, name) != getattr(self.config, name):
