@@ -136,7 +136,8 @@ def _cut_streams(app: WSGIApplication) -> None:
 
 def url_matcher(emulator: Emulator) -> Callable[[str], Claim]:
     """How the emulator claims a URL (its hosts are read on every call): ``OWNER`` for its API
-    hosts and for upload URLs of its own assets, ``HOST`` for other URLs on its storage host
+    hosts and for upload URLs of its own assets (lately expired ones too), ``HOST`` for other
+    URLs on its storage host
     (which every emulator shares by default: the asset decides which one an upload reaches),
     else ``NOT_MINE``."""
 
@@ -148,7 +149,7 @@ def url_matcher(emulator: Emulator) -> Callable[[str], Claim]:
         if host not in emulator.storage_hosts:
             return OWNER
         asset_id = parts.path.rpartition("/")[2]
-        return OWNER if emulator.assets.find(asset_id) is not None else HOST
+        return OWNER if emulator.assets.knows(asset_id) else HOST
 
     return matches
 

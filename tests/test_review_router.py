@@ -739,12 +739,6 @@ def test_a_deleted_assets_url_gets_the_owners_answer() -> None:
     assert attempt(with_other=True) == attempt(with_other=False)
 
 
-@pytest.mark.xfail(
-    reason="known gap: with two emulators routed, an upload URL goes to the one that knows its "
-    "asset; once the owner swept the expired asset neither does, and the innermost answers "
-    "(403 SignatureDoesNotMatch instead of the owner's 403 'Request has expired')",
-    strict=True,
-)
 def test_an_expired_and_swept_assets_url_gets_the_owners_answer() -> None:
     """The owner's clock passed the asset's TTL and swept it: with the owner routed alone its
     URL gets ``AccessDenied`` / "Request has expired"; with another emulator routed as well

@@ -55,6 +55,8 @@ KIND = "asset"
 PURGING = "asset-purging"
 
 log = logging.getLogger("nvcf_emulator")
+#: How many swept asset ids an emulator remembers (about 100 bytes each).
+_SWEPT_KEPT = 10_000
 
 
 def is_asset_id(value: str) -> bool:
@@ -158,6 +160,9 @@ class AssetService:
         #: Keys of purged assets whose bytes are still to be deleted (outside the lock).
         self._purged_keys: list[str] = []
         self._assets: dict[str, Asset] = {}
+        #: Ids of the latest assets swept (expired), oldest first: their upload URLs are still
+        #: this emulator's to answer ("Request has expired") when several are routed at once.
+        self._swept: dict[str, None] = {}
         # Uploaded asset ids per account, sorted: the order S3's ListObjects returns keys in.
         self._listed: dict[str, list[str]] = {}
 
@@ -174,6 +179,10 @@ class AssetService:
     def find(self, asset_id: str) -> Asset | None:
         """The record for ``asset_id`` regardless of account, upload or expiry (for inspection)."""
         return self._assets.get(asset_id)
+
+    def knows(self, asset_id: str) -> bool:
+        """``asset_id`` is one of this service's assets, or was until it expired lately."""
+        return asset_id in self._assets or asset_id in self._swept
 
     def get(self, account: Account, asset_id: str) -> Asset:
         """An uploaded, unexpired asset of ``account``, else :class:`NotFound`."""
@@ -419,6 +428,7 @@ class AssetService:
                     self.state.delete(KIND, asset.asset_id)
             self._assets.clear()
             self._listed.clear()
+            self._swept.clear()
             self.used_bytes = 0
             self._purged_keys.extend(asset.key for asset in assets)
         self._delete_purged()
@@ -516,6 +526,9 @@ class AssetService:
         :meth:`_delete_purged`, after the lock is released (with S3, a network call each)."""
         if self._assets.pop(asset.asset_id, None) is not None:
             self.used_bytes -= asset.size or 0
+            self._swept[asset.asset_id] = None
+            if len(self._swept) > _SWEPT_KEPT:
+                del self._swept[next(iter(self._swept))]
         self.state.put(PURGING, asset.key, {})
         self.state.delete(KIND, asset.asset_id)
         self._unlist(asset)
