@@ -16,7 +16,7 @@ from typing import TypeVar
 from . import __version__
 from .config import EmulatorConfig, boolean, check_base_url
 from .emulator import Emulator
-from .server import MAX_IDLE_TIMEOUT
+from .server import check_idle_timeout
 
 ENV_PREFIX = "NVCF_EMULATOR_"
 
@@ -297,11 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_base_url(args.public_url, "--public-url", origin_only=True)
         if args.max_connections < 1:
             raise ValueError(f"--max-connections must be at least 1, got {args.max_connections}")
-        if not 0 < args.idle_timeout <= MAX_IDLE_TIMEOUT:
-            raise ValueError(
-                f"--idle-timeout must be above 0 and at most {MAX_IDLE_TIMEOUT:g} seconds, "
-                f"got {args.idle_timeout}"
-            )
+        check_idle_timeout(args.idle_timeout, "--idle-timeout")
     except (ValueError, argparse.ArgumentTypeError) as exc:
         print(f"nvcf-emulate: error: {exc}", file=sys.stderr)
         return 2

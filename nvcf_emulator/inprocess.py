@@ -70,6 +70,12 @@ def claimant(routes: Iterable[tuple[Callable[[str], Claim], _T]], url: str) -> _
     return fallback
 
 
+def _may_retry(retries: Retry) -> bool:
+    """Whether a policy can ever send a request twice or refuse a status (``Retry(0,
+    status_forcelist=[503])`` turns a 503 into ``RetryError``); requests' default cannot."""
+    return retries.total not in (0, False) or bool(retries.status_forcelist)
+
+
 def _get_adapter(self: requests.Session, url: str) -> Any:
     adapter = claimant(reversed(_routes), url)
     if adapter is None:
@@ -85,7 +91,7 @@ def _get_adapter(self: requests.Session, url: str) -> Any:
     # Keep the retry policy of the adapter the user mounted for this URL (an
     # HTTPAdapter(max_retries=Retry(...))): only the transport is swapped.
     retries = getattr(mounted, "max_retries", None)
-    if isinstance(retries, Retry) and (retries.total not in (0, False) or retries.status_forcelist):
+    if isinstance(retries, Retry) and _may_retry(retries):
         return adapter.with_retries(retries)
     return adapter
 
@@ -510,7 +516,7 @@ class AppPool:
         full_url = url if "://" in url.partition("?")[0] else self._origin + url
         pairs = [(k, _header_text(v)) for k, v in (headers or {}).items()]
         limit = read_timeout(timeout)
-        if retries.total in (0, False) and not retries.status_forcelist:
+        if not _may_retry(retries):
             return self._once(method, full_url, pairs, body, limit)  # requests' default
         replayable = body is None or isinstance(body, bytes | str) or hasattr(body, "seek")
         position = body.tell() if replayable and hasattr(body, "tell") else None

@@ -25,6 +25,16 @@ log = logging.getLogger("nvcf_emulator.server")
 MAX_IDLE_TIMEOUT = 86400.0
 
 
+def check_idle_timeout(seconds: float, what: str = "idle_timeout") -> float:
+    """``seconds`` as a float if it is above 0 and at most a day, else a ValueError naming
+    ``what`` (NaN fails too)."""
+    if not 0 < seconds <= MAX_IDLE_TIMEOUT:
+        raise ValueError(
+            f"{what} must be above 0 and at most {MAX_IDLE_TIMEOUT:g} seconds, got {seconds!r}"
+        )
+    return float(seconds)
+
+
 class _Busy:
     """Counts requests being served: from their request line to the end of their response."""
 
@@ -178,12 +188,7 @@ class EmulatorServer:
 
     @idle_timeout.setter
     def idle_timeout(self, seconds: float) -> None:
-        if not 0 < seconds <= MAX_IDLE_TIMEOUT:  # NaN fails too; sockets take no infinity
-            raise ValueError(
-                f"idle_timeout must be above 0 and at most {MAX_IDLE_TIMEOUT} seconds, "
-                f"got {seconds!r}"
-            )
-        self._server.idle_timeout = float(seconds)
+        self._server.idle_timeout = check_idle_timeout(seconds)
 
     @property
     def busy_connections(self) -> int:

@@ -101,17 +101,12 @@ STATE_INVOCATIONS = 100
 PREVIEW_CHARS = 500
 
 
-def _preview(text: str | None) -> str | None:
-    if text is None:
-        return None
-    return text if len(text) <= PREVIEW_CHARS else text[:PREVIEW_CHARS] + "…"
-
-
-def _tail(text: str | None) -> str | None:
-    """The end of a long text: a traceback says what went wrong on its last line."""
-    if text is None:
-        return None
-    return text if len(text) <= PREVIEW_CHARS else "…" + text[-PREVIEW_CHARS:]
+def _preview(text: str | None, *, tail: bool = False) -> str | None:
+    """At most ``PREVIEW_CHARS`` of a long text: its start, or with ``tail`` its end (a
+    traceback says what went wrong on its last line)."""
+    if text is None or len(text) <= PREVIEW_CHARS:
+        return text
+    return "…" + text[-PREVIEW_CHARS:] if tail else text[:PREVIEW_CHARS] + "…"
 
 
 def _asset_entries(emu: Emulator, now: float) -> list[dict[str, object]]:
@@ -169,7 +164,7 @@ def _invocation_entry(inv: Invocation) -> dict[str, object]:
         "finishedAt": _time(inv.finished_at),
         "responseBytes": len(body) if body is not None else None,
         "responsePreview": _preview(body.decode("utf-8", "replace")) if body is not None else None,
-        "error": _tail(inv.error),
+        "error": _preview(inv.error, tail=True),
     }
 
 
