@@ -6,6 +6,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -208,3 +209,45 @@ def sse() -> Iterator[EventStream]:
     s = EventStream()
     yield s
     s.go.set()  # never leave a container thread waiting
+
+
+# -- S3 against moto, for the storage suites --------------------------------------------------
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Fake credentials, and nothing from the developer's own AWS configuration (the storage
+    suites use it for every test: ``pytestmark = pytest.mark.usefixtures("aws_env")``)."""
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")  # an S3 that went away fails fast
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+
+
+@pytest.fixture
+def moto_server() -> Iterator[str]:
+    """A fresh moto S3 server on a free loopback port."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+        if server._server is not None:
+            server._server.server_close()
+
+
+@pytest.fixture
+def aws() -> Iterator[None]:
+    """moto's in-process S3 (``mock_aws``) for the test."""
+    from moto import mock_aws
+
+    with mock_aws():
+        yield

@@ -32,7 +32,6 @@ from urllib.parse import urlsplit
 import boto3
 import pytest
 import requests
-from moto import mock_aws
 from moto.server import ThreadedMotoServer
 
 from nvcf_emulator import Emulator
@@ -40,43 +39,11 @@ from nvcf_emulator.domain.assets import Asset
 from nvcf_emulator.storage import s3 as s3_module
 from nvcf_emulator.storage.s3 import S3BlobStore
 
+pytestmark = pytest.mark.usefixtures("aws_env")
 MiB = 1024 * 1024
 EXE = str(Path(sys.executable).with_name("nvcf-emulate"))
 DESC = "x-amz-meta-nvcf-asset-description"
 AUTH = {"Authorization": "Bearer nvapi-hostile"}
-
-
-@pytest.fixture(autouse=True)
-def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Fake credentials, and nothing from the developer's own AWS configuration."""
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")  # an S3 that went away fails fast
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-
-
-@pytest.fixture
-def moto_server() -> Iterator[str]:
-    """A fresh moto S3 server on a free loopback port."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-        if server._server is not None:
-            server._server.server_close()
-
-
-@pytest.fixture
-def aws() -> Iterator[None]:
-    with mock_aws():
-        yield
 
 
 def _bucket() -> str:

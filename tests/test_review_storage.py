@@ -16,8 +16,6 @@ from typing import Any
 import pytest
 import requests
 from flask import Flask
-from moto import mock_aws
-from moto.server import ThreadedMotoServer
 
 from nvcf_emulator import Emulator
 from nvcf_emulator.domain.assets import Asset
@@ -36,6 +34,7 @@ from .test_backends_hostile import (
     _wait_for,
 )
 
+pytestmark = pytest.mark.usefixtures("aws_env")
 MiB = 1024 * 1024
 DESC = "x-amz-meta-nvcf-asset-description"
 AUTH = {"Authorization": "Bearer nvapi-review"}
@@ -45,37 +44,6 @@ DEPLOY = {
         {"gpu": "L40", "instanceType": "x", "minInstances": 1, "maxInstances": 1}
     ]
 }
-
-
-@pytest.fixture(autouse=True)
-def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-
-
-@pytest.fixture
-def aws() -> Iterator[None]:
-    with mock_aws():
-        yield
-
-
-@pytest.fixture
-def moto_server() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-        if server._server is not None:
-            server._server.server_close()
 
 
 def _s3emu(bucket: str, endpoint: str | None = None, **settings: Any) -> Emulator:
