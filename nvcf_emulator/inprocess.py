@@ -17,6 +17,7 @@ import functools
 import http.client
 import importlib.util
 import io
+import logging
 import os
 import stat
 import threading
@@ -46,6 +47,8 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
 
     from .emulator import Emulator
+
+log = logging.getLogger(__name__)
 
 #: How strongly an emulator claims a URL (see :func:`url_matcher`).
 Claim = int
@@ -292,6 +295,101 @@ class _AsItComes(HTTPResponse):
             yield data
 
 
+class _Pump:
+    """Pulls a streamed body's chunks on a thread of its own, one chunk per request of the
+    reader (no read-ahead), so that a reader waiting for the next chunk can be woken by a cut
+    while the container is still blocked inside its generator: only the thread running a
+    generator can leave it. Once started, the pump also owns closing the app iterable."""
+
+    def __init__(self, it: Iterator[bytes], app_iter: Iterable[bytes]) -> None:
+        self._it = it
+        self._app_iter = app_iter
+        self._cond = threading.Condition()
+        self._wanted = False
+        self._busy = False  # inside the app's next()
+        self._stopped = False
+        self._result: tuple[str, Any] | None = None
+        self._thread: threading.Thread | None = None
+
+    def pull(self) -> bytes:
+        """The next chunk; ``StopIteration`` at the end, what the app raised, or
+        :class:`StreamCut` once stopped (from another thread too)."""
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="nvcf-emulator-stream", daemon=True
+                )
+                self._thread.start()
+            self._wanted = True
+            self._cond.notify_all()
+            while self._result is None and not self._stopped:
+                self._cond.wait()
+            if self._result is None:
+                raise StreamCut()
+            (kind, value), self._result = self._result, None
+        if kind == "chunk":
+            return cast(bytes, value)
+        if kind == "end":
+            raise StopIteration
+        raise value
+
+    def stop(self) -> None:
+        """Wake a waiting reader with :class:`StreamCut` and end the pump; the app iterable
+        is closed on the pump's thread once the app's current ``next()`` (if any) returns."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        """Stop, and wait for the app iterable to be closed unless the app is still inside
+        ``next()`` (a blocked container): then it is closed when it yields."""
+        self.stop()
+        with self._cond:
+            thread, busy = self._thread, self._busy
+            if thread is None:
+                self._thread = threading.current_thread()  # never started: no pump will run
+        if thread is None:
+            _close_app_iter(self._app_iter)
+        elif not busy and thread is not threading.current_thread():
+            thread.join()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    while not self._wanted and not self._stopped:
+                        self._cond.wait()
+                    if self._stopped:
+                        return
+                    self._wanted, self._busy = False, True
+                result: tuple[str, Any]
+                try:
+                    result = ("chunk", next(self._it))
+                except StopIteration:
+                    result = ("end", None)
+                except BaseException as exc:
+                    result = ("error", exc)
+                with self._cond:
+                    self._busy = False
+                    if self._stopped:
+                        return
+                    self._result = result
+                    self._cond.notify_all()
+                if result[0] != "chunk":
+                    return
+        finally:
+            try:
+                _close_app_iter(self._app_iter)
+            except Exception:
+                log.warning("closing a streamed response failed", exc_info=True)
+
+
+def _close_app_iter(app_iter: Iterable[bytes]) -> None:
+    close = getattr(app_iter, "close", None)
+    if close is not None:
+        close()
+
+
 class _AppIterReader(io.RawIOBase):
     """The WSGI response iterable as a stream, so ``requests`` can read it lazily."""
 
@@ -300,22 +398,34 @@ class _AppIterReader(io.RawIOBase):
         self._it = iter(app_iter)
         self._buf = b""
         self._cut = False
+        self._pump: _Pump | None = None
 
     def readable(self) -> bool:
         return True
 
+    def hand_off(self) -> None:
+        """Pull the rest on a pump thread (a streamed answer), so :meth:`cut` wakes a reader
+        that waits for the app's next chunk."""
+        self._pump = _Pump(self._it, self._app_iter)
+
     def cut(self) -> None:
         """End the stream as a dropped connection would: what was already pulled can still be
-        read, the next chunk raises :class:`StreamCut` (from the reader's thread, which also
-        closes the app iterable: it may be running there now)."""
+        read, the next chunk raises :class:`StreamCut`; a reader waiting for it is woken."""
         self._cut = True
+        if self._pump is not None:
+            self._pump.stop()
 
     def _next(self) -> bytes:
         """The app's next chunk; ``StopIteration`` at the end, :class:`StreamCut` once cut."""
-        if self._cut:
-            self.close()
-            raise StreamCut()
-        return next(self._it)
+        if not self._cut:
+            if self._pump is None:
+                return next(self._it)
+            try:
+                return self._pump.pull()
+            except StreamCut:
+                pass
+        self.close()
+        raise StreamCut()
 
     def prime(self) -> None:
         """Pull the first chunk (a generator app calls ``start_response`` only then)."""
@@ -351,9 +461,10 @@ class _AppIterReader(io.RawIOBase):
 
     def close(self) -> None:
         if not self.closed:
-            close = getattr(self._app_iter, "close", None)
-            if close is not None:
-                close()
+            if self._pump is not None:
+                self._pump.close()
+            else:
+                _close_app_iter(self._app_iter)
         super().close()
 
 
@@ -458,6 +569,8 @@ def call_app(
     try:
         if "status" not in captured:  # a generator app calls start_response on first next()
             body.prime()
+        if environ.get(STREAMED_KEY):
+            body.hand_off()
         failed = environ["wsgi.input"].error
         if failed is not None:
             raise BodyFailed(failed)

@@ -164,10 +164,12 @@ def gate() -> Iterator[Gate]:
 
 class EventStream:
     """An event-stream (Flask) container: ``data: first``, then waits for ``go`` (at most
-    ``wait`` s), then ``data: second``; ``ended`` is set once its generator is closed or done."""
+    ``wait`` s; ``waiting`` is set meanwhile), then ``data: second``; ``ended`` is set once its
+    generator is closed or done."""
 
     def __init__(self, wait: float = 5.0) -> None:
         self.go = threading.Event()
+        self.waiting = threading.Event()
         self.ended = threading.Event()
         self.wait = wait
 
@@ -185,6 +187,7 @@ class EventStream:
             def events() -> Iterator[str]:
                 try:
                     yield "data: first\n\n"
+                    self.waiting.set()
                     self.go.wait(self.wait)
                     yield "data: second\n\n"
                 finally:

@@ -9,6 +9,7 @@ stopped server gives is the yardstick.
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import logging
 import ssl
@@ -576,39 +577,98 @@ def test_a_blocked_reader_is_cut_promptly_by_a_server_stop(
         slow.go.set()
 
 
-@pytest.mark.xfail(
-    reason="known gap: in-process, a reader waiting for the next event is inside the "
-    "container's own generator on its own thread; close() marks the stream cut, and the cut "
-    "takes effect when the container yields next",
-    strict=True,
-)
-def test_a_blocked_reader_is_cut_promptly_by_close() -> None:
+@pytest.mark.parametrize("client", ["requests", "httpx"])
+def test_a_blocked_reader_is_cut_promptly_by_close(client: str) -> None:
     """In-process: another thread closes the emulator while a reader waits for the next event;
-    the reader should get ``ChunkedEncodingError`` promptly, as from a stopped server, not
-    only once the container writes again (here 3 s later)."""
+    the reader gets ``ChunkedEncodingError`` (httpx: ``RemoteProtocolError``) promptly, as
+    from a stopped server, not only once the container writes again (here 3 s later)."""
     slow = EventStream(wait=3)
     emu = Emulator()
     outcome: dict[str, Any] = {"done": threading.Event()}
     try:
         with emu:
-            r = requests.post(**slow.register(emu, emu.base_url), stream=True, timeout=10)
-            outcome = _read_in_thread(r)
-            time.sleep(0.1)
+            kwargs = slow.register(emu, emu.base_url)
+            if client == "requests":
+                outcome = _read_in_thread(requests.post(**kwargs, stream=True, timeout=10))
+            else:
+                hc = httpx.Client(timeout=10)
+                hr = hc.send(hc.build_request("POST", **kwargs), stream=True)
+                outcome = _read_in_thread(hr)
+            assert slow.waiting.wait(2)  # the reader waits for the second event
             closer = threading.Thread(target=emu.close)
             closer.start()
             closer.join(5)
         assert outcome["done"].wait(1.5), "reader still blocked 1.5 s after the emulator closed"
-        assert isinstance(outcome["error"], requests.exceptions.ChunkedEncodingError)
+        expected = (
+            requests.exceptions.ChunkedEncodingError
+            if client == "requests"
+            else httpx.RemoteProtocolError
+        )
+        assert isinstance(outcome["error"], expected), outcome["error"]
+        assert outcome["lines"] == [b"data: first", b""]
     finally:
         slow.go.set()
         outcome["done"].wait(5)
+        if client == "httpx":
+            hc.close()
 
 
-def _read_in_thread(r: requests.Response) -> dict[str, Any]:
+def _stream_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "nvcf-emulator-stream"]
+
+
+def test_a_cut_stream_closes_the_container_generator_once_it_yields() -> None:
+    """After the cut above, the container's generator is closed (its ``finally`` runs) when it
+    yields next, and the thread that pulled from it ends: nothing is left waiting."""
+    slow = EventStream(wait=5)
+    emu = Emulator()
+    with emu:
+        r = requests.post(**slow.register(emu, emu.base_url), stream=True, timeout=10)
+        outcome = _read_in_thread(r)
+        assert slow.waiting.wait(2)  # the reader asked for the second event
+        assert len(_stream_threads()) == 1
+    assert outcome["done"].wait(2)
+    assert not slow.ended.is_set()  # still blocked inside the container's generator
+    slow.go.set()
+    assert slow.ended.wait(2)
+    assert _wait_until(lambda: not _stream_threads())
+    assert outcome["lines"] == [b"data: first", b""]
+
+
+def test_an_abandoned_stream_releases_its_thread_and_the_container() -> None:
+    """A streamed response dropped half-read (never closed) is closed when it is collected,
+    as a socket would be: the container's generator is closed and no thread stays behind."""
+    sse = EventStream(wait=5)
+    sse.go.set()
+    with Emulator() as emu:
+        r = requests.post(**sse.register(emu, emu.base_url), stream=True, timeout=10)
+        lines = r.iter_lines()
+        assert next(lines) == b"data: first"
+        assert [next(lines), next(lines)] == [b"", b"data: second"]
+        del r, lines
+        gc.collect()
+        assert sse.ended.wait(2)
+        assert _wait_until(lambda: not _stream_threads())
+
+
+def _wait_until(cond: Any, within: float = 3.0) -> bool:
+    deadline = time.monotonic() + within
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def _read_in_thread(r: requests.Response | httpx.Response) -> dict[str, Any]:
     outcome: dict[str, Any] = {"done": threading.Event(), "error": None, "lines": []}
 
     def read() -> None:
         try:
+            if isinstance(r, httpx.Response):
+                for line in r.iter_lines():
+                    outcome["lines"].append(line.encode())
+                return
             for line in r.iter_lines():
                 outcome["lines"].append(line)
         except Exception as exc:
