@@ -150,8 +150,22 @@ HEALTH = req("GET", "/_emulator/health")
 # -- fixtures and helpers ------------------------------------------------------------------------
 
 
+_others: set[threading.Thread] = set()
+
+
+@pytest.fixture(autouse=True)
+def _only_this_tests_threads() -> None:
+    """Handler threads still running from other tests' servers (an xdist worker runs many
+    modules) are not this test's: :func:`_handler_threads` leaves them out."""
+    _others.clear()
+    _others.update(t for t in threading.enumerate() if "process_request_thread" in t.name)
+
+
 def _handler_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if "process_request_thread" in t.name]
+    """The request handler threads of servers this test started."""
+    return [
+        t for t in threading.enumerate() if "process_request_thread" in t.name and t not in _others
+    ]
 
 
 def _wait_for(cond: Callable[[], bool], within: float = 3.0) -> bool:
