@@ -37,9 +37,11 @@ chromium:
 S3_SUITES := tests/test_assets_api.py tests/test_upload.py tests/test_pexec.py tests/test_time.py \
 	tests/test_hostile_assets.py tests/test_faults.py tests/test_tenancy.py tests/test_wire.py \
 	tests/test_admin.py
+# Tests run on one pytest-xdist worker per core (PYTEST_WORKERS=0: in this process, serially).
+PYTEST_WORKERS ?= auto
 pytest: $(STAMP) chromium
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
-	NVCF_TEST_STORAGE=moto $(BIN)/python -m pytest -q $(S3_SUITES)
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+	NVCF_TEST_STORAGE=moto $(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) $(S3_SUITES)
 
 # A longer schemathesis run than make test's (NVCF_FUZZ_EXAMPLES per operation).
 fuzz: $(STAMP)
