@@ -56,13 +56,15 @@ def test_seed_makes_ids_repeatable(api: Api) -> None:
 
 def test_requests_log_records_calls_without_credentials(api: Api) -> None:
     asset = api.new_asset()
-    requests.get(f"{api.base_url}/v2/nvcf/assets/not-there", headers=api.headers)
+    requests.get(
+        f"{api.base_url}/v2/nvcf/assets/00000000-0000-4000-8000-000000000000", headers=api.headers
+    )
     log = requests.get(f"{api.base_url}/_emulator/requests").json()["requests"]
     summary = [(c["method"], c["path"], c["status"], c["kind"]) for c in log]
     assert summary == [
         ("POST", "/v2/nvcf/assets", 200, "control"),
         ("PUT", urlsplit(asset["uploadUrl"]).path, 200, "storage"),
-        ("GET", "/v2/nvcf/assets/not-there", 404, "control"),
+        ("GET", "/v2/nvcf/assets/00000000-0000-4000-8000-000000000000", 404, "control"),
     ]
     # The 404's problem JSON requestId and the S3 request id are both kept.
     assert log[1]["request_id"] and log[2]["request_id"]

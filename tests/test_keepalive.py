@@ -105,7 +105,8 @@ def test_http_1_0_clients_get_their_connection_closed(server: EmulatorServer) ->
 def test_pipelined_requests_are_answered_in_order(server: EmulatorServer) -> None:
     auth = server.headers["Authorization"]
     one = f"GET /v2/nvcf/assets HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n\r\n"
-    last = "GET /v2/nvcf/assets/nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+    unknown = "00000000-0000-4000-8000-000000000000"
+    last = f"GET /v2/nvcf/assets/{unknown} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
     last += f"Authorization: {auth}\r\n\r\n"
     with socket.create_connection((server.host, server.port), timeout=5) as sock:
         sock.sendall((one + one + last).encode())

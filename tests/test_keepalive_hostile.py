@@ -203,6 +203,10 @@ def _auth(srv: EmulatorServer) -> dict[str, str]:
     return {"Authorization": srv.headers["Authorization"]}
 
 
+def _json_auth(srv: EmulatorServer) -> dict[str, str]:
+    return {**_auth(srv), "Content-Type": "application/json"}
+
+
 def _create_body() -> bytes:
     return json.dumps({"contentType": "image/png", "description": "red-cat-photo"}).encode()
 
@@ -227,7 +231,7 @@ def _stored(srv: EmulatorServer, asset_id: str) -> bytes | None:
 
 
 def test_pipelined_content_length_bodies(server: EmulatorServer, client: Client) -> None:
-    create = req("POST", "/v2/nvcf/assets", _create_body(), _auth(server))
+    create = req("POST", "/v2/nvcf/assets", _create_body(), _json_auth(server))
     client.send(create + create + req("GET", "/v2/nvcf/assets", headers=_auth(server)))
     replies = [client.read() for _ in range(3)]
     assert [r.status for r in replies] == [200, 200, 200]
@@ -564,7 +568,7 @@ def test_a_request_after_connection_close_is_not_served(
     server: EmulatorServer, client: Client
 ) -> None:
     first = req("GET", "/_emulator/health", headers={"Connection": "close"})
-    client.send(first + req("POST", "/v2/nvcf/assets", _create_body(), _auth(server)))
+    client.send(first + req("POST", "/v2/nvcf/assets", _create_body(), _json_auth(server)))
     assert client.read().status == 200
     assert client.closed_by_server()
     assert [c.method for c in server.emulator.calls] == ["GET"]  # the POST was not run
@@ -735,7 +739,7 @@ def test_stop_lets_a_request_mid_body_finish_within_the_grace() -> None:
     emu, srv = _start()
     c = Client(srv)
     try:
-        wire = req("POST", "/v2/nvcf/assets", _create_body(), _auth(srv))
+        wire = req("POST", "/v2/nvcf/assets", _create_body(), _json_auth(srv))
         c.send(wire[:-10])
         assert _wait_for(lambda: srv.busy_connections == 1)
         stopper = threading.Thread(target=srv.stop, kwargs={"grace": 4.0})
@@ -795,7 +799,7 @@ def test_a_newcomer_is_served_when_the_busy_holder_goes_idle() -> None:
     holder = Client(srv)
     newcomer: Client | None = None
     try:
-        wire = req("POST", "/v2/nvcf/assets", _create_body(), _auth(srv))
+        wire = req("POST", "/v2/nvcf/assets", _create_body(), _json_auth(srv))
         holder.send(wire[:-5])  # busy: mid-body
         assert _wait_for(lambda: srv.busy_connections == 1)
         newcomer = Client(srv, timeout=2.0)
@@ -911,7 +915,7 @@ def test_stop_while_a_newcomer_waits_for_a_slot() -> None:
     holder = Client(srv)
     newcomer: Client | None = None
     try:
-        wire = req("POST", "/v2/nvcf/assets", _create_body(), _auth(srv))
+        wire = req("POST", "/v2/nvcf/assets", _create_body(), _json_auth(srv))
         holder.send(wire[:-5])
         assert _wait_for(lambda: srv.busy_connections == 1)
         newcomer = Client(srv)

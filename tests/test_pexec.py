@@ -916,14 +916,13 @@ def test_cors_preflight_on_invocation_paths(nvcf: Emulator) -> None:
             "Access-Control-Request-Headers": "authorization,content-type",
         },
     )
-    assert r.status_code == 204
+    assert r.status_code == 200
     assert r.headers["Access-Control-Allow-Origin"] == "https://app.example"
-    assert "POST" in r.headers["Access-Control-Allow-Methods"]
+    assert r.headers["Access-Control-Allow-Methods"] == "POST"
     assert r.headers["Access-Control-Allow-Headers"] == "authorization,content-type"
-    assert r.headers["Access-Control-Expose-Headers"] == "nvcf-reqid"
     # found by fuzzing: werkzeug's <path:...> does not match a decoded newline (%0A)
     for path in ("functions/a%0Ab", "functions/a%0Ab/versions/c", "status/a%0Ab"):
-        assert requests.options(f"{API}/v2/nvcf/pexec/{path}").status_code == 204, path
+        assert requests.options(f"{API}/v2/nvcf/pexec/{path}").status_code == 200, path
 
 
 def test_poll_window_runs_in_real_time_while_freezegun_freezes_time(

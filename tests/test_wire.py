@@ -27,12 +27,13 @@ def test_upload_url_survives_being_url_decoded_once(api: Api) -> None:
 
 
 def test_problem_json_carries_every_member(api: Api) -> None:
-    r = requests.get(f"{api.base_url}/v2/nvcf/assets/nope", headers=api.headers)
+    unknown = "00000000-0000-4000-8000-000000000000"
+    r = requests.get(f"{api.base_url}/v2/nvcf/assets/{unknown}", headers=api.headers)
     assert r.status_code == 404
     body = r.json()
     assert set(body) == {"type", "title", "status", "detail", "instance", "requestId"}
     assert body["type"] == "urn:kaizen:problem-details:not-found"
-    assert body["instance"] == "/v2/nvcf/assets/nope"
+    assert body["instance"] == f"/v2/nvcf/assets/{unknown}"
 
 
 def test_create_and_put_are_200_not_201(api: Api) -> None:

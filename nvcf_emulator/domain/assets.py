@@ -32,16 +32,10 @@ from .errors import BadRequest, NotFound, StorageError
 # patterns, and a JSON Schema validator applies them with ``re.search`` as we do here).
 #: NVCF's server-side check on ``contentType``: ``^\w+/[-+.\w]+$`` with ASCII word characters.
 CONTENT_TYPE_PATTERN = r"^[A-Za-z0-9_]+/[-+.A-Za-z0-9_]+$"
-#: Characters a description may not hold: it travels as an S3 metadata header.
-CONTROL_PATTERN = r"[\x00-\x1f\x7f]"
-#: S3 caps user metadata at 2 KB: the UTF-8 bytes of every key and value. The description is
-#: the one value, under the key ``nvcf-asset-description``.
-MAX_DESCRIPTION_BYTES = 2048 - len("nvcf-asset-description")
+#: S3 caps user metadata at 2 KB: the UTF-8 bytes of every key and value (an upload whose
+#: ``x-amz-meta-*`` headers hold more is refused with ``MetadataTooLarge``).
+MAX_METADATA_BYTES = 2048
 _CONTENT_TYPE_RE = re.compile(CONTENT_TYPE_PATTERN)
-_CONTROL_RE = re.compile(CONTROL_PATTERN)
-#: A description needs one character that is not white space.
-VISIBLE_PATTERN = r"\S"
-_VISIBLE_RE = re.compile(VISIBLE_PATTERN)
 _UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _CHUNK = 1024 * 1024
 #: Locks ordering the byte operations of assets (see ``AssetService._stripes``).
@@ -105,19 +99,16 @@ def validate_content_type(value: object) -> str:
 
 
 def validate_description(value: object) -> str:
+    """NVCF checks only that a description is there (``@NotNull``): empty, blank or long ones
+    are accepted, and one too long for S3's metadata fails at the upload, as on S3."""
     if value is None:
         raise BadRequest("description is required")
     if not isinstance(value, str):
         raise BadRequest(f"description must be a string, got {type(value).__name__}")
-    if not _VISIBLE_RE.search(value):
-        raise BadRequest("description must not be empty")
-    if _CONTROL_RE.search(value):
-        raise BadRequest("description must not contain control characters (it is sent as a header)")
-    if len(value.encode("utf-8", "surrogatepass")) > MAX_DESCRIPTION_BYTES:
-        raise BadRequest(
-            f"description must be at most {MAX_DESCRIPTION_BYTES} bytes in UTF-8 (S3 keeps it as "
-            "user metadata, at most 2 KB with its key)"
-        )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800" in the JSON): no header holds it
+        raise BadRequest("description must be Unicode text; it holds a lone surrogate") from None
     return value
 
 

@@ -106,6 +106,13 @@ def _routing() -> tuple[dict[str, Handler], Map]:
     return handlers, Map(url_rules, strict_slashes=False, merge_slashes=False)
 
 
+def _challenge(request: Request, response: Response) -> None:
+    """The control plane's 401s name the scheme (Spring Security's bearer-token entry point,
+    RFC 6750 §3): ``Bearer``, with ``error="invalid_token"`` when a credential was sent."""
+    sent = bool(request.headers.get("Authorization"))
+    response.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"' if sent else "Bearer"
+
+
 class EmulatorApp:
     """Routes a request to the pre-signed storage, the control plane or the admin API."""
 
@@ -152,6 +159,8 @@ class EmulatorApp:
             response = storage.handle(self.emulator, request)
         else:
             response = self._control(request)
+        if not is_storage and pexec.is_invocation_path(request.path):
+            pexec.add_cors(request, response)
         request_id = response.headers.get("NVCF-REQID") or response.headers.get("x-amz-request-id")
         if not request_id and isinstance(response, ProblemResponse):
             request_id = response.request_id
@@ -187,9 +196,11 @@ class EmulatorApp:
             if scheme.lower() != "bearer" or not hmac.compare_digest(
                 token.strip().encode(), config.admin_token.encode()
             ):
-                return problem(
+                response = problem(
                     request, 401, "Unauthorized", "The admin API needs its token (Bearer)"
                 )
+                _challenge(request, response)
+                return response
         return None
 
     def _control(self, request: Request) -> Response:
@@ -202,10 +213,18 @@ class EmulatorApp:
             endpoint, args = adapter.match()
             return self._handlers[endpoint](self.emulator, request, **args)
         except NvcfError as error:
-            return nvcf_error(request, error)
+            response = nvcf_error(request, error)
+            if error.status == 401 and not pexec.is_invocation_path(request.path):
+                _challenge(request, response)
+            return response
         except NotFound:
             return problem(request, 404, "Not Found", f"No route for {request.path}")
         except MethodNotAllowed as exc:
+            if pexec.is_invocation_path(request.path):
+                try:
+                    return pexec.method_not_allowed(self.emulator, request, exc.valid_methods or [])
+                except NvcfError as error:
+                    return nvcf_error(request, error)
             allowed = ", ".join(exc.valid_methods or [])
             return problem(
                 request,

@@ -29,6 +29,21 @@ def read_upto(request: Request, limit: int) -> bytes:
     return b"".join(parts)
 
 
+def require_json(request: Request) -> None:
+    """NVCF's control plane (Spring, ``consumes = application/json``) takes exactly
+    ``application/json`` (parameters allowed): another type, or none (read as
+    ``application/octet-stream``), is 415 before the body is read."""
+    mimetype = request.mimetype
+    if mimetype != "application/json":
+        shown = request.headers.get("Content-Type") or "application/octet-stream"
+        raise NvcfError(
+            415,
+            f"Content-Type '{shown}' is not supported; send application/json"
+            + ("" if mimetype else " (the request has no Content-Type)"),
+            headers={"Accept": "application/json"},
+        )
+
+
 def read_json_object(request: Request, limit: int = MAX_JSON_BODY) -> dict[str, Any]:
     """The request body as a JSON object, or the 4xx NVCF would answer."""
     mimetype = request.mimetype

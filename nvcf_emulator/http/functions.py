@@ -9,22 +9,31 @@ from typing import TYPE_CHECKING
 
 from werkzeug.wrappers import Request, Response
 
-from .bodies import read_json_object
+from .bodies import read_json_object, require_json
 from .control import authenticate
+from .ids import control_id
 from .responses import Route, json_response
 
 if TYPE_CHECKING:
     from ..emulator import Emulator
 
 
+def _ids(function_id: str, version_id: str) -> tuple[str, str]:
+    """The path's ids as the control plane reads them (400 unless UUIDs; any case)."""
+    return control_id("functionId", function_id), control_id("functionVersionId", version_id)
+
+
 def create_function(emu: Emulator, request: Request, **_: str) -> Response:
     account = authenticate(emu, request)
+    require_json(request)
     version = emu.functions.create(account, read_json_object(request))
     return json_response({"function": version.dto(account.nca_id)})
 
 
 def create_version(emu: Emulator, request: Request, function_id: str, **_: str) -> Response:
     account = authenticate(emu, request)
+    require_json(request)
+    function_id = control_id("functionId", function_id)
     version = emu.functions.create_version(account, function_id, read_json_object(request))
     return json_response({"function": version.dto(account.nca_id)})
 
@@ -52,7 +61,7 @@ def list_ids(emu: Emulator, request: Request, **_: str) -> Response:
 
 def list_versions(emu: Emulator, request: Request, function_id: str, **_: str) -> Response:
     account = authenticate(emu, request)
-    versions = emu.functions.versions(account, function_id)
+    versions = emu.functions.versions(account, control_id("functionId", function_id))
     return json_response({"functions": [v.dto(account.nca_id) for v in versions]})
 
 
@@ -60,6 +69,7 @@ def get_version(
     emu: Emulator, request: Request, function_id: str, version_id: str, **_: str
 ) -> Response:
     account = authenticate(emu, request)
+    function_id, version_id = _ids(function_id, version_id)
     version = emu.functions.get(account, function_id, version_id)
     return json_response({"function": version.dto(account.nca_id)})
 
@@ -68,6 +78,7 @@ def delete_version(
     emu: Emulator, request: Request, function_id: str, version_id: str, **_: str
 ) -> Response:
     account = authenticate(emu, request)
+    function_id, version_id = _ids(function_id, version_id)
     emu.functions.delete(account, function_id, version_id)
     return Response(status=204)
 
@@ -76,6 +87,8 @@ def update_metadata(
     emu: Emulator, request: Request, function_id: str, version_id: str, **_: str
 ) -> Response:
     account = authenticate(emu, request)
+    require_json(request)
+    function_id, version_id = _ids(function_id, version_id)
     body = read_json_object(request)
     version = emu.functions.update_tags(account, function_id, version_id, body)
     return json_response({"function": version.dto(account.nca_id)})
@@ -85,6 +98,8 @@ def deploy(
     emu: Emulator, request: Request, function_id: str, version_id: str, **_: str
 ) -> Response:
     account = authenticate(emu, request)
+    require_json(request)
+    function_id, version_id = _ids(function_id, version_id)
     body = read_json_object(request)
     version = emu.functions.deploy(account, function_id, version_id, body)
     return json_response({"deployment": version.deployment_dto()})
@@ -94,6 +109,7 @@ def get_deployment(
     emu: Emulator, request: Request, function_id: str, version_id: str, **_: str
 ) -> Response:
     account = authenticate(emu, request)
+    function_id, version_id = _ids(function_id, version_id)
     version = emu.functions.deployment(account, function_id, version_id)
     emu.functions.refresh(version)
     return json_response({"deployment": version.deployment_dto()})
@@ -103,6 +119,8 @@ def update_deployment(
     emu: Emulator, request: Request, function_id: str, version_id: str, **_: str
 ) -> Response:
     account = authenticate(emu, request)
+    require_json(request)
+    function_id, version_id = _ids(function_id, version_id)
     body = read_json_object(request)
     version = emu.functions.update_deployment(account, function_id, version_id, body)
     return json_response({"deployment": version.deployment_dto()})
@@ -112,6 +130,7 @@ def undeploy(
     emu: Emulator, request: Request, function_id: str, version_id: str, **_: str
 ) -> Response:
     account = authenticate(emu, request)
+    function_id, version_id = _ids(function_id, version_id)
     version = emu.functions.undeploy(account, function_id, version_id)
     return json_response({"function": version.dto(account.nca_id)})
 

@@ -10,9 +10,6 @@ from .. import __version__
 from ..config import EmulatorConfig
 from ..domain.assets import (
     CONTENT_TYPE_PATTERN,
-    CONTROL_PATTERN,
-    MAX_DESCRIPTION_BYTES,
-    VISIBLE_PATTERN,
 )
 from ..domain.faults import OPERATIONS
 from ..domain.functions import FunctionStatus
@@ -46,7 +43,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         404: "Not found",
         405: "Method not allowed",
         413: "Body too large",
-        415: "Body is not JSON",
+        415: "Content-Type is not application/json",
         431: "Headers too large",
     }
     return {str(c): _problem(text[c]) for c in codes}
@@ -66,7 +63,8 @@ ASSET_ID = {
     "name": "assetId",
     "in": "path",
     "required": True,
-    "schema": {"type": "string"},
+    "description": "A UUID, in any case (anything else is 400)",
+    "schema": {"type": "string", "format": "uuid"},
 }
 
 SCHEMAS: dict[str, Any] = {
@@ -91,12 +89,7 @@ SCHEMAS: dict[str, Any] = {
                 "pattern": CONTENT_TYPE_PATTERN,
                 "not": {"pattern": "\\n"},
             },
-            "description": {
-                "type": "string",
-                "maxLength": MAX_DESCRIPTION_BYTES,
-                "pattern": VISIBLE_PATTERN,
-                "not": {"pattern": CONTROL_PATTERN},
-            },
+            "description": {"type": "string"},
         },
     },
     "CreateAssetResponse": {
@@ -322,13 +315,16 @@ def _asset_paths() -> dict[str, Any]:
                 "operationId": "getAsset",
                 "tags": ["assets"],
                 "security": secured,
-                "responses": {"200": _ok("AssetResponse"), **_errors(401, 404, 431)},
+                "responses": {"200": _ok("AssetResponse"), **_errors(400, 401, 404, 431)},
             },
             "delete": {
                 "operationId": "deleteAsset",
                 "tags": ["assets"],
                 "security": secured,
-                "responses": {"204": {"description": "Deleted"}, **_errors(401, 404, 431)},
+                "responses": {
+                    "204": {"description": "Deleted"},
+                    **_errors(400, 401, 404, 431),
+                },
             },
         },
     }

@@ -333,16 +333,18 @@ FUNCTION_SCHEMAS: dict[str, Any] = {
 _SECURED: list[dict[str, list[str]]] = [{"bearer": []}]
 
 
-def _path(name: str, description: str | None = None) -> dict[str, Any]:
+def _path(name: str, description: str | None = None, *, uuid: bool = False) -> dict[str, Any]:
     param: dict[str, Any] = {"name": name, "in": "path", "required": True}
-    param["schema"] = {"type": "string"}
+    param["schema"] = {"type": "string", "format": "uuid"} if uuid else {"type": "string"}
     if description:
         param["description"] = description
     return param
 
 
-FUNCTION_ID = _path("functionId")
-VERSION_ID = _path("versionId")
+_UUID_TEXT = "A UUID, in any case (anything else is 400)"
+FUNCTION_ID = _path("functionId", _UUID_TEXT, uuid=True)
+VERSION_ID = _path("versionId", _UUID_TEXT, uuid=True)
+REQUEST_ID = _path("requestId", _UUID_TEXT, uuid=True)
 
 
 def _json_body(schema: str) -> dict[str, Any]:
@@ -366,7 +368,7 @@ def _function_op(
         "tags": ["functions"],
         "summary": summary,
         "security": _SECURED,
-        "responses": {status: ok, **_errors(401, 431, *codes)},
+        "responses": {status: ok, **_errors(400, 401, 431, *codes)},
     }
     if body is not None:
         spec["requestBody"] = _json_body(body)
@@ -528,8 +530,9 @@ _INVOCATION_RESPONSES: dict[str, Any] = {
         "content": {"*/*": {"schema": ANY}},
     },
     "400": {
-        "description": "A bad NVCF-INPUT-ASSET-REFERENCES (text/plain), a bad NVCF-POLL-SECONDS "
-        "or a DEGRADED function (problem JSON), or the container's 400",
+        "description": "A path id that is not a UUID ('Invalid URL: ...') or a bad "
+        "NVCF-INPUT-ASSET-REFERENCES (text/plain), a bad NVCF-POLL-SECONDS or a DEGRADED "
+        "function (problem JSON), or the container's 400",
         "content": {
             TEXT: {"schema": {"type": "string"}},
             PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}},
@@ -558,20 +561,25 @@ _INVOCATION_RESPONSES: dict[str, Any] = {
 _PREFLIGHT = {
     "operationId": "",
     "tags": ["invocation"],
-    "summary": "CORS preflight, as the invocation service answers it",
+    "summary": "CORS preflight, as the invocation service's CORS layer (tower-http, very "
+    "permissive) answers any OPTIONS: the Origin, method and headers asked for are mirrored",
     "responses": {
-        "204": {
+        "200": {
             "description": "Allowed",
             "headers": {
-                "Access-Control-Allow-Methods": {"required": True, "schema": {"type": "string"}},
-                "Access-Control-Expose-Headers": {
-                    "required": True,
-                    "schema": {"const": "nvcf-reqid"},
-                },
+                "Access-Control-Allow-Credentials": {"required": True, "schema": {"const": "true"}},
+                "Access-Control-Max-Age": {"required": True, "schema": {"const": "86400"}},
+                "Allow": {"required": True, "schema": {"type": "string"}},
+                "Vary": {"required": True, "schema": {"type": "string"}},
             },
         }
     },
 }
+
+
+def _preflight(op_id: str, *names: str) -> dict[str, Any]:
+    """The preflight of a route: answered before the path is parsed, so any id will do."""
+    return {**_PREFLIGHT, "operationId": op_id, "parameters": [_path(n) for n in names]}
 
 
 def _invoke(op_id: str, summary: str, config: EmulatorConfig) -> dict[str, Any]:
@@ -600,15 +608,15 @@ def invocation_paths(config: EmulatorConfig) -> dict[str, Any]:
             "post": _invoke(
                 "invokeFunction", "Invoke an ACTIVE (or DEGRADING) version of a function", config
             ),
-            "options": {**_PREFLIGHT, "operationId": "invokeFunctionPreflight"},
+            "options": _preflight("invokeFunctionPreflight", "functionId"),
         },
         "/v2/nvcf/pexec/functions/{functionId}/versions/{versionId}": {
             "parameters": [FUNCTION_ID, VERSION_ID],
             "post": _invoke("invokeFunctionVersion", "Invoke one version of a function", config),
-            "options": {**_PREFLIGHT, "operationId": "invokeFunctionVersionPreflight"},
+            "options": _preflight("invokeFunctionVersionPreflight", "functionId", "versionId"),
         },
         "/v2/nvcf/pexec/status/{requestId}": {
-            "parameters": [_path("requestId")],
+            "parameters": [REQUEST_ID],
             "get": {
                 "operationId": "getInvocationStatus",
                 "tags": ["invocation"],
@@ -618,15 +626,15 @@ def invocation_paths(config: EmulatorConfig) -> dict[str, Any]:
                 "parameters": [_poll(config)],
                 "responses": status_responses,
             },
-            "options": {**_PREFLIGHT, "operationId": "getInvocationStatusPreflight"},
+            "options": _preflight("getInvocationStatusPreflight", "requestId"),
         },
         "/v2/nvcf/queues/{requestId}/position": {
-            "parameters": [_path("requestId")],
+            "parameters": [REQUEST_ID],
             "get": {
                 "operationId": "getQueuePosition",
                 "tags": ["invocation"],
                 "security": _SECURED,
-                "responses": {"200": _ok("QueuePosition"), **_errors(401, 404, 431)},
+                "responses": {"200": _ok("QueuePosition"), **_errors(400, 401, 404, 431)},
             },
         },
         "/v2/nvcf/queues/functions/{functionId}": {
@@ -635,7 +643,7 @@ def invocation_paths(config: EmulatorConfig) -> dict[str, Any]:
                 "operationId": "getQueues",
                 "tags": ["invocation"],
                 "security": _SECURED,
-                "responses": {"200": _ok("Queues"), **_errors(401, 404, 431)},
+                "responses": {"200": _ok("Queues"), **_errors(400, 401, 404, 431)},
             },
         },
         "/v2/nvcf/queues/functions/{functionId}/versions/{versionId}": {
@@ -644,7 +652,7 @@ def invocation_paths(config: EmulatorConfig) -> dict[str, Any]:
                 "operationId": "getVersionQueues",
                 "tags": ["invocation"],
                 "security": _SECURED,
-                "responses": {"200": _ok("Queues"), **_errors(401, 404, 431)},
+                "responses": {"200": _ok("Queues"), **_errors(400, 401, 404, 431)},
             },
         },
         RESULTS_PREFIX + "/{token}/{name}": {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from werkzeug.utils import send_file
@@ -16,6 +16,7 @@ from ..domain.errors import BadRequest, NotFound, PayloadTooLarge
 from ..domain.invocations import Event, Invocation, Outcome, ProgressUpdate
 from .bodies import read_upto
 from .control import authenticate
+from .ids import RUST_UUID_PATTERN, InvalidUrl, canonical, control_id, invocation_id
 from .responses import STREAMED_KEY, Route, json_response, problem
 
 if TYPE_CHECKING:
@@ -31,12 +32,8 @@ POLL_DETAIL = "failed to parse poll duration"
 #: NVCF's (axum's typed-header) text/plain 400 for an asset header that is not UUIDs.
 INVALID_ASSET_HEADER = "invalid HTTP header (nvcf-input-asset-references)"
 _UNSIGNED = re.compile(r"^\+?[0-9]+$")
-_HYPHENATED = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-#: One asset id in ``NVCF-INPUT-ASSET-REFERENCES``, in the forms NVCF's parser (Rust's
-#: ``Uuid::parse_str``) reads: hyphenated, simple (32 hex digits), braced or ``urn:uuid:``.
-ASSET_ID_PATTERN = (
-    rf"(?:{_HYPHENATED}|[0-9a-fA-F]{{32}}|\{{{_HYPHENATED}\}}|urn:uuid:{_HYPHENATED})"
-)
+#: One asset id in ``NVCF-INPUT-ASSET-REFERENCES``, in the forms NVCF's parser reads.
+ASSET_ID_PATTERN = RUST_UUID_PATTERN
 _ITEM = rf"\s*(?:{ASSET_ID_PATTERN})?\s*"
 #: A whole ``NVCF-INPUT-ASSET-REFERENCES`` value: comma-separated ids, each trimmed; empty
 #: items are skipped.
@@ -97,7 +94,7 @@ def asset_references(request: Request) -> list[str]:
         return []
     if not _ASSET_REFERENCES.search(value):
         raise InvalidAssetHeader(value)
-    return [str(uuid.UUID(item.strip())) for item in value.split(",") if item.strip()]
+    return [canonical(item.strip()) for item in value.split(",") if item.strip()]
 
 
 def _read_body(emu: Emulator, request: Request) -> bytes:
@@ -172,7 +169,13 @@ def invoke(
         account = _account(emu, request)
     except _MissingAuth:
         return _missing_auth()
-    # NVCF's order: auth, the asset header, the function, the poll header, the body, the assets.
+    # NVCF's order: auth, the path's ids, the asset header, the function, the poll header, the
+    # body, the assets.
+    try:
+        function_id = invocation_id(function_id)
+        version_id = None if version_id is None else invocation_id(version_id)
+    except InvalidUrl as bad:
+        return bad.response()
     try:
         asset_ids = asset_references(request)
     except InvalidAssetHeader:
@@ -208,6 +211,10 @@ def status(emu: Emulator, request: Request, request_id: str) -> Response:
         account = _account(emu, request)
     except _MissingAuth:
         return _missing_auth()
+    try:
+        request_id = invocation_id(request_id)
+    except InvalidUrl as bad:
+        return bad.response()
     seconds = poll_seconds(emu, request, wants_stream(request))
     inv = emu.invocation_service.lookup(account, request_id)
     event = emu.invocation_service.next_event(
@@ -218,7 +225,7 @@ def status(emu: Emulator, request: Request, request_id: str) -> Response:
 
 def queue_position(emu: Emulator, request: Request, request_id: str) -> Response:
     account = authenticate(emu, request)
-    inv = emu.invocation_service.lookup(account, request_id)
+    inv = emu.invocation_service.lookup(account, control_id("requestId", request_id))
     return json_response(
         {
             "functionId": inv.function_id,
@@ -232,6 +239,8 @@ def queue_details(
     emu: Emulator, request: Request, function_id: str, version_id: str | None = None
 ) -> Response:
     account = authenticate(emu, request)
+    function_id = control_id("functionId", function_id)
+    version_id = None if version_id is None else control_id("versionId", version_id)
     versions = emu.functions.versions(account, function_id)
     if version_id is not None:
         versions = [v for v in versions if v.version_id == version_id]
@@ -319,19 +328,62 @@ def list_invocations(emu: Emulator, request: Request) -> Response:
     return json_response({"invocations": [_record(inv) for inv in emu.invocations]})
 
 
-def preflight(emu: Emulator, request: Request, **_: str) -> Response:
-    """CORS preflight, as the invocation service answers it."""
-    return Response(
-        status=204,
-        headers={
-            "Access-Control-Allow-Origin": request.headers.get("Origin", "*"),
-            "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
-            "Access-Control-Allow-Headers": request.headers.get(
-                "Access-Control-Request-Headers", "*"
-            ),
-            "Access-Control-Expose-Headers": "nvcf-reqid",
-        },
-    )
+#: The invocation service's paths: behind its CORS layer and its own auth and 405 answers.
+INVOCATION_PREFIXES = ("/v2/nvcf/pexec/", "/v2/nvcf/exec/")
+_VARY = "origin, access-control-request-method, access-control-request-headers"
+
+
+def is_invocation_path(path: str) -> bool:
+    return path.startswith(INVOCATION_PREFIXES)
+
+
+def add_cors(request: Request, response: Response) -> None:
+    """What tower-http's ``CorsLayer::very_permissive()`` adds to every answer of the
+    invocation service: the caller's ``Origin`` mirrored, credentials allowed, ``Vary``."""
+    response.headers["Vary"] = _VARY
+    response.headers["Access-Control-Allow-Credentials"] = "true"
+    origin = request.headers.get("Origin")
+    if origin is not None:
+        response.headers["Access-Control-Allow-Origin"] = origin
+
+
+def _allowed(methods: Iterable[str]) -> str:
+    """An ``Allow`` header as axum writes it (``GET,HEAD``; OPTIONS is the CORS layer's)."""
+    return ",".join(m for m in methods if m != "OPTIONS")
+
+
+def preflight(emu: Emulator, request: Request, allow: str | None = None, **_: str) -> Response:
+    """CORS preflight (any OPTIONS), as the invocation service's CORS layer answers it: 200,
+    the requested method and headers mirrored, cached for a day; ``Allow`` on its routes."""
+    headers = {"Access-Control-Max-Age": "86400"}
+    for asked, allowed in (
+        ("Access-Control-Request-Method", "Access-Control-Allow-Methods"),
+        ("Access-Control-Request-Headers", "Access-Control-Allow-Headers"),
+    ):
+        value = request.headers.get(asked)
+        if value is not None:
+            headers[allowed] = value
+    if allow is not None:
+        headers["Allow"] = allow
+    return Response(b"", status=200, headers=headers)
+
+
+def preflight_invoke(emu: Emulator, request: Request, **_: str) -> Response:
+    return preflight(emu, request, "POST")
+
+
+def preflight_status(emu: Emulator, request: Request, **_: str) -> Response:
+    return preflight(emu, request, "GET,HEAD")
+
+
+def method_not_allowed(emu: Emulator, request: Request, valid: Iterable[str]) -> Response:
+    """A wrong method on an invocation route: the auth layer answers first (401), then axum's
+    405, with no body."""
+    try:
+        _account(emu, request)
+    except _MissingAuth:
+        return _missing_auth()
+    return Response(b"", status=405, headers={"Allow": _allowed(valid)})
 
 
 ROUTES: list[Route] = [
@@ -339,9 +391,13 @@ ROUTES: list[Route] = [
     ("/v2/nvcf/pexec/functions/<function_id>/versions/<version_id>", ["POST"], invoke_version),
     ("/v2/nvcf/pexec/status/<request_id>", ["GET"], status),
     # <path:rest> does not match a path holding a newline (%0A): name the three paths too.
-    ("/v2/nvcf/pexec/functions/<function_id>", ["OPTIONS"], preflight),
-    ("/v2/nvcf/pexec/functions/<function_id>/versions/<version_id>", ["OPTIONS"], preflight),
-    ("/v2/nvcf/pexec/status/<request_id>", ["OPTIONS"], preflight),
+    ("/v2/nvcf/pexec/functions/<function_id>", ["OPTIONS"], preflight_invoke),
+    (
+        "/v2/nvcf/pexec/functions/<function_id>/versions/<version_id>",
+        ["OPTIONS"],
+        preflight_invoke,
+    ),
+    ("/v2/nvcf/pexec/status/<request_id>", ["OPTIONS"], preflight_status),
     ("/v2/nvcf/pexec/<path:rest>", ["OPTIONS"], preflight),
     ("/v2/nvcf/queues/<request_id>/position", ["GET"], queue_position),
     ("/v2/nvcf/queues/functions/<function_id>", ["GET"], queue_details),

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from werkzeug.exceptions import ClientDisconnected, HTTPException
 from werkzeug.wrappers import Request, Response
 
-from ..domain.assets import incomplete_body, is_asset_id
+from ..domain.assets import MAX_METADATA_BYTES, Asset, incomplete_body, is_asset_id
 from ..domain.errors import StorageError
 from ..headers import UNDERSCORED
 from ..storage.kernel import write_all
@@ -141,6 +141,19 @@ def _put(emu: Emulator, request: Request, request_id: str) -> Response:
             "There were headers present in the request which were not signed",
             HeadersNotSigned=", ".join(unsigned),
         )
+    metadata = sum(  # S3 counts the UTF-8 bytes of each key and value (the signed ones)
+        len(name) - len("x-amz-meta-") + len(_signed_value(name, value, asset).encode("utf-8"))
+        for name, value in presigned.headers.items()
+        if name.startswith("x-amz-meta-")
+    )
+    if metadata > MAX_METADATA_BYTES:
+        raise StorageError(
+            400,
+            "MetadataTooLarge",
+            "Your metadata headers exceed the maximum allowed metadata size.",
+            Size=metadata,
+            MaxSizeAllowed=MAX_METADATA_BYTES,
+        )
     if asset is None or asset.nca_id != nca_id:
         raise StorageError(404, "NoSuchUpload", "The asset this URL was made for is gone")
     raw_length = request.headers.get("Content-Length")
@@ -161,6 +174,12 @@ def _put(emu: Emulator, request: Request, request_id: str) -> Response:
             "x-amz-id-2": request_id,
         },
     )
+
+
+def _signed_value(name: str, value: str, asset: Asset | None) -> str:
+    """A metadata value as it was signed: the asset's description as text (the header holds
+    its bytes as latin-1, which is how WSGI reads them)."""
+    return asset.description if asset is not None and name == DESCRIPTION_HEADER else value
 
 
 def _content_md5(value: str | None) -> bytes | None:
