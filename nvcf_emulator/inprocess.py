@@ -143,6 +143,17 @@ def _cut_streams(app: WSGIApplication) -> None:
         body.cut()
 
 
+@functools.lru_cache(maxsize=64)
+def _origin(url: str) -> tuple[str, int | None]:
+    """The lower-case host of ``url`` and its port when the URL names one."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return (parts.hostname or "").lower(), port
+
+
 def url_matcher(emulator: Emulator) -> Callable[[str], Claim]:
     """How the emulator claims a URL (its hosts are read on every call): ``OWNER`` for its API
     hosts and for upload URLs of its own assets (lately expired ones too), ``HOST`` for other
@@ -155,6 +166,16 @@ def url_matcher(emulator: Emulator) -> Callable[[str], Claim]:
         host = (parts.hostname or "").lower()
         if host not in emulator.routed_hosts:
             return NOT_MINE
+        storage_host, storage_port = _origin(emulator.storage_url)
+        if host == storage_host and storage_port is not None and host not in emulator.api_hosts:
+            # Storage at an explicit port (a served emulator's http://127.0.0.1:PORT/...): other
+            # ports on that host are other servers, never this emulator.
+            try:
+                port = parts.port or (443 if parts.scheme == "https" else 80)
+            except ValueError:
+                return NOT_MINE
+            if port != storage_port:
+                return NOT_MINE
         if host not in emulator.storage_hosts:
             return OWNER
         asset_id = parts.path.rpartition("/")[2]
