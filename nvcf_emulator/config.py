@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,41 @@ def boolean(text: str) -> bool:
     if word not in _TRUE | _FALSE:
         raise ValueError(f"expected true or false (1/0, yes/no, on/off), got {text!r}")
     return word in _TRUE
+
+
+def _did_you_mean(name: str, names: list[str]) -> str:
+    """`` (did you mean X?)`` for the known name closest to a misspelt one, else ``""``."""
+    close = difflib.get_close_matches(name, names, n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def unknown_settings_error(unknown: set[str] | list[str], *, single: bool = False) -> TypeError:
+    """The TypeError for setting names that are no EmulatorConfig field, with a suggestion."""
+    names = [f.name for f in dataclasses.fields(EmulatorConfig)]
+    label = "unknown emulator setting" if single else "unknown emulator setting(s)"
+    parts = [f"{name}{_did_you_mean(name, names)}" for name in sorted(unknown)]
+    return TypeError(f"{label}: {', '.join(parts)}")
+
+
+def fixed_setting_error(name: str, current: object) -> ValueError:
+    """The ValueError for changing a setting in FIXED_FIELDS on a running emulator, with
+    advice that works: the per-test ``nvcf`` fixture takes every setting; ``nvcf_settings``
+    (the ini) takes the shared server's, except the per-test places ``root_dir``/``state_dir``."""
+    if name in ("root_dir", "state_dir"):
+        advice = (
+            f"give it when the emulator is made, e.g. Emulator({name}=...); in pytest, use the "
+            f"nvcf fixture with @pytest.mark.nvcf({name}=...) (the shared nvcf_server keeps its "
+            "own temp dir for the whole session)"
+        )
+    else:
+        advice = (
+            f"give it when the emulator is made, e.g. Emulator({name}=...); in pytest, use the "
+            f"nvcf fixture with @pytest.mark.nvcf({name}=...), or set it for the shared "
+            f"nvcf_server in the ini (nvcf_settings = {name}=...)"
+        )
+    return ValueError(
+        f"{name} cannot change on a running emulator (it stays {current!r}): {advice}"
+    )
 
 
 def check_base_url(url: object, what: str, *, origin_only: bool = False) -> str:
@@ -150,10 +186,23 @@ class EmulatorConfig:
         """A copy with ``changes`` applied; unknown names raise ``TypeError`` naming them."""
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
         if unknown:
-            raise TypeError(f"unknown emulator setting(s): {', '.join(sorted(unknown))}")
+            raise unknown_settings_error(unknown)
         return dataclasses.replace(self, **changes)
 
     def __post_init__(self) -> None:
+        for name in _BOOL_FIELDS:
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                hint = (
+                    f" (a string is not read as a yes/no here: give {name}=True or False; "
+                    "the words 1/0, true/false, yes/no, on/off are for the ini's nvcf_settings "
+                    "and the command line)"
+                    if isinstance(value, str)
+                    else ""
+                )
+                raise ValueError(f"{name} must be True or False, got {value!r}{hint}")
+        self._check_hosts()
+        self._check_api_keys()
         for name in (
             "upload_url_ttl",
             "asset_ttl",
@@ -164,10 +213,10 @@ class EmulatorConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-        for name in ("api_base_url", "storage_base_url"):
-            url = getattr(self, name)
-            if url is not None:
-                check_base_url(url, name)
+        # Calls are routed by host and answered at the root: a path would make every call 404.
+        check_base_url(self.api_base_url, "api_base_url", origin_only=True)
+        if self.storage_base_url is not None:
+            check_base_url(self.storage_base_url, "storage_base_url")
         if not 1 <= self.upload_url_ttl <= 604800:
             raise ValueError("upload_url_ttl must be between 1 and 604800 seconds (S3's limit)")
         quota = self.storage_quota_bytes
@@ -209,6 +258,42 @@ class EmulatorConfig:
             ):
                 raise ValueError(f"{name} must be a non-negative number, got {value!r}")
 
+    def _check_hosts(self) -> None:
+        """``extra_api_hosts`` as a tuple of host names; one string is one host (or several,
+        comma-separated, as in the ini), never a sequence of letters."""
+        hosts: Any = self.extra_api_hosts
+        if isinstance(hosts, str):
+            hosts = [h.strip() for h in hosts.split(",") if h.strip()]
+        elif isinstance(hosts, bytes | Mapping) or not isinstance(hosts, Iterable):
+            raise ValueError(
+                "extra_api_hosts must be host names, e.g. ('api.example.com',) or "
+                f"'api.example.com', got {hosts!r}"
+            )
+        hosts = tuple(hosts)
+        for host in hosts:
+            if (
+                not isinstance(host, str)
+                or not host.strip()
+                or host != host.strip()
+                or "/" in host
+                or (host.count(":") == 1)  # host:port (an IPv6 address has several)
+            ):
+                raise ValueError(
+                    "extra_api_hosts must be bare host names such as 'api.example.com' "
+                    f"(no scheme, port or path), got {host!r}"
+                )
+        object.__setattr__(self, "extra_api_hosts", hosts)
+
+    def _check_api_keys(self) -> None:
+        keys = self.api_keys
+        if not isinstance(keys, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in keys.items()
+        ):
+            raise ValueError(
+                "api_keys must be a mapping {api_key: nca_id} of strings, e.g. "
+                f"{{'nvapi-test-key': 'my-nca-id'}}, got {_shape(keys)}"
+            )
+
     @classmethod
     def parse(cls, settings: Mapping[str, str]) -> dict[str, Any]:
         """Typed settings from strings (ini lines, environment): ``{"max_asset_bytes": 1024}``."""
@@ -217,7 +302,7 @@ class EmulatorConfig:
         out: dict[str, Any] = {}
         for name, text in settings.items():
             if name not in types:
-                raise TypeError(f"unknown emulator setting: {name}")
+                raise unknown_settings_error([name], single=True)
             default = getattr(defaults, name)
             kind = types[name]
             value: Any
@@ -243,3 +328,17 @@ class EmulatorConfig:
                 value = text
             out[name] = value
         return out
+
+
+def _shape(value: object) -> str:
+    """What a value is, without printing it (it may hold keys)."""
+    if isinstance(value, Mapping):
+        kinds = sorted({f"{type(k).__name__}: {type(v).__name__}" for k, v in value.items()})
+        return f"a {type(value).__name__} of {', '.join(kinds) or 'nothing'}"
+    return f"a {type(value).__name__}"
+
+
+#: The on/off settings: a bool, nothing else (``"false"`` is truthy).
+_BOOL_FIELDS = tuple(
+    f.name for f in dataclasses.fields(EmulatorConfig) if isinstance(f.default, bool)
+)

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import calendar
 import math
+import re
 import sys
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 
 def _wall() -> float:
@@ -28,6 +29,17 @@ def _wall() -> float:
         frozen = factories[-1]()
         return float(calendar.timegm(frozen.timetuple()) + frozen.microsecond / 1_000_000)
     return time.time()
+
+
+def _seconds(value: object, what: str) -> float:
+    """``value`` as a float (numbers, numpy scalars, numeric text), else the error ``float``
+    raises (TypeError, or ValueError for text) saying ``what`` the call takes."""
+    if isinstance(value, bool):
+        raise TypeError(f"{what}, got {value!r}")
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{what}, got {type(value).__name__} {value!r}") from None
 
 
 #: The clock stays within the years datetime can print (0001-01-02 .. 9999-12-30 UTC).
@@ -59,11 +71,14 @@ class Clock:
         """The emulator's current time as an aware UTC datetime."""
         return datetime.fromtimestamp(self.now(), tz=UTC)
 
-    def advance(self, seconds: float) -> float:
-        """Move the clock forward (or back, with a negative value); returns the new time.
+    def advance(self, seconds: float | timedelta) -> float:
+        """Move the clock forward (or back, with a negative value) by a number of seconds or a
+        ``timedelta``; returns the new time.
 
         The clock stops at the ends of the years 0001..9999 rather than overflowing."""
-        seconds = float(seconds)
+        if isinstance(seconds, timedelta):
+            seconds = seconds.total_seconds()
+        seconds = _seconds(seconds, "Clock.advance takes a number of seconds or a timedelta")
         if not math.isfinite(seconds):
             raise ValueError(f"cannot advance the clock by {seconds}")
         with self._lock:
@@ -72,20 +87,41 @@ class Clock:
             self._move(target - now)
         return self.now()
 
-    def set(self, when: datetime | float) -> float:
-        """Jump to an absolute time (aware datetime, naive UTC datetime or POSIX timestamp)."""
+    def set(self, when: datetime | str | float) -> float:
+        """Jump to an absolute time: an aware datetime, a naive UTC datetime, an RFC 3339 string
+        (``"2026-01-01T00:00:00Z"``, as the admin API and the remote clock take) or a POSIX
+        timestamp; returns the new time."""
         if isinstance(when, datetime):
             if when.tzinfo is None:
                 when = when.replace(tzinfo=UTC)
             target = when.timestamp()
+        elif isinstance(when, str):
+            try:
+                target = parse_rfc3339(when).timestamp()
+            except ValueError:
+                try:
+                    target = float(when)  # a timestamp as text
+                except ValueError:
+                    raise ValueError(
+                        f"Clock.set: {when!r} is not an RFC 3339 date-time with its time zone, "
+                        "like 2026-01-01T00:00:00Z or 2026-01-01T02:00:00+02:00"
+                    ) from None
         else:
-            target = float(when)
+            target = _seconds(
+                when,
+                "Clock.set takes a datetime, an RFC 3339 string like 2026-01-01T00:00:00Z or a "
+                "POSIX timestamp",
+            )
         if not math.isfinite(target):
             raise ValueError(f"cannot set the clock to {target}")
         target = min(max(target, MIN_TIME), MAX_TIME)
         with self._lock:
             self._move(target - _wall())
         return self.now()
+
+    def __repr__(self) -> str:
+        now = self.now()  # read at call time, as every other reading
+        return f"<Clock {isoformat(now)} (offset {self._offset:+.3f} s)>"
 
     def reset(self) -> None:
         """Back to the process's wall clock."""
@@ -107,3 +143,46 @@ def isoformat(ts: float, *, millis: bool = True) -> str:
     # %Y is not zero-padded below the year 1000 on glibc: the year is padded here.
     fraction = f".{dt.microsecond // 1000:03d}" if millis else ""
     return f"{dt.year:04d}-{dt:%m-%dT%H:%M:%S}{fraction}Z"
+
+
+_RFC3339 = re.compile(
+    r"^(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(\.\d+)?([Zz]|[+-]\d\d:\d\d)$"
+)
+
+
+def parse_rfc3339(text: str, *, strict: bool = False) -> datetime:
+    """An RFC 3339 date-time with its offset (``2026-01-01T00:00:00Z``, ``...+02:00``) as an
+    aware datetime; a leap second reads as :59. ValueError says what is expected. ``strict``:
+    the OpenAPI ``date-time`` only (``T`` between date and time, no surrounding blanks)."""
+    match = _RFC3339.match(text if strict else text.strip())
+    if strict and match is not None and text[10] not in "Tt":
+        match = None
+    if match is None:
+        raise ValueError(
+            "expected an RFC 3339 date-time with its time zone, like 2026-01-01T00:00:00Z or "
+            f"2026-01-01T02:00:00+02:00, got {text!r}"
+        )
+    year, month, day, hour, minute, second, fraction, zone = match.groups()
+    try:
+        tz = (
+            UTC
+            if zone in "Zz"
+            else timezone(
+                (1 if zone[0] == "+" else -1)
+                * timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))
+            )
+        )
+        when = datetime(
+            int(year),
+            int(month),
+            int(day),
+            int(hour),
+            int(minute),
+            min(int(second), 59),
+            int(float(fraction or 0) * 1_000_000),
+            tzinfo=tz,
+        )
+        when.timestamp()  # in range for the clock
+    except (ValueError, OverflowError):
+        raise ValueError(f"{text!r} is not a valid date-time") from None
+    return when

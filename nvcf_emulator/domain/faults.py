@@ -3,8 +3,10 @@ retry and polling logic (``emulator.faults.add(...)`` and ``POST /_emulator/faul
 
 from __future__ import annotations
 
+import math
 import random
 import threading
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -30,9 +32,12 @@ class Fault:
 
     def __post_init__(self) -> None:
         if self.operation not in OPERATIONS:
-            raise ValueError(f"operation must be one of {', '.join(OPERATIONS)}")
+            raise ValueError(
+                f"operation must be one of {', '.join(OPERATIONS)}, got {self.operation!r}"
+            )
+        self._check_types()
         if self.status is not None and not 400 <= self.status <= 599:
-            raise ValueError("status must be a 4xx or 5xx code")
+            raise ValueError(f"status must be a 4xx or 5xx code, got {self.status}")
         if self.status is None and not self.drop and not self.latency:
             raise ValueError("a fault needs a status, a latency or drop=true")
         if self.drop and self.status is not None:
@@ -44,6 +49,27 @@ class Fault:
         if not 0 < self.probability <= 1:
             raise ValueError("probability must be in (0, 1]")
         self._rng = random.Random(self.seed)
+
+    def _check_types(self) -> None:
+        """Each setting of the right type, so that a ``"503"`` is named, not a bare TypeError
+        from a comparison."""
+        if self.status is not None and not _is_int(self.status):
+            raise ValueError(
+                f"status must be an HTTP status code as an int from 400 to 599 (e.g. "
+                f"status=503), got {self.status!r}"
+            )
+        if not _is_number(self.latency):
+            raise ValueError(f"latency must be a number of seconds, got {self.latency!r}")
+        if not isinstance(self.drop, bool):
+            raise ValueError(f"drop must be True or False, got {self.drop!r}")
+        if self.times is not None and not _is_int(self.times):
+            raise ValueError(f"times must be an int of at least 1 (or None), got {self.times!r}")
+        if not _is_number(self.probability):
+            raise ValueError(f"probability must be a number in (0, 1], got {self.probability!r}")
+        if self.seed is not None and not _is_int(self.seed):
+            raise ValueError(f"seed must be an int (or None), got {self.seed!r}")
+        if self.message is not None and not isinstance(self.message, str):
+            raise ValueError(f"message must be a string (or None), got {self.message!r}")
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -93,7 +119,7 @@ class Faults:
                 return fault
         return None
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[Fault]:
         with self._lock:
             return iter(list(self._rules))
 
@@ -103,3 +129,11 @@ class Faults:
     def clear(self) -> None:
         with self._lock:
             self._rules.clear()
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

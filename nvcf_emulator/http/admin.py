@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import math
-import re
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from werkzeug.wrappers import Request, Response
 
-from ..domain.clock import isoformat
+from ..domain.clock import isoformat, parse_rfc3339
 from ..domain.errors import BadRequest
 from ..domain.faults import OPERATIONS
 from .bodies import read_json_object
@@ -58,41 +57,16 @@ def set_clock(emu: Emulator, request: Request) -> Response:
     return json_response(_clock_state(emu))
 
 
-_RFC3339 = re.compile(
-    r"^(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(\.\d+)?([Zz]|[+-]\d\d:\d\d)$"
-)
-
-
 def parse_date_time(value: object) -> datetime:
     """An RFC 3339 date-time (the OpenAPI ``date-time`` format), leap seconds included."""
-    if not isinstance(value, str) or not (match := _RFC3339.match(value)):
+    if not isinstance(value, str):
         raise BadRequest(
             f"set must be an RFC 3339 date-time like 2026-01-01T00:00:00Z, got {value!r}"
         )
-    year, month, day, hour, minute, second, fraction, zone = match.groups()
     try:
-        tz = (
-            UTC
-            if zone in "Zz"
-            else timezone(
-                (1 if zone[0] == "+" else -1)
-                * timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))
-            )
-        )
-        when = datetime(
-            int(year),
-            int(month),
-            int(day),
-            int(hour),
-            int(minute),
-            min(int(second), 59),
-            int(float(fraction or 0) * 1_000_000),
-            tzinfo=tz,
-        )
-        when.timestamp()  # in range for the clock
-    except (ValueError, OverflowError):
-        raise BadRequest(f"set: '{value}' is not a valid date-time") from None
-    return when
+        return parse_rfc3339(value, strict=True)
+    except ValueError as bad:
+        raise BadRequest(f"set: {bad}") from None
 
 
 #: Invocations ``GET /_emulator/state`` lists (the newest ones); ``invocationCount`` has them all.
