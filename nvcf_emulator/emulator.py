@@ -7,14 +7,14 @@ import logging
 import os
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, TypedDict, Unpack
 from urllib.parse import quote, urlencode, urlsplit
 
-from .config import FIXED_FIELDS, EmulatorConfig, check_base_url
+from .config import FIXED_FIELDS, EmulatorConfig, check_base_url, fixed_setting_error
 from .domain.accounts import Accounts
 from .domain.assets import Asset, AssetService
 from .domain.calls import CallLog
@@ -39,6 +39,64 @@ if TYPE_CHECKING:
     from .server import EmulatorServer
 
 
+class EmulatorSettings(TypedDict, total=False):
+    """The keyword settings of :class:`Emulator`, ``configure`` and ``reset``: the fields of
+    :class:`EmulatorConfig` (see there for what each does), typed for static checkers so that
+    a misspelt or mistyped setting is an error before the test runs."""
+
+    api_base_url: str
+    extra_api_hosts: Iterable[str]
+    storage_base_url: str | None
+    bucket: str
+    region: str
+    upload_url_ttl: int
+    asset_ttl: int
+    max_asset_bytes: int
+    storage_quota_bytes: int | None
+    upload_etag: str
+    list_limit: int
+    header_mismatch_status: int
+    api_keys: Mapping[str, str]
+    default_nca_id: str
+    root_dir: str | os.PathLike[str] | None
+    state_dir: str | os.PathLike[str] | None
+    admin_enabled: bool
+    admin_token: str | None
+    storage: str | None
+    s3_endpoint_url: str | None
+    s3_create_bucket: bool
+    poll_seconds: int
+    sse_poll_seconds: int
+    max_poll_seconds: int
+    always_async: bool
+    worker_threads: int
+    container_timeout: float
+    max_request_bytes: int
+    max_response_bytes: int
+    request_ttl: int
+    result_url_ttl: int
+    asset_root: str | os.PathLike[str] | None
+    output_root: str | os.PathLike[str] | None
+    keep_staged: bool
+    ram_staging_bytes: int
+    deploy_delay: float
+    progress_interval: float
+
+
+class AssetNotUploadedError(KeyError):
+    """:meth:`Emulator.asset_bytes` of an asset that exists but has no bytes (yet)."""
+
+    def __str__(self) -> str:  # KeyError's own would show the message quoted, as a repr
+        return str(self.args[0]) if self.args else ""
+
+
+class UnknownAssetError(KeyError):
+    """:meth:`Emulator.asset_bytes` of an asset id this emulator does not know."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 class Emulator(InvocationAPI):
     """An NVCF emulator: control plane, pre-signed storage and (later) worker, on one WSGI app.
 
@@ -46,10 +104,25 @@ class Emulator(InvocationAPI):
     ...     requests.post(f"{nvcf.base_url}/v2/nvcf/assets", headers=nvcf.headers, json=...)
 
     Settings are :class:`EmulatorConfig` fields, given as a config, as keywords, or both.
+    Once :meth:`close` d, an emulator cannot be used again: make a new one.
     """
 
-    def __init__(self, config: EmulatorConfig | None = None, /, **settings: Any) -> None:
+    def __init__(
+        self, config: EmulatorConfig | None = None, /, **settings: Unpack[EmulatorSettings]
+    ) -> None:
+        self._closed = False
         self._storage_url = ""
+        if config is not None and not isinstance(config, EmulatorConfig):
+            hint = (
+                f" (for a dict of settings: Emulator(**{config!r}))"
+                if isinstance(config, Mapping)
+                else ""
+            )
+            raise TypeError(
+                "Emulator() takes an EmulatorConfig as its only positional argument, and "
+                f"settings as keywords, e.g. Emulator(max_asset_bytes=1024); got "
+                f"{type(config).__name__}{hint}"
+            )
         self.config = (config or EmulatorConfig()).replace(**settings)
         self._initial_config = self.config
         self.clock = Clock()
@@ -229,18 +302,14 @@ class Emulator(InvocationAPI):
 
     # -- life cycle ---------------------------------------------------------------------------
 
-    def configure(self, **settings: Any) -> None:
+    def configure(self, **settings: Unpack[EmulatorSettings]) -> None:
         """Change settings on a running emulator. Where bytes and state live (``root_dir``,
         ``state_dir``, ``storage``, ``s3_*``) and where upload URLs point (``bucket``,
         ``region``, ``storage_base_url``) are fixed at start: changing them is a ValueError."""
         config = self.config.replace(**settings)
         for name in FIXED_FIELDS:
             if name in settings and getattr(config, name) != getattr(self.config, name):
-                raise ValueError(
-                    f"{name} cannot change on a running emulator (it stays "
-                    f"{getattr(self.config, name)!r}); give it when the emulator is made "
-                    "(for the shared nvcf_server, in nvcf_settings; or use the nvcf fixture)"
-                )
+                raise fixed_setting_error(name, getattr(self.config, name))
         self.config = config
         self.accounts = Accounts(self.config.api_keys, default_nca_id=self.config.default_nca_id)
 
@@ -263,9 +332,10 @@ class Emulator(InvocationAPI):
         if now >= self._next_sweep or now < self._next_sweep - 2 * self.SWEEP_INTERVAL:
             self.sweep()
 
-    def reset(self, **settings: Any) -> None:
+    def reset(self, **settings: Unpack[EmulatorSettings]) -> None:
         """Forget every asset and its bytes, put the clock back, and return to the settings the
         emulator was made with, plus ``settings``."""
+        self._check_open("reset it")
         self.assets.clear()
         self._reset_invocations()
         self.clock.reset()
@@ -276,9 +346,19 @@ class Emulator(InvocationAPI):
             self.config = self._initial_config
             self.configure(**settings)
 
+    @property
+    def closed(self) -> bool:
+        """``True`` once :meth:`close` has run: the emulator can no longer be used."""
+        return self._closed
+
     def close(self) -> None:
         """Stop routing, and remove the temp dir this emulator made (if it made one). Without a
-        state dir, the objects of its assets in an S3 bucket are deleted too."""
+        state dir, the objects of its assets in an S3 bucket are deleted too. A closed emulator
+        cannot be entered, activated, served or given functions again (``RuntimeError``); a
+        second ``close()`` does nothing."""
+        if self._closed:
+            return
+        self._closed = True
         if self._dashboard is not None:
             self._dashboard.stop()
             self._dashboard = None
@@ -309,10 +389,12 @@ class Emulator(InvocationAPI):
     @contextmanager
     def activate(self) -> Iterator[Self]:
         """Route ``requests`` and ``httpx`` calls for its API and storage hosts into this app."""
+        self._check_open("activate it")
         with route(self):
             yield self
 
     def __enter__(self) -> Self:
+        self._check_open("enter it with 'with'")
         cm = route(self)
         cm.__enter__()
         self._activations.append(cm)
@@ -337,6 +419,7 @@ class Emulator(InvocationAPI):
         """Serve this emulator on a real socket (started; call ``stop()`` when done). At most
         ``max_connections`` are served at once; one that sends nothing for ``idle_timeout``
         seconds is closed."""
+        self._check_open("serve it")
         from .server import EmulatorServer
 
         server = EmulatorServer(self, host=host, port=port, max_connections=max_connections)
@@ -351,6 +434,7 @@ class Emulator(InvocationAPI):
         URL) and stopped by :meth:`close`. With an ``admin_token``, the URL carries it as
         ``?token=`` (the page moves it to the tab's ``sessionStorage``)."""
         if self._dashboard is None:
+            self._check_open("serve its dashboard")
             from .server import EmulatorServer
 
             self._dashboard = EmulatorServer(self, host, port, own_storage_urls=False).start()
@@ -365,10 +449,21 @@ class Emulator(InvocationAPI):
         return self.assets.all()
 
     def asset_bytes(self, asset_id: str) -> bytes:
-        """The uploaded bytes of ``asset_id``; ``KeyError`` when there are none."""
+        """The uploaded bytes of ``asset_id``. ``KeyError`` when there are none: an
+        :class:`UnknownAssetError` for an id this emulator does not know (never created, or
+        expired and swept), an :class:`AssetNotUploadedError` for an asset created but never
+        (or not yet) uploaded."""
         asset = self.assets.find(asset_id)
-        if asset is None or not asset.uploaded:
-            raise KeyError(asset_id)
+        if asset is None:
+            raise UnknownAssetError(
+                f"no asset {asset_id!r} in this emulator: it was never created here, or it "
+                "expired (asset_ttl) or was deleted; stored_assets() lists the ones there are"
+            )
+        if not asset.uploaded:
+            raise AssetNotUploadedError(
+                f"asset {asset_id!r} was created but its bytes were never uploaded: the PUT "
+                "to its uploadUrl has not happened or failed (see invocations / the test log)"
+            )
         with self.store.open(asset.key) as f:
             return f.read()
 
@@ -376,6 +471,20 @@ class Emulator(InvocationAPI):
         """The file holding ``asset_id``'s bytes on disk, or ``None``."""
         asset = self.assets.find(asset_id)
         return self.store.local_path(asset.key) if asset is not None else None
+
+    def __repr__(self) -> str:
+        config = getattr(self, "_config", None)
+        where = config.api_base_url.rstrip("/") if config is not None else "?"
+        if getattr(self, "_closed", False):
+            return f"<Emulator {where} closed>"
+        parts = [where, "open"]
+        storage = getattr(self, "_storage_url", "")
+        if storage:
+            parts.append(f"storage={storage}")
+        root = getattr(self, "root", None)
+        if root is not None:
+            parts.append(f"root={root}")
+        return f"<Emulator {' '.join(parts)}>"
 
 
 _LOCK_FILE = ".nvcf-emulator.lock"

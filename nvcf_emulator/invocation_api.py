@@ -27,7 +27,13 @@ from .domain.functions import (
 )
 from .domain.invocations import Invocation, InvocationService, monotonic
 from .worker import staging
-from .worker.containers import Container, UrlContainer, as_container
+from .worker.containers import (
+    CallableContainer,
+    Container,
+    UrlContainer,
+    as_container,
+    check_takes_request,
+)
 
 if TYPE_CHECKING:
     from .config import EmulatorConfig
@@ -50,6 +56,27 @@ class FunctionRef:
         return iter((self.function_id, self.version_id))
 
 
+#: camelCase create-body names of add_function's own keyword parameters: (snake_case, default).
+#: Those four are NVCF create-body members, so they are taken as such; the others are refused.
+_OWN_CAMEL: dict[str, tuple[str, object]] = {
+    "inferenceUrl": ("inference_url", None),
+    "inferencePort": ("inference_port", None),
+    "healthUri": ("health_uri", DEFAULT_HEALTH_URI),
+    "functionType": ("function_type", "DEFAULT"),
+    "ncaId": ("nca_id", None),
+    "functionId": ("function_id", None),
+    "sharedWith": ("shared_with", ()),
+    "startupTimeout": ("startup_timeout", 30.0),
+}
+
+
+class FunctionNotFoundError(KeyError):
+    """No such function version (a ``KeyError`` whose message names both ids)."""
+
+    def __str__(self) -> str:  # KeyError's own shows the message as a quoted repr
+        return str(self.args[0]) if self.args else ""
+
+
 class InvocationAPI:
     """Functions, registered images, the worker pool and the invocation records."""
 
@@ -60,6 +87,17 @@ class InvocationAPI:
     root: Path
     accounts: Accounts
     state: StateStore
+    #: Set by Emulator.close().
+    _closed: bool = False
+
+    def _check_open(self, what: str) -> None:
+        """A ``RuntimeError`` once the emulator is closed: its temp dir, workers and routes are
+        gone, so using it would only end in 500s later on."""
+        if self._closed:
+            raise RuntimeError(
+                f"this Emulator is closed: cannot {what}. A closed emulator cannot be used "
+                "again; make a new Emulator() (or leave closing to its 'with' block / fixture)"
+            )
 
     #: Real seconds a stopping emulator with a state dir gives running requests to finish
     #: (their results are then saved); queued ones and slower ones are lost, as at a crash.
@@ -120,6 +158,8 @@ class InvocationAPI:
 
     def _container(self, target: Any, persistent: bool) -> Container:
         container = as_container(target)
+        if isinstance(container, CallableContainer) and container is not target:
+            check_takes_request(container.fn)  # before the version is ACTIVE and every call fails
         if container is not target:
             self._owned.append((container, persistent))
         return container
@@ -131,6 +171,7 @@ class InvocationAPI:
 
     def add_function(
         self,
+        /,
         container: Any,
         name: str = "emulated-function",
         *,
@@ -162,6 +203,33 @@ class InvocationAPI:
         account, and ``function_id`` if given) is re-attached to ``container``: it keeps its
         function and version ids and takes this call's definition.
         """
+        self._check_open("add a function to it")
+        # NVCF's own spelling of this method's parameters (as in a create body copied from its
+        # docs) is taken too; a member that only this method has is refused with its name.
+        for camel in _OWN_CAMEL.keys() & definition.keys():
+            snake, default = _OWN_CAMEL[camel]
+            given = {
+                "inference_url": inference_url,
+                "inference_port": inference_port,
+                "health_uri": health_uri,
+                "function_type": function_type,
+            }
+            if snake not in given:
+                raise TypeError(
+                    f"add_function() got {camel}=: this is add_function's own parameter "
+                    f"{snake}=, not a create-body member; pass {snake}={definition[camel]!r}"
+                )
+            if given[snake] != default and given[snake] != definition[camel]:
+                raise TypeError(
+                    f"add_function() got both {snake}={given[snake]!r} and {camel}="
+                    f"{definition[camel]!r}; pass one of them (add_function spells it {snake})"
+                )
+        if definition:
+            definition = dict(definition)
+            inference_url = definition.pop("inferenceUrl", inference_url)
+            inference_port = definition.pop("inferencePort", inference_port)
+            health_uri = definition.pop("healthUri", health_uri)
+            function_type = definition.pop("functionType", function_type)
         adapter = self._container(container, persistent)
         if inference_url is None:
             inference_url = (
@@ -221,6 +289,7 @@ class InvocationAPI:
 
         Versions of ``image`` loaded from a ``state_dir`` (``ERROR`` until now, for want of a
         container) are redeployed with it."""
+        self._check_open("register an image on it")
         adapter = self._container(container, False)
         self.images[image] = adapter
         self.functions.attach_image(image)
@@ -229,14 +298,43 @@ class InvocationAPI:
     def set_function_status(
         self, function_id: str, version_id: str, status: FunctionStatus | str
     ) -> None:
-        """Force a version's status, e.g. ``DEGRADED`` or ``ERROR``, to test how clients cope."""
-        self.functions.set_status(function_id, version_id, status)
+        """Force a version's status, e.g. ``DEGRADED`` or ``ERROR``, to test how clients cope.
+
+        ``KeyError`` for an unknown function or version, ``ValueError`` for a status that is no
+        :class:`FunctionStatus` (both say which)."""
+        try:
+            wanted = FunctionStatus(status)
+        except ValueError:
+            valid = ", ".join(s.value for s in FunctionStatus)
+            hint = (
+                f" (did you mean {str(status).upper()!r}?)"
+                if str(status).upper() in FunctionStatus.__members__
+                else ""
+            )
+            raise ValueError(
+                f"set_function_status: {status!r} is not a function status{hint}; "
+                f"give one of {valid} (or a FunctionStatus member)"
+            ) from None
+        self.function(function_id, version_id)  # a KeyError naming both ids
+        self.functions.set_status(function_id, version_id, wanted)
 
     def function(self, function_id: str, version_id: str) -> FunctionVersion:
-        for version in self.functions.all():
+        """The version ``version_id`` of function ``function_id`` (``KeyError`` naming both
+        when there is none)."""
+        versions = self.functions.all()
+        for version in versions:
             if version.function_id == function_id and version.version_id == version_id:
                 return version
-        raise KeyError((function_id, version_id))
+        known = sorted(v.version_id for v in versions if v.function_id == function_id)
+        if known:
+            why = f"function {function_id!r} has no version {version_id!r} (its versions: "
+            why += f"{', '.join(known)})"
+        else:
+            why = (
+                f"no function {function_id!r} (asked for its version {version_id!r}); "
+                "add_function() returns the ids: fid, vid = nvcf.add_function(...)"
+            )
+        raise FunctionNotFoundError(why)
 
     # -- hooks for the emulator's life cycle --------------------------------------------------
 

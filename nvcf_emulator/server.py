@@ -4,20 +4,32 @@ connection is handled by :mod:`.connection`, with HTTP/1.1 keep-alive)."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import select
 import socket
 import threading
+from collections.abc import Callable
+from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Self, TypeVar
 
 from werkzeug.serving import ThreadedWSGIServer
 
 from .connection import Handler
+from .emulator import Emulator
 
 if TYPE_CHECKING:
+    from .config import EmulatorConfig
+    from .domain.accounts import Accounts
+    from .domain.assets import AssetService
+    from .domain.calls import CallLog
     from .domain.clock import Clock
-    from .emulator import Emulator
+    from .domain.faults import Faults
+    from .domain.functions import FunctionService
+    from .domain.ids import Ids
+    from .domain.invocations import Invocation
+    from .worker.containers import Container
 
 log = logging.getLogger("nvcf_emulator.server")
 
@@ -121,8 +133,33 @@ class _Server(ThreadedWSGIServer):
                 thread.join(timeout)
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _forward(
+    method: Callable[Concatenate[Any, _P], _R],
+) -> Callable[Concatenate[EmulatorServer, _P], _R]:
+    """The emulator's ``method``, on the server: same signature, same docs, for type checkers
+    and ``help()`` alike."""
+    name = method.__name__
+
+    @functools.wraps(method)
+    def forwarded(self: EmulatorServer, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        bound: Callable[_P, _R] = getattr(self.emulator, name)
+        return bound(*args, **kwargs)
+
+    return forwarded
+
+
 class EmulatorServer:
-    """An :class:`Emulator` served on ``host:port`` (port 0 picks a free one)."""
+    """An :class:`Emulator` served on ``host:port`` (port 0 picks a free one).
+
+    It has the emulator's inspection and set-up API too (``asset_bytes``, ``invocations``,
+    ``faults``, ``add_function``, ...), so that the ``nvcf`` and ``nvcf_server`` fixtures look
+    alike; ``emulator`` is the emulator itself. Once stopped, a server cannot start again:
+    ``emulator.serve()`` makes a new one.
+    """
 
     def __init__(
         self,
@@ -138,7 +175,9 @@ class EmulatorServer:
         ``storage_base_url`` is set. At most ``max_connections`` connections are served at
         once (one thread each); when all are taken, idle keep-alive ones are closed for a new
         client, and further clients wait in the listen backlog."""
+        emulator._check_open("serve it")
         self.emulator = emulator
+        self._stopped = False
         # Bind ourselves: werkzeug's own bind prints and calls sys.exit() when the port is taken,
         # which a library must not do. A plain OSError reaches the caller instead.
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -195,10 +234,107 @@ class EmulatorServer:
         """Requests being served right now (from their request line to their response)."""
         return self._server.busy.count
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.emulator, name)
+    # -- the emulator's API, typed (see _forward) ---------------------------------------------
+
+    add_function = _forward(Emulator.add_function)
+    register_image = _forward(Emulator.register_image)
+    set_function_status = _forward(Emulator.set_function_status)
+    function = _forward(Emulator.function)
+    stored_assets = _forward(Emulator.stored_assets)
+    asset_bytes = _forward(Emulator.asset_bytes)
+    asset_path = _forward(Emulator.asset_path)
+    upload_url = _forward(Emulator.upload_url)
+    configure = _forward(Emulator.configure)
+    reset = _forward(Emulator.reset)
+    sweep = _forward(Emulator.sweep)
+    maybe_sweep = _forward(Emulator.maybe_sweep)
+    dashboard = _forward(Emulator.dashboard)
+
+    @property
+    def config(self) -> EmulatorConfig:
+        return self.emulator.config
+
+    @property
+    def invocations(self) -> list[Invocation]:
+        """Every invocation since the last reset, oldest first."""
+        return self.emulator.invocations
+
+    @property
+    def faults(self) -> Faults:
+        return self.emulator.faults
+
+    @property
+    def calls(self) -> CallLog:
+        return self.emulator.calls
+
+    @property
+    def ids(self) -> Ids:
+        return self.emulator.ids
+
+    @property
+    def root(self) -> Path:
+        return self.emulator.root
+
+    @property
+    def accounts(self) -> Accounts:
+        return self.emulator.accounts
+
+    @property
+    def assets(self) -> AssetService:
+        return self.emulator.assets
+
+    @property
+    def functions(self) -> FunctionService:
+        return self.emulator.functions
+
+    @property
+    def images(self) -> dict[str, Container]:
+        return self.emulator.images
+
+    @property
+    def storage_url(self) -> str:
+        return self.emulator.storage_url
+
+    @property
+    def api_hosts(self) -> frozenset[str]:
+        return self.emulator.api_hosts
+
+    @property
+    def storage_hosts(self) -> frozenset[str]:
+        return self.emulator.storage_hosts
+
+    @property
+    def routed_hosts(self) -> frozenset[str]:
+        return self.emulator.routed_hosts
+
+    if not TYPE_CHECKING:
+        # The rest of the emulator, untyped (kept for code written before the names above).
+        def __getattr__(self, name: str) -> Any:
+            if name.startswith("__") or name in ("emulator", "_server", "_thread", "_stopped"):
+                raise AttributeError(name)
+            return getattr(self.emulator, name)
+
+    @property
+    def running(self) -> bool:
+        """``True`` between :meth:`start` and :meth:`stop`."""
+        return self._thread is not None
+
+    def __repr__(self) -> str:
+        url = getattr(self, "url", "?")
+        if getattr(self, "_stopped", False):
+            state = "stopped"
+        else:
+            state = "running" if getattr(self, "_thread", None) is not None else "not started"
+        return f"<EmulatorServer {url} {state}>"
 
     def start(self) -> Self:
+        """Serve in background threads (a no-op when running). A stopped server cannot start
+        again (``RuntimeError``): its socket is closed."""
+        if self._stopped:
+            raise RuntimeError(
+                f"this EmulatorServer ({self.url}) is stopped: its socket is closed and it "
+                "cannot start again; call emulator.serve() for a new server"
+            )
         if self._thread is None:
             self._thread = threading.Thread(
                 target=self._server.serve_forever, name=f"nvcf-emulate:{self.port}", daemon=True
@@ -223,6 +359,7 @@ class EmulatorServer:
         """Stop accepting, let requests in flight finish (up to ``grace`` seconds), close
         idle keep-alive connections and join every thread. Takes milliseconds when idle."""
         server = self._server
+        self._stopped = True
         server.closing = True
         self._stopping.set()
         if self._sweeper is not None:

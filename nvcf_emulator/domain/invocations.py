@@ -21,6 +21,7 @@ queued or running when the process dies have no record: polling them answers NVC
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -284,6 +285,45 @@ class Invocation:
     @property
     def done(self) -> bool:
         return self.outcome is not None
+
+    def __repr__(self) -> str:
+        # The dataclass repr, with bodies, tracebacks and long lists cut short: a failing
+        # assert, a log line or a debugger shows it whole, whatever the request carried.
+        shown = (f for f in dataclasses.fields(self) if f.repr)
+        parts = ", ".join(f"{f.name}={_short(getattr(self, f.name))}" for f in shown)
+        return f"Invocation({parts})"
+
+
+#: Longest text or bytes shown whole in an Invocation's repr.
+_REPR_LIMIT = 200
+
+
+def _short(value: object, limit: int = _REPR_LIMIT) -> str:
+    """``repr(value)`` with long bytes/str cut (their length shown), container requests and
+    responses summed up, and lists of more than a few items counted."""
+    if isinstance(value, bytes | bytearray):
+        if len(value) <= limit:
+            return repr(bytes(value))
+        return f"<{len(value)} bytes: {bytes(value[:60])!r}...>"
+    if isinstance(value, str):
+        if len(value) <= limit * 5:  # a traceback stays readable whole up to ~1 kB
+            return repr(value)
+        return f"<{len(value)} chars: {value[: limit * 2]!r}...{value[-limit * 2 :]!r}>"
+    if isinstance(value, ContainerRequest):
+        return (
+            f"ContainerRequest({value.method} {_short(value.path)}, body={_short(value.body, 60)})"
+        )
+    if isinstance(value, ContainerResponse):
+        return f"ContainerResponse({value.status}, body={_short(value.body, 60)})"
+    if isinstance(value, list):
+        items = [_short(item, 60) for item in value[:5]]
+        more = f", ... {len(value) - 5} more" if len(value) > 5 else ""
+        return f"[{', '.join(items)}{more}]"
+    if isinstance(value, dict):
+        text = repr(value)
+        return text if len(text) <= limit * 10 else f"<dict of {len(value)} items>"
+    text = repr(value)
+    return text if len(text) <= limit * 10 else f"{text[: limit * 5]}...>"
 
 
 def _problem(status: int, prefix: str, title: str, detail: str) -> Outcome:

@@ -516,11 +516,30 @@ class UrlContainer:
 # -- picking an adapter ----------------------------------------------------------------------------
 
 
+def _not_a_target(spec: str) -> ValueError:
+    """The error for a container string that is neither a URL nor ``package.module:attr``,
+    with the URL it probably meant when it looks like a mistyped one."""
+    hint = ""
+    lowered = spec.lower()
+    if lowered.startswith("http"):
+        scheme = "https" if lowered.startswith("https") else "http"
+        rest = spec[len(scheme) :].lstrip(":/")
+        hint = f" (did you mean {scheme}://{rest}?)"
+    return ValueError(
+        f"expected package.module:attr or an http://host:port[/path] URL, got {spec!r}: it is "
+        f"neither a container URL nor an importable package.module:attr{hint}"
+    )
+
+
 def load_target(spec: str) -> Any:
     """``package.module:attr`` → the object (``attr`` may be dotted)."""
     module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise ValueError(f"expected package.module:attr or an http:// URL, got {spec!r}")
+    if (
+        not sep
+        or not all(part.isidentifier() for part in module_name.split("."))
+        or not all(part.isidentifier() for part in attr.split("."))
+    ):
+        raise _not_a_target(spec)
     obj: Any = importlib.import_module(module_name)
     for part in attr.split("."):
         obj = getattr(obj, part)
@@ -568,3 +587,25 @@ def as_container(target: Any) -> Container:
             return WsgiContainer(target)
         return CallableContainer(target)
     raise TypeError(f"cannot use {type(target).__name__} as a container")
+
+
+def check_takes_request(fn: Any) -> None:
+    """A ``TypeError`` for a plain callable that cannot be called as ``fn(request)`` (checked
+    when it is deployed: otherwise it would be ``ACTIVE`` and every invocation a 500)."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # no signature to read (some builtins): give it the benefit
+        return
+    try:
+        sig.bind(None)
+    except TypeError:
+        pass
+    else:
+        return
+    name = getattr(fn, "__qualname__", None) or type(fn).__name__
+    raise TypeError(
+        f"cannot use {name}{sig} as a container: a callable container is called as "
+        "fn(request) with one ContainerRequest, e.g. def infer(request: ContainerRequest) -> "
+        "dict: ...; a WSGI app takes (environ, start_response), and an ASGI app is "
+        "async (scope, receive, send)"
+    )
