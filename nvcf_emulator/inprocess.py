@@ -154,6 +154,24 @@ def _origin(url: str) -> tuple[str, int | None]:
     return (parts.hostname or "").lower(), port
 
 
+@functools.lru_cache(maxsize=256)
+def _ports(
+    host: str, api_base_url: str, storage_url: str, extra_hosts: tuple[str, ...]
+) -> frozenset[int] | None:
+    """The ports of ``host`` the emulator answers on: ``None`` for any port (a host named
+    without one: ``extra_api_hosts``, or a base URL without an explicit port)."""
+    if host in (h.lower() for h in extra_hosts):
+        return None
+    ports = set()
+    for url in (api_base_url, storage_url):
+        url_host, port = _origin(url)
+        if url_host == host:
+            if port is None:
+                return None
+            ports.add(port)
+    return frozenset(ports) if ports else None
+
+
 def url_matcher(emulator: Emulator) -> Callable[[str], Claim]:
     """How the emulator claims a URL (its hosts are read on every call): ``OWNER`` for its API
     hosts and for upload URLs of its own assets (lately expired ones too), ``HOST`` for other
@@ -166,15 +184,16 @@ def url_matcher(emulator: Emulator) -> Callable[[str], Claim]:
         host = (parts.hostname or "").lower()
         if host not in emulator.routed_hosts:
             return NOT_MINE
-        storage_host, storage_port = _origin(emulator.storage_url)
-        if host == storage_host and storage_port is not None and host not in emulator.api_hosts:
-            # Storage at an explicit port (a served emulator's http://127.0.0.1:PORT/...): other
-            # ports on that host are other servers, never this emulator.
+        config = emulator.config
+        ports = _ports(host, config.api_base_url, emulator.storage_url, config.extra_api_hosts)
+        if ports is not None:
+            # A base URL with an explicit port (a served emulator's http://127.0.0.1:PORT/...):
+            # other ports on that host are other servers, never this emulator.
             try:
                 port = parts.port or (443 if parts.scheme == "https" else 80)
             except ValueError:
                 return NOT_MINE
-            if port != storage_port:
+            if port not in ports:
                 return NOT_MINE
         if host not in emulator.storage_hosts:
             return OWNER

@@ -110,6 +110,19 @@ def test_url_container_on_loopback_works_while_the_emulator_is_served(
         server.stop()
 
 
+def test_an_api_base_url_with_a_port_claims_that_port_only(other_server: str) -> None:
+    """The same for the control plane: ``api_base_url="http://127.0.0.1:PORT"`` routes calls
+    to that port in-process and leaves every other port of the host to its own server."""
+    with socket.socket() as probe:  # a port nothing listens on: only routing can answer it
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with Emulator(api_base_url=f"http://127.0.0.1:{port}") as emu:
+        r = requests.get(f"http://127.0.0.1:{port}/v2/nvcf/assets", headers=emu.headers)
+        assert (r.status_code, r.json()) == (200, {"assets": []})
+        r = requests.get(f"{other_server}/anything", timeout=10)
+        assert (r.status_code, r.json()) == (200, {"from": "other"})
+
+
 # == 2. closed emulators and stopped servers
 
 
