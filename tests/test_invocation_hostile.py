@@ -532,10 +532,12 @@ def test_a_hung_container_times_out_and_its_late_answer_is_dropped(
 
 
 def test_a_container_answering_202_repeatedly_is_asked_once_per_poll(nvcf: Emulator) -> None:
-    """Four 202s then 200: the client sees 202 in-progress four times, then the result."""
+    """Four 202s then 200 (without the compatibility mapping, which re-asks on each poll):
+    the client sees 202 in-progress four times, then the result."""
     answers = iter([ContainerResponse(202)] * 4 + [ContainerResponse(200, b'{"v":5}')])
     fid, _ = nvcf.add_function(lambda req: next(answers), name="self-async")
-    r = invoke(nvcf, fid, headers={"NVCF-POLL-SECONDS": "5"})
+    compat_off = {"nvcf-feature-disable-worker-compatibility": "true"}
+    r = invoke(nvcf, fid, headers={"NVCF-POLL-SECONDS": "5", **compat_off})
     statuses = [r.status_code]
     req_id = r.headers["NVCF-REQID"]
     while r.status_code == 202:

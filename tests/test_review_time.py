@@ -627,7 +627,7 @@ def test_poll_seconds_header_at_clock_jump_forward_is_not_negative(nvcf: Emulato
         release.set()
     first.join()
     second.join()
-    assert seen[0] == "5"
+    assert seen[0] == "4"  # what is left of 5 s, cut to whole seconds
     assert 0 <= int(seen[1]) <= 5, seen
 
 

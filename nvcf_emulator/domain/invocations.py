@@ -34,7 +34,7 @@ import traceback
 import uuid
 import zipfile
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -50,6 +50,7 @@ from ..worker.containers import (
     ContainerConnectionError,
     ContainerRequest,
     ContainerResponse,
+    hop_by_hop,
 )
 from .accounts import Account
 from .assets import Asset
@@ -134,9 +135,12 @@ class ProgressUpdate:
 
 @dataclass(frozen=True)
 class StillWorking:
-    """The container itself answered 202: the client gets 202 in-progress."""
+    """The container itself answered 202: the client gets that 202 (in-progress), with the
+    container's body and headers."""
 
     at: float
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
 
 
 @dataclass
@@ -158,6 +162,8 @@ class Outcome:
     problem_prefix: str = ""
     title: str = ""
     detail: str = ""
+    #: The whole ``type``, when it is not the prefix and the kebab-case title.
+    problem_type: str | None = None
 
     @property
     def nvcf_status(self) -> str:
@@ -353,23 +359,79 @@ def worker_error(detail: str = "Internal error while making inference request") 
     return _problem(500, WORKER_SERVICE, "Internal Server Error", detail)
 
 
-def container_error(status: int, body: bytes) -> Outcome:
-    """NVCF's mapping of a container's 4xx/5xx: its JSON ``error`` member is the detail."""
-    from http import HTTPStatus
+#: Go's ``net/http.StatusText`` for the error codes it names: NVCF's worker titles a
+#: container's error with it (an unnamed code gets an empty title).
+GO_STATUS_TEXT = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    402: "Payment Required",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    406: "Not Acceptable",
+    407: "Proxy Authentication Required",
+    408: "Request Timeout",
+    409: "Conflict",
+    410: "Gone",
+    411: "Length Required",
+    412: "Precondition Failed",
+    413: "Request Entity Too Large",
+    414: "Request URI Too Long",
+    415: "Unsupported Media Type",
+    416: "Requested Range Not Satisfiable",
+    417: "Expectation Failed",
+    418: "I'm a teapot",
+    421: "Misdirected Request",
+    422: "Unprocessable Entity",
+    423: "Locked",
+    424: "Failed Dependency",
+    425: "Too Early",
+    426: "Upgrade Required",
+    428: "Precondition Required",
+    429: "Too Many Requests",
+    431: "Request Header Fields Too Large",
+    451: "Unavailable For Legal Reasons",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+    505: "HTTP Version Not Supported",
+    506: "Variant Also Negotiates",
+    507: "Insufficient Storage",
+    508: "Loop Detected",
+    510: "Not Extended",
+    511: "Network Authentication Required",
+}
 
-    try:
-        title = HTTPStatus(status).phrase
-    except ValueError:
-        title = "Unknown Error"
+
+def go_member(doc: Mapping[str, Any], name: str) -> Any:
+    """A member as Go's JSON decoder fills a struct field from ``doc``: keys match it in any
+    case, and the last matching key wins; None when none does."""
+    value = None
+    for key, item in doc.items():
+        if key.lower() == name.lower():
+            value = item
+    return value
+
+
+def container_error(status: int, body: bytes) -> Outcome:
+    """NVCF's mapping of a container's 4xx/5xx (its worker's ``CreateErrorResponse``): the
+    title is Go's status text, the type that text lower-cased with ``-`` for spaces, and the
+    detail the body's JSON ``error`` member (any case), else "Inference error"."""
+    title = GO_STATUS_TEXT.get(status, "")
     detail = "Inference error"
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         doc = None
-    # NVCF's worker reads a Triton-style {"error": "<text>"}; any other shape is "Inference error".
-    if isinstance(doc, dict) and isinstance(doc.get("error"), str) and doc["error"]:
-        detail = doc["error"]
-    return _problem(status, INFERENCE_SERVICE, title, detail)
+    if isinstance(doc, dict):
+        error = go_member(doc, "error")
+        if isinstance(error, str) and error:
+            detail = error
+    outcome = _problem(status, INFERENCE_SERVICE, title, detail)
+    outcome.problem_type = INFERENCE_SERVICE + title.lower().replace(" ", "-")
+    return outcome
 
 
 _UINT32_MAX = 2**32 - 1
@@ -710,7 +772,8 @@ class InvocationService:
         cfg = self._config()
         # The client's headers never carry a worker header's name (_DROPPED has them all), so
         # one list in one go: Headers.set per worker header rescans the list each time.
-        forwarded = [(k, v) for k, v in client_headers if k.lower() not in _DROPPED]
+        dropped = _DROPPED | hop_by_hop(client_headers)  # what its Connection lists too
+        forwarded = [(k, v) for k, v in client_headers if k.lower() not in dropped]
         spec: dict[str, Any] = {}
         specs = (version.deployment or {}).get("deploymentSpecifications") or []
         if specs and isinstance(specs[0], dict):
@@ -737,7 +800,8 @@ class InvocationService:
             ("NVCF-REGION", cfg.region),
             ("NVCF-ENV", "emulator"),
             ("NVCF-INVOCATION-REGION", cfg.region),
-            ("NVCF-POLL-SECONDS", str(min(window, max(0, math.ceil(window - elapsed))))),
+            # What is left of the window in whole seconds, cut as Go's int() cuts it.
+            ("NVCF-POLL-SECONDS", str(min(window, max(0, int(window - elapsed))))),
         ]
         if not any(k.lower() == "content-type" for k, _ in forwarded):
             worker.append(("Content-Type", "application/json"))
@@ -843,13 +907,25 @@ class InvocationService:
                 inv.error = traceback.format_exc()
                 return connection_error()
             if response.status == 202:
-                # NVCF's worker treats a container's 202 as "still working": the client gets a
-                # 202, and the container is asked again when the client polls next.
-                self._push(inv, StillWorking(self.clock.now()))
+                # NVCF's worker sends the container's 202 on (body and headers) as "still
+                # working". With its compatibility mapping on (the default) that was the one
+                # call: later polls get progress updates or an empty 202 when their window
+                # ends, until the client stops polling. Without it (or for an event stream)
+                # the container is asked again on each poll.
+                try:
+                    forwarded = _forwarded_headers(response.headers)
+                except ValueError as bad:
+                    return _invalid_answer(inv, bad)
+                self._push(inv, StillWorking(self.clock.now(), forwarded, response.body))
                 if inv.outcome is not None:
                     return inv.outcome
                 started = inv._started_mono or monotonic()
                 left = cfg.container_timeout - (monotonic() - started)
+                if inv.compat and not inv.streaming:
+                    while inv.outcome is None and left > 0:  # until cancelled or settled
+                        inv._poll.wait(left)
+                        left = cfg.container_timeout - (monotonic() - started)
+                    return inv.outcome or connection_error()
                 if left <= 0 or not inv._poll.wait(left) or inv.outcome is not None:
                     return inv.outcome or connection_error()
                 poll_headers, poll_seconds = inv._poll_request or ([], inv.poll_seconds)
@@ -1046,10 +1122,12 @@ class InvocationService:
             doc = json.loads(data)
         except (ValueError, UnicodeDecodeError):
             return
-        if not isinstance(doc, dict) or doc.get("id") != inv.request_id:
+        # Go's decoder reads the members in any case (the last of a name wins).
+        if not isinstance(doc, dict) or go_member(doc, "id") != inv.request_id:
             return
-        value = doc.get("progress", 0)
-        partial = doc.get("partialResponse")
+        value = go_member(doc, "progress")
+        value = 0 if value is None else value
+        partial = go_member(doc, "partialResponse")
         # NVCF's worker decodes {"id": str, "progress": uint32, "partialResponse": object}; a
         # document of another shape is dropped. Floats are rounded here (the Go worker drops
         # them, which the helper library's float progress runs into).
@@ -1273,10 +1351,12 @@ def _forwarded_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, st
     same bytes. A name that is not an HTTP token, a value with a line break or NUL, or more
     header bytes than clients read cannot be sent at all: ``ValueError`` naming it.
     """
+    headers = list(headers)
+    dropped = _RESPONSE_DROPPED | hop_by_hop(headers)  # what the container's Connection lists
     out = []
     total = 0
     for name, value in headers:
-        if name.lower() in _RESPONSE_DROPPED:
+        if name.lower() in dropped:
             continue
         total += len(name) + len(value) + 4
         if total > MAX_RESPONSE_HEADER_BYTES:

@@ -13,7 +13,7 @@ from werkzeug.wrappers import Request, Response
 from ..domain.accounts import Account
 from ..domain.clock import isoformat
 from ..domain.errors import BadRequest, NotFound, PayloadTooLarge
-from ..domain.invocations import Event, Invocation, Outcome, ProgressUpdate
+from ..domain.invocations import Event, Invocation, Outcome, ProgressUpdate, StillWorking
 from .bodies import read_upto
 from .control import authenticate
 from .ids import RUST_UUID_PATTERN, InvalidUrl, canonical, control_id, invocation_id
@@ -72,7 +72,10 @@ def poll_seconds(emu: Emulator, request: Request, streaming: bool) -> int:
     cfg = emu.config
     raw = request.headers.get(POLL_HEADER)
     if raw is None:
-        return cfg.sse_poll_seconds if streaming else cfg.poll_seconds
+        # The long default needs Accept to be exactly text/event-stream (NVCF compares the
+        # value as it is); a stream asked for with parameters or in capitals gets the short one.
+        exact = request.headers.get("Accept") == "text/event-stream"
+        return cfg.sse_poll_seconds if streaming and exact else cfg.poll_seconds
     if not _UNSIGNED.match(raw.strip()):
         raise BadRequest(f"{POLL_DETAIL}: {POLL_HEADER} '{raw}' is not an unsigned integer")
     value = int(raw.strip())
@@ -120,7 +123,16 @@ def _in_progress(emu: Emulator, inv: Invocation, event: Event | None, seconds: i
         headers.append(("NVCF-PERCENT-COMPLETE", str(event.progress)))
         body = json.dumps(event.partial_response, separators=(",", ":"))
         return Response(body, status=202, headers=headers, content_type="application/json")
+    if isinstance(event, StillWorking):  # the container's own 202, as it sent it
+        return Response(event.body, status=202, headers=_beside(event.headers, headers))
     return Response(b"", status=202, headers=headers)
+
+
+def _beside(container: list[tuple[str, str]], ours: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The container's headers with NVCF's: ours replace the container's of the same name,
+    except ``Access-Control-Expose-Headers``, which NVCF appends ``nvcf-reqid`` to."""
+    names = {n.lower() for n, _ in ours} - {"access-control-expose-headers"}
+    return [*((n, v) for n, v in container if n.lower() not in names), *ours]
 
 
 def _outcome(emu: Emulator, request: Request, inv: Invocation, outcome: Outcome) -> Response:
@@ -133,24 +145,23 @@ def _outcome(emu: Emulator, request: Request, inv: Invocation, outcome: Outcome)
             outcome.title,
             outcome.detail,
             type_prefix=outcome.problem_prefix,
+            type_=outcome.problem_type,
             request_id=inv.request_id,
             headers=dict(headers),
         )
     if outcome.kind == "redirect":
         url = f"{request.host_url.rstrip('/')}{RESULTS_PREFIX}/{outcome.token}/{inv.request_id}.zip"
         return Response(b"", status=302, headers=[*headers, ("Location", url)])
-    names = {n.lower() for n, _ in headers}
-    container = [(n, v) for n, v in outcome.headers if n.lower() not in names]
     if outcome.kind == "stream":
         assert outcome.chunks is not None
         request.environ[STREAMED_KEY] = True
         return Response(
             outcome.chunks,
             status=outcome.status,
-            headers=[*container, *headers],
+            headers=_beside(outcome.headers, headers),
             direct_passthrough=True,
         )
-    return Response(outcome.body, status=outcome.status, headers=[*container, *headers])
+    return Response(outcome.body, status=outcome.status, headers=_beside(outcome.headers, headers))
 
 
 def _answer(

@@ -50,13 +50,15 @@ def problem(
     detail: str,
     *,
     type_prefix: str = PROBLEM_TYPE_PREFIX,
+    type_: str | None = None,
     request_id: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> Response:
-    """RFC 7807 problem JSON with the members NVCF clients look at."""
+    """RFC 7807 problem JSON with the members NVCF clients look at; ``type`` is
+    ``type_prefix`` and the kebab-case title unless ``type_`` gives it whole."""
     request_id = request_id or str(uuid.uuid4())
     body = {
-        "type": type_prefix + kebab(title),
+        "type": type_ if type_ is not None else type_prefix + kebab(title),
         "title": title,
         "status": status,
         "detail": detail,

@@ -54,6 +54,19 @@ HOP_BY_HOP = frozenset(
 )
 
 
+def hop_by_hop(headers: Iterable[tuple[str, str]]) -> frozenset[str]:
+    """The lower-case names a hop drops from ``headers``: :data:`HOP_BY_HOP` and every name
+    their ``Connection`` header lists (RFC 9110 §7.6.1), as NVCF's services drop them."""
+    listed = {
+        token.strip().lower()
+        for name, value in headers
+        if name.lower() == "connection"
+        for token in value.split(",")
+        if token.strip()
+    }
+    return HOP_BY_HOP | listed
+
+
 class ContainerConnectionError(Exception):
     """The container could not be reached, or did not answer in time."""
 
