@@ -12,6 +12,7 @@ its docstring names that library's file too. The tests that fail today assert NV
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -88,6 +89,25 @@ def test_container_202_in_default_mode_is_not_asked_again_on_a_status_poll(
     assert later.headers["NVCF-STATUS"] == "in-progress"
     assert later.content == b""
     assert nvcf.invocations[-1].container_calls == 1
+
+
+def test_a_client_gone_after_a_containers_202_frees_its_worker_at_once(nvcf: Emulator) -> None:
+    """WORKER/work.go makeRestRequest: with no poll within max(2 x poll, 10 s) after a 202,
+    the worker cancels the request. Here the container answered 202 once (never to be asked
+    again): once the client's window passes on the emulator clock, the request is cancelled
+    and its staged dirs go, without waiting for another request or for container_timeout."""
+    fid, _ = nvcf.add_function(lambda req: ContainerResponse(202), name="gone")
+    r = invoke(nvcf, fid, headers={"NVCF-POLL-SECONDS": "1"})
+    assert r.status_code == 202
+    record = nvcf.invocations[-1]
+    nvcf.clock.advance(11)  # past max(2 x 1 s, 10 s)
+    deadline = time.monotonic() + 5
+    while not record.done:
+        assert time.monotonic() < deadline, "the worker still holds the abandoned request"
+        time.sleep(0.01)
+    assert record.status.value == "cancelled"
+    assert record.container_calls == 1
+    assert record.asset_dir is not None and not record.asset_dir.exists()
 
 
 def test_container_202_reaches_the_client_with_its_body_and_headers(nvcf: Emulator) -> None:

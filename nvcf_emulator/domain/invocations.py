@@ -1177,6 +1177,9 @@ class InvocationService:
             now = monotonic()
             for inv in running:
                 try:
+                    # A client gone after a 202 (or a record past its hour) frees its worker
+                    # now, as NVCF's worker cancels, not at the next request's sweep.
+                    self._cancel_if_due(inv)
                     self._check_progress(inv)
                     started = inv._started_mono
                     overdue = started is not None and now - started > timeout
