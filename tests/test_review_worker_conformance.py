@@ -262,6 +262,24 @@ def test_progress_file_keys_are_matched_case_insensitively(nvcf: Emulator, gate:
     assert r.json() == {"k": 1}
 
 
+def test_progress_partial_response_is_reencoded_as_the_go_worker_encodes_it(
+    nvcf: Emulator, gate: Gate
+) -> None:
+    """WORKER/progress/progress.go: ``json.Unmarshal`` into ``map[string]any`` (numbers are
+    float64) then ``json.Marshal(progress.PartialResponse)`` is the 202's body: keys sorted,
+    ``<``/``>``/``&`` escaped, ``1.0`` written as ``1`` (goccy/go-json, as encoding/json)."""
+
+    def write(req: ContainerRequest) -> None:
+        doc = {"id": req.request_id, "progress": 50, "partialResponse": {"z": 1.0, "a": "<b>"}}
+        (req.output_dir / "progress").write_text(json.dumps(doc))
+
+    gate.before = write
+    fid, _ = nvcf.add_function(gate, name="progress-encoding")
+    r = invoke(nvcf, fid, {"NVCF-POLL-SECONDS": "3"})
+    assert r.status_code == 202
+    assert r.content == b'{"a":"\\u003cb\\u003e","z":1}'
+
+
 # -- response headers back to the client -----------------------------------------------------------
 
 

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 from werkzeug.datastructures import Headers
 
 from ..storage.state import NullStateStore, StateStore
-from ..worker import staging
+from ..worker import gojson, staging
 from ..worker.containers import (
     HOP_BY_HOP,
     Container,
@@ -1119,7 +1119,7 @@ class InvocationService:
             return
         inv._progress_sig = sig
         try:
-            doc = json.loads(data)
+            doc = gojson.loads(data)  # as the Go worker decodes it: numbers are floats
         except (ValueError, UnicodeDecodeError):
             return
         # Go's decoder reads the members in any case (the last of a name wins).

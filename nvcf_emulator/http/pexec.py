@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -14,6 +13,7 @@ from ..domain.accounts import Account
 from ..domain.clock import isoformat
 from ..domain.errors import BadRequest, NotFound, PayloadTooLarge
 from ..domain.invocations import Event, Invocation, Outcome, ProgressUpdate, StillWorking
+from ..worker import gojson
 from .bodies import read_upto
 from .control import authenticate
 from .ids import RUST_UUID_PATTERN, InvalidUrl, canonical, control_id, invocation_id
@@ -121,7 +121,7 @@ def _in_progress(emu: Emulator, inv: Invocation, event: Event | None, seconds: i
     emu.invocation_service.answered_202(inv, seconds)
     if isinstance(event, ProgressUpdate):
         headers.append(("NVCF-PERCENT-COMPLETE", str(event.progress)))
-        body = json.dumps(event.partial_response, separators=(",", ":"))
+        body = gojson.dumps(event.partial_response)  # re-encoded, as NVCF's worker does
         return Response(body, status=202, headers=headers, content_type="application/json")
     if isinstance(event, StillWorking):  # the container's own 202, as it sent it
         return Response(event.body, status=202, headers=_beside(event.headers, headers))
