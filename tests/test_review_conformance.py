@@ -159,6 +159,56 @@ def test_odd_descriptions_are_kept_as_given(api: Api) -> None:
     assert listed.status_code == 200
 
 
+@pytest.mark.parametrize(
+    ("accept", "status"),
+    [
+        (None, 200),
+        ("*/*", 200),
+        ("application/*", 200),
+        ("application/json", 200),
+        ("text/html, application/json;q=0.1", 200),
+        ("text/html", 406),
+        ("application/xml", 406),
+    ],
+)
+def test_control_plane_answers_only_an_accept_that_admits_json(
+    api: Api, accept: str | None, status: int
+) -> None:
+    """CORE/rest/asset/AssetController.java, FunctionManagementController.java:
+    ``@RequestMapping(produces = APPLICATION_JSON_VALUE)``: Spring MVC's produces condition
+    fails for an Accept that admits no application/json, which ResponseEntityExceptionHandler
+    answers 406 (HttpMediaTypeNotAcceptableException). The invocation service has no such
+    rule: pexec answers whatever Accept says."""
+    headers = dict(api.headers)
+    if accept is not None:
+        headers["Accept"] = accept
+    for path in ("/v2/nvcf/assets", "/v2/nvcf/functions"):
+        r = requests.get(f"{api.base_url}{path}", headers=headers, timeout=10)
+        assert r.status_code == status, (path, r.text)
+    fid, _ = api.emulator.add_function(lambda req: {"ok": True}, name="any-accept")
+    r = invoke(api, fid, Accept=accept or "*/*")
+    assert r.status_code == 200
+
+
+def test_a_bad_content_type_is_415_before_a_bad_accept_is_406(api: Api) -> None:
+    """Spring matches ``consumes`` before ``produces`` (RequestMappingInfo), both after the
+    security filter: a POST with neither right is 415; with a good key only."""
+    r = requests.post(
+        f"{api.base_url}/v2/nvcf/assets",
+        headers={**api.headers, "Accept": "text/html", "Content-Type": "text/plain"},
+        data=json.dumps(ASSET_BODY),
+        timeout=10,
+    )
+    assert r.status_code == 415, r.text
+    r = requests.post(
+        f"{api.base_url}/v2/nvcf/assets",
+        headers={"Accept": "text/html", "Content-Type": "text/plain"},
+        data=json.dumps(ASSET_BODY),
+        timeout=10,
+    )
+    assert r.status_code == 401
+
+
 def test_control_plane_401_carries_www_authenticate_bearer(api: Api) -> None:
     """CORE/configuration/SecurityConfiguration.java: ``oauth2ResourceServer`` with
     ``anyRequest().authenticated()`` and no custom entry point, so Spring Security's

@@ -10,6 +10,7 @@ from werkzeug.wrappers import Request, Response
 from ..domain.accounts import Account
 from ..domain.assets import Asset
 from ..domain.clock import isoformat
+from ..domain.errors import NvcfError
 from .bodies import read_json_object, require_json
 from .ids import control_id
 from .responses import Route, json_response
@@ -20,6 +21,24 @@ if TYPE_CHECKING:
 
 def authenticate(emu: Emulator, request: Request) -> Account:
     return emu.accounts.authenticate(request.headers.get("Authorization"))
+
+
+def control_account(emu: Emulator, request: Request, *, body: bool = False) -> Account:
+    """The caller of a control-plane call, checked as NVCF's control plane checks it: the key
+    (401), for a call with a JSON ``body`` its Content-Type (415), then an ``Accept`` that
+    admits JSON (its controllers are ``produces = application/json``: ``Accept: text/html`` is
+    406; none, ``*/*`` or ``application/*`` will do)."""
+    account = authenticate(emu, request)
+    if body:
+        require_json(request)
+    accept = request.accept_mimetypes
+    if accept and accept.quality("application/json") <= 0:
+        shown = request.headers.get("Accept", "")
+        raise NvcfError(
+            406,
+            f"Acceptable representations: [application/json]; Accept '{shown}' admits none",
+        )
+    return account
 
 
 def _summary(asset: Asset) -> dict[str, str]:
@@ -37,8 +56,7 @@ def _asset_id(value: str) -> str:
 
 
 def create_asset(emu: Emulator, request: Request) -> Response:
-    account = authenticate(emu, request)
-    require_json(request)
+    account = control_account(emu, request, body=True)
     body = read_json_object(request)
     # Unknown members are ignored, as NVCF's Spring control plane does (Jackson's default there).
     asset = emu.assets.create(account, body.get("contentType"), body.get("description"))
@@ -46,19 +64,19 @@ def create_asset(emu: Emulator, request: Request) -> Response:
 
 
 def list_assets(emu: Emulator, request: Request) -> Response:
-    account = authenticate(emu, request)
+    account = control_account(emu, request)
     return json_response({"assets": [_summary(a) for a in emu.assets.listing(account)]})
 
 
 def get_asset(emu: Emulator, request: Request, asset_id: str) -> Response:
-    account = authenticate(emu, request)
+    account = control_account(emu, request)
     asset = emu.assets.get(account, _asset_id(asset_id))
     created = asset.uploaded_at if asset.uploaded_at is not None else asset.created_at
     return json_response({"asset": {**_summary(asset), "createdAt": isoformat(created)}})
 
 
 def delete_asset(emu: Emulator, request: Request, asset_id: str) -> Response:
-    account = authenticate(emu, request)
+    account = control_account(emu, request)
     emu.assets.delete(account, _asset_id(asset_id))
     return Response(status=204)
 

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 
 from werkzeug.wrappers import Request, Response
 
-from .bodies import read_json_object, require_json
-from .control import authenticate
+from .bodies import read_json_object
+from .control import control_account
 from .ids import control_id
 from .responses import Route, json_response
 
@@ -24,22 +24,20 @@ def _ids(function_id: str, version_id: str) -> tuple[str, str]:
 
 
 def create_function(emu: Emulator, request: Request, **_: str) -> Response:
-    account = authenticate(emu, request)
-    require_json(request)
+    account = control_account(emu, request, body=True)
     version = emu.functions.create(account, read_json_object(request))
     return json_response({"function": version.dto(account.nca_id)})
 
 
 def create_version(emu: Emulator, request: Request, function_id: str, **_: str) -> Response:
-    account = authenticate(emu, request)
-    require_json(request)
+    account = control_account(emu, request, body=True)
     function_id = control_id("functionId", function_id)
     version = emu.functions.create_version(account, function_id, read_json_object(request))
     return json_response({"function": version.dto(account.nca_id)})
 
 
 def list_functions(emu: Emulator, request: Request, **_: str) -> Response:
-    account = authenticate(emu, request)
+    account = control_account(emu, request)
     visibility = [
         item.strip()
         for value in request.args.getlist("visibility")
@@ -51,7 +49,7 @@ def list_functions(emu: Emulator, request: Request, **_: str) -> Response:
 
 
 def list_ids(emu: Emulator, request: Request, **_: str) -> Response:
-    account = authenticate(emu, request)
+    account = control_account(emu, request)
     ids: list[str] = []
     for version in emu.functions.listing(account):
         if version.function_id not in ids:
@@ -60,7 +58,7 @@ def list_ids(emu: Emulator, request: Request, **_: str) -> Response:
 
 
 def list_versions(emu: Emulator, request: Request, function_id: str, **_: str) -> Response:
-    account = authenticate(emu, request)
+    account = control_account(emu, request)
     versions = emu.functions.versions(account, control_id("functionId", function_id))
     return json_response({"functions": [v.dto(account.nca_id) for v in versions]})
 
@@ -68,7 +66,7 @@ def list_versions(emu: Emulator, request: Request, function_id: str, **_: str) -
 def get_version(
     emu: Emulator, request: Request, function_id: str, version_id: str, **_: str
 ) -> Response:
-    account = authenticate(emu, request)
+    account = control_account(emu, request)
     function_id, version_id = _ids(function_id, version_id)
     version = emu.functions.get(account, function_id, version_id)
     return json_response({"function": version.dto(account.nca_id)})
@@ -77,7 +75,7 @@ def get_version(
 def delete_version(
     emu: Emulator, request: Request, function_id: str, version_id: str, **_: str
 ) -> Response:
-    account = authenticate(emu, request)
+    account = control_account(emu, request)
     function_id, version_id = _ids(function_id, version_id)
     emu.functions.delete(account, function_id, version_id)
     return Response(status=204)
@@ -86,8 +84,7 @@ def delete_version(
 def update_metadata(
     emu: Emulator, request: Request, function_id: str, version_id: str, **_: str
 ) -> Response:
-    account = authenticate(emu, request)
-    require_json(request)
+    account = control_account(emu, request, body=True)
     function_id, version_id = _ids(function_id, version_id)
     body = read_json_object(request)
     version = emu.functions.update_tags(account, function_id, version_id, body)
@@ -97,8 +94,7 @@ def update_metadata(
 def deploy(
     emu: Emulator, request: Request, function_id: str, version_id: str, **_: str
 ) -> Response:
-    account = authenticate(emu, request)
-    require_json(request)
+    account = control_account(emu, request, body=True)
     function_id, version_id = _ids(function_id, version_id)
     body = read_json_object(request)
     version = emu.functions.deploy(account, function_id, version_id, body)
@@ -108,7 +104,7 @@ def deploy(
 def get_deployment(
     emu: Emulator, request: Request, function_id: str, version_id: str, **_: str
 ) -> Response:
-    account = authenticate(emu, request)
+    account = control_account(emu, request)
     function_id, version_id = _ids(function_id, version_id)
     version = emu.functions.deployment(account, function_id, version_id)
     emu.functions.refresh(version)
@@ -118,8 +114,7 @@ def get_deployment(
 def update_deployment(
     emu: Emulator, request: Request, function_id: str, version_id: str, **_: str
 ) -> Response:
-    account = authenticate(emu, request)
-    require_json(request)
+    account = control_account(emu, request, body=True)
     function_id, version_id = _ids(function_id, version_id)
     body = read_json_object(request)
     version = emu.functions.update_deployment(account, function_id, version_id, body)
@@ -129,7 +124,7 @@ def update_deployment(
 def undeploy(
     emu: Emulator, request: Request, function_id: str, version_id: str, **_: str
 ) -> Response:
-    account = authenticate(emu, request)
+    account = control_account(emu, request)
     function_id, version_id = _ids(function_id, version_id)
     version = emu.functions.undeploy(account, function_id, version_id)
     return json_response({"function": version.dto(account.nca_id)})

@@ -42,6 +42,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         403: "Forbidden",
         404: "Not found",
         405: "Method not allowed",
+        406: "Accept admits no application/json",
         413: "Body too large",
         415: "Content-Type is not application/json",
         431: "Headers too large",
@@ -299,14 +300,14 @@ def _asset_paths() -> dict[str, Any]:
                 },
                 "responses": {
                     "200": _ok("CreateAssetResponse"),
-                    **_errors(400, 401, 413, 415, 431),
+                    **_errors(400, 401, 406, 413, 415, 431),
                 },
             },
             "get": {
                 "operationId": "listAssets",
                 "tags": ["assets"],
                 "security": secured,
-                "responses": {"200": _ok("ListAssetsResponse"), **_errors(401, 431)},
+                "responses": {"200": _ok("ListAssetsResponse"), **_errors(401, 406, 431)},
             },
         },
         "/v2/nvcf/assets/{assetId}": {
@@ -315,7 +316,7 @@ def _asset_paths() -> dict[str, Any]:
                 "operationId": "getAsset",
                 "tags": ["assets"],
                 "security": secured,
-                "responses": {"200": _ok("AssetResponse"), **_errors(400, 401, 404, 431)},
+                "responses": {"200": _ok("AssetResponse"), **_errors(400, 401, 404, 406, 431)},
             },
             "delete": {
                 "operationId": "deleteAsset",
@@ -323,7 +324,7 @@ def _asset_paths() -> dict[str, Any]:
                 "security": secured,
                 "responses": {
                     "204": {"description": "Deleted"},
-                    **_errors(400, 401, 404, 431),
+                    **_errors(400, 401, 404, 406, 431),
                 },
             },
         },

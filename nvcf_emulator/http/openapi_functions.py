@@ -368,7 +368,7 @@ def _function_op(
         "tags": ["functions"],
         "summary": summary,
         "security": _SECURED,
-        "responses": {status: ok, **_errors(400, 401, 431, *codes)},
+        "responses": {status: ok, **_errors(400, 401, 406, 431, *codes)},
     }
     if body is not None:
         spec["requestBody"] = _json_body(body)
@@ -634,7 +634,7 @@ def invocation_paths(config: EmulatorConfig) -> dict[str, Any]:
                 "operationId": "getQueuePosition",
                 "tags": ["invocation"],
                 "security": _SECURED,
-                "responses": {"200": _ok("QueuePosition"), **_errors(400, 401, 404, 431)},
+                "responses": {"200": _ok("QueuePosition"), **_errors(400, 401, 404, 406, 431)},
             },
         },
         "/v2/nvcf/queues/functions/{functionId}": {
@@ -643,7 +643,7 @@ def invocation_paths(config: EmulatorConfig) -> dict[str, Any]:
                 "operationId": "getQueues",
                 "tags": ["invocation"],
                 "security": _SECURED,
-                "responses": {"200": _ok("Queues"), **_errors(400, 401, 404, 431)},
+                "responses": {"200": _ok("Queues"), **_errors(400, 401, 404, 406, 431)},
             },
         },
         "/v2/nvcf/queues/functions/{functionId}/versions/{versionId}": {
@@ -652,7 +652,7 @@ def invocation_paths(config: EmulatorConfig) -> dict[str, Any]:
                 "operationId": "getVersionQueues",
                 "tags": ["invocation"],
                 "security": _SECURED,
-                "responses": {"200": _ok("Queues"), **_errors(400, 401, 404, 431)},
+                "responses": {"200": _ok("Queues"), **_errors(400, 401, 404, 406, 431)},
             },
         },
         RESULTS_PREFIX + "/{token}/{name}": {

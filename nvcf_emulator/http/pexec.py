@@ -15,7 +15,7 @@ from ..domain.errors import BadRequest, NotFound, PayloadTooLarge
 from ..domain.invocations import Event, Invocation, Outcome, ProgressUpdate, StillWorking
 from ..worker import gojson
 from .bodies import read_upto
-from .control import authenticate
+from .control import authenticate, control_account
 from .ids import RUST_UUID_PATTERN, InvalidUrl, canonical, control_id, invocation_id
 from .responses import STREAMED_KEY, Route, json_response, problem
 
@@ -235,7 +235,7 @@ def status(emu: Emulator, request: Request, request_id: str) -> Response:
 
 
 def queue_position(emu: Emulator, request: Request, request_id: str) -> Response:
-    account = authenticate(emu, request)
+    account = control_account(emu, request)
     inv = emu.invocation_service.lookup(account, control_id("requestId", request_id))
     return json_response(
         {
@@ -249,7 +249,7 @@ def queue_position(emu: Emulator, request: Request, request_id: str) -> Response
 def queue_details(
     emu: Emulator, request: Request, function_id: str, version_id: str | None = None
 ) -> Response:
-    account = authenticate(emu, request)
+    account = control_account(emu, request)
     function_id = control_id("functionId", function_id)
     version_id = None if version_id is None else control_id("versionId", version_id)
     versions = emu.functions.versions(account, function_id)
