@@ -18,6 +18,10 @@ from collections.abc import Iterable, MutableMapping
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
+#: The most header bytes the emulator takes in a request, or passes on from a container's
+#: answer (werkzeug's server caps one line at 64 KiB; http.client refuses a longer one).
+MAX_HEADER_BYTES = 64 * 1024
+
 #: Environ key: the ``HTTP_*`` keys that came from underscored header names. S3 does not share
 #: the rule: the pre-signed storage leaves them out of what it checks.
 UNDERSCORED = "nvcf_emulator.underscored"

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from werkzeug.datastructures import Headers
 
+from ..headers import MAX_HEADER_BYTES
 from ..storage.state import NullStateStore, StateStore
 from ..worker import gojson, staging
 from ..worker.containers import (
@@ -1340,9 +1341,8 @@ class InvocationService:
 
 
 _RESPONSE_DROPPED = HOP_BY_HOP | {"content-length", "date", "server"}
-#: The most header bytes a container's answer may carry on to the client (the emulator's
-#: limit for request headers too; http.client refuses a header line of 64 KiB or more).
-MAX_RESPONSE_HEADER_BYTES = 64 * 1024
+#: The most header bytes a container's answer may carry on to the client.
+MAX_RESPONSE_HEADER_BYTES = MAX_HEADER_BYTES
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 

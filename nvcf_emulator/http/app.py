@@ -19,6 +19,7 @@ from werkzeug.wrappers import Request, Response
 from ..domain.calls import Call, redact
 from ..domain.errors import NvcfError, StorageError
 from ..domain.faults import Fault
+from ..headers import MAX_HEADER_BYTES
 from ..storage.presign import new_request_id
 from . import admin, control, functions, pexec, storage
 from .responses import ProblemResponse, Route, nvcf_error, problem, s3_error
@@ -30,10 +31,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("nvcf_emulator")
 access = logging.getLogger("nvcf_emulator.access")
-
-
-#: Largest total size of request headers accepted (werkzeug's server caps one line at 64 KiB).
-MAX_HEADER_BYTES = 64 * 1024
 
 
 def _header_bytes(environ: WSGIEnvironment) -> int:
