@@ -270,7 +270,8 @@ class Emulator(InvocationAPI):
         self._update_hosts()
 
     def _update_hosts(self) -> None:
-        hosts = {urlsplit(self._config.api_base_url).hostname or ""}
+        api = urlsplit(self._config.api_base_url)
+        hosts = {api.hostname or ""}
         hosts.update(self._config.extra_api_hosts)
         self._api_hosts = frozenset(h.lower() for h in hosts if h)
         parts = urlsplit(self._storage_url)
@@ -278,6 +279,21 @@ class Emulator(InvocationAPI):
         virtual = bool(host) and not parts.path.strip("/")
         self._storage_hosts = frozenset({host}) if virtual else frozenset()
         self._routed_hosts = self._api_hosts | ({host} if host else set())
+        # A base URL with an explicit port claims that port of its host only; a host named
+        # without one (extra_api_hosts, or a base URL without a port) claims every port.
+        any_port = {h.lower() for h in self._config.extra_api_hosts if h}
+        explicit: dict[str, set[int]] = {}
+        for url in (api, parts):
+            name = (url.hostname or "").lower()
+            try:
+                port = url.port
+            except ValueError:  # not a port number: as if none were named
+                port = None
+            if name and port is None:
+                any_port.add(name)
+            elif name and port is not None:
+                explicit.setdefault(name, set()).add(port)
+        self._routed_ports = {h: frozenset(p) for h, p in explicit.items() if h not in any_port}
 
     @property
     def api_hosts(self) -> frozenset[str]:
@@ -293,6 +309,12 @@ class Emulator(InvocationAPI):
     def routed_hosts(self) -> frozenset[str]:
         """Every host the in-process mode sends into this emulator: API and storage."""
         return self._routed_hosts
+
+    @property
+    def routed_ports(self) -> Mapping[str, frozenset[int]]:
+        """The routed hosts claimed on some ports only (a base URL that names its port, as a
+        served emulator's ``http://127.0.0.1:PORT``); every other routed host, on any port."""
+        return self._routed_ports
 
     def upload_url(self, asset: Asset) -> str:
         """A pre-signed PUT URL for ``asset``, valid ``upload_url_ttl`` seconds from now."""

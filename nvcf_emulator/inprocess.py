@@ -143,35 +143,6 @@ def _cut_streams(app: WSGIApplication) -> None:
         body.cut()
 
 
-@functools.lru_cache(maxsize=64)
-def _origin(url: str) -> tuple[str, int | None]:
-    """The lower-case host of ``url`` and its port when the URL names one."""
-    parts = urlsplit(url)
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    return (parts.hostname or "").lower(), port
-
-
-@functools.lru_cache(maxsize=256)
-def _ports(
-    host: str, api_base_url: str, storage_url: str, extra_hosts: tuple[str, ...]
-) -> frozenset[int] | None:
-    """The ports of ``host`` the emulator answers on: ``None`` for any port (a host named
-    without one: ``extra_api_hosts``, or a base URL without an explicit port)."""
-    if host in (h.lower() for h in extra_hosts):
-        return None
-    ports = set()
-    for url in (api_base_url, storage_url):
-        url_host, port = _origin(url)
-        if url_host == host:
-            if port is None:
-                return None
-            ports.add(port)
-    return frozenset(ports) if ports else None
-
-
 def url_matcher(emulator: Emulator) -> Callable[[str], Claim]:
     """How the emulator claims a URL (its hosts are read on every call): ``OWNER`` for its API
     hosts and for upload URLs of its own assets (lately expired ones too), ``HOST`` for other
@@ -184,8 +155,7 @@ def url_matcher(emulator: Emulator) -> Callable[[str], Claim]:
         host = (parts.hostname or "").lower()
         if host not in emulator.routed_hosts:
             return NOT_MINE
-        config = emulator.config
-        ports = _ports(host, config.api_base_url, emulator.storage_url, config.extra_api_hosts)
+        ports = emulator.routed_ports.get(host)
         if ports is not None:
             # A base URL with an explicit port (a served emulator's http://127.0.0.1:PORT/...):
             # other ports on that host are other servers, never this emulator.
@@ -600,7 +570,8 @@ def call_app(
         return lambda data: None
 
     body = _AppIterReader(app(environ, start_response))
-    if environ.get(STREAMED_KEY):  # a buffered answer went out whole: nothing to cut
+    streamed = bool(environ.get(STREAMED_KEY))  # a buffered answer went out whole: no cut
+    if streamed:
         with _lock:
             bodies = _open_bodies.get(app)
             if bodies is None:
@@ -609,7 +580,7 @@ def call_app(
     try:
         if "status" not in captured:  # a generator app calls start_response on first next()
             body.prime()
-        if environ.get(STREAMED_KEY):
+        if streamed:
             body.hand_off()
         failed = environ["wsgi.input"].error
         if failed is not None:
