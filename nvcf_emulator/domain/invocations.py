@@ -1176,11 +1176,13 @@ class InvocationService:
                 continue
             timeout = self._config().container_timeout
             now = monotonic()
+            emulated = self.clock.now()  # once a pass: it runs every progress_interval
             for inv in running:
                 try:
                     # A client gone after a 202 (or a record past its hour) frees its worker
                     # now, as NVCF's worker cancels, not at the next request's sweep.
-                    self._cancel_if_due(inv)
+                    if _due(inv, emulated):
+                        self._cancel_if_due(inv)  # checked again under the lock
                     self._check_progress(inv)
                     started = inv._started_mono
                     overdue = started is not None and now - started > timeout
