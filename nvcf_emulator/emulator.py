@@ -19,6 +19,7 @@ from .domain.accounts import Accounts
 from .domain.assets import Asset, AssetService
 from .domain.calls import CallLog
 from .domain.clock import Clock
+from .domain.errors import MessageKeyError
 from .domain.faults import Faults
 from .domain.ids import Ids
 from .http.app import EmulatorApp
@@ -83,18 +84,12 @@ class EmulatorSettings(TypedDict, total=False):
     progress_interval: float
 
 
-class AssetNotUploadedError(KeyError):
+class AssetNotUploadedError(MessageKeyError):
     """:meth:`Emulator.asset_bytes` of an asset that exists but has no bytes (yet)."""
 
-    def __str__(self) -> str:  # KeyError's own would show the message quoted, as a repr
-        return str(self.args[0]) if self.args else ""
 
-
-class UnknownAssetError(KeyError):
+class UnknownAssetError(MessageKeyError):
     """:meth:`Emulator.asset_bytes` of an asset id this emulator does not know."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
 
 
 class Emulator(InvocationAPI):

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from .domain.accounts import Account
 from .domain.assets import Asset
+from .domain.errors import MessageKeyError
 from .domain.functions import (
     DEFAULT_HEALTH_URI,
     DEFAULT_INFERENCE_PORT,
@@ -70,11 +71,8 @@ _OWN_CAMEL: dict[str, tuple[str, object]] = {
 }
 
 
-class FunctionNotFoundError(KeyError):
+class FunctionNotFoundError(MessageKeyError):
     """No such function version (a ``KeyError`` whose message names both ids)."""
-
-    def __str__(self) -> str:  # KeyError's own shows the message as a quoted repr
-        return str(self.args[0]) if self.args else ""
 
 
 class InvocationAPI:

@@ -66,3 +66,11 @@ class StorageError(Exception):
         self.code = code
         self.message = message
         self.fields = fields
+
+
+class MessageKeyError(KeyError):
+    """A ``KeyError`` whose message reads as a sentence (``KeyError`` itself shows it quoted,
+    as a repr): the base of the Python API's "no such thing" errors."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""

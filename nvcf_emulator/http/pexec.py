@@ -32,9 +32,7 @@ POLL_DETAIL = "failed to parse poll duration"
 #: NVCF's (axum's typed-header) text/plain 400 for an asset header that is not UUIDs.
 INVALID_ASSET_HEADER = "invalid HTTP header (nvcf-input-asset-references)"
 _UNSIGNED = re.compile(r"^\+?[0-9]+$")
-#: One asset id in ``NVCF-INPUT-ASSET-REFERENCES``, in the forms NVCF's parser reads.
-ASSET_ID_PATTERN = RUST_UUID_PATTERN
-_ITEM = rf"\s*(?:{ASSET_ID_PATTERN})?\s*"
+_ITEM = rf"\s*(?:{RUST_UUID_PATTERN})?\s*"  # one asset id, in the forms NVCF's parser reads
 #: A whole ``NVCF-INPUT-ASSET-REFERENCES`` value: comma-separated ids, each trimmed; empty
 #: items are skipped.
 ASSET_REFERENCES_PATTERN = rf"^{_ITEM}(?:,{_ITEM})*$"
