@@ -16,12 +16,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from flask import Flask, Response
 
 from nvcf_emulator import Emulator, EmulatorServer
 from nvcf_emulator.connection import DRAIN_LIMIT
 
-from .conftest import Api
+from .conftest import Api, EventStream
 
 DESC = "x-amz-meta-nvcf-asset-description"
 TIMEOUT = 5.0
@@ -648,26 +647,10 @@ def test_204_then_another_request(server: EmulatorServer, client: Client) -> Non
     assert client.read().status == 200
 
 
-def _sse_app() -> Flask:
-    app = Flask("sse")
-
-    @app.get("/v2/health/ready")
-    def ready() -> str:
-        return "ok"
-
-    @app.post("/stream")
-    def stream() -> Response:
-        def events() -> Iterator[str]:
-            yield "data: first\n\n"
-            yield "data: second\n\n"
-
-        return Response(events(), mimetype="text/event-stream")
-
-    return app
-
-
 def test_event_stream_then_another_request(server: EmulatorServer, client: Client) -> None:
-    fid, _ = server.emulator.add_function(_sse_app(), name="sse", inference_url="/stream")
+    sse = EventStream()
+    sse.go.set()  # both events at once
+    fid, _ = server.emulator.add_function(sse.app(), name="sse", inference_url="/stream")
     headers = {**_auth(server), "Accept": "text/event-stream", "Content-Type": "application/json"}
     invoke = req("POST", f"/v2/nvcf/pexec/functions/{fid}", b'{"prompt":"go"}', headers)
     client.send(invoke + invoke + HEALTH)

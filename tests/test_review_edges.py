@@ -1253,10 +1253,13 @@ def slow_container(req: Any) -> Any:
     return {"slept": True, "body": req.json()}
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_cli_signal_with_a_request_in_flight_finishes_it_and_exits_cleanly(
-    tmp_path: Path, sig: int
-) -> None:
+@contextlib.contextmanager
+def _cli_with_a_request_in_flight(
+    tmp_path: Path, body: Any
+) -> Iterator[tuple[Any, dict[str, Any]]]:
+    """``nvcf-emulate`` serving ``slow_container``, with one client's POST of ``body`` inside
+    the container: (the process, what the client got: ``r`` or ``exc``). The process is
+    killed and the client joined on the way out, whatever the test did."""
     marker = tmp_path / "entered"
     env = {k: v for k, v in os.environ.items() if not k.startswith("NVCF_EMULATOR_")}
     env[MARKER_ENV] = str(marker)
@@ -1283,7 +1286,7 @@ def test_cli_signal_with_a_request_in_flight_finishes_it_and_exits_cleanly(
             try:
                 out["r"] = requests.post(
                     f"{base}/v2/nvcf/pexec/functions/{match.group(1)}",
-                    json={"n": 1},
+                    json=body,
                     headers={"Authorization": "Bearer nvapi-review"},
                     timeout=10,
                 )
@@ -1296,15 +1299,7 @@ def test_cli_signal_with_a_request_in_flight_finishes_it_and_exits_cleanly(
         while not marker.exists() and time.monotonic() < deadline:
             time.sleep(0.02)
         assert marker.exists(), "the container was never called"
-        proc.send_signal(sig)
-        rest, err = proc.communicate(timeout=15)
-        t.join(10)
-        assert "exc" not in out, out.get("exc")
-        assert out["r"].status_code == 200, out["r"].text
-        assert out["r"].json() == {"slept": True, "body": {"n": 1}}
-        assert proc.returncode == 0, err
-        assert "nvcf-emulate stopped" in rest
-        assert "Traceback" not in err, err
+        yield proc, out
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -1313,48 +1308,26 @@ def test_cli_signal_with_a_request_in_flight_finishes_it_and_exits_cleanly(
             t.join(10)
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_cli_signal_with_a_request_in_flight_finishes_it_and_exits_cleanly(
+    tmp_path: Path, sig: int
+) -> None:
+    with _cli_with_a_request_in_flight(tmp_path, {"n": 1}) as (proc, out):
+        proc.send_signal(sig)
+        rest, err = proc.communicate(timeout=15)
+    assert "exc" not in out, out.get("exc")
+    assert out["r"].status_code == 200, out["r"].text
+    assert out["r"].json() == {"slept": True, "body": {"n": 1}}
+    assert proc.returncode == 0, err
+    assert "nvcf-emulate stopped" in rest
+    assert "Traceback" not in err, err
+
+
 def test_cli_second_signal_during_shutdown_does_not_traceback(tmp_path: Path) -> None:
-    marker = tmp_path / "entered"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NVCF_EMULATOR_")}
-    env[MARKER_ENV] = str(marker)
-    proc = subprocess.Popen(
-        [EXE, "--port", "0", "--function", "slow=tests.test_review_edges:slow_container"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=REPO,
-    )
-    t: threading.Thread | None = None
-    try:
-        assert proc.stdout is not None
-        fid = re.search(r"functionId=(\S+)", proc.stdout.readline())
-        assert fid
-        base = proc.stdout.readline().split()[-1]
-
-        def client() -> None:
-            with contextlib.suppress(requests.RequestException):
-                requests.post(
-                    f"{base}/v2/nvcf/pexec/functions/{fid.group(1)}",
-                    json={},
-                    headers={"Authorization": "Bearer nvapi-review"},
-                    timeout=10,
-                )
-
-        t = threading.Thread(target=client)
-        t.start()
-        deadline = time.monotonic() + 5
-        while not marker.exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
+    with _cli_with_a_request_in_flight(tmp_path, {}) as (proc, _):
         proc.send_signal(signal.SIGTERM)
         time.sleep(0.2)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=15)
-        assert proc.returncode == 0, err
-        assert "Traceback" not in err, err
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate(timeout=10)
-        if t is not None:
-            t.join(10)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err, err
