@@ -136,6 +136,9 @@ class Emulator(InvocationAPI):
         try:
             self._open()
         except BaseException:
+            state = getattr(self, "state", None)
+            if state is not None:  # opened, then start-up failed: not left open
+                state.close()
             self._release_root()
             raise
 

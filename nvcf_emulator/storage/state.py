@@ -85,6 +85,12 @@ class SqliteStateStore:
                 f"the state database {self.path} was written by a newer nvcf-emulator "
                 f"(schema {version}; this one reads up to {self.SCHEMA_VERSION})"
             )
+        # Every page read once (a damaged one fails now, naming the file, rather than the
+        # first load or a later write with sqlite's bare "database disk image is malformed").
+        problems = [row[0] for row in self._db.execute("PRAGMA quick_check(5)")]
+        if problems != ["ok"]:
+            found = " ".join(" ".join(problems).replace("*** in database main ***", "").split())
+            raise sqlite3.DatabaseError(f"database disk image is malformed ({found})")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         # A write, so that a read-only file or dir is found now, not on the first change.
@@ -121,9 +127,12 @@ class SqliteStateStore:
 
     def load(self, kind: str) -> Iterator[tuple[str, dict[str, Any]]]:
         with self._lock:
-            rows = self._db.execute(
-                "SELECT id, data FROM records WHERE kind = ? ORDER BY rowid", (kind,)
-            ).fetchall()
+            try:
+                rows = self._db.execute(
+                    "SELECT id, data FROM records WHERE kind = ? ORDER BY rowid", (kind,)
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise RuntimeError(f"cannot read the state database {self.path}: {exc}") from exc
         for record_id, text in rows:
             yield record_id, json.loads(text)
 
