@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from nvcf_emulator import Emulator
+from nvcf_emulator.worker import ContainerRequest, ContainerResponse
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -80,3 +82,71 @@ def test_a_failed_start_closes_the_state_db(aws_env: None, aws: None, tmp_path: 
     with pytest.raises(RuntimeError, match="keeps the records"):
         Emulator(state_dir=state, storage="s3://review-persist/x", s3_create_bucket=True)
     assert _open_fds_on(state / "state.sqlite3") == []
+
+
+# -- results of every kind, fetched after a restart ----------------------------------------------
+
+
+def _answers(req: ContainerRequest) -> ContainerResponse:
+    """The answer the request's body asks for."""
+    kind = req.json()["kind"]
+    if kind == "teapot":  # a status whose Go text has an apostrophe: "I'm a teapot"
+        return ContainerResponse(418, b'{"error": "short and stout"}', [("X-Tea", "1")])
+    if kind == "unnamed":  # a status Go's StatusText does not name: empty title
+        return ContainerResponse(499, b"{}", [])
+    if kind == "empty":
+        return ContainerResponse(204, b"", [("X-Empty", "yes")])
+    if kind == "raises":
+        raise RuntimeError("boom")
+    return ContainerResponse(
+        200, b'{"ok": true}', [("Content-Type", "application/json"), ("X-Custom", "kept")]
+    )
+
+
+KINDS = ("teapot", "unnamed", "empty", "raises", "json")
+
+
+def _settle_all(emu: Emulator, fid: str, kinds: tuple[str, ...]) -> dict[str, str]:
+    ids = {}
+    for kind in kinds:
+        r = requests.post(
+            f"{emu.base_url}/v2/nvcf/pexec/functions/{fid}",
+            headers=emu.headers,
+            json={"kind": kind},
+        )
+        assert r.status_code == 202, r.text
+        ids[kind] = r.headers["NVCF-REQID"]
+    _wait(lambda: all(inv.done for inv in emu.invocations))
+    return ids
+
+
+def _fetch(emu: Emulator, req_id: str) -> tuple[int, dict[str, str], str]:
+    """A status poll's answer, the request id taken out (it differs between two requests)."""
+    r = requests.get(
+        f"{emu.base_url}/v2/nvcf/pexec/status/{req_id}", headers=emu.headers, allow_redirects=False
+    )
+    headers = {
+        k: v.replace(req_id, "ID")
+        for k, v in r.headers.items()
+        if k.lower() not in ("date", "content-length", "server")
+    }
+    return r.status_code, headers, r.text.replace(req_id, "ID")
+
+
+def test_every_kind_of_result_answers_the_same_after_a_restart(tmp_path: Path) -> None:
+    """Two requests of each kind settle; one is fetched before the stop, its twin after the
+    restart: status, headers and body must be the same (a problem's ``type`` included: the
+    container's 418 is ``...:i'm-a-teapot`` in NVCF's worker, not the kebab-case of its title)."""
+    state = tmp_path / "state"
+    with Emulator(state_dir=state, always_async=True) as emu:
+        fid, _ = emu.add_function(_answers, name="answers")
+        before = _settle_all(emu, fid, KINDS)
+        after = _settle_all(emu, fid, KINDS)
+        expected = {kind: _fetch(emu, req_id) for kind, req_id in before.items()}
+    assert expected["teapot"][0] == 418
+    assert '"type":"urn:inference-service:problem-details:i\'m-a-teapot"' in expected["teapot"][2]
+    with Emulator(state_dir=state, always_async=True) as emu:
+        got = {kind: _fetch(emu, req_id) for kind, req_id in after.items()}
+        for req_id in after.values():  # delivered once
+            assert _fetch(emu, req_id)[0] == 404
+    assert got == expected

@@ -545,6 +545,7 @@ def _result_record(inv: Invocation, outcome: Outcome, body_file: Path | None) ->
             "problem_prefix": outcome.problem_prefix,
             "title": outcome.title,
             "detail": outcome.detail,
+            "problem_type": outcome.problem_type,
             "body_file": body_file.name if body_file is not None else None,
         },
     }
@@ -1271,6 +1272,9 @@ class InvocationService:
                 problem_prefix=str(saved.get("problem_prefix", "")),
                 title=str(saved.get("title", "")),
                 detail=str(saved.get("detail", "")),
+                problem_type=(
+                    None if saved.get("problem_type") is None else str(saved["problem_type"])
+                ),
             )
             inv = Invocation(
                 request_id=str(data["request_id"]),
