@@ -17,6 +17,7 @@ import pytest
 import requests
 
 from nvcf_emulator import Emulator
+from nvcf_emulator.domain.accounts import Account
 from nvcf_emulator.worker import ContainerRequest, ContainerResponse
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -150,3 +151,86 @@ def test_every_kind_of_result_answers_the_same_after_a_restart(tmp_path: Path) -
         for req_id in after.values():  # delivered once
             assert _fetch(emu, req_id)[0] == 404
     assert got == expected
+
+
+# -- ids -------------------------------------------------------------------------------------------
+
+
+def test_seeded_asset_ids_never_take_over_a_stored_asset(tmp_path: Path) -> None:
+    """A suite seeds ids (``POST /_emulator/seed``) at the start of each run against one
+    ``--state-dir``: the second run's first asset must not get the id, and so replace the
+    record, of the first run's asset still stored (it was listed without bytes, its bytes
+    counted twice, and the next start deleted them)."""
+    state = tmp_path / "state"
+    with Emulator(state_dir=state) as emu:
+        assert requests.post(f"{emu.base_url}/_emulator/seed", json={"seed": 7}).status_code == 200
+        first = _upload(emu, b"first run")
+    with Emulator(state_dir=state) as emu:
+        assert requests.post(f"{emu.base_url}/_emulator/seed", json={"seed": 7}).status_code == 200
+        r = requests.post(
+            f"{emu.base_url}/v2/nvcf/assets",
+            headers=emu.headers,
+            json={"contentType": "text/plain", "description": "second run"},
+        )
+        assert r.status_code == 200
+        second = r.json()["assetId"]
+        assert second != first
+        assert emu.asset_bytes(first) == b"first run"
+        listed = requests.get(f"{emu.base_url}/v2/nvcf/assets", headers=emu.headers).json()
+        assert [a["assetId"] for a in listed["assets"]] == [first]
+        assert emu.assets.used_bytes == len(b"first run")
+    with Emulator(state_dir=state) as emu:
+        assert emu.asset_bytes(first) == b"first run"
+        # Nor another account's record, even one still waiting for its upload.
+        emu.ids.seed(7)
+        theirs = emu.assets.create(Account("nca-other"), "text/plain", "other account")
+        assert theirs.asset_id not in (first, second)
+        assert (
+            emu.assets.find(second).nca_id
+            == emu.accounts.authenticate(  # type: ignore[union-attr]
+                f"Bearer {emu.api_key}"
+            ).nca_id
+        )
+        # The same account's record with no bytes yet is what a repeated seed may take again
+        # (as two seeded runs in one emulator always did).
+        emu.ids.seed(7)
+        mine = emu.assets.create(emu.accounts.authenticate(f"Bearer {emu.api_key}"), "a/b", "d")
+        assert mine.asset_id == second
+        assert emu.asset_bytes(first) == b"first run"
+
+
+def test_a_relative_state_dir_stays_where_it_was_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``Emulator(state_dir="state")`` then a test (or the app) changes the working directory:
+    uploads, results and staging must go on in the dir that was opened and locked, not in a
+    ``state`` dir under the new cwd (uploads failed with FileNotFoundError, i.e. a 500)."""
+    seen: dict[str, str] = {}
+
+    def app(req: ContainerRequest) -> dict[str, bool]:
+        seen["out"] = req.headers["NVCF-LARGE-OUTPUT-DIR"]
+        seen["assets"] = req.headers["NVCF-ASSET-DIR"]
+        return {"ok": True}
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "elsewhere").mkdir()
+    with Emulator(state_dir="state", always_async=True, ram_staging_bytes=0) as emu:
+        assert emu.root == tmp_path / "state"
+        fid, _ = emu.add_function(app, name="app")
+        monkeypatch.chdir(tmp_path / "elsewhere")
+        asset_id = _upload(emu, b"bytes")
+        r = requests.post(
+            f"{emu.base_url}/v2/nvcf/pexec/functions/{fid}",
+            headers={**emu.headers, "NVCF-INPUT-ASSET-REFERENCES": asset_id},
+            json={},
+        )
+        assert r.status_code == 202
+        req_id = r.headers["NVCF-REQID"]
+        _wait(lambda: emu.invocations[-1].done)
+        assert seen["out"] == str(tmp_path / "state" / "response" / req_id)
+        assert seen["assets"] == str(tmp_path / "state" / "inputAssets" / req_id)
+    assert list((tmp_path / "elsewhere").iterdir()) == []
+    with Emulator(state_dir=tmp_path / "state") as emu:
+        assert emu.asset_bytes(asset_id) == b"bytes"
+        r = requests.get(f"{emu.base_url}/v2/nvcf/pexec/status/{req_id}", headers=emu.headers)
+        assert r.status_code == 200 and r.json() == {"ok": True}

@@ -209,8 +209,16 @@ class AssetService:
     def create(self, account: Account, content_type: object, description: object) -> Asset:
         ctype = validate_content_type(content_type)
         desc = validate_description(description)
-        asset = Asset(self.new_id(), account.nca_id, ctype, desc, self.clock.now())
         with self._lock:
+            asset_id = self.new_id()
+            # Seeded ids repeat their sequence (POST /_emulator/seed twice, or each run of a
+            # suite against one state dir): an id may come again for a record still waiting
+            # for its upload (it is replaced), never for stored bytes or another account's.
+            while (held := self._assets.get(asset_id)) is not None and (
+                held.uploaded or held.nca_id != account.nca_id
+            ):
+                asset_id = self.new_id()
+            asset = Asset(asset_id, account.nca_id, ctype, desc, self.clock.now())
             self._save(asset)  # the record first: a failed write leaves no asset behind
             self._assets[asset.asset_id] = asset
         return asset
