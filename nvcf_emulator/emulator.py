@@ -130,7 +130,8 @@ class Emulator(InvocationAPI):
             self.root = Path(self._tmp)
         else:
             self._tmp = None
-            self.root = given_root
+            # Fixed now: a later chdir (a test's monkeypatch.chdir) must not move the bytes.
+            self.root = given_root.absolute()
             self.root.mkdir(parents=True, exist_ok=True)
         self._root_lock: int | None = None if self._tmp is not None else _lock_root(self.root)
         try:
@@ -145,7 +146,7 @@ class Emulator(InvocationAPI):
     def _open(self) -> None:
         """Everything that lives under ``root``, opened once it is this emulator's."""
         self.state: StateStore = (
-            SqliteStateStore(self.config.state_dir / "state.sqlite3")
+            SqliteStateStore(self.root / "state.sqlite3")  # the root is the state dir
             if self.config.state_dir is not None
             else NullStateStore()
         )
