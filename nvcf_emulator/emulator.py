@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -16,7 +17,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from .config import FIXED_FIELDS, EmulatorConfig, check_base_url, fixed_setting_error
 from .domain.accounts import Accounts
-from .domain.assets import Asset, AssetService
+from .domain.assets import Asset, AssetService, is_asset_id
 from .domain.calls import CallLog
 from .domain.clock import Clock
 from .domain.errors import MessageKeyError
@@ -167,12 +168,33 @@ class Emulator(InvocationAPI):
         self.storage_url = self.config.storage_base_url or (
             f"https://{self.config.bucket}.s3.{self.config.region}.amazonaws.com"
         )
+        self._remove_stale_staging()
         self._init_invocations()
         self.app = EmulatorApp(self)
         self._next_sweep = self.clock.now() + self.SWEEP_INTERVAL
         self._restore()
         self._activations: list[Any] = []
         self._dashboard: EmulatorServer | None = None
+
+    def _remove_stale_staging(self) -> None:
+        """The request dirs a killed process left under a given root (staged copies of assets,
+        large outputs): the root is this emulator's now (locked), so no request has them, and
+        nothing else would remove them. ``keep_staged`` keeps them, as it keeps its own."""
+        if self._tmp is not None or self.config.keep_staged:
+            return
+        for name in ("inputAssets", "response"):
+            try:
+                entries = list(os.scandir(self.root / name))
+            except OSError:  # none yet
+                continue
+            for entry in entries:
+                if not is_asset_id(entry.name):  # request ids are UUIDs, as asset ids
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    with contextlib.suppress(OSError):
+                        os.unlink(entry.path)
 
     def _secret(self) -> str | None:
         """The URL-signing secret: kept in the state dir so URLs survive a restart."""

@@ -8,10 +8,16 @@ from __future__ import annotations
 
 import io
 import os
+import queue
 import re
+import signal
+import subprocess
+import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 import requests
@@ -234,3 +240,135 @@ def test_a_relative_state_dir_stays_where_it_was_opened(
         assert emu.asset_bytes(asset_id) == b"bytes"
         r = requests.get(f"{emu.base_url}/v2/nvcf/pexec/status/{req_id}", headers=emu.headers)
         assert r.status_code == 200 and r.json() == {"ok": True}
+
+
+# -- files a killed process leaves in the state dir ------------------------------------------------
+
+KEY = "nvapi-review-persist"
+HEADERS = {"Authorization": f"Bearer {KEY}"}
+
+
+def _pump(stream: IO[str], lines: queue.Queue[str | None]) -> None:
+    for line in stream:
+        lines.put(line.rstrip("\n"))
+    lines.put(None)
+
+
+class _Served:
+    """``nvcf-emulate --state-dir`` serving ``gated_app`` of tests/test_persistence_functions."""
+
+    def __init__(self, state: Path, *extra: str) -> None:
+        args = [sys.executable, "-m", "nvcf_emulator.cli", "--port", "0", "--state-dir", str(state)]
+        args += ["--api-key", f"{KEY}=nca-review", "--log-level", "WARNING"]
+        args += ["--inference-url", "/infer", "--health-uri", "/health"]
+        args += ["--function", "gated=tests.test_persistence_functions:gated_app", *extra]
+        self.proc = subprocess.Popen(
+            args,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT), "NO_PROXY": "*"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=_pump, args=(self.proc.stdout, lines), daemon=True).start()
+        self.fid = ""
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            m = re.match(r"nvcf-emulate function gated functionId=(\S+)", line)
+            if m:
+                self.fid = m.group(1)
+            if "listening on" in line:
+                self.url = line.rsplit(" ", 1)[1]
+                return
+        self.stop(signal.SIGKILL)
+        raise AssertionError("nvcf-emulate did not start")
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(15)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def gate(tmp_path: Path) -> Iterator[Path]:
+    yield tmp_path / "gate"
+    (tmp_path / "gate").touch()  # a gated container still running (if any) finishes
+
+
+def _served_asset(url: str, data: bytes) -> str:
+    asset = requests.post(
+        f"{url}/v2/nvcf/assets", headers=HEADERS, json={"contentType": "a/b", "description": "d"}
+    ).json()
+    r = requests.put(
+        asset["uploadUrl"],
+        data=data,
+        headers={"Content-Type": "a/b", "x-amz-meta-nvcf-asset-description": "d"},
+    )
+    assert r.status_code == 200, r.text
+    return str(asset["assetId"])
+
+
+def test_staging_dirs_of_a_killed_process_are_removed_at_the_next_start(
+    tmp_path: Path, gate: Path
+) -> None:
+    """kill -9 while a container works on a request with an asset: its staged copy of the
+    asset (``<state>/inputAssets/<reqid>/<assetId>``, any size) and its output dir stay in the
+    state dir. Nothing names them any more; the next start must remove them, as it removes
+    the other files a crash leaves (partial uploads, result bodies without a record)."""
+    state = tmp_path / "state"
+    first = _Served(state, "--ram-staging-bytes", "0")
+    try:
+        asset_id = _served_asset(first.url, b"A" * 10_000)
+        r = requests.post(
+            f"{first.url}/v2/nvcf/pexec/functions/{first.fid}",
+            headers={**HEADERS, "NVCF-POLL-SECONDS": "1", "NVCF-INPUT-ASSET-REFERENCES": asset_id},
+            json={"gate": str(gate), "n": 1},
+        )
+        assert r.status_code == 202, r.text
+        req_id = r.headers["NVCF-REQID"]
+        staged = state / "inputAssets" / req_id / asset_id
+        _wait(staged.exists)
+        assert (state / "response" / req_id).is_dir()
+    finally:
+        first.stop(signal.SIGKILL)
+
+    second = _Served(state)
+    try:
+        assert not (state / "inputAssets" / req_id).exists()
+        assert not (state / "response" / req_id).exists()
+        assert (
+            requests.get(f"{second.url}/v2/nvcf/pexec/status/{req_id}", headers=HEADERS).status_code
+            == 404
+        )
+    finally:
+        assert second.stop() == 0
+
+
+def test_keep_staged_keeps_the_dirs_a_killed_process_left(tmp_path: Path) -> None:
+    """With ``keep_staged`` the user keeps request dirs to look at: a restart leaves them,
+    and never touches what is not a request's dir."""
+    state = tmp_path / "state"
+    req_dir = state / "inputAssets" / "0b4a8f43-5d1c-4bb5-9a3e-2f8e8e9d1a10"
+    mine = state / "response" / "notes.txt"
+    Emulator(state_dir=state).close()
+    req_dir.mkdir(parents=True)
+    (req_dir / "x").write_bytes(b"x")
+    mine.parent.mkdir()
+    mine.write_text("mine")
+    Emulator(state_dir=state, keep_staged=True).close()
+    assert (req_dir / "x").exists()
+    Emulator(state_dir=state).close()
+    assert not req_dir.exists() and mine.read_text() == "mine"
