@@ -190,10 +190,16 @@ class _BodyReader(io.RawIOBase):
     When the caller's body fails while it is read (a generator raising, a file erroring), the
     app sees what a server sees when a client goes away mid-body (``ClientDisconnected``), and
     the caller gets the original error back, as it would from a broken connection.
+
+    ``last_read`` (``time.perf_counter()``) is when the app last got bytes of the body, and
+    ``reading`` whether it waits for some now: a read timeout runs from the end of the body
+    sent, as over a socket, never over a slow upload.
     """
 
     def __init__(self, body: object) -> None:
         self.error: BaseException | None = None
+        self.last_read = time.perf_counter()
+        self.reading = False
         self._file: Any = None
         self._iter: Iterator[bytes] | None = None
         self._buf = memoryview(b"")
@@ -233,6 +239,8 @@ class _BodyReader(io.RawIOBase):
                 raise
             self.error = exc
             raise ClientDisconnected() from exc
+        finally:
+            self.last_read = time.perf_counter()
         if copied is None:
             self._kernel_fd = -1
             return None
@@ -256,11 +264,15 @@ class _BodyReader(io.RawIOBase):
         return None if self._kernel_fd < 0 else self._kernel_fd
 
     def readinto(self, b: Any) -> int:
+        self.reading = True
         try:
             return self._readinto(b)
         except Exception as exc:
             self.error = exc
             raise ClientDisconnected() from exc
+        finally:
+            self.reading = False
+            self.last_read = time.perf_counter()
 
     def _readinto(self, b: Any) -> int:
         # Fill the buffer (short only at the end of the body), as a server's body reader does:
@@ -321,9 +333,10 @@ class _Pump:
         self._result: tuple[str, Any] | None = None
         self._thread: threading.Thread | None = None
 
-    def pull(self) -> bytes:
-        """The next chunk; ``StopIteration`` at the end, what the app raised, or
-        :class:`StreamCut` once stopped (from another thread too)."""
+    def pull(self, timeout: float | None = None) -> bytes:
+        """The next chunk; ``StopIteration`` at the end, what the app raised,
+        :class:`StreamCut` once stopped (from another thread too), or :class:`TimedOut` if
+        none came within ``timeout`` seconds (a read timeout: the stream is then done with)."""
         with self._cond:
             if self._thread is None:
                 self._thread = threading.Thread(
@@ -332,8 +345,8 @@ class _Pump:
                 self._thread.start()
             self._wanted = True
             self._cond.notify_all()
-            while self._result is None and not self._stopped:
-                self._cond.wait()
+            if not self._cond.wait_for(lambda: self._result is not None or self._stopped, timeout):
+                raise TimedOut(f"Read timed out. (read timeout={timeout})")
             if self._result is None:
                 raise StreamCut()
             (kind, value), self._result = self._result, None
@@ -425,13 +438,14 @@ class _AppIterReader(io.RawIOBase):
         if self._pump is not None:
             self._pump.stop()
 
-    def _next(self) -> bytes:
-        """The app's next chunk; ``StopIteration`` at the end, :class:`StreamCut` once cut."""
+    def _next(self, timeout: float | None = None) -> bytes:
+        """The app's next chunk; ``StopIteration`` at the end, :class:`StreamCut` once cut,
+        :class:`TimedOut` if a streamed answer's next chunk took more than ``timeout`` s."""
         if not self._cut:
             if self._pump is None:
                 return next(self._it)
             try:
-                return self._pump.pull()
+                return self._pump.pull(timeout)
             except StreamCut:
                 pass
         self.close()
@@ -444,14 +458,15 @@ class _AppIterReader(io.RawIOBase):
             if chunk:
                 break
 
-    def chunks(self) -> Iterator[bytes]:
-        """The response body chunk by chunk, as the app yields it (for httpx's streams)."""
+    def chunks(self, timeout: float | None = None) -> Iterator[bytes]:
+        """The response body chunk by chunk, as the app yields it (for httpx's streams); a
+        streamed answer whose next chunk takes more than ``timeout`` s raises :class:`TimedOut`."""
         if self._buf:
             chunk, self._buf = self._buf, b""
             yield chunk
         while True:
             try:
-                chunk = self._next()
+                chunk = self._next(timeout)
             except StopIteration:
                 return
             if chunk:
@@ -558,10 +573,10 @@ def call_app(
     app: WSGIApplication, environ: dict[str, Any], timeout: float | None = None
 ) -> AppResponse:
     """Call ``app`` up to its status line; raises :class:`BodyFailed` if the body failed, and
-    :class:`TimedOut` if the status line came after ``timeout`` seconds (the read timeout).
-    In-process, the app cannot be cut short: the timeout is checked once the answer begins,
-    and the caller gets the error a client on a socket gets (later than it would)."""
-    started = time.perf_counter()
+    :class:`TimedOut` if the status line came more than ``timeout`` seconds (the read timeout)
+    after the app last read the request body. In-process, the app cannot be cut short: the
+    timeout is checked once the answer begins, and the caller gets the error a client on a
+    socket gets (later than it would)."""
     captured: dict[str, Any] = {}
 
     def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
@@ -588,11 +603,11 @@ def call_app(
         if environ.get(DROP_KEY):
             # An injected fault dropped the connection: the caller sees what a reset looks like.
             raise Dropped()
-        elapsed = time.perf_counter() - started
+        elapsed = time.perf_counter() - environ["wsgi.input"].last_read
         if timeout is not None and elapsed > timeout:
             raise TimedOut(
                 f"Read timed out. (read timeout={timeout}) (in-process: the emulator "
-                f"answered after {elapsed:.3f} s; the call is not cut short)"
+                f"answered {elapsed:.3f} s after the request body; the call is not cut short)"
             )
     except BaseException:
         body.close()

@@ -35,21 +35,26 @@ something patched on top of it meanwhile: then it stays, and with no routes it o
 
 **Failures.** When the caller's request body raises, the app sees a client that went away
 (``ClientDisconnected``: nothing is stored) and the caller gets its own exception back, as httpx
-gives it over a real connection.
+gives it over a real connection. A body that sends more or fewer bytes than the
+``Content-Length`` it was given fails the same way, with the ``LocalProtocolError`` h11 raises.
+
+**Timeouts.** The read timeout runs as over a socket: from the end of the request body (a slow
+upload is no read timeout) to the answer, and between the chunks of a streamed answer.
 
 **Async.** The WSGI app is blocking, so :class:`AsyncEmulatorTransport` runs it in a worker
 thread (anyio, which httpx depends on: asyncio and trio alike) and the event loop keeps
 serving other tasks while a slow container works. An async request body is pulled into that
 thread one chunk at a time, and the response is handed back one chunk at a time. Cancelling a
-request returns at once; the app finishes in its thread as it would on a server whose client
-went away.
+request (or its read timeout) returns at once; the request body is read no further, and the
+app finishes in its thread as it would on a server whose client went away.
 """
 
 from __future__ import annotations
 
 import inspect
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -57,6 +62,7 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
+import h11
 import httpx
 
 from .inprocess import (
@@ -135,6 +141,41 @@ def _environ(request: httpx.Request, body: object) -> dict[str, Any]:
     return make_environ(request.method, str(request.url), headers, body)
 
 
+class LengthMismatch(httpx.LocalProtocolError, h11.LocalProtocolError):
+    """A request body longer or shorter than its ``Content-Length`` header. Over a socket h11
+    refuses it with its own ``LocalProtocolError`` (httpcore 1.0 lets it through unmapped);
+    this one is also the ``httpx.LocalProtocolError`` httpx maps h11's other errors to."""
+
+
+def _declared_length(request: httpx.Request) -> int | None:
+    """The body length h11 holds the body to: its ``Content-Length``, unless it is chunked."""
+    if "transfer-encoding" in request.headers:
+        return None
+    value = request.headers.get("content-length", "").strip()
+    return int(value) if value.isdigit() else None
+
+
+def _sent(chunks: Iterable[bytes], request: httpx.Request) -> Iterator[bytes]:
+    """The request body as h11 sends it: never more nor fewer bytes than its declared length.
+    The chunk that reaches the length is held until the body is seen to end there, since the
+    app, having read that many bytes, never asks for more."""
+    declared = _declared_length(request)
+    if declared is None:
+        yield from chunks
+        return
+    sent = 0
+    rest = iter(chunks)
+    for chunk in rest:
+        sent += len(chunk)
+        if sent == declared and any(rest):  # any(): up to the first non-empty chunk
+            sent += 1
+        if sent > declared:
+            raise LengthMismatch("Too much data for declared Content-Length", request=request)
+        yield chunk
+    if sent < declared:
+        raise LengthMismatch("Too little data for declared Content-Length", request=request)
+
+
 def _read_timeout(request: httpx.Request) -> float | None:
     limit = (request.extensions.get("timeout") or {}).get("read")
     return float(limit) if isinstance(limit, int | float) else None
@@ -175,24 +216,29 @@ class EmulatorTransport(httpx.BaseTransport):
         self.app = app
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        limit = _read_timeout(request)
+        environ = _environ(request, _sent(cast(Iterable[bytes], request.stream), request))
         try:
-            answer = call_app(self.app, _environ(request, request.stream), _read_timeout(request))
+            answer = call_app(self.app, environ, limit)
         except TimedOut as exc:
             raise httpx.ReadTimeout(str(exc), request=request) from None
         except Dropped:
             raise _dropped(request) from None
         except BodyFailed as exc:
             raise exc.error from None
-        return _response(answer, _SyncAppStream(answer.body))
+        return _response(answer, _SyncAppStream(answer.body, limit))
 
 
 class _SyncAppStream(httpx.SyncByteStream):
-    def __init__(self, body: _AppIterReader) -> None:
+    def __init__(self, body: _AppIterReader, limit: float | None) -> None:
         self._body = body
+        self._limit = limit
 
     def __iter__(self) -> Iterator[bytes]:
         try:
-            yield from self._body.chunks()
+            yield from self._body.chunks(self._limit)
+        except TimedOut as exc:
+            raise httpx.ReadTimeout(str(exc)) from None  # httpx adds the request
         except ConnectionResetError as exc:  # StreamCut, or the container's stream broke
             raise _cut(exc) from None
 
@@ -224,19 +270,105 @@ async def _in_thread(func: Callable[[], _T], *, abandon: bool = False) -> _T:
     return await anyio.to_thread.run_sync(func, cancellable=abandon, limiter=limiter)  # anyio<4.1
 
 
-def _pull(stream: httpx.AsyncByteStream) -> Iterator[bytes]:
-    """An async body as a blocking iterator, for the app's thread: one chunk per step."""
-    chunks = stream.__aiter__()
-    done = object()
+class _AsyncBody:
+    """An async request body as a blocking iterator for the app's thread: each chunk is pulled
+    by a step on the event loop. Once the request is abandoned (cancelled, timed out) the body
+    is read no further, as over a dropped connection: the app sees the client gone."""
 
-    async def step() -> object:
+    def __init__(self, stream: httpx.AsyncByteStream) -> None:
+        self._chunks = stream.__aiter__()
+        self._abandoned = False
+        self._scope: anyio.CancelScope | None = None  # the step running, if any
+
+    def abandon(self) -> None:
+        """On the event loop: stop reading, cancelling a step that waits for the body."""
+        self._abandoned = True
+        if self._scope is not None:
+            self._scope.cancel()
+
+    async def _step(self) -> bytes | None:
+        if not self._abandoned:
+            with anyio.CancelScope() as self._scope:
+                try:
+                    return await self._chunks.__anext__()
+                except StopAsyncIteration:
+                    return None
+                finally:
+                    self._scope = None
+        raise ConnectionAbortedError("the request was cancelled while its body was sent")
+
+    def __iter__(self) -> Iterator[bytes]:
+        while (chunk := anyio.from_thread.run(self._step)) is not None:
+            yield chunk
+
+
+class _Call:
+    """The app called for an async request, in a worker thread. A caller that gives up
+    (cancelled, timed out) abandons it: the request body is read no further, and an answer
+    that comes all the same is closed, whichever of the two threads gets there first."""
+
+    def __init__(
+        self, app: WSGIApplication, environ: dict[str, Any], body: _AsyncBody | None
+    ) -> None:
+        self._app = app
+        self._environ = environ
+        self._body = body
+        self._lock = threading.Lock()
+        self._abandoned = False
+        #: What the app answered, or raised (from the thread, unless abandoned).
+        self.outcome: AppResponse | BaseException | None = None
+
+    def __call__(self) -> None:
         try:
-            return await chunks.__anext__()
-        except StopAsyncIteration:
-            return done
+            outcome: AppResponse | BaseException = call_app(self._app, self._environ)
+        except BaseException as exc:
+            outcome = exc
+        with self._lock:
+            if not self._abandoned:
+                self.outcome = outcome
+                return
+        if isinstance(outcome, AppResponse):
+            outcome.body.close()
 
-    while (chunk := anyio.from_thread.run(step)) is not done:
-        yield cast(bytes, chunk)
+    def abandon(self) -> None:
+        if self._body is not None:
+            self._body.abandon()
+        with self._lock:
+            self._abandoned = True
+            outcome, self.outcome = self.outcome, None
+        if isinstance(outcome, AppResponse):
+            outcome.body.close()
+
+    async def run(self, limit: float | None) -> bool:
+        """Run the call; False if its answer did not begin within ``limit`` seconds (the read
+        timeout) of the app's last read of the request body: the call is left to its thread."""
+        body = self._environ["wsgi.input"]  # inprocess._BodyReader: when the app read it last
+        done = anyio.Event()
+
+        async def call() -> None:
+            try:
+                await _in_thread(self, abandon=True)
+            finally:
+                done.set()
+
+        timed_out = False
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(call)
+            while not done.is_set():
+                # While the app waits for the body, look again a read timeout later.
+                idle = 0.0 if body.reading else time.perf_counter() - body.last_read
+                with anyio.move_on_after(None if limit is None else limit - idle):
+                    await done.wait()
+                if (
+                    not done.is_set()
+                    and limit is not None
+                    and not body.reading
+                    and time.perf_counter() - body.last_read >= limit
+                ):
+                    timed_out = True
+                    tasks.cancel_scope.cancel()
+                    break
+        return not timed_out
 
 
 class AsyncEmulatorTransport(httpx.AsyncBaseTransport):
@@ -248,33 +380,27 @@ class AsyncEmulatorTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         stream = request.stream
         # Bytes, JSON and form bodies are sync streams too: read them in the thread directly.
-        body = stream if isinstance(stream, httpx.SyncByteStream) else _pull(stream)
-        environ = _environ(request, body)
-        abandoned = threading.Event()
-
-        def run() -> AppResponse:
-            answer = call_app(self.app, environ)
-            if abandoned.is_set():
-                answer.body.close()
-            return answer
-
+        pulled = None if isinstance(stream, httpx.SyncByteStream) else _AsyncBody(stream)
+        chunks = cast(Iterable[bytes], stream if pulled is None else pulled)
+        call = _Call(self.app, _environ(request, _sent(chunks, request)), pulled)
         limit = _read_timeout(request)
         try:
-            with anyio.fail_after(limit):  # here the call is cut short, as on a socket
-                answer = await _in_thread(run, abandon=True)
-        except TimeoutError:
-            abandoned.set()
-            raise httpx.ReadTimeout(
-                f"Read timed out. (read timeout={limit})", request=request
-            ) from None
-        except Dropped:
-            raise _dropped(request) from None
-        except BodyFailed as exc:
-            raise exc.error from None
+            answered = await call.run(limit)
         except BaseException:
-            abandoned.set()
+            call.abandon()
             raise
-        return _response(answer, _AsyncAppStream(answer.body))
+        if not answered:
+            call.abandon()
+            raise httpx.ReadTimeout(f"Read timed out. (read timeout={limit})", request=request)
+        outcome = call.outcome
+        if isinstance(outcome, Dropped):
+            raise _dropped(request) from None
+        if isinstance(outcome, BodyFailed):
+            raise outcome.error from None
+        if isinstance(outcome, BaseException):
+            raise outcome
+        assert outcome is not None
+        return _response(outcome, _AsyncAppStream(outcome.body, limit))
 
 
 class _AsyncAppStream(httpx.AsyncByteStream):
@@ -284,9 +410,9 @@ class _AsyncAppStream(httpx.AsyncByteStream):
     cancelled reader left running: that step closes the app iterable when it ends.
     """
 
-    def __init__(self, body: _AppIterReader) -> None:
+    def __init__(self, body: _AppIterReader, limit: float | None) -> None:
         self._body = body
-        self._chunks = body.chunks()
+        self._chunks = body.chunks(limit)
         self._lock = threading.Lock()
         self._closing = False
 
@@ -305,6 +431,8 @@ class _AsyncAppStream(httpx.AsyncByteStream):
         try:
             while (chunk := await _in_thread(self._step, abandon=True)) is not None:
                 yield chunk
+        except TimedOut as exc:
+            raise httpx.ReadTimeout(str(exc)) from None  # httpx adds the request
         except ConnectionResetError as exc:  # StreamCut, or the container's stream broke
             raise _cut(exc) from None
 
