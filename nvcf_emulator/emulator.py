@@ -147,7 +147,7 @@ class Emulator(InvocationAPI):
     def _open(self) -> None:
         """Everything that lives under ``root``, opened once it is this emulator's."""
         self.state: StateStore = (
-            SqliteStateStore(self.root / "state.sqlite3")  # the root is the state dir
+            SqliteStateStore(self.root / _STATE_DB)  # the root is the state dir
             if self.config.state_dir is not None
             else NullStateStore()
         )
@@ -168,7 +168,7 @@ class Emulator(InvocationAPI):
         self.storage_url = self.config.storage_base_url or (
             f"https://{self.config.bucket}.s3.{self.config.region}.amazonaws.com"
         )
-        self._remove_stale_staging()
+        self._remove_stale_files()
         self._init_invocations()
         self.app = EmulatorApp(self)
         self._next_sweep = self.clock.now() + self.SWEEP_INTERVAL
@@ -176,25 +176,31 @@ class Emulator(InvocationAPI):
         self._activations: list[Any] = []
         self._dashboard: EmulatorServer | None = None
 
-    def _remove_stale_staging(self) -> None:
-        """The request dirs a killed process left under a given root (staged copies of assets,
-        large outputs): the root is this emulator's now (locked), so no request has them, and
-        nothing else would remove them. ``keep_staged`` keeps them, as it keeps its own."""
-        if self._tmp is not None or self.config.keep_staged:
+    def _remove_stale_files(self) -> None:
+        """What a previous emulator left under a given root that nothing can name any more.
+
+        The root is this emulator's now (locked). Request dirs a killed process left (staged
+        copies of assets, large outputs) go, unless ``keep_staged`` keeps them. Without a
+        state dir no record outlives a run, so the bytes of the last run's assets and its
+        large results go too: they stay after it for a look, not for ever. Only names the
+        emulator makes (UUIDs) are touched, and never in a dir holding a state db."""
+        if self._tmp is not None:
             return
-        for name in ("inputAssets", "response"):
-            try:
-                entries = list(os.scandir(self.root / name))
-            except OSError:  # none yet
-                continue
-            for entry in entries:
-                if not is_asset_id(entry.name):  # request ids are UUIDs, as asset ids
-                    continue
-                if entry.is_dir(follow_symlinks=False):
-                    shutil.rmtree(entry.path, ignore_errors=True)
-                else:
+        if not self.config.keep_staged:
+            for name in ("inputAssets", "response"):
+                _remove_ours(self.root / name)
+        if self.config.state_dir is None and not (self.root / _STATE_DB).exists():
+            _remove_ours(self.root / "results")
+            if self.config.storage is None:
+                objects = self.root / "storage" / "objects"
+                try:
+                    accounts = [e for e in os.scandir(objects) if e.is_dir(follow_symlinks=False)]
+                except OSError:  # none yet
+                    accounts = []
+                for account in accounts:
+                    _remove_ours(Path(account.path))
                     with contextlib.suppress(OSError):
-                        os.unlink(entry.path)
+                        os.rmdir(account.path)  # when it holds nothing else
 
     def _secret(self) -> str | None:
         """The URL-signing secret: kept in the state dir so URLs survive a restart."""
@@ -531,6 +537,24 @@ class Emulator(InvocationAPI):
 
 
 _LOCK_FILE = ".nvcf-emulator.lock"
+_STATE_DB = "state.sqlite3"
+
+
+def _remove_ours(directory: Path) -> None:
+    """Remove the entries of ``directory`` named as the emulator names them: a UUID (request
+    dirs, asset objects), maybe with a suffix (``<reqid>.zip``) or as a dotted temp file."""
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:  # none yet
+        return
+    for entry in entries:
+        if not is_asset_id(entry.name.lstrip(".").split(".", 1)[0]):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
 
 
 def _lock_root(root: Path) -> int:

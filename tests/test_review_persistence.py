@@ -11,6 +11,7 @@ import os
 import queue
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -372,3 +373,99 @@ def test_keep_staged_keeps_the_dirs_a_killed_process_left(tmp_path: Path) -> Non
     assert (req_dir / "x").exists()
     Emulator(state_dir=state).close()
     assert not req_dir.exists() and mine.read_text() == "mine"
+
+
+# -- reset with a state dir ------------------------------------------------------------------------
+
+
+def _large(req: ContainerRequest) -> dict[str, int]:
+    (Path(req.headers["NVCF-LARGE-OUTPUT-DIR"]) / "big.bin").write_bytes(b"L" * 100)
+    return {"n": req.json()["n"]}
+
+
+def test_admin_reset_clears_the_state_dir_and_a_restart_finds_nothing(tmp_path: Path) -> None:
+    """``POST /_emulator/reset`` on an emulator with a state dir: assets, functions, saved
+    results (small bodies, large zips and their download tokens), the clock offset: nothing is
+    found by the next start, and no file is left for them on disk."""
+    state = tmp_path / "state"
+    with Emulator(state_dir=state, always_async=True) as emu:
+        fid, _ = emu.add_function(_large, name="large")
+        small_fid, _ = emu.add_function(lambda req: {"small": True}, name="small")
+        asset_id = _upload(emu, b"bytes")
+        ids = []
+        for target in (fid, fid, small_fid):
+            r = requests.post(
+                f"{emu.base_url}/v2/nvcf/pexec/functions/{target}",
+                headers=emu.headers,
+                json={"n": len(ids)},
+            )
+            ids.append(r.headers["NVCF-REQID"])
+        _wait(lambda: all(inv.done for inv in emu.invocations))
+        # One large result fetched: its zip stays for its download URL.
+        r = requests.get(
+            f"{emu.base_url}/v2/nvcf/pexec/status/{ids[0]}",
+            headers=emu.headers,
+            allow_redirects=False,
+        )
+        assert r.status_code == 302
+        location = r.headers["Location"]
+        emu.clock.advance(3600 * 5)
+        assert sorted(p.suffix for p in (state / "results").iterdir()) == [".body", ".zip", ".zip"]
+        assert requests.post(f"{emu.base_url}/_emulator/reset").status_code in (200, 204)
+        assert requests.get(location).status_code == 404
+        assert list((state / "results").iterdir()) == []
+        assert emu.asset_path(asset_id) is None
+    with Emulator(state_dir=state) as emu:
+        assert emu.clock.offset == 0
+        assert emu.stored_assets() == [] and emu.functions.all() == [] and emu.invocations == []
+        for req_id in ids:
+            r = requests.get(f"{emu.base_url}/v2/nvcf/pexec/status/{req_id}", headers=emu.headers)
+            assert r.status_code == 404
+        kinds = {
+            kind
+            for (kind,) in sqlite3.connect(state / "state.sqlite3").execute(
+                "SELECT DISTINCT kind FROM records"
+            )
+        }
+    assert kinds <= {"meta", "signer", "clock"}
+    leftovers = [p for p in (state / "storage").rglob("*") if p.is_file()]
+    assert leftovers == []
+
+
+def test_a_root_dir_without_state_does_not_pile_up_the_bytes_of_past_runs(tmp_path: Path) -> None:
+    """``nvcf-emulate --root-dir /big/disk`` (no state dir), run day after day: no record of
+    an earlier run's assets or large results survives its exit, so their files can never be
+    reached again. They stay after the run (to look at) and go at the next start, instead of
+    filling the disk. Files that are not the emulator's, and a dir holding a state db, stay."""
+    root = tmp_path / "root"
+    with Emulator(root_dir=root, always_async=True) as emu:
+        asset_id = _upload(emu, b"run one" * 100)
+        path = emu.asset_path(asset_id)
+        fid, _ = emu.add_function(_large, name="large")
+        r = requests.post(
+            f"{emu.base_url}/v2/nvcf/pexec/functions/{fid}", headers=emu.headers, json={"n": 1}
+        )
+        assert r.status_code == 202
+        _wait(lambda: emu.invocations[-1].done)
+    assert path is not None and path.read_bytes() == b"run one" * 100  # there to look at
+    assert list((root / "results").iterdir()) == []  # closed: its large results went
+    # What kill -9 leaves there: a large result's zip, and one being written.
+    (root / "results" / "0b4a8f43-5d1c-4bb5-9a3e-2f8e8e9d1a10.zip").write_bytes(b"zip")
+    (root / "results" / ".0b4a8f43-5d1c-4bb5-9a3e-2f8e8e9d1a11.zip.1f2e.tmp").write_bytes(b"z")
+    theirs = [root / "storage" / "objects" / "README", root / "results" / "notes.txt"]
+    for p in theirs:
+        p.write_text("not the emulator's")
+    with Emulator(root_dir=root) as emu:
+        assert emu.stored_assets() == []
+        assert not path.exists()
+        assert sorted(p for p in root.rglob("*") if p.is_file() and p.name[0] != ".") == sorted(
+            theirs
+        )
+    # A state dir opened as a plain root dir (a mistyped option) loses nothing.
+    state = tmp_path / "state"
+    with Emulator(state_dir=state) as emu:
+        kept = _upload(emu, b"kept")
+    with Emulator(root_dir=state) as emu:
+        assert emu.stored_assets() == []
+    with Emulator(state_dir=state) as emu:
+        assert emu.asset_bytes(kept) == b"kept"
