@@ -469,3 +469,36 @@ def test_a_root_dir_without_state_does_not_pile_up_the_bytes_of_past_runs(tmp_pa
         assert emu.stored_assets() == []
     with Emulator(state_dir=state) as emu:
         assert emu.asset_bytes(kept) == b"kept"
+
+
+# -- who may read the state --------------------------------------------------------------------
+
+
+def test_the_state_db_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    """state.sqlite3 holds the URL-signing secret (whoever reads it can sign upload URLs for
+    any asset) and functions' secrets: on a shared machine, other users must not read it (nor
+    its -wal/-shm files), as they cannot read the private temp dir an emulator uses without a
+    state dir. A db an older version left readable is tightened at start."""
+    state = tmp_path / "state"
+    with Emulator(state_dir=state) as emu:
+        account = emu.accounts.authenticate(f"Bearer {emu.api_key}")
+        emu.functions.create(
+            account,
+            {
+                "name": "with-secret",
+                "inferenceUrl": "/infer",
+                "containerImage": "x/y:1",
+                "secrets": [{"name": "token", "value": "hunter2"}],
+            },
+        )
+        files = sorted(state.glob("state.sqlite3*"))
+        assert [f.name for f in files] == [
+            "state.sqlite3",
+            "state.sqlite3-shm",
+            "state.sqlite3-wal",
+        ]
+        modes = {f.name: oct(f.stat().st_mode & 0o777) for f in files}
+    assert modes == dict.fromkeys(modes, "0o600")
+    (state / "state.sqlite3").chmod(0o644)
+    Emulator(state_dir=state).close()
+    assert (state / "state.sqlite3").stat().st_mode & 0o077 == 0

@@ -7,7 +7,9 @@ Domain services hand records to a :class:`StateStore` as plain JSON-able dicts, 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -63,6 +65,7 @@ class SqliteStateStore:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        _owner_only(self.path)
         self._lock = threading.RLock()  # a transaction's thread puts while holding it
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         try:
@@ -143,3 +146,17 @@ class SqliteStateStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _owner_only(path: Path) -> None:
+    """Make ``path`` a file only its owner may read (SQLite gives its -wal and -shm files the
+    same mode): it holds the URL-signing secret and functions' secrets. A file another user
+    owns (or a read-only one) is left as it is, to be refused when opened."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    except FileExistsError:  # made by an older version, maybe readable by all
+        for name in (path.name, f"{path.name}-wal", f"{path.name}-shm"):
+            with contextlib.suppress(OSError):
+                mode = (path.parent / name).stat().st_mode
+                if mode & 0o077 and mode & 0o200:
+                    (path.parent / name).chmod(mode & 0o700)
