@@ -271,12 +271,15 @@ async def _in_thread(func: Callable[[], _T], *, abandon: bool = False) -> _T:
 
 
 class _AsyncBody:
-    """An async request body as a blocking iterator for the app's thread: each chunk is pulled
-    by a step on the event loop. Once the request is abandoned (cancelled, timed out) the body
-    is read no further, as over a dropped connection: the app sees the client gone."""
+    """The body of an async request as a blocking iterator for the app's thread: an async
+    stream is pulled one chunk per step on the event loop, a sync one (bytes, JSON, form and
+    multipart bodies) is read in the thread directly. Once the request is abandoned (cancelled,
+    timed out) the body is read no further, as over a dropped connection: the app sees the
+    client gone."""
 
-    def __init__(self, stream: httpx.AsyncByteStream) -> None:
-        self._chunks = stream.__aiter__()
+    def __init__(self, stream: httpx.SyncByteStream | httpx.AsyncByteStream) -> None:
+        self._sync = stream if isinstance(stream, httpx.SyncByteStream) else None
+        self._chunks = None if self._sync is not None else cast(Any, stream).__aiter__()
         self._abandoned = False
         self._scope: anyio.CancelScope | None = None  # the step running, if any
 
@@ -290,16 +293,26 @@ class _AsyncBody:
         if not self._abandoned:
             with anyio.CancelScope() as self._scope:
                 try:
-                    return await self._chunks.__anext__()
+                    return cast(bytes, await self._chunks.__anext__())
                 except StopAsyncIteration:
                     return None
                 finally:
                     self._scope = None
-        raise ConnectionAbortedError("the request was cancelled while its body was sent")
+        raise _gone()
 
     def __iter__(self) -> Iterator[bytes]:
-        while (chunk := anyio.from_thread.run(self._step)) is not None:
+        if self._sync is None:
+            while (chunk := anyio.from_thread.run(self._step)) is not None:
+                yield chunk
+            return
+        for chunk in self._sync:
+            if self._abandoned:
+                raise _gone()
             yield chunk
+
+
+def _gone() -> ConnectionAbortedError:
+    return ConnectionAbortedError("the request was given up while its body was sent")
 
 
 class _Call:
@@ -307,9 +320,7 @@ class _Call:
     (cancelled, timed out) abandons it: the request body is read no further, and an answer
     that comes all the same is closed, whichever of the two threads gets there first."""
 
-    def __init__(
-        self, app: WSGIApplication, environ: dict[str, Any], body: _AsyncBody | None
-    ) -> None:
+    def __init__(self, app: WSGIApplication, environ: dict[str, Any], body: _AsyncBody) -> None:
         self._app = app
         self._environ = environ
         self._body = body
@@ -331,8 +342,7 @@ class _Call:
             outcome.body.close()
 
     def abandon(self) -> None:
-        if self._body is not None:
-            self._body.abandon()
+        self._body.abandon()
         with self._lock:
             self._abandoned = True
             outcome, self.outcome = self.outcome, None
@@ -378,11 +388,8 @@ class AsyncEmulatorTransport(httpx.AsyncBaseTransport):
         self.app = app
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        stream = request.stream
-        # Bytes, JSON and form bodies are sync streams too: read them in the thread directly.
-        pulled = None if isinstance(stream, httpx.SyncByteStream) else _AsyncBody(stream)
-        chunks = cast(Iterable[bytes], stream if pulled is None else pulled)
-        call = _Call(self.app, _environ(request, _sent(chunks, request)), pulled)
+        body = _AsyncBody(request.stream)
+        call = _Call(self.app, _environ(request, _sent(body, request)), body)
         limit = _read_timeout(request)
         try:
             answered = await call.run(limit)

@@ -7,12 +7,14 @@ in-process and a real server); the rest are in-process only.
 from __future__ import annotations
 
 import asyncio
+import io
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from unittest import mock
 
+import anyio.to_thread
 import h11
 import httpx
 import pytest
@@ -443,3 +445,43 @@ def test_auth_flows_and_event_hooks_see_the_emulators_answers(api: Api) -> None:
     assert r.status_code == 200
     assert r.json() == {"assets": []}
     assert seen == ["< 401", "401 Unauthorized", "< 200"]
+
+
+def test_a_cancelled_async_multipart_upload_is_read_no_further() -> None:
+    """``files=`` bodies are sync streams an AsyncClient reads in the app's thread: cancelled
+    mid-body, the app sees the client gone rather than the rest of the file."""
+    first_read = threading.Event()
+    go_on = threading.Event()
+    outcome: list[object] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        body = environ["wsgi.input"]
+        got = len(body.read(65536))
+        first_read.set()
+        go_on.wait(5)
+        try:
+            while chunk := body.read(65536):
+                got += len(chunk)
+            outcome.append(got)
+        except Exception as exc:  # werkzeug's ClientDisconnected, as on a server
+            outcome.append(type(exc).__name__)
+        start_response("200 OK", [])
+        return [b""]
+
+    async def main() -> None:
+        async with httpx.AsyncClient(transport=AsyncEmulatorTransport(app), timeout=10) as c:
+            big = io.BytesIO(b"x" * (4 * 1024 * 1024))
+            task = asyncio.create_task(c.post("http://x/", files={"f": ("big.bin", big)}))
+            assert await anyio.to_thread.run_sync(first_read.wait, 5)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+    try:
+        asyncio.run(main())
+    finally:
+        go_on.set()
+    deadline = time.monotonic() + 5
+    while not outcome and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert outcome == ["ClientDisconnected"]
