@@ -278,8 +278,12 @@ class _AsyncBody:
     client gone."""
 
     def __init__(self, stream: httpx.SyncByteStream | httpx.AsyncByteStream) -> None:
-        self._sync = stream if isinstance(stream, httpx.SyncByteStream) else None
-        self._chunks = None if self._sync is not None else cast(Any, stream).__aiter__()
+        self._sync: httpx.SyncByteStream | None = None
+        self._chunks: AsyncIterator[bytes] | None = None
+        if isinstance(stream, httpx.SyncByteStream):
+            self._sync = stream
+        else:
+            self._chunks = stream.__aiter__()
         self._abandoned = False
         self._scope: anyio.CancelScope | None = None  # the step running, if any
 
@@ -290,10 +294,11 @@ class _AsyncBody:
             self._scope.cancel()
 
     async def _step(self) -> bytes | None:
+        assert self._chunks is not None
         if not self._abandoned:
             with anyio.CancelScope() as self._scope:
                 try:
-                    return cast(bytes, await self._chunks.__anext__())
+                    return await self._chunks.__anext__()
                 except StopAsyncIteration:
                     return None
                 finally:
