@@ -422,6 +422,8 @@ class _AppIterReader(io.RawIOBase):
         self._buf = b""
         self._cut = False
         self._pump: _Pump | None = None
+        #: The caller's read timeout, for :meth:`readinto` on a streamed answer.
+        self.read_timeout: float | None = None
 
     def readable(self) -> bool:
         return True
@@ -473,12 +475,16 @@ class _AppIterReader(io.RawIOBase):
                 yield chunk
 
     def readinto(self, b: Any) -> int:
+        """Read as a socket does: a streamed answer's next chunk that takes longer than
+        :attr:`read_timeout` raises ``TimeoutError`` (urllib3 makes it ``ReadTimeoutError``)."""
         view = memoryview(b).cast("B")
         while not self._buf:
             try:
-                self._buf = self._next()
+                self._buf = self._next(self.read_timeout)
             except StopIteration:
                 return 0
+            except TimedOut as exc:
+                raise TimeoutError(str(exc)) from None
         n = min(len(view), len(self._buf))
         view[:n] = self._buf[:n]
         self._buf = self._buf[n:]
@@ -699,6 +705,7 @@ class AppPool:
             if not isinstance(exc.error, OSError):
                 raise exc.error from None  # the body's own error, as over a socket
             raise ProtocolError("Connection aborted.", exc.error) from exc.error
+        answer.body.read_timeout = limit
         return _AsItComes(
             body=io.BufferedReader(answer.body, 256 * 1024),
             headers=cast(Any, answer.headers),  # a list of pairs, as urllib3 accepts
