@@ -233,7 +233,11 @@ class EmulatorConfig:
         for name in _PATH_FIELDS:
             value = getattr(self, name)
             if value is not None and not isinstance(value, Path):
-                object.__setattr__(self, name, Path(value))
+                object.__setattr__(self, name, value := Path(value))
+            if name in ("asset_root", "output_root") and value is not None:
+                # Containers are told these paths (NVCF-ASSET-DIR): absolute, and fixed where
+                # they were given, not moved by a later chdir (root_dir is fixed at start).
+                object.__setattr__(self, name, value.absolute())
         for name in ("poll_seconds", "sse_poll_seconds", "max_poll_seconds"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

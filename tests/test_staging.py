@@ -79,6 +79,26 @@ def test_configured_roots_win_over_ram(tmp_path: Path) -> None:
         assert seen["output"].parent == tmp_path / "out"
 
 
+def test_relative_roots_stay_where_they_were_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``asset_root="in"`` means ``in`` under the working directory of the time it was given:
+    a later chdir (``monkeypatch.chdir`` in a test) does not move it, and the container is told
+    an absolute ``NVCF-ASSET-DIR``, as NVCF's worker does."""
+    monkeypatch.chdir(tmp_path)
+    with Emulator(root_dir="emu", asset_root="in", output_root="out") as emu:
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        monkeypatch.chdir(elsewhere)
+        seen = _seen_dirs(emu)
+        assert seen["assets"].is_absolute() and seen["output"].is_absolute()
+        assert seen["assets"].parent == tmp_path / "in"
+        assert seen["output"].parent == tmp_path / "out"
+        emu.configure(asset_root="in2")  # given now: under the current directory
+        assert _seen_dirs(emu)["assets"].parent == elsewhere / "in2"
+    assert not (elsewhere / "in").exists() and not (elsewhere / "out").exists()
+
+
 def test_no_roomy_tmpfs_falls_back_to_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     small = tmp_path / "small-shm"
     small.mkdir()
