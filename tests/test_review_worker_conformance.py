@@ -418,3 +418,25 @@ def test_content_type_defaults_even_with_the_compatibility_flag_off(nvcf: Emulat
     )
     assert r.status_code == 200
     assert seen["CONTENT-TYPE"] == "application/json"
+
+
+def test_closing_with_a_state_dir_does_not_wait_for_a_request_parked_after_a_202(
+    tmp_path: Any,
+) -> None:
+    """With a state dir, closing gives running requests up to 5 s to finish. A request whose
+    container answered 202 in the default mode is never asked again: only its client's going
+    or its hour can end it, so closing does not wait for it; it is cancelled (a status poll
+    after a restart gets 404) and its staged dirs go."""
+    state = tmp_path / "state"
+    emu = Emulator(state_dir=state)
+    with emu:
+        fid, _ = emu.add_function(lambda req: ContainerResponse(202), name="parked")
+        r = invoke(emu, fid, headers={"NVCF-POLL-SECONDS": "1"})
+        assert r.status_code == 202
+        record = emu.invocations[-1]
+        started = time.monotonic()
+    assert time.monotonic() - started < 2.5  # not the 5 s grace
+    assert record.done and record.status.value == "cancelled"
+    assert record.asset_dir is not None and not record.asset_dir.exists()
+    with Emulator(state_dir=state) as again:
+        assert poll(again, r.headers["NVCF-REQID"], 1).status_code == 404

@@ -261,6 +261,9 @@ class Invocation:
     #: A status poll arrived (a container that answered 202 is then asked again).
     _poll: Signal = field(default_factory=Signal, repr=False)
     _poll_request: tuple[list[tuple[str, str]], int] | None = field(default=None, repr=False)
+    #: The container answered 202 in the default mode and is not asked again: only the
+    #: client's going (or the request's hour) ends it, so closing does not wait for it.
+    _parked: bool = field(default=False, repr=False)
     _progress_sig: tuple[int, bytes] | None = field(default=None, repr=False)
     _started_mono: float | None = field(default=None, repr=False)
     #: When the request arrived, in real time: its poll window runs on real time, whatever
@@ -924,6 +927,7 @@ class InvocationService:
                 started = inv._started_mono or monotonic()
                 left = cfg.container_timeout - (monotonic() - started)
                 if inv.compat and not inv.streaming:
+                    inv._parked = True
                     while inv.outcome is None and left > 0:  # until cancelled or settled
                         inv._poll.wait(left)
                         left = cfg.container_timeout - (monotonic() - started)
@@ -1315,11 +1319,14 @@ class InvocationService:
 
     def close(self, grace: float = 0.0) -> None:
         """Stop the workers. With a state store, saved results stay saved (a restart delivers
-        them), and running requests get up to ``grace`` real seconds to finish first."""
+        them), and running requests get up to ``grace`` real seconds to finish first (not one
+        parked after its container's 202: only its client could end it)."""
         deadline = monotonic() + grace
         while monotonic() < deadline:
             with self._lock:
-                busy = any(inv.outcome is None for inv in self._records.values())
+                busy = any(
+                    inv.outcome is None and not inv._parked for inv in self._records.values()
+                )
             if not busy:
                 break
             time.sleep(0.02)
