@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from datetime import datetime
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from werkzeug.wrappers import Request, Response
 
@@ -174,6 +175,36 @@ def dashboard(emu: Emulator, request: Request) -> Response:
 
 #: The dashboard's paths: served without the admin token (the page's script sends it).
 DASHBOARD_PATHS = frozenset({"/_emulator", "/_emulator/ui"})
+#: Served without the admin token: the dashboard (it holds no data then) and the health check
+#: (a compose or Kubernetes probe need not know the token).
+TOKENLESS_PATHS = DASHBOARD_PATHS | {"/_emulator/health"}
+
+#: Methods that only read: a cross-site link to the dashboard or the state is fine.
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def cross_site_write(request: Request) -> str | None:
+    """Why a browser request from another site that would change the emulator (a plain form
+    POSTed to ``/_emulator/reset`` by any page the developer visits) is refused, or ``None``.
+
+    Browsers say where a request comes from: ``Sec-Fetch-Site`` (``same-origin`` for the
+    dashboard's own script, ``none`` for a typed address) or, in older ones, ``Origin``.
+    Scripts (curl, requests, :class:`~nvcf_emulator.RemoteEmulator`) send neither."""
+    if request.method in _SAFE_METHODS:
+        return None
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None:
+        if site.strip().lower() in ("same-origin", "none"):
+            return None
+        return f"Sec-Fetch-Site: {site}"
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return None
+    try:
+        netloc = urlsplit(origin.strip()).netloc.lower()
+    except ValueError:
+        netloc = ""
+    return None if netloc and netloc == request.host.lower() else f"Origin: {origin}"
 
 
 def list_faults(emu: Emulator, request: Request) -> Response:

@@ -188,7 +188,7 @@ class EmulatorApp:
         config = self.emulator.config
         if not config.admin_enabled:
             return problem(request, 404, "Not Found", "The admin API is disabled")
-        if config.admin_token and request.path.rstrip("/") not in admin.DASHBOARD_PATHS:
+        if config.admin_token and request.path.rstrip("/") not in admin.TOKENLESS_PATHS:
             scheme, _, token = (request.headers.get("Authorization") or "").partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(
                 token.strip().encode(), config.admin_token.encode()
@@ -198,6 +198,15 @@ class EmulatorApp:
                 )
                 _challenge(request, response)
                 return response
+        cross_site = admin.cross_site_write(request)
+        if cross_site is not None:
+            return problem(
+                request,
+                403,
+                "Forbidden",
+                f"A cross-site browser request may not change the emulator ({cross_site}); "
+                "the admin API takes writes from scripts and from its own dashboard",
+            )
         return None
 
     def _control(self, request: Request) -> Response:

@@ -336,7 +336,8 @@ def _admin_paths() -> dict[str, Any]:
         spec: dict[str, Any] = {
             "operationId": op_id,
             "tags": ["admin"],
-            "responses": {"200": _ok(schema), **_errors(400, 401, 404, 413, 415, 431)},
+            # 403: a cross-site browser request that would change the emulator (CSRF).
+            "responses": {"200": _ok(schema), **_errors(400, 401, 403, 404, 413, 415, 431)},
         }
         if body:
             spec["requestBody"] = {
@@ -362,7 +363,12 @@ def _admin_paths() -> dict[str, Any]:
         }
 
     return {
-        "/_emulator/health": {"get": op("health")},
+        "/_emulator/health": {
+            "get": {
+                **op("health"),
+                "description": "Served without the admin token (for healthchecks).",
+            }
+        },
         "/_emulator/reset": {"post": op("reset")},
         "/_emulator/state": {"get": op("state", "State")},
         "/_emulator/": {"get": page("dashboard")},
