@@ -9,6 +9,7 @@ import logging
 import select
 import socket
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -35,6 +36,9 @@ log = logging.getLogger("nvcf_emulator.server")
 
 #: The longest idle timeout a connection may have (a day; a socket timeout must be finite).
 MAX_IDLE_TIMEOUT = 86400.0
+#: Seconds stopping waits, after the grace, for all connection threads together to end once
+#: their sockets are shut (a thread still in the app, waiting on a slow container, cannot be cut).
+JOIN_SECONDS = 5.0
 
 
 def check_idle_timeout(seconds: float, what: str = "idle_timeout") -> float:
@@ -122,15 +126,18 @@ class _Server(ThreadedWSGIServer):
         if tracked:
             self._slots.release()
 
-    def close_connections(self, timeout: float = 5.0) -> None:
+    def close_connections(self, timeout: float | None = None) -> None:
+        """Shut every connection and join their threads: ``timeout`` seconds (default
+        :data:`JOIN_SECONDS`) for all of them together, not for each in turn."""
         with self._conns_lock:
             conns = list(self._conns.items())
         for sock, _ in conns:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+        deadline = time.monotonic() + (JOIN_SECONDS if timeout is None else timeout)
         for _, thread in conns:
             if thread is not None and thread is not threading.current_thread():
-                thread.join(timeout)
+                thread.join(max(0.0, deadline - time.monotonic()))
 
 
 _P = ParamSpec("_P")
