@@ -299,6 +299,8 @@ class Handler(WSGIRequestHandler):
                     self.close_connection = True
                 if self.close_connection:
                     self.send_header("Connection", "close")
+                elif self.request_version < "HTTP/1.1":  # it asked to keep it (RFC 9112 §9.3)
+                    self.send_header("Connection", "keep-alive")
                 # The head goes out with the first bytes of the body: one send, not two.
                 self._headers_buffer.append(b"\r\n")
                 head = b"".join(self._headers_buffer)
