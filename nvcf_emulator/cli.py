@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
 import signal
@@ -72,6 +73,48 @@ def _functions(values: Sequence[str]) -> list[tuple[str, str]]:
             raise argparse.ArgumentTypeError(f"--function takes NAME=TARGET, got {item!r}")
         out.append((name.strip(), target.strip()))
     return out
+
+
+_LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost", "ip6-loopback"})
+
+
+def _is_loopback(host: str) -> bool:
+    name = host.strip("[]").lower()
+    if name in _LOOPBACK_NAMES or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _is_wildcard(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_unspecified
+    except ValueError:
+        return host == ""
+
+
+def exposure_warnings(
+    host: str, *, public_url: str | None, admin_token: str | None, admin: bool
+) -> list[str]:
+    """What an operator binding ``host`` beyond loopback should hear at start-up: upload URLs
+    that name a wildcard address (no other machine can use them), and an admin API anyone
+    on the network may reset or move in time."""
+    warnings = []
+    if _is_wildcard(host) and not public_url:
+        warnings.append(
+            f"--public-url is not set: upload URLs name {host}, which clients on other "
+            f"machines or containers cannot reach; pass --public-url http://NAME:PORT (the "
+            f"address clients use) when binding {host}"
+        )
+    if not _is_loopback(host) and admin and not admin_token:
+        warnings.append(
+            f"--admin-token is not set: anyone who reaches {host} can reset the emulator, move "
+            "its clock and read every account's state under /_emulator/; pass --admin-token "
+            "or --no-admin"
+        )
+    return warnings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -298,6 +341,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.max_connections < 1:
             raise ValueError(f"--max-connections must be at least 1, got {args.max_connections}")
         check_idle_timeout(args.idle_timeout, "--idle-timeout")
+        if args.admin_token is not None and not args.admin_token.strip():
+            # --admin-token "$TOKEN" with TOKEN unset: the operator asked for protection.
+            raise ValueError(
+                f"the admin token is empty (--admin-token / {ENV_PREFIX}ADMIN_TOKEN): give a "
+                "token, or leave it out for an open admin API"
+            )
     except (ValueError, argparse.ArgumentTypeError) as exc:
         print(f"nvcf-emulate: error: {exc}", file=sys.stderr)
         return 2
@@ -351,6 +400,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    for warning in exposure_warnings(
+        args.host,
+        public_url=args.public_url,
+        admin_token=config.admin_token,
+        admin=config.admin_enabled,
+    ):
+        print(f"nvcf-emulate: warning: {warning}", file=sys.stderr, flush=True)
     print(f"nvcf-emulate listening on {server.url}", flush=True)
     if config.admin_enabled:
         print(f"nvcf-emulate dashboard: {server.url}/_emulator/", flush=True)
