@@ -1,0 +1,380 @@
+"""Review of the server way in: ``nvcf-emulate``, ``EmulatorServer``, its connections, the admin
+API's operator surface and ``RemoteEmulator``, read as a new user, as a team running it as a
+service (compose, CI) and as a security reviewer. Every server and thread started here is
+stopped; loopback only."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from nvcf_emulator import Emulator, EmulatorServer, RemoteEmulator
+from nvcf_emulator import server as server_module
+
+EXE = str(Path(sys.executable).with_name("nvcf-emulate"))
+
+
+@pytest.fixture
+def served() -> Iterator[EmulatorServer]:
+    emu = Emulator()
+    server = emu.serve()
+    try:
+        yield server
+    finally:
+        server.stop()
+        emu.close()
+
+
+def exchange(server: EmulatorServer, data: bytes, *, wait: float = 0.3) -> bytes:
+    """Send ``data`` on a fresh connection; what came back until the server closed it or went
+    quiet for ``wait`` seconds (``<open>`` at the end when it was still open)."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(data)
+        sock.settimeout(wait)
+        out = b""
+        try:
+            while chunk := sock.recv(65536):
+                out += chunk
+        except TimeoutError:
+            out += b"<open>"
+        return out
+
+
+# -- the admin API refuses cross-site browser requests (CSRF) -----------------------------------
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example"},
+        {"Sec-Fetch-Site": "same-site", "Origin": "http://localhost:3000"},
+        {"Origin": "https://evil.example"},  # a browser without Sec-Fetch-* headers
+        {"Origin": "null"},  # a sandboxed iframe or a file:// page
+    ],
+)
+def test_a_cross_site_form_cannot_reset_or_move_the_admin_api(
+    served: EmulatorServer, headers: dict[str, str]
+) -> None:
+    """Any web page a developer visits could POST a plain form to http://127.0.0.1:8000/
+    _emulator/reset (no preflight for a form) and wipe the emulator, --state-dir included: the
+    answer was 200. Browsers say where a request comes from; the admin API now refuses
+    cross-site writes with a 403 that says why, and the state is untouched."""
+    requests.post(
+        f"{served.url}/v2/nvcf/assets",
+        headers=served.headers,
+        json={"contentType": "a/b", "description": "kept"},
+    )
+    r = requests.post(
+        f"{served.url}/_emulator/reset",
+        headers={"Content-Type": "application/x-www-form-urlencoded", **headers},
+        data="x=1",
+    )
+    assert r.status_code == 403, r.text
+    assert "cross-site" in r.json()["detail"]
+    assert len(served.stored_assets()) == 1
+    r = requests.delete(f"{served.url}/_emulator/faults", headers=headers)
+    assert r.status_code == 403
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},  # curl, requests, RemoteEmulator: no browser headers
+        {"Sec-Fetch-Site": "same-origin", "Origin": "http://proxy.example"},  # the dashboard
+        {"Origin": "http://{host}"},  # the dashboard in a browser without Sec-Fetch-*
+    ],
+)
+def test_the_dashboard_and_scripts_still_drive_the_admin_api(
+    served: EmulatorServer, headers: dict[str, str]
+) -> None:
+    host = f"127.0.0.1:{served.port}"
+    headers = {k: v.format(host=host) for k, v in headers.items()}
+    r = requests.post(f"{served.url}/_emulator/clock", json={"advance": 60}, headers=headers)
+    assert r.status_code == 200, r.text
+    assert requests.post(f"{served.url}/_emulator/reset", headers=headers).status_code == 200
+
+
+def test_a_cross_site_link_to_the_dashboard_still_opens_it(served: EmulatorServer) -> None:
+    """Reads are not writes: a link from a CI page to the dashboard is a cross-site GET."""
+    cross = {"Sec-Fetch-Site": "cross-site"}
+    assert requests.get(f"{served.url}/_emulator/", headers=cross).status_code == 200
+    assert requests.get(f"{served.url}/_emulator/health", headers=cross).status_code == 200
+
+
+def test_the_health_check_needs_no_admin_token() -> None:
+    """A compose/Kubernetes healthcheck probed /_emulator/health, which with --admin-token
+    answered 401 (the probe had to carry the secret). It reveals nothing: it is open now, and
+    the rest of the admin API still needs the token."""
+    emu = Emulator(admin_token="s3cret")
+    server = emu.serve()
+    try:
+        r = requests.get(f"{server.url}/_emulator/health")
+        assert (r.status_code, r.json()) == (200, {"status": "ok"})
+        assert requests.get(f"{server.url}/_emulator/state").status_code == 401
+        assert requests.get(f"{server.url}/_emulator/health/x").status_code == 401
+    finally:
+        server.stop()
+        emu.close()
+
+
+# -- stopping: requests stuck in the app do not add up ------------------------------------------
+
+
+def test_stop_with_several_stuck_requests_is_bounded_not_per_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After the grace, stop() joined each connection's thread for up to 5 s in turn: three
+    sync invocations waiting on a slow container made SIGTERM take 10 + 3 x 5 s (26 s measured
+    with nvcf-emulate; docker's SIGKILL comes at 10 s). The joins now share one deadline."""
+    monkeypatch.setattr(server_module, "JOIN_SECONDS", 0.6)
+    release = threading.Event()
+    emu = Emulator()
+    fn = emu.add_function(lambda request: (release.wait(20), b"late")[1], name="slow")
+    server = emu.serve()
+    clients = []
+    try:
+        for _ in range(3):
+            t = threading.Thread(
+                target=lambda: _quietly(
+                    requests.post,
+                    f"{server.url}/v2/nvcf/pexec/functions/{fn.function_id}",
+                    headers=emu.headers,
+                    json={},
+                    timeout=30,
+                ),
+                daemon=True,
+            )
+            t.start()
+            clients.append(t)
+        deadline = time.monotonic() + 10
+        while server.busy_connections < 3:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        t0 = time.perf_counter()
+        server.stop(grace=0.1)
+        elapsed = time.perf_counter() - t0
+        assert elapsed < 0.1 + 0.6 + 0.5, elapsed  # was 0.1 + 3 x 0.6
+    finally:
+        release.set()
+        server.stop()
+        emu.close()
+        for t in clients:
+            t.join(10)
+
+
+def _quietly(call: Any, *args: Any, **kwargs: Any) -> None:
+    with contextlib.suppress(requests.RequestException):
+        call(*args, **kwargs)
+
+
+# -- HTTP/1.0 keep-alive -------------------------------------------------------------------------
+
+
+def test_an_http_1_0_keep_alive_client_is_told_the_connection_stays_open(
+    served: EmulatorServer,
+) -> None:
+    """An HTTP/1.0 client that asks for keep-alive had its connection kept open, but the answer
+    did not say so: by RFC 9112 §9.3 (and for ab -k, old proxies) that means "closing", so the
+    client closed its end while the server held a thread for it until the idle timeout."""
+    out = exchange(
+        served,
+        b"GET /_emulator/health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+        b"GET /_emulator/health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+    )
+    assert out.count(b"HTTP/1.1 200 OK") == 2, out
+    heads = [part.split(b"\r\n\r\n")[0].lower() for part in out.split(b"HTTP/1.1 ")[1:]]
+    assert all(b"\r\nconnection: keep-alive" in head for head in heads), out
+    assert out.endswith(b"<open>")
+
+
+def test_an_http_1_0_client_without_keep_alive_still_gets_close(served: EmulatorServer) -> None:
+    out = exchange(served, b"GET /_emulator/health HTTP/1.0\r\n\r\n")
+    assert b"\r\nConnection: close\r\n" in out
+    assert not out.endswith(b"<open>")
+
+
+# -- RemoteEmulator: errors that say what happened ----------------------------------------------
+
+
+def test_remote_emulator_error_carries_the_servers_reason(served: EmulatorServer) -> None:
+    """A refused call was ``HTTPError: 400 Client Error: BAD REQUEST for url: ...``; why the
+    server refused it (its problem JSON's detail) was lost."""
+    remote = RemoteEmulator(served.url)
+    with pytest.raises(requests.HTTPError) as info:
+        remote.clock.set("yesterday")
+    assert info.value.response is not None and info.value.response.status_code == 400
+    assert "RFC 3339" in str(info.value) or "set:" in str(info.value), str(info.value)
+    assert "POST /_emulator/clock" in str(info.value)
+
+
+def test_remote_emulator_on_a_server_that_is_not_the_emulator(
+    served: EmulatorServer,
+) -> None:
+    """A URL that answers 200 with something that is not the admin API's JSON (the wrong port,
+    a proxy's HTML page) raised requests' bare ``JSONDecodeError: Expecting value: line 1
+    column 1 (char 0)``."""
+    with _html_server() as url, pytest.raises(requests.HTTPError) as info:
+        RemoteEmulator(url).health()
+    text = str(info.value)
+    assert "not the nvcf-emulate admin API" in text, text
+    assert "text/html" in text
+
+
+def test_remote_emulator_with_the_admin_api_off_or_a_wrong_token_says_so() -> None:
+    emu = Emulator(admin_enabled=False)
+    server = emu.serve()
+    try:
+        with pytest.raises(requests.HTTPError) as info:
+            RemoteEmulator(server.url).reset()
+        assert info.value.response is not None and info.value.response.status_code == 404
+        assert "admin API is disabled" in str(info.value)
+    finally:
+        server.stop()
+        emu.close()
+
+
+def test_remote_emulator_when_no_server_runs_names_the_url() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, not listening: connections are refused
+        remote = RemoteEmulator(f"http://127.0.0.1:{port}")
+        with pytest.raises(requests.ConnectionError) as info:
+            remote.health()
+    assert f"no nvcf-emulate answers at http://127.0.0.1:{port}" in str(info.value)
+
+
+def test_remote_emulator_timeout_is_configurable(served: EmulatorServer) -> None:
+    """The timeout was a fixed 30 s: a test against a wedged server hung for 30 s a call."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()  # accepts (the backlog), never answers
+        remote = RemoteEmulator(f"http://127.0.0.1:{listener.getsockname()[1]}", timeout=0.2)
+        t0 = time.perf_counter()
+        with pytest.raises(requests.Timeout):
+            remote.health()
+        assert time.perf_counter() - t0 < 3
+
+
+class _html_server:
+    """A tiny HTTP server answering every GET with an HTML page (not the emulator)."""
+
+    def __enter__(self) -> str:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Page(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = b"<html><body>It works!</body></html>"
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Page)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)
+
+
+# -- nvcf-emulate: start-up checks for a service -------------------------------------------------
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``nvcf-emulate`` expected to stop by itself (a start-up error)."""
+    return subprocess.run(
+        [EXE, *args], capture_output=True, text=True, timeout=15, env={**os.environ, **(env or {})}
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [
+        (["--admin-token", ""], {}),
+        ([], {"NVCF_EMULATOR_ADMIN_TOKEN": " "}),
+    ],
+)
+def test_an_empty_admin_token_is_refused_not_an_open_admin_api(
+    args: list[str], env: dict[str, str]
+) -> None:
+    """``--admin-token "$TOKEN"`` with TOKEN unset (or compose's blank ``${TOKEN}``) served an
+    admin API open to anyone, with no word: the operator asked for protection."""
+    result = run_cli("--port", "0", *args, env=env)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "admin token is empty" in result.stderr
+    assert "listening on" not in result.stdout
+
+
+class Cli:
+    """A running ``nvcf-emulate`` (always stopped by the fixture that makes it)."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [EXE, "--port", "0", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        match = re.fullmatch(r"nvcf-emulate listening on (http://\S+)\n", line)
+        assert match, line
+        self.url = match.group(1)
+
+    def stop(self) -> tuple[int, str, str]:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        out, err = self.proc.communicate(timeout=20)
+        return self.proc.returncode, out, err
+
+
+@pytest.mark.parametrize(
+    ("host", "public_url", "token", "expected"),
+    [
+        ("0.0.0.0", None, None, ["--public-url", "--admin-token"]),
+        ("::", None, None, ["--public-url", "--admin-token"]),
+        ("0.0.0.0", "http://nvcf:8000", None, ["--admin-token"]),
+        ("192.168.1.5", None, None, ["--admin-token"]),
+        ("0.0.0.0", "http://nvcf:8000", "t", []),
+        ("127.0.0.1", None, None, []),
+        ("localhost", None, None, []),
+        ("::1", None, None, []),
+    ],
+)
+def test_binding_beyond_loopback_warns_about_upload_urls_and_the_open_admin_api(
+    host: str, public_url: str | None, token: str | None, expected: list[str]
+) -> None:
+    """``--host 0.0.0.0`` (as in a container) started silently; its upload URLs point at
+    http://0.0.0.0:PORT, which no other machine or container can reach, and its admin API
+    (reset, clock, every account's state) was open to the network. Both are now said at
+    start-up, each with its fix. (Checked without binding: tests stay on loopback.)"""
+    from nvcf_emulator.cli import exposure_warnings
+
+    warnings = exposure_warnings(host, public_url=public_url, admin_token=token, admin=True)
+    assert len(warnings) == len(expected), warnings
+    for flag, warning in zip(expected, warnings, strict=True):
+        assert flag in warning and host in warning, warning
+
+
+def test_a_loopback_server_starts_without_warnings() -> None:
+    cli = Cli()
+    code, _out, err = cli.stop()
+    assert code == 0
+    assert "warning" not in err.lower(), err
