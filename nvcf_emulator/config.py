@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .domain.accounts import DEFAULT_NCA_ID
+from .domain.accounts import DEFAULT_NCA_ID, is_bearer_token
 
 GiB = 1024**3
 #: S3's single-PUT limit, which NVCF documents as "5 GB" (S3's ``MaxSizeAllowed`` value).
@@ -189,6 +189,22 @@ class EmulatorConfig:
             raise unknown_settings_error(unknown)
         return dataclasses.replace(self, **changes)
 
+    def __repr__(self) -> str:
+        """The fields as a dataclass shows them, but the credentials: ``api_keys`` shows the
+        NCA ids its keys map to, ``admin_token`` whether one is set (tracebacks, pytest's
+        assertion messages and logs print configs)."""
+        parts = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "api_keys" and isinstance(value, Mapping) and value:
+                shown = f"<{len(value)} key(s) for {sorted(set(map(str, value.values())))}>"
+            elif f.name == "admin_token" and value is not None:
+                shown = "<set>"
+            else:
+                shown = repr(value)
+            parts.append(f"{f.name}={shown}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
     def __post_init__(self) -> None:
         for name in _BOOL_FIELDS:
             value = getattr(self, name)
@@ -297,6 +313,20 @@ class EmulatorConfig:
                 "api_keys must be a mapping {api_key: nca_id} of strings, e.g. "
                 f"{{'nvapi-test-key': 'my-nca-id'}}, got {_shape(keys)}"
             )
+        for number, (key, nca_id) in enumerate(keys.items(), 1):
+            # The key itself is never shown: it is a credential.
+            if not is_bearer_token(key):
+                raise ValueError(
+                    f"api_keys: key #{number} (for NCA id {nca_id!r}) cannot be sent as "
+                    "'Authorization: Bearer <key>': use letters, digits and - . _ ~ + / "
+                    "(then = only at the end), no spaces"
+                )
+            problem = _nca_id_problem(nca_id)
+            if problem:
+                raise ValueError(f"api_keys: the NCA id of key #{number} {problem}")
+        problem = _nca_id_problem(self.default_nca_id)
+        if problem:
+            raise ValueError(f"default_nca_id {problem}")
 
     @classmethod
     def parse(cls, settings: Mapping[str, str]) -> dict[str, Any]:
@@ -332,6 +362,20 @@ class EmulatorConfig:
                 value = text
             out[name] = value
         return out
+
+
+def _nca_id_problem(nca_id: object) -> str:
+    """Why ``nca_id`` cannot name an account ("" when it can). Assets are stored and signed
+    under ``<nca_id>/<asset_id>``: an id with empty, ``.`` or ``..`` path segments names a
+    URL path that clients and servers rewrite, so every upload URL made for it would fail;
+    a control character could not go into the ``NVCF-NCAID`` header containers get."""
+    if not isinstance(nca_id, str) or not nca_id:
+        return f"must be a non-empty string, got {nca_id!r}"
+    if any(part in ("", ".", "..") for part in nca_id.split("/")):
+        return f"must not have empty, '.' or '..' parts between '/', got {nca_id!r}"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in nca_id):
+        return f"must not hold control characters, got {nca_id!r}"
+    return ""
 
 
 def _shape(value: object) -> str:

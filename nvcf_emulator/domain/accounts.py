@@ -9,8 +9,14 @@ from dataclasses import dataclass
 
 from .errors import Unauthorized
 
-#: One token, no whitespace inside (RFC 6750 §2.1).
-_BEARER_TOKEN = re.compile(r"\S+")
+#: ``Authorization: Bearer <token>`` as NVCF's control plane reads it (Spring Security's
+#: ``DefaultBearerTokenResolver``): the scheme in any case, one space, a token68 (RFC 6750
+#: §2.1). Anything else that starts with "bearer" is a malformed token (two spaces, a tab, a
+#: second word, a byte that is not ASCII).
+_BEARER = re.compile(r"bearer (?P<token>[A-Za-z0-9\-._~+/]+=*)", re.IGNORECASE | re.ASCII)
+#: Optional whitespace around a field value is not part of it (RFC 9110 §5.5): SP and HTAB
+#: only, not every Unicode space ``str.strip`` would take (NBSP, NEL).
+_OWS = " \t"
 
 API_KEY_PREFIX = "nvapi-"
 DEFAULT_NCA_ID = "nvcf-emulator-nca"
@@ -46,16 +52,15 @@ class Accounts:
     def authenticate(self, authorization: str | None) -> Account:
         if not authorization:
             raise Unauthorized("Authorization header is missing")
-        scheme, _, token = authorization.strip().partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not _BEARER_TOKEN.fullmatch(token):
-            # RFC 6750 §2.1: one token68, no spaces ("Bearer nvapi-x junk" is malformed).
+        bearer = _BEARER.fullmatch(authorization.strip(_OWS))
+        if bearer is None:
             raise Unauthorized("Authorization header must be 'Bearer <API key>'")
+        token = bearer["token"]
         if self.open:
             if token.startswith(API_KEY_PREFIX) and len(token) > len(API_KEY_PREFIX):
                 return self._default
             raise Unauthorized(f"Invalid API key: keys start with '{API_KEY_PREFIX}'")
-        presented = token.encode("utf-8", "surrogateescape")
+        presented = token.encode()  # ASCII: the pattern allows nothing else
         found: Account | None = None
         for key, account in self._keys:
             if hmac.compare_digest(key, presented):
@@ -63,6 +68,11 @@ class Accounts:
         if found is None:
             raise Unauthorized("Invalid API key")
         return found
+
+    def __repr__(self) -> str:
+        if self.open:
+            return f"<Accounts open: any {API_KEY_PREFIX} key is {self._default.nca_id!r}>"
+        return f"<Accounts {len(self._keys)} key(s): {sorted({a.nca_id for _, a in self._keys})}>"
 
     def any_key_for(self, nca_id: str | None = None) -> str:
         """A key that authenticates as ``nca_id`` (or as the default account)."""
@@ -72,3 +82,14 @@ class Accounts:
             if nca_id is None or account.nca_id == nca_id:
                 return key.decode()
         raise KeyError(nca_id)
+
+
+def is_bearer_token(value: str) -> bool:
+    """``value`` can be sent as ``Authorization: Bearer <value>`` (a token68)."""
+    return _BEARER.fullmatch(f"Bearer {value}") is not None
+
+
+def offers_bearer(authorization: str | None) -> bool:
+    """The header is an attempt at a bearer token (Spring's resolver: it starts with "bearer",
+    in any case); a 401 for it says ``error="invalid_token"``, else it names the scheme only."""
+    return (authorization or "").strip(_OWS)[:6].lower() == "bearer"

@@ -30,14 +30,20 @@ class Call:
         return asdict(self)
 
 
+#: Schemes shown as sent; the first word of any other value may be the key itself (a header
+#: holding "<key> junk", or "Bearer\t<key> x"), so it is not shown.
+_SCHEMES = frozenset({"bearer", "basic", "digest", "token", "apikey", "negotiate", "ntlm"})
+
+
 def redact(authorization: str | None) -> str | None:
-    """``Bearer nvapi-abc…`` → ``Bearer nvapi-…``: enough to tell keys apart, not to use one."""
+    """``Bearer nvapi-abc…`` → ``Bearer nvapi-…``: the scheme and whether the key looks like an
+    API key, never the key (nor a first word that is not a known scheme)."""
     if not authorization:
         return None
     scheme, _, token = authorization.strip().partition(" ")
-    if not token:
+    if not token or scheme.lower() not in _SCHEMES:
         return "<redacted>"
-    prefix = token[:6] if token.startswith("nvapi-") else ""
+    prefix = "nvapi-" if token.lstrip().startswith("nvapi-") else ""
     return f"{scheme} {prefix}…"
 
 

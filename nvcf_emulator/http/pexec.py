@@ -42,18 +42,25 @@ RESULTS_PREFIX = "/_nvcf/results"
 _EXPOSE = ("Access-Control-Expose-Headers", "nvcf-reqid")
 
 
-class _MissingAuth(Exception):
-    pass
+#: Its answer to an ``Authorization`` that is not visible ASCII (``HeaderValue::to_str`` fails).
+UNREADABLE_AUTHORIZATION = "Unauthorized access"
+_VISIBLE_ASCII = re.compile(r"[\t\x20-\x7e]*")
+
+
+class _AuthRefused(Exception):
+    """The invocation service's auth middleware answers before any route: text/plain 401."""
+
+    def response(self) -> Response:
+        return Response(str(self), status=401, content_type="text/plain")
 
 
 def _account(emu: Emulator, request: Request) -> Account:
-    if not request.headers.get("Authorization"):
-        raise _MissingAuth
+    value = request.headers.get("Authorization")
+    if not value:
+        raise _AuthRefused(MISSING_AUTHORIZATION)
+    if not _VISIBLE_ASCII.fullmatch(value):
+        raise _AuthRefused(UNREADABLE_AUTHORIZATION)
     return authenticate(emu, request)
-
-
-def _missing_auth() -> Response:
-    return Response(MISSING_AUTHORIZATION, status=401, content_type="text/plain")
 
 
 def wants_stream(request: Request) -> bool:
@@ -176,8 +183,8 @@ def invoke(
 ) -> Response:
     try:
         account = _account(emu, request)
-    except _MissingAuth:
-        return _missing_auth()
+    except _AuthRefused as refused:
+        return refused.response()
     # NVCF's order: auth, the path's ids, the asset header, the function, the poll header, the
     # body, the assets.
     try:
@@ -218,8 +225,8 @@ def invoke_version(emu: Emulator, request: Request, function_id: str, version_id
 def status(emu: Emulator, request: Request, request_id: str) -> Response:
     try:
         account = _account(emu, request)
-    except _MissingAuth:
-        return _missing_auth()
+    except _AuthRefused as refused:
+        return refused.response()
     try:
         request_id = invocation_id(request_id)
     except InvalidUrl as bad:
@@ -390,8 +397,8 @@ def method_not_allowed(emu: Emulator, request: Request, valid: Iterable[str]) ->
     405, with no body."""
     try:
         _account(emu, request)
-    except _MissingAuth:
-        return _missing_auth()
+    except _AuthRefused as refused:
+        return refused.response()
     return Response(b"", status=405, headers={"Allow": _allowed(valid)})
 
 
