@@ -43,6 +43,8 @@ log = logging.getLogger("nvcf_emulator.server")
 DRAIN_LIMIT = 1 << 20
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+#: The first byte of a TLS record carrying a handshake (a ClientHello): no HTTP method starts so.
+_TLS_HANDSHAKE = b"\x16"
 _DIGITS = re.compile(r"[0-9]{1,19}")
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 #: Trailer section of a chunked body: at most this many lines of at most 8 KiB.
@@ -230,6 +232,9 @@ class Handler(WSGIRequestHandler):
         self._busy = False
         if self.served:  # only a connection that was answered before is idle, not a new one
             self.server.idle.add(self.connection)  # type: ignore[attr-defined]
+        elif self._tls_client():
+            self.close_connection = True
+            return
         try:
             super().handle_one_request()
         finally:
@@ -237,6 +242,23 @@ class Handler(WSGIRequestHandler):
             if self._busy:
                 self.served += 1
                 self.server.busy.end()  # type: ignore[attr-defined]
+
+    def _tls_client(self) -> bool:
+        """A new connection that opens with a TLS handshake (an ``https://`` URL): closed at
+        once, with a log line saying why, instead of leaving the client waiting for the idle
+        timeout to end its handshake."""
+        try:
+            first = self.rfile.peek(1)[:1]  # type: ignore[attr-defined]
+        except (OSError, ValueError):  # timed out or reset: the usual request path says so
+            return False
+        if first != _TLS_HANDSHAKE:
+            return False
+        log.warning(
+            "a TLS (https://) client connected from %s; nvcf-emulate serves plain http: "
+            "use http:// URLs",
+            self.address_string(),
+        )
+        return True
 
     def make_environ(self) -> Any:
         environ = super().make_environ()
