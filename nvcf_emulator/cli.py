@@ -396,6 +396,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():  # a second Ctrl-C while requests in flight get their grace
+            os.write(  # not print(): the main thread may be inside a write to stderr
+                2,
+                b"nvcf-emulate: second signal: exiting now, without waiting for requests in "
+                b"flight\n",
+            )
+            os._exit(128 + signum)
         stop.set()
 
     signal.signal(signal.SIGINT, on_signal)
