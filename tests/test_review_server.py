@@ -378,3 +378,63 @@ def test_a_loopback_server_starts_without_warnings() -> None:
     code, _out, err = cli.stop()
     assert code == 0
     assert "warning" not in err.lower(), err
+
+
+# -- an https:// URL against the plain-http server -----------------------------------------------
+
+
+def test_a_tls_client_is_refused_at_once_with_a_reason_in_the_log(
+    served: EmulatorServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``https://127.0.0.1:8000`` (NVCF's own URLs are https) hung for the whole idle timeout
+    (30 s) with its ClientHello unanswered, then failed with "wrong version number". The
+    server now closes such a connection at once and logs why."""
+    import ssl
+
+    served.idle_timeout = 20.0
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    t0 = time.perf_counter()
+    with (
+        socket.create_connection(("127.0.0.1", served.port), timeout=10) as raw,
+        pytest.raises((ssl.SSLError, OSError)),
+    ):
+        context.wrap_socket(raw, server_hostname="127.0.0.1")
+    assert time.perf_counter() - t0 < 2
+    deadline = time.monotonic() + 5
+    while "plain http" not in caplog.text:
+        assert time.monotonic() < deadline, caplog.text
+        time.sleep(0.01)
+    assert "use http:// URLs" in caplog.text
+    # The server goes on serving plain http.
+    assert requests.get(f"{served.url}/_emulator/health").status_code == 200
+
+
+# -- nvcf-emulate: a second signal does not wait out the grace -----------------------------------
+
+
+def test_a_second_signal_ends_a_graceful_stop_at_once() -> None:
+    """SIGTERM lets requests in flight finish, for up to 10 s; a second Ctrl-C did nothing
+    more, so a client stalled mid-request kept the terminal for the whole grace. Now the
+    second signal exits at once (128 + the signal, as a shell reports a kill)."""
+    cli = Cli()
+    try:
+        port = int(cli.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as stalled:
+            stalled.sendall(
+                b"POST /_emulator/clock HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 100\r\n\r\n{"
+            )
+            time.sleep(0.2)  # the request is in the app, waiting for the rest of its body
+            cli.proc.send_signal(signal.SIGTERM)
+            time.sleep(0.3)
+            assert cli.proc.poll() is None  # the grace: waiting for the stalled request
+            t0 = time.perf_counter()
+            cli.proc.send_signal(signal.SIGINT)
+            code, _, err = cli.stop()
+            assert time.perf_counter() - t0 < 3
+        assert code == 128 + signal.SIGINT
+        assert "second signal: exiting now" in err
+    finally:
+        cli.stop()
