@@ -626,8 +626,9 @@ def call_app(
 class AppPool:
     """What ``HTTPAdapter.send`` takes for a urllib3 connection pool, for one scheme and host:
     its ``urlopen`` calls the app. It applies a urllib3 ``Retry`` policy as urllib3's pool does
-    over a socket: statuses in ``status_forcelist`` and dropped connections are retried (with
-    the policy's backoff) when the body can be sent again (none, bytes, or a seekable file).
+    over a socket: statuses in ``status_forcelist``, dropped connections and read timeouts are
+    retried (with the policy's backoff) when the body can be sent again (none, bytes, or a
+    seekable file).
 
     It raises what urllib3 raises (``ProtocolError``, ``ReadTimeoutError``, ``MaxRetryError``),
     so a user's ``HTTPAdapter`` subclass, whose ``send`` runs unchanged in front of it, turns
@@ -670,7 +671,9 @@ class AppPool:
                 body.seek(position)
             try:
                 response = self._once(method, full_url, pairs, body, limit)
-            except ProtocolError as exc:
+            except (ProtocolError, ReadTimeoutError) as exc:
+                # A drop or a late answer: a read error to urllib3, retried as over a socket
+                # when the policy allows it for this method (a POST only with allowed_methods).
                 if not replayable:
                     raise
                 retries = retries.increment(method, full_url, error=exc)
