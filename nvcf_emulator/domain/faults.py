@@ -10,13 +10,21 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-#: The operations a fault can target, and how the HTTP layer recognises them.
-OPERATIONS = ("create", "upload", "list", "get", "delete", "invoke", "status")
+#: The operations a fault can target (the HTTP layer's ``operation_of`` recognises them):
+#: the asset calls, a pre-signed upload (``PUT``), an invocation, a status poll, and the
+#: download of a large result (the ``Location`` of a 302).
+OPERATIONS = ("create", "upload", "list", "get", "delete", "invoke", "status", "download")
 
 
 @dataclass
 class Fault:
-    """One rule. It fires ``times`` times (``None``: forever), each time with ``probability``."""
+    """One rule. It fires ``times`` times (``None``: forever), each time with ``probability``.
+
+    A ``status`` or a ``drop`` replaces the operation: nothing is created, stored, deleted,
+    invoked or delivered. A ``latency`` alone delays the answer of an operation that runs, as a
+    slow server does: a client that gives up first may find its asset created. ``retry_after``
+    adds a ``Retry-After`` header (seconds) to a ``status`` answer; NVCF sends none.
+    """
 
     operation: str
     status: int | None = None
@@ -26,6 +34,7 @@ class Fault:
     probability: float = 1.0
     seed: int | None = None
     message: str | None = None
+    retry_after: int | None = None
     id: int = 0
     fired: int = 0
     _rng: random.Random = field(default_factory=random.Random, repr=False)
@@ -42,6 +51,10 @@ class Fault:
             raise ValueError("a fault needs a status, a latency or drop=true")
         if self.drop and self.status is not None:
             raise ValueError("a dropped connection has no status: give one or the other")
+        if self.retry_after is not None and self.status is None:
+            raise ValueError("retry_after needs a status: it is a header of that answer")
+        if self.retry_after is not None and self.retry_after < 0:
+            raise ValueError(f"retry_after must be 0 or more seconds, got {self.retry_after}")
         if not 0 <= self.latency <= 600:
             raise ValueError("latency must be between 0 and 600 seconds")
         if self.times is not None and self.times < 1:
@@ -70,6 +83,10 @@ class Fault:
             raise ValueError(f"seed must be an int (or None), got {self.seed!r}")
         if self.message is not None and not isinstance(self.message, str):
             raise ValueError(f"message must be a string (or None), got {self.message!r}")
+        if self.retry_after is not None and not _is_int(self.retry_after):
+            raise ValueError(
+                f"retry_after must be an int of seconds (or None), got {self.retry_after!r}"
+            )
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -96,9 +113,12 @@ class Faults:
         probability: float = 1.0,
         seed: int | None = None,
         message: str | None = None,
+        retry_after: int | None = None,
     ) -> Fault:
         """Add a rule; ``ValueError`` says what is wrong with it."""
-        fault = Fault(operation, status, latency, drop, times, probability, seed, message)
+        fault = Fault(
+            operation, status, latency, drop, times, probability, seed, message, retry_after
+        )
         with self._lock:
             fault.id = self._next_id
             self._next_id += 1

@@ -213,7 +213,17 @@ def list_faults(emu: Emulator, request: Request) -> Response:
 
 def add_fault(emu: Emulator, request: Request) -> Response:
     body = read_json_object(request)
-    fields = {"operation", "status", "latency", "drop", "times", "probability", "seed", "message"}
+    fields = {
+        "operation",
+        "status",
+        "latency",
+        "drop",
+        "times",
+        "probability",
+        "seed",
+        "message",
+        "retry_after",
+    }
     unknown = sorted(set(body) - fields)
     if unknown:
         raise BadRequest(f"unknown fault field(s): {', '.join(unknown)}")
@@ -227,6 +237,7 @@ def add_fault(emu: Emulator, request: Request) -> Response:
         "probability": (int, float),
         "seed": (int,),
         "message": (str,),
+        "retry_after": (int,),
     }
     for name, allowed in types.items():
         value = body.get(name)

@@ -61,6 +61,8 @@ def operation_of(request: Request, is_storage: bool) -> str:
         return "invoke"
     if method == "GET" and "/pexec/status/" in path:
         return "status"
+    if method == "GET" and path.startswith(pexec.RESULTS_PREFIX + "/"):
+        return "download"
     return ""
 
 
@@ -73,17 +75,38 @@ def _drop(environ: WSGIEnvironment) -> Response:
     return Response(b"", status=500)
 
 
+#: S3's error codes for the statuses a client may branch on (an expired pre-signed URL is a 403
+#: ``AccessDenied``; a throttled one a 503 ``SlowDown``); any other status is ``InjectedFault``.
+_S3_CODES = {
+    400: "InvalidRequest",
+    403: "AccessDenied",
+    500: "InternalError",
+    501: "NotImplemented",
+    503: "SlowDown",
+}
+
+
 def _injected(request: Request, fault: Fault, is_storage: bool) -> Response:
+    """A status fault's answer: S3 XML on the storage host and for a large result's download
+    (an S3 URL in NVCF), NVCF problem JSON elsewhere."""
     detail = fault.message or f"Injected fault #{fault.id} on {fault.operation}"
     status = int(fault.status or 500)
-    if is_storage:
-        code = {503: "SlowDown", 500: "InternalError"}.get(status, "InjectedFault")
-        return s3_error(StorageError(status, code, detail), new_request_id(), request.path)
-    try:
-        title = HTTPStatus(status).phrase
-    except ValueError:  # a status http.HTTPStatus does not name (420, 499, 599)
-        title = "Unknown Error"
-    return problem(request, status, title, detail)
+    response: Response
+    if is_storage or fault.operation == "download":
+        if status == 404:
+            code = "NoSuchKey" if fault.operation == "download" else "NoSuchBucket"
+        else:
+            code = _S3_CODES.get(status, "InjectedFault")
+        response = s3_error(StorageError(status, code, detail), new_request_id(), request.path)
+    else:
+        try:
+            title = HTTPStatus(status).phrase
+        except ValueError:  # a status http.HTTPStatus does not name (420, 499, 599)
+            title = "Unknown Error"
+        response = problem(request, status, title, detail)
+    if fault.retry_after is not None:
+        response.headers["Retry-After"] = str(fault.retry_after)
+    return response
 
 
 Handler = Callable[..., Response]
@@ -135,27 +158,17 @@ class EmulatorApp:
             if len(self.emulator.faults)
             else None
         )
-        if fault is not None and fault.latency:
+        if fault is not None and (fault.drop or fault.status is not None):
+            # Instead of the operation: nothing is created, stored, invoked or delivered.
             time.sleep(fault.latency)
-        if fault is not None and fault.drop:
-            response = _drop(environ)
-        elif fault is not None and fault.status is not None:
-            response = _injected(request, fault, is_storage)
-        elif _header_bytes(environ) > MAX_HEADER_BYTES:
-            response = (
-                storage.too_large_headers(request)
-                if is_storage
-                else problem(
-                    request,
-                    431,
-                    "Request Header Fields Too Large",
-                    f"Request headers total more than {MAX_HEADER_BYTES} bytes",
-                )
-            )
-        elif is_storage:
-            response = storage.handle(self.emulator, request)
+            response = _drop(environ) if fault.drop else _injected(request, fault, is_storage)
         else:
-            response = self._control(request)
+            response = self._respond(request, is_storage)
+            if fault is not None:
+                # A slow answer: the operation ran (it read the request body, so in-process the
+                # client's read timeout runs from here, as over a socket).
+                time.sleep(fault.latency)
+        dropped = bool(environ.get(DROP_KEY))
         if not is_storage and pexec.is_invocation_path(request.path):
             pexec.add_cors(request, response)
         request_id = response.headers.get("NVCF-REQID") or response.headers.get("x-amz-request-id")
@@ -167,7 +180,7 @@ class EmulatorApp:
                 time=self.emulator.clock.now(),
                 method=request.method,
                 path=request.path,
-                status=response.status_code,
+                status=0 if dropped else response.status_code,  # 0: no answer was sent
                 duration_ms=round(duration_ms, 3),
                 request_id=request_id,
                 authorization=redact(request.headers.get("Authorization")),
@@ -178,11 +191,26 @@ class EmulatorApp:
             "%s %s %s reqid=%s %.1fms",
             request.method,
             request.path,
-            response.status_code,
+            "dropped" if dropped else response.status_code,
             request_id or "-",
             duration_ms,
         )
         return response(environ, start_response)
+
+    def _respond(self, request: Request, is_storage: bool) -> Response:
+        """The emulator's own answer to a request no fault replaced."""
+        if _header_bytes(request.environ) > MAX_HEADER_BYTES:
+            if is_storage:
+                return storage.too_large_headers(request)
+            return problem(
+                request,
+                431,
+                "Request Header Fields Too Large",
+                f"Request headers total more than {MAX_HEADER_BYTES} bytes",
+            )
+        if is_storage:
+            return storage.handle(self.emulator, request)
+        return self._control(request)
 
     def _admin_refusal(self, request: Request) -> Response | None:
         config = self.emulator.config

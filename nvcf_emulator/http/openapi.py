@@ -270,6 +270,12 @@ SCHEMAS: dict[str, Any] = {
             "probability": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
             "seed": {"type": ["integer", "null"]},
             "message": {"type": ["string", "null"]},
+            "retry_after": {
+                "type": ["integer", "null"],
+                "minimum": 0,
+                "description": "Seconds for a Retry-After header on the status answer (needs "
+                "status; NVCF's own 429s send none)",
+            },
         },
         "anyOf": [
             {"required": ["status"], "properties": {"status": {"type": "integer"}}},
