@@ -129,7 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"nvcf-emulate {__version__}")
     p.add_argument(
-        "--host", default=_env("HOST", "127.0.0.1"), help="address to bind (default 127.0.0.1)"
+        "--host",
+        default=(_env("HOST") or "").strip() or "127.0.0.1",
+        help="address to bind (default 127.0.0.1; 0.0.0.0 for every interface)",
     )
     p.add_argument(
         "--port",
@@ -334,6 +336,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             ram_staging_bytes=args.ram_staging_bytes,
         )
         functions = _functions(args.function)
+        if not args.host.strip():
+            raise ValueError("--host must name an address (0.0.0.0 for every interface), got ''")
         if not 0 <= args.port <= 65535:
             raise ValueError(f"--port must be 0-65535, got {args.port}")
         if args.public_url:

@@ -183,6 +183,11 @@ class EmulatorServer:
         once (one thread each); when all are taken, idle keep-alive ones are closed for a new
         client, and further clients wait in the listen backlog."""
         emulator._check_open("serve it")
+        if not host.strip():  # ("", port) binds every interface, but no URL can name it
+            raise ValueError(
+                f"host must name an address to bind (127.0.0.1, or 0.0.0.0 for every "
+                f"interface), got {host!r}"
+            )
         self.emulator = emulator
         self._stopped = False
         # Bind ourselves: werkzeug's own bind prints and calls sys.exit() when the port is taken,

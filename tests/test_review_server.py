@@ -438,3 +438,45 @@ def test_a_second_signal_ends_a_graceful_stop_at_once() -> None:
         assert "second signal: exiting now" in err
     finally:
         cli.stop()
+
+
+# -- an empty host -------------------------------------------------------------------------------
+
+
+def test_an_empty_host_flag_is_a_usage_error_not_a_traceback() -> None:
+    """``--host ""`` bound every interface, then died with a ValueError traceback (upload URLs
+    ``http://:PORT/...`` name no host)."""
+    result = run_cli("--port", "0", "--host", "")
+    assert result.returncode == 2, result.stderr
+    assert "--host must name an address" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_blank_host_variable_means_the_default() -> None:
+    """``NVCF_EMULATOR_HOST=`` (compose's blank ``${HOST}``) reads as unset, as every other
+    blank variable does: the default 127.0.0.1, not a traceback."""
+    proc = subprocess.Popen(
+        [EXE, "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "NVCF_EMULATOR_HOST": " "},
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert re.fullmatch(r"nvcf-emulate listening on http://127\.0\.0\.1:\d+\n", line), line
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)
+
+
+def test_serving_on_an_empty_host_is_refused_before_binding() -> None:
+    emu = Emulator()
+    try:
+        with pytest.raises(ValueError, match="host must name an address"):
+            emu.serve("")
+        server = emu.serve()  # the emulator is still usable, nothing half-made is left
+        server.stop()
+    finally:
+        emu.close()
