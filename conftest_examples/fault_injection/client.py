@@ -27,11 +27,13 @@ def session() -> requests.Session:
     return s
 
 
-def create_asset(s: requests.Session, content_type: str, description: str) -> dict[str, str]:
+def create_asset(
+    s: requests.Session, content_type: str, description: str, timeout: float = 30
+) -> dict[str, str]:
     r = s.post(
         f"{NVCF_API}/v2/nvcf/assets",
         json={"contentType": content_type, "description": description},
-        timeout=30,
+        timeout=timeout,
     )
     r.raise_for_status()
     return dict(r.json())

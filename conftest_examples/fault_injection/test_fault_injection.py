@@ -23,6 +23,13 @@ def test_retries_through_a_dropped_connection(nvcf: Emulator) -> None:
     assert client.create_asset(client.session(), "image/png", "cat")["assetId"]
 
 
+def test_a_timed_out_create_that_is_retried_makes_two_assets(nvcf: Emulator) -> None:
+    """A slow answer is no failure: NVCF made the asset, the client gave up and asked again."""
+    nvcf.faults.add("create", latency=0.2)  # the answer comes 0.2 s late, past the timeout
+    assert client.create_asset(client.session(), "image/png", "cat", timeout=0.05)["assetId"]
+    assert len(nvcf.stored_assets()) == 2  # dedupe on your side if that matters
+
+
 def test_gives_up_when_the_outage_outlasts_the_retries(nvcf: Emulator) -> None:
     nvcf.faults.add("create", status=429, times=None)  # until cleared
     with pytest.raises(requests.HTTPError, match="429"):
