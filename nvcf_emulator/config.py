@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -219,6 +220,7 @@ class EmulatorConfig:
                 raise ValueError(f"{name} must be True or False, got {value!r}{hint}")
         self._check_hosts()
         self._check_api_keys()
+        self._check_admin_token()
         for name in (
             "upload_url_ttl",
             "asset_ttl",
@@ -327,6 +329,26 @@ class EmulatorConfig:
         problem = _nca_id_problem(self.default_nca_id)
         if problem:
             raise ValueError(f"default_nca_id {problem}")
+
+    def _check_admin_token(self) -> None:
+        """``None`` (an open admin API) or a token a client can send: ``""`` used to leave the
+        admin API open, and one with spaces around it or a non-ASCII letter could never match
+        (the header's value is trimmed, and read as latin-1). The token is never shown."""
+        token = self.admin_token
+        if token is None:
+            return
+        if not isinstance(token, str):
+            got = _shape(token)
+        elif not token:
+            got = "an empty string"
+        elif not re.fullmatch(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?", token):
+            got = "a string with spaces around it or characters a header cannot carry"
+        else:
+            return
+        raise ValueError(
+            "admin_token must be None (no token: the admin API is open) or a non-empty string "
+            f"of visible ASCII characters, not starting or ending with a space, got {got}"
+        )
 
     @classmethod
     def parse(cls, settings: Mapping[str, str]) -> dict[str, Any]:

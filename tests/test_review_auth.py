@@ -540,3 +540,50 @@ def test_an_api_key_never_opens_a_protected_admin_api(key: str) -> None:
         # The dashboard page is served, but without the state.
         page = client.get("/_emulator/", headers=auth(key)).get_data(as_text=True)
         assert "nca-alice" not in page
+
+
+@pytest.mark.parametrize("token", ["", " ", " adm1n-secret", "adm1n-caf\xe9", "adm1n\n"])
+def test_an_admin_token_that_cannot_protect_is_refused(token: str) -> None:
+    """``""`` left the admin API open to anyone; a token with a space around it or a non-ASCII
+    letter could never be matched (the admin API locked for good). The message does not
+    show it."""
+    with pytest.raises(ValueError, match="admin_token") as caught:
+        EmulatorConfig(admin_token=token)
+    if token.strip():
+        assert token.strip() not in str(caught.value)
+
+
+# -- large results -------------------------------------------------------------------------------
+
+
+def test_a_large_result_link_is_its_own_credential_and_cannot_be_guessed_at() -> None:
+    """The 302's URL needs no key (NVCF's is a pre-signed S3 URL, fetched without
+    Authorization), so whoever holds it reads the zip; a token or a file name changed in any
+    way, or the request id of another, is 404."""
+    with Emulator(api_keys=KEYS, max_response_bytes=10) as emu:
+        fn = emu.add_function(lambda req: b"alice's big answer", name="big", nca_id="nca-alice")
+        r = requests.post(
+            f"{emu.base_url}/v2/nvcf/pexec/functions/{fn.function_id}",
+            json={},
+            headers=auth(ALICE),
+            allow_redirects=False,
+            timeout=10,
+        )
+        assert r.status_code == 302
+        location, rid = r.headers["Location"], r.headers["NVCF-REQID"]
+        token = urlsplit(location).path.split("/")[-2]
+        assert len(token) >= 32
+        assert requests.get(location, timeout=10).status_code == 200
+        assert requests.get(location, headers=auth(BOB), timeout=10).status_code == 200
+        forged = [
+            location.replace(token, token[:-1] + ("0" if token[-1] != "0" else "1")),
+            location.replace(token, token.upper()),
+            location.replace(token, token[:-1]),
+            location.replace(f"{rid}.zip", f"{GHOST}.zip"),
+            location.replace(f"{rid}.zip", f"{rid}.ZIP"),
+            location.replace(f"/{token}/", "/../"),
+        ]
+        for url in forged:
+            r = requests.get(url, timeout=10)
+            assert r.status_code == 404, url
+            assert b"alice" not in r.content
