@@ -16,6 +16,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
+from ..domain.accounts import offers_bearer
 from ..domain.calls import Call, redact
 from ..domain.errors import NvcfError, StorageError
 from ..domain.faults import Fault
@@ -128,8 +129,10 @@ def _routing() -> tuple[dict[str, Handler], Map]:
 
 def _challenge(request: Request, response: Response) -> None:
     """The control plane's 401s name the scheme (Spring Security's bearer-token entry point,
-    RFC 6750 §3): ``Bearer``, with ``error="invalid_token"`` when a credential was sent."""
-    sent = bool(request.headers.get("Authorization"))
+    RFC 6750 §3): ``Bearer``, with ``error="invalid_token"`` when a bearer token was sent
+    (its resolver takes a header that starts with "bearer" as one, malformed or not; any other
+    header, ``Basic ...`` or a bare key, is no token at all)."""
+    sent = offers_bearer(request.headers.get("Authorization"))
     response.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"' if sent else "Bearer"
 
 
