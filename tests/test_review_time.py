@@ -775,9 +775,22 @@ def test_large_result_url_lives_24h(nvcf: Emulator) -> None:
         first = requests.get(location)
         assert first.status_code == 200
         assert first.headers["Content-Type"] == "application/zip"
+        # A link that names no result, or another name than its zip's: S3's NoSuchKey.
+        token, name = location.rsplit("/", 2)[-2:]
+        for url in (location.replace(token, "0" * 64), location.replace(name, "other.zip")):
+            missing = requests.get(url)
+            assert missing.status_code == 404
+            assert missing.headers["Content-Type"] == "application/xml"
+            assert "<Code>NoSuchKey</Code>" in missing.text
         traveller.shift(2)
+        # An S3 pre-signed GET in NVCF: past its expiry, S3's 403, whether or not the watcher
+        # already removed the zip (and so after a restart too).
+        _assert_expired_xml(requests.get(location))
+        nvcf.invocation_service.sweep()
         gone = requests.get(location)
-        assert gone.status_code == 404
+        _assert_expired_xml(gone)
+        assert gone.headers["Content-Type"] == "application/xml"
+        assert "<Expires>" in gone.text and "<ServerTime>" in gone.text
 
 
 @pytest.mark.nvcf(deploy_delay=600)

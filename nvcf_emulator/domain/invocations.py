@@ -501,6 +501,19 @@ class LargeResult:
     expires_at: float
 
 
+def result_token(expires_at: float) -> str:
+    """A large result's download token: a secret, then when its link expires (epoch
+    seconds), as a pre-signed URL carries its expiry: a link can be told expired once its
+    zip is gone too (after the watcher removed it, or a restart)."""
+    return f"{uuid.uuid4().hex}{uuid.uuid4().hex}-{math.ceil(expires_at)}"
+
+
+def token_expiry(token: str) -> float | None:
+    """When the link of a :func:`result_token` expires (``None``: not such a token)."""
+    _, sep, expiry = token.rpartition("-")
+    return float(expiry) if sep and expiry.isascii() and expiry.isdigit() else None
+
+
 def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
     """Have ``write`` fill a temp file next to ``path``, flush it to disk, rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -992,10 +1005,9 @@ class InvocationService:
                     zf.write(file, file.relative_to(staged.output_dir).as_posix())
 
         write_atomically(path, write)
-        token = uuid.uuid4().hex + uuid.uuid4().hex
-        result = LargeResult(
-            path, f"{inv.request_id}.zip", self.clock.now() + self._config().result_url_ttl
-        )
+        expires_at = self.clock.now() + self._config().result_url_ttl
+        token = result_token(expires_at)
+        result = LargeResult(path, f"{inv.request_id}.zip", expires_at)
         with self._lock:
             self._results[token] = result
             self.state.put(

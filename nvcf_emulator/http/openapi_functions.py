@@ -667,7 +667,16 @@ def invocation_paths(config: EmulatorConfig) -> dict[str, Any]:
                         "description": "The zip: <requestId>.response and the output files",
                         "content": {"application/zip": {"schema": {"type": "string"}}},
                     },
-                    **_errors(404, 431),
+                    # NVCF's link is a pre-signed S3 GET: its errors are S3's XML documents.
+                    "403": {
+                        "description": "The link expired (S3's AccessDenied, Request has expired)",
+                        "content": {"application/xml": {"schema": {"type": "string"}}},
+                    },
+                    "404": {
+                        "description": "No such result (S3's NoSuchKey)",
+                        "content": {"application/xml": {"schema": {"type": "string"}}},
+                    },
+                    **_errors(431),
                 },
             },
         },

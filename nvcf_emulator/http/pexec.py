@@ -11,13 +11,21 @@ from werkzeug.wrappers import Request, Response
 
 from ..domain.accounts import Account
 from ..domain.clock import isoformat
-from ..domain.errors import BadRequest, NotFound, PayloadTooLarge
-from ..domain.invocations import Event, Invocation, Outcome, ProgressUpdate, StillWorking
+from ..domain.errors import BadRequest, NotFound, PayloadTooLarge, StorageError
+from ..domain.invocations import (
+    Event,
+    Invocation,
+    Outcome,
+    ProgressUpdate,
+    StillWorking,
+    token_expiry,
+)
+from ..storage.presign import new_request_id
 from ..worker import gojson
 from .bodies import read_upto
 from .control import authenticate, control_account
 from .ids import RUST_UUID_PATTERN, InvalidUrl, canonical, control_id, invocation_id
-from .responses import STREAMED_KEY, Route, json_response, problem
+from .responses import STREAMED_KEY, Route, json_response, problem, s3_error
 
 if TYPE_CHECKING:
     from ..emulator import Emulator
@@ -289,10 +297,24 @@ def queue_details_version(
 
 
 def download_result(emu: Emulator, request: Request, token: str, name: str) -> Response:
-    """A large result's zip; no ``Authorization`` needed (the token is the credential)."""
+    """A large result's zip; no ``Authorization`` needed (the token is the credential). In
+    NVCF the link is a pre-signed S3 GET, so its errors are S3's: 403 ``AccessDenied`` past
+    its expiry, else 404 ``NoSuchKey``."""
     result = emu.invocation_service.large_result(token)
     if result is None or name != result.filename:
-        return problem(request, 404, "Not Found", "The result does not exist or has expired")
+        now, expires = emu.clock.now(), token_expiry(token)
+        error = (
+            StorageError(
+                403,
+                "AccessDenied",
+                "Request has expired",
+                Expires=isoformat(expires, millis=False),
+                ServerTime=isoformat(now, millis=False),
+            )
+            if expires is not None and now >= expires
+            else StorageError(404, "NoSuchKey", "The specified key does not exist.", Key=name)
+        )
+        return s3_error(error, new_request_id(), request.path)
     return send_file(
         result.path,
         request.environ,
