@@ -539,6 +539,29 @@ def test_an_api_key_never_opens_a_protected_admin_api(key: str) -> None:
         assert "nca-alice" not in page
 
 
+@pytest.mark.parametrize(
+    ("header", "accepted"),
+    [
+        ("Bearer adm1n-secret", True),
+        ("bearer adm1n-secret ", True),  # optional whitespace around the value (RFC 9110)
+        ("Bearer adm1n-secret\xa0", False),  # NBSP is not whitespace here: str.strip took it
+        ("Bearer  adm1n-secret", False),  # two spaces: not a bearer token, as for API keys
+        ("Bearer adm1n-secret x", False),
+        ("Basic adm1n-secret", False),
+    ],
+)
+def test_the_admin_token_is_read_as_api_keys_are(header: str, accepted: bool) -> None:
+    """The admin API and the dashboard read ``Authorization`` with the API keys' rule (one
+    space, a token68, constant-time compare), not a looser one of their own."""
+    with Emulator(api_keys=KEYS, admin_token="adm1n-secret") as emu:
+        client = _client(emu)
+        headers = {"Authorization": header}
+        r = client.get("/_emulator/state", headers=headers)
+        assert r.status_code == (200 if accepted else 401), header
+        page = client.get("/_emulator/", headers=headers).get_data(as_text=True)
+        assert ("Waiting for the admin token" not in page) is accepted
+
+
 @pytest.mark.parametrize("token", ["", " ", " adm1n-secret", "adm1n-caf\xe9", "adm1n\n"])
 def test_an_admin_token_that_cannot_protect_is_refused(token: str) -> None:
     """``""`` left the admin API open to anyone; a token with a space around it or a non-ASCII

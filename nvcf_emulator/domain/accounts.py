@@ -52,10 +52,9 @@ class Accounts:
     def authenticate(self, authorization: str | None) -> Account:
         if not authorization:
             raise Unauthorized("Authorization header is missing")
-        bearer = _BEARER.fullmatch(authorization.strip(_OWS))
-        if bearer is None:
+        token = bearer_token(authorization)
+        if token is None:
             raise Unauthorized("Authorization header must be 'Bearer <API key>'")
-        token = bearer["token"]
         if self.open:
             if token.startswith(API_KEY_PREFIX) and len(token) > len(API_KEY_PREFIX):
                 return self._default
@@ -82,6 +81,18 @@ class Accounts:
             if nca_id is None or account.nca_id == nca_id:
                 return key.decode()
         raise KeyError(nca_id)
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of a well-formed ``Authorization: Bearer <token>``, else ``None``."""
+    bearer = _BEARER.fullmatch((authorization or "").strip(_OWS))
+    return None if bearer is None else bearer["token"]
+
+
+def token_matches(authorization: str | None, expected: str) -> bool:
+    """``authorization`` is ``Bearer <expected>`` (compared in constant time)."""
+    token = bearer_token(authorization)
+    return token is not None and hmac.compare_digest(token.encode(), expected.encode())
 
 
 def is_bearer_token(value: str) -> bool:

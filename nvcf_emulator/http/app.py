@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hmac
 import logging
 import socket
 import time
@@ -16,7 +15,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from ..domain.accounts import offers_bearer
+from ..domain.accounts import offers_bearer, token_matches
 from ..domain.calls import Call, redact
 from ..domain.errors import NvcfError, StorageError
 from ..domain.faults import Fault
@@ -219,16 +218,16 @@ class EmulatorApp:
         config = self.emulator.config
         if not config.admin_enabled:
             return problem(request, 404, "Not Found", "The admin API is disabled")
-        if config.admin_token and request.path.rstrip("/") not in admin.TOKENLESS_PATHS:
-            scheme, _, token = (request.headers.get("Authorization") or "").partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(
-                token.strip().encode(), config.admin_token.encode()
-            ):
-                response = problem(
-                    request, 401, "Unauthorized", "The admin API needs its token (Bearer)"
-                )
-                _challenge(request, response)
-                return response
+        if (
+            config.admin_token
+            and request.path.rstrip("/") not in admin.TOKENLESS_PATHS
+            and not token_matches(request.headers.get("Authorization"), config.admin_token)
+        ):
+            response = problem(
+                request, 401, "Unauthorized", "The admin API needs its token (Bearer)"
+            )
+            _challenge(request, response)
+            return response
         cross_site = admin.cross_site_write(request)
         if cross_site is not None:
             return problem(

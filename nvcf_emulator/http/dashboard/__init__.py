@@ -14,7 +14,6 @@ own inline script and style (by nonce) and requests to its own origin.
 
 from __future__ import annotations
 
-import hmac
 import re
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from werkzeug.wrappers import Request, Response
 
+from ...domain.accounts import token_matches
 from ..admin import state_document
 
 if TYPE_CHECKING:
@@ -207,10 +207,7 @@ def _authorized(emu: Emulator, request: Request) -> bool:
     token = emu.config.admin_token
     if not token:
         return True
-    scheme, _, given = (request.headers.get("Authorization") or "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(
-        given.strip().encode(), token.encode()
-    )
+    return token_matches(request.headers.get("Authorization"), token)
 
 
 def render(emu: Emulator, request: Request, nonce: str) -> str:
