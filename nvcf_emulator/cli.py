@@ -57,10 +57,15 @@ _log_level.__name__ = "log level (" + ", ".join(_LEVELS) + ")"
 
 def _api_keys(values: Sequence[str]) -> dict[str, str]:
     keys = {}
-    for item in values:
+    for i, item in enumerate(values, 1):
         key, sep, nca = item.partition("=")
         if not sep or not key or not nca:
-            raise argparse.ArgumentTypeError(f"--api-key takes KEY=NCA_ID, got {item!r}")
+            # Not the value itself: it may be a key, and this goes to a terminal or a CI log.
+            missing = "KEY" if not key else "=NCA_ID"
+            raise argparse.ArgumentTypeError(
+                f"--api-key takes KEY=NCA_ID; --api-key #{i} has no {missing} (not shown: "
+                "it may hold a key)"
+            )
         keys[key] = nca
     return keys
 

@@ -481,3 +481,17 @@ def test_serving_on_an_empty_host_is_refused_before_binding() -> None:
         server.stop()
     finally:
         emu.close()
+
+
+@pytest.mark.parametrize("value", ["nvapi-s3cret-key", "nvapi-s3cret-key=", "nvapi s3cret-key=nca"])
+def test_a_bad_api_key_flag_is_refused_without_echoing_the_key(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--api-key KEY`` without ``=NCA_ID`` (or a key no client can send) is a usage error
+    whose message does not print the key to the terminal or the CI log."""
+    from nvcf_emulator.cli import main
+
+    assert main(["--port", "0", "--api-key", "nvapi-good=nca", "--api-key", value]) == 2
+    err = capsys.readouterr().err
+    assert "--api-key" in err or "api_keys" in err, err
+    assert "s3cret" not in err, err
