@@ -90,9 +90,14 @@ def bearer_token(authorization: str | None) -> str | None:
 
 
 def token_matches(authorization: str | None, expected: str) -> bool:
-    """``authorization`` is ``Bearer <expected>`` (compared in constant time)."""
-    token = bearer_token(authorization)
-    return token is not None and hmac.compare_digest(token.encode(), expected.encode())
+    """``authorization`` is ``Bearer <expected>`` (the admin token's rule): the scheme in any
+    case, then the token with optional whitespace (SP, HTAB; not every Unicode space) around
+    it, compared in constant time. Looser than an API key's token68: an admin token may be
+    any visible ASCII, inner spaces included."""
+    scheme, _, given = (authorization or "").strip(_OWS).partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip(_OWS).encode(), expected.encode()
+    )
 
 
 def is_bearer_token(value: str) -> bool:
