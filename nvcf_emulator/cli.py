@@ -17,6 +17,7 @@ from typing import TypeVar
 from . import __version__
 from .config import EmulatorConfig, boolean, check_base_url
 from .emulator import Emulator
+from .http.admin import is_loopback_host
 from .server import check_idle_timeout
 
 ENV_PREFIX = "NVCF_EMULATOR_"
@@ -80,19 +81,6 @@ def _functions(values: Sequence[str]) -> list[tuple[str, str]]:
     return out
 
 
-_LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost", "ip6-loopback"})
-
-
-def _is_loopback(host: str) -> bool:
-    name = host.strip("[]").lower()
-    if name in _LOOPBACK_NAMES or name.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
 def _is_wildcard(host: str) -> bool:
     try:
         return ipaddress.ip_address(host.strip("[]")).is_unspecified
@@ -113,7 +101,7 @@ def exposure_warnings(
             f"machines or containers cannot reach; pass --public-url http://NAME:PORT (the "
             f"address clients use) when binding {host}"
         )
-    if not _is_loopback(host) and admin and not admin_token:
+    if not is_loopback_host(host) and admin and not admin_token:
         warnings.append(
             f"--admin-token is not set: anyone who reaches {host} can reset the emulator, move "
             "its clock and read every account's state under /_emulator/; pass --admin-token "

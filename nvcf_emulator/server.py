@@ -10,7 +10,7 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Self, TypeVar
@@ -19,8 +19,11 @@ from werkzeug.serving import ThreadedWSGIServer
 
 from .connection import Handler
 from .emulator import Emulator
+from .http.admin import LOOPBACK_SERVER_KEY, is_loopback_host
 
 if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
     from .config import EmulatorConfig
     from .domain.accounts import Accounts
     from .domain.assets import AssetService
@@ -70,6 +73,16 @@ class _Busy:
     def wait_idle(self, timeout: float) -> bool:
         with self.idle:
             return self.idle.wait_for(lambda: self.count <= 0, timeout)
+
+
+def _marked_loopback(app: WSGIApplication) -> WSGIApplication:
+    """``app`` told that it is served on loopback only (see :func:`admin.rebound_host`)."""
+
+    def marked(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        environ[LOOPBACK_SERVER_KEY] = True
+        return app(environ, start_response)
+
+    return marked
 
 
 class _Server(ThreadedWSGIServer):
@@ -198,7 +211,7 @@ class EmulatorServer:
             self._server = _Server(
                 host,
                 port,
-                emulator.app,
+                _marked_loopback(emulator.app) if is_loopback_host(host) else emulator.app,
                 handler=Handler,
                 fd=listener.fileno(),
                 max_connections=max_connections,

@@ -495,3 +495,51 @@ def test_a_bad_api_key_flag_is_refused_without_echoing_the_key(
     err = capsys.readouterr().err
     assert "--api-key" in err or "api_keys" in err, err
     assert "s3cret" not in err, err
+
+
+# -- DNS rebinding -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed"),
+    [
+        ("127.0.0.1", True),
+        ("localhost", True),
+        ("dev.localhost", True),
+        ("api.nvcf.nvidia.com", True),  # the emulator's own API host (an /etc/hosts alias)
+        ("attacker.example", False),
+        ("127.0.0.1.attacker.example", False),
+    ],
+)
+def test_a_loopback_server_refuses_admin_calls_for_another_host(
+    served: EmulatorServer, host: str, allowed: bool
+) -> None:
+    """DNS rebinding: a page on attacker.example whose name then resolves to 127.0.0.1 is
+    "same-origin" to the browser, so it could read every account's state or reset the
+    emulator. A server bound to loopback with no admin token answers admin calls only for
+    the names of this machine and the emulator's own hosts; the API itself is unaffected."""
+    headers = {"Host": f"{host}:{served.port}"}
+    state = requests.get(f"{served.url}/_emulator/state", headers=headers, timeout=5)
+    assert state.status_code == (200 if allowed else 403), state.text
+    if not allowed:
+        assert "DNS rebinding" in state.text and "--admin-token" in state.text
+    assets = requests.get(
+        f"{served.url}/v2/nvcf/assets", headers={**headers, **served.headers}, timeout=5
+    )
+    assert assets.status_code == 200, assets.text
+
+
+def test_an_admin_token_lets_any_host_reach_the_admin_api() -> None:
+    """With a token, a rebound page cannot use the admin API anyway (it lacks the token), so
+    a proxy or an alias may use any Host."""
+    with Emulator(admin_token="s3cret") as emu:
+        server = emu.serve("127.0.0.1", 0)
+        try:
+            r = requests.get(
+                f"{server.url}/_emulator/state",
+                headers={"Host": f"proxy.example:{server.port}", "Authorization": "Bearer s3cret"},
+                timeout=5,
+            )
+            assert r.status_code == 200, r.text
+        finally:
+            server.stop()

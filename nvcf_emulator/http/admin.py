@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -177,10 +178,45 @@ def dashboard(emu: Emulator, request: Request) -> Response:
 DASHBOARD_PATHS = frozenset({"/_emulator", "/_emulator/ui"})
 #: Served without the admin token: the dashboard (it holds no data then) and the health check
 #: (a compose or Kubernetes probe need not know the token).
-TOKENLESS_PATHS = DASHBOARD_PATHS | {"/_emulator/health"}
+HEALTH_PATH = "/_emulator/health"
+TOKENLESS_PATHS = DASHBOARD_PATHS | {HEALTH_PATH}
 
 #: Methods that only read: a cross-site link to the dashboard or the state is fine.
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+_LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost", "ip6-loopback"})
+#: Set in the environ by a server bound to a loopback address (never in-process).
+LOOPBACK_SERVER_KEY = "nvcf_emulator.loopback_server"
+
+
+def is_loopback_host(host: str) -> bool:
+    """``host`` (a name or an address, bracketed or not) is this machine's loopback."""
+    name = host.strip("[]").lower()
+    if name in _LOOPBACK_NAMES or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def rebound_host(emu: Emulator, request: Request) -> str | None:
+    """The ``Host`` of an admin call that looks like DNS rebinding, or ``None``.
+
+    A page on another site whose name the attacker then points at 127.0.0.1 is same-origin
+    to the browser, so neither ``Sec-Fetch-Site`` nor ``Origin`` gives it away; its ``Host``
+    does. A server bound to loopback, without an admin token (which such a page lacks),
+    answers admin calls only for this machine's names and the emulator's own hosts."""
+    if not request.environ.get(LOOPBACK_SERVER_KEY) or emu.config.admin_token:
+        return None
+    if request.path.rstrip("/") == HEALTH_PATH:  # tells nothing, changes nothing
+        return None
+    host = request.host.lower()
+    name = host.rpartition(":")[0] if not host.endswith("]") and ":" in host else host
+    if is_loopback_host(name) or name.strip("[]") in emu.routed_hosts:
+        return None
+    return request.host
 
 
 def cross_site_write(request: Request) -> str | None:

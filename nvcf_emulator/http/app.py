@@ -228,6 +228,17 @@ class EmulatorApp:
             )
             _challenge(request, response)
             return response
+        rebound = admin.rebound_host(self.emulator, request)
+        if rebound is not None:
+            return problem(
+                request,
+                403,
+                "Forbidden",
+                f"The admin API of a server on loopback answers only for this machine's "
+                f"names (localhost, 127.0.0.1) and the emulator's hosts, not Host: {rebound} "
+                "(what a DNS rebinding page sends); set --admin-token (admin_token) to "
+                "allow any Host",
+            )
         cross_site = admin.cross_site_write(request)
         if cross_site is not None:
             return problem(
