@@ -47,6 +47,20 @@ def _env_value(name: str, default: _T, kind: Callable[[str], _T]) -> _T:
         raise SystemExit(2) from None
 
 
+def _env_choice(name: str, default: _T, choices: Sequence[_T], kind: Callable[[str], _T]) -> _T:
+    """As :func:`_env_value`, for a flag with ``choices`` (argparse checks them on the
+    command line only, not on a default taken from the environment)."""
+    value = _env_value(name, default, kind)
+    if value not in choices:
+        listed = ", ".join(str(c) for c in choices)
+        print(
+            f"nvcf-emulate: error: {ENV_PREFIX}{name}={_env(name)!r} is not one of {listed}",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    return value
+
+
 def _log_level(text: str) -> str:
     if text.upper() not in _LEVELS:
         raise ValueError(text)
@@ -216,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--upload-etag",
         choices=("md5", "opaque"),
-        default=_env("UPLOAD_ETAG", "md5"),
+        default=_env_choice("UPLOAD_ETAG", "md5", ("md5", "opaque"), str),
         help="ETag of an upload: its MD5 as S3 gives it (default), or an opaque token that "
         "skips hashing multi-GB bodies",
     )
@@ -224,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--header-mismatch-status",
         type=int,
         choices=(400, 403),
-        default=_env_value("HEADER_MISMATCH_STATUS", 400, int),
+        default=_env_choice("HEADER_MISMATCH_STATUS", 400, (400, 403), int),
         help="status for an upload whose Content-Type/description differ (default 400, as NVCF)",
     )
     p.add_argument(

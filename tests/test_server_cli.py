@@ -353,3 +353,25 @@ def test_a_boolean_environment_variable_that_is_no_word_stops_start_up() -> None
     assert result.returncode == 2
     assert "NVCF_EMULATOR_ALWAYS_ASYNC='enabled' is not a valid boolean" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "listed"),
+    [("UPLOAD_ETAG", "bogus", "md5, opaque"), ("HEADER_MISMATCH_STATUS", "404", "400, 403")],
+)
+def test_an_environment_variable_outside_its_flags_choices_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    value: str,
+    listed: str,
+) -> None:
+    """argparse checks ``choices`` on the command line only; a default from the environment
+    is checked here, and the message names the variable the operator set."""
+    from nvcf_emulator.cli import build_parser
+
+    monkeypatch.setenv(f"NVCF_EMULATOR_{name}", value)
+    with pytest.raises(SystemExit) as stopped:
+        build_parser()
+    assert stopped.value.code == 2
+    assert f"NVCF_EMULATOR_{name}={value!r} is not one of {listed}" in capsys.readouterr().err
