@@ -1,8 +1,6 @@
 """Target 3: invocation overhead — a small-asset pexec call of a trivial container, in-process
 vs calling that container straight through ``werkzeug.test.Client``; and server-mode
 requests/s with 8 concurrent clients vs a bare threaded werkzeug server of the same container.
-
-Skipped (a "not yet available" row) while ``Emulator`` has no ``add_function``.
 """
 
 from __future__ import annotations
@@ -42,12 +40,6 @@ def container_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     out = json.dumps({"echo": body, "assetBytes": size}).encode()
     start_response("200 OK", [("Content-Type", "application/json")])
     return [out]
-
-
-def available() -> bool:
-    from nvcf_emulator import Emulator
-
-    return hasattr(Emulator, "add_function")
 
 
 def _setup(emu: Any, session: Any, base: str) -> tuple[str, str]:
@@ -299,21 +291,6 @@ def server(clients: int, seconds: float, rounds: int) -> dict[str, Any]:
 
 
 def run() -> list[Row]:
-    if not available():
-        note = "not yet available: Emulator has no add_function (the invocation path)"
-        return [
-            Row("3", "invoke in-process vs werkzeug Client", "-", "-", None, "<= 3x", None, note),
-            Row(
-                "3",
-                f"invoke server, {CLIENTS} clients, req/s",
-                "-",
-                "-",
-                None,
-                ">= 0.5x",
-                None,
-                note,
-            ),
-        ]
     ip = child("bench_invoke", "inprocess", batch=BATCH, batches=BATCHES)
     disk = child("bench_invoke", "inprocess", batch=BATCH, batches=6, disk_staging=True)
     sv = child("bench_invoke", "server", clients=CLIENTS, seconds=LOAD_SECONDS, rounds=LOAD_ROUNDS)
