@@ -100,7 +100,8 @@ def test_versions_list_ids_and_delete(nvcf: Emulator) -> None:
     second = requests.post(
         f"{API}/v2/nvcf/functions/{fid}/versions",
         headers=nvcf.headers,
-        json={"inferenceUrl": "/v2/predict", "containerImage": "nvcr.io/me/img:2"},
+        # NVCF's version body is a full create body: the name is required (CreateFunctionRequest)
+        json={"name": "my-fn", "inferenceUrl": "/v2/predict", "containerImage": "nvcr.io/me/img:2"},
     )
     assert second.status_code == 200, second.text
     v2 = second.json()["function"]
@@ -215,7 +216,15 @@ def test_bodies_the_openapi_document_rules_out_are_400_not_500(nvcf: Emulator) -
     fn = create(nvcf, inferencePort=8000.0, secrets=[{"name": "k", "value": "v"}]).json()
     assert fn["function"]["inferencePort"] == 8000
     assert fn["function"]["secrets"] == [{"name": "k"}]
-    fn = create(nvcf, health={"expectedStatusCode": 200}).json()["function"]
+    # a health object has all its members (HealthDto: each @NotNull)
+    health = {
+        "protocol": "HTTP",
+        "uri": "/v2/health/ready",
+        "port": 8000,
+        "timeout": "PT10S",
+        "expectedStatusCode": 200,
+    }
+    fn = create(nvcf, health=health).json()["function"]
     url = f"{API}/v2/nvcf/deployments/functions/{fn['id']}/versions/{fn['versionId']}"
     for spec, words in [
         ({"gpu": None}, "gpu"),

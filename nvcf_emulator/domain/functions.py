@@ -38,6 +38,29 @@ NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9\-_]*$")
 MAX_NAME_CHARS = 128
 MAX_TAGS = 64
 MAX_TAG_CHARS = 128
+#: NVCF's ``TAG_REGEX`` (NvcfConstants.java), matched against the whole tag.
+TAG_RE = re.compile(r"[a-zA-Z0-9\-_:=]+")
+#: NVCF's ``MAX_DESCRIPTION_LENGTH``.
+MAX_DESCRIPTION_CHARS = 256
+#: A secret's name (SecretDto.java: ``SECRET_NAME_REGEX``, 1-48 characters).
+SECRET_NAME_RE = re.compile(r"^[a-z0-9A-Z][a-z0-9A-Z_.\-]*$")
+MAX_SECRET_NAME_CHARS = 48
+#: What NVCF hides of a function owned by another account (FunctionManagementFacade.java,
+#: ``hideDetailsForPublicAndSharedFunctions``).
+HIDDEN_FROM_OTHER_ACCOUNTS = (
+    "inferenceUrl",
+    "inferencePort",
+    "containerArgs",
+    "containerEnvironment",
+    "containerImage",
+    "models",
+    "resources",
+    "helmChart",
+    "helmChartServiceName",
+    "activeInstances",
+    "secrets",
+    "rateLimit",
+)
 API_BODY_FORMATS = ("PREDICT_V2", "CUSTOM")
 FUNCTION_TYPES = ("DEFAULT", "STREAMING")
 #: The ``visibility`` values of ``GET /v2/nvcf/functions``.
@@ -79,6 +102,12 @@ def not_found_message(function_id: str, version_id: str | None, nca_id: str) -> 
         f"Function id '{function_id}' version '{version_id or 'null'}': "
         f"Specified function in account '{nca_id}' is not found"
     )
+
+
+def version_not_found_message(function_id: str, version_id: str, nca_id: str) -> str:
+    """The control plane's text (FunctionManagementService.java:
+    MESG_FUNCTION_VERSION_NOT_IN_ACCOUNT)."""
+    return f"Function id '{function_id}', version '{version_id}': Not found in account '{nca_id}'"
 
 
 @dataclass
@@ -183,6 +212,9 @@ class FunctionVersion:
         if self.status in INVOCABLE:
             out["activeInstances"] = [self._instance()]
         if viewer_nca is not None and viewer_nca != self.nca_id:
+            # Another account (shared or public) sees neither how it runs nor its secrets.
+            for key in HIDDEN_FROM_OTHER_ACCOUNTS:
+                out.pop(key, None)
             out["ownedByDifferentAccount"] = True
         return out
 
@@ -258,10 +290,10 @@ DURATION_RE = re.compile(r"P(\d+D)?(T(\d+H)?(\d+M)?(\d+(\.\d+)?S)?)?")
 
 
 def _objects(value: object, keys: tuple[str, ...]) -> bool:
-    """A list of objects whose ``keys``, when present, are strings."""
+    """A list of objects whose ``keys`` are all present, as strings (NVCF's DTOs mark each
+    ``@NotNull``: ContainerEnvironmentEntryDto, FunctionModelDto, ArtifactDto)."""
     return isinstance(value, list) and all(
-        isinstance(item, dict) and all(isinstance(item.get(k, ""), str) for k in keys)
-        for item in value
+        isinstance(item, dict) and all(isinstance(item.get(k), str) for k in keys) for item in value
     )
 
 
@@ -270,6 +302,9 @@ def _validate_extras(body: Mapping[str, Any]) -> None:
     for key in ("description", "containerArgs"):
         if body.get(key) is not None and not isinstance(body[key], str):
             raise BadRequest(f"{key} must be a string")
+    description = body.get("description")
+    if description is not None and len(description) > MAX_DESCRIPTION_CHARS:
+        raise BadRequest(f"Maximum description length of {MAX_DESCRIPTION_CHARS} is exceeded.")
     env = body.get("containerEnvironment")
     if env is not None and not _objects(env, ("key", "value")):
         raise BadRequest("containerEnvironment must be a list of {key, value} strings")
@@ -285,13 +320,98 @@ def _validate_tags(tags: object) -> list[str]:
     if (
         not isinstance(tags, list)
         or len(tags) > MAX_TAGS
-        or any(not isinstance(t, str) or len(t) > MAX_TAG_CHARS for t in tags)
+        or any(
+            not isinstance(t, str) or len(t) > MAX_TAG_CHARS or not TAG_RE.fullmatch(t)
+            for t in tags
+        )
     ):
         raise BadRequest(
             f"tags must be a list of at most {MAX_TAGS} strings of at most "
-            f"{MAX_TAG_CHARS} characters"
+            f"{MAX_TAG_CHARS} characters matching {TAG_RE.pattern}"
         )
     return list(tags)
+
+
+def _validate_secrets(secrets: object) -> None:
+    """SecretDto: a name (``SECRET_NAME_REGEX``, 1-48 characters) and a value that is not
+    blank (a string, or JSON such as an object)."""
+    if not isinstance(secrets, list) or any(not isinstance(s, dict) for s in secrets):
+        raise BadRequest("secrets must be a list of {name, value} objects")
+    for secret in secrets:
+        name = secret.get("name")
+        if (
+            not isinstance(name, str)
+            or not 1 <= len(name) <= MAX_SECRET_NAME_CHARS
+            or not SECRET_NAME_RE.fullmatch(name)
+        ):
+            raise BadRequest(
+                f"Invalid secret name: secrets[].name must be 1-{MAX_SECRET_NAME_CHARS} "
+                f"characters matching {SECRET_NAME_RE.pattern}, got {name!r}"
+            )
+        value = secret.get("value")
+        if value is None or (isinstance(value, str) and _blank(value)):
+            raise BadRequest(f"Invalid secret value specified: secret {name!r} has no value")
+
+
+_BLANK = re.compile(r"\s*")
+
+
+def _blank(value: object) -> bool:
+    """Apache's ``StringUtils.isBlank``: absent, or whitespace only."""
+    return value is None or (isinstance(value, str) and _BLANK.fullmatch(value) is not None)
+
+
+#: CreateFunctionRequest.java's ``CreateFunctionRequestValidator`` messages.
+MISSING_ARTIFACT = (
+    "Invalid request: One of the following properties 'containerImage', 'models', "
+    "or 'helmChart' must be specified in the payload"
+)
+HELM_SERVICE_NAME = (
+    "Invalid request: Either both or none of 'helmChart' and 'helmChartServiceName' "
+    "properties must be specified"
+)
+#: UpdateFunctionRequest.java's MESG_FUNCTION_UPDATE_REQUIRED.
+UPDATE_REQUIRED = (
+    "Invalid request: at least one of 'tags', 'rateLimit', 'modelUpdates', or "
+    "'llmInvocationConfig' must be specified"
+)
+HEALTH_MEMBERS = ("protocol", "uri", "port", "timeout", "expectedStatusCode")
+
+
+def validate_definition(body: Mapping[str, Any]) -> None:
+    """The rules NVCF's create body (``POST /v2/nvcf/functions[/{id}/versions]``) adds to the
+    member types :meth:`FunctionService._build` checks: something to run (a container image,
+    models or a helm chart), a helm chart alone with its service name, a complete ``health``.
+    ``Emulator.add_function`` does not need them (its container is given)."""
+    chart = body.get("helmChart")
+    if body.get("containerImage") is None and not body.get("models") and chart is None:
+        raise BadRequest(MISSING_ARTIFACT)
+    if chart is not None:
+        if body.get("containerImage") is not None:
+            raise BadRequest(
+                "Invalid request: Cannot specify both 'containerImage' and 'helmChart' "
+                "properties in the payload"
+            )
+        if not _blank(body.get("containerArgs")):
+            raise BadRequest(
+                "Invalid request: Cannot specify both 'containerArgs' and 'helmChart' "
+                "properties in the payload"
+            )
+        if body.get("containerEnvironment") is not None:
+            raise BadRequest(
+                "Invalid request: Cannot specify both 'containerEnvironment' and 'helmChart' "
+                "properties in the payload"
+            )
+    if (chart is None) != _blank(body.get("helmChartServiceName")):
+        raise BadRequest(HELM_SERVICE_NAME)
+    health = body.get("health")
+    if isinstance(health, dict):
+        missing = [key for key in HEALTH_MEMBERS if health.get(key) is None]
+        if missing:
+            raise BadRequest(
+                f"health.{missing[0]} is required: a health object has all of "
+                f"{', '.join(HEALTH_MEMBERS)}"
+            )
 
 
 def _validate_name(name: object) -> str:
@@ -306,6 +426,14 @@ def _validate_name(name: object) -> str:
             f"name must be 1-{MAX_NAME_CHARS} characters matching {NAME_RE.pattern}, got {name!r}"
         )
     return name
+
+
+def _with_default_description(body: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    """NVCF stores the name as the description when none is given (FunctionMapperService.java,
+    ``toFunctionEntity``); a blank one is not shown."""
+    if body.get("description") is None:
+        return {**body, "description": name}
+    return body
 
 
 #: The widest ``maxRequestConcurrency`` a client accepts (ngcsdk: 16384; the SDK: 1024).
@@ -332,6 +460,9 @@ def _validate_deployment(body: Mapping[str, Any]) -> dict[str, Any]:
         for key in ("gpu", "instanceType", "backend"):
             if key in spec and not isinstance(spec[key], str):
                 raise BadRequest(f"deploymentSpecifications[{i}].{key} must be a string")
+        for key in ("gpu", "instanceType"):  # GpuSpecificationDto.java: @NotBlank
+            if _blank(spec[key]):
+                raise BadRequest(f"deploymentSpecifications[{i}].{key} must not be blank")
         lo, hi = spec["minInstances"], spec["maxInstances"]
         if not _is_int(lo) or not _is_int(hi) or lo < 0 or hi < max(lo, 1):
             raise BadRequest(
@@ -519,7 +650,8 @@ class FunctionService:
         health = body.get("health")
         if health is None:
             health = {
-                "protocol": "HTTP",
+                # FunctionMapperService.java: a function at /grpc has a gRPC health check.
+                "protocol": "gRPC" if inference_url == "/grpc" else "HTTP",
                 "uri": health_uri,
                 "port": port,
                 "timeout": "PT10S",
@@ -556,12 +688,8 @@ class FunctionService:
         if body.get("tags") is not None:
             _validate_tags(body["tags"])
         _validate_extras(body)
-        secrets = body.get("secrets")
-        if secrets is not None and (
-            not isinstance(secrets, list)
-            or any(not isinstance(s, dict) or not isinstance(s.get("name"), str) for s in secrets)
-        ):
-            raise BadRequest("secrets must be a list of objects with a string name")
+        if body.get("secrets") is not None:
+            _validate_secrets(body["secrets"])
         return FunctionVersion(
             function_id=function_id,
             version_id=str(uuid.uuid4()),
@@ -578,22 +706,34 @@ class FunctionService:
             extra={k: copy.deepcopy(body[k]) for k in _EXTRA if body.get(k) is not None},
         )
 
-    def create(self, account: Account, body: Mapping[str, Any]) -> FunctionVersion:
-        """``POST /v2/nvcf/functions``: a new function with one ``INACTIVE`` version."""
+    def create(
+        self, account: Account, body: Mapping[str, Any], *, strict: bool = False
+    ) -> FunctionVersion:
+        """``POST /v2/nvcf/functions``: a new function with one ``INACTIVE`` version.
+
+        ``strict`` (the API) applies every rule of NVCF's create body (:func:`validate_definition`)
+        and its default description, the name."""
         name = _validate_name(body.get("name"))
+        if strict:
+            validate_definition(body)
+            body = _with_default_description(body, name)
         version = self._build(account, body, str(uuid.uuid4()), name)
         self._insert(version)
         return version
 
     def create_version(
-        self, account: Account, function_id: str, body: Mapping[str, Any]
+        self, account: Account, function_id: str, body: Mapping[str, Any], *, strict: bool = False
     ) -> FunctionVersion:
-        """``POST /v2/nvcf/functions/{fid}/versions``: same id (and name), new version id."""
+        """``POST /v2/nvcf/functions/{fid}/versions``: same id, new version id. Without
+        ``strict`` the name defaults to the function's; NVCF's body needs one, as at create."""
         existing = self.versions(account, function_id)
         if all(v.nca_id != account.nca_id for v in existing):  # shared or public: not yours
             raise NotFound(not_found_message(function_id, None, account.nca_id))
         name = body.get("name")
-        name = _validate_name(name) if name is not None else existing[0].name
+        name = _validate_name(name) if name is not None or strict else existing[0].name
+        if strict:
+            validate_definition(body)
+            body = _with_default_description(body, name)
         version = self._build(account, body, function_id, name)
         self._insert(version)
         return version
@@ -745,17 +885,15 @@ class FunctionService:
             and self._visible(v, account.nca_id)
         ]
         if not found:
-            raise NotFound(f"Function '{function_id}' not found in account '{account.nca_id}'")
+            # FunctionManagementService.java: MESG_FUNCTION_NOT_IN_ACCOUNT
+            raise NotFound(f"Function id '{function_id}': Not found in account '{account.nca_id}'")
         return found
 
     def get(self, account: Account, function_id: str, version_id: str) -> FunctionVersion:
         for version in self.versions(account, function_id):
             if version.version_id == version_id:
                 return version
-        raise NotFound(
-            f"Function id '{function_id}' version '{version_id}' not found in account "
-            f"'{account.nca_id}'"
-        )
+        raise NotFound(version_not_found_message(function_id, version_id, account.nca_id))
 
     def _own(self, account: Account, function_id: str, version_id: str) -> FunctionVersion:
         version = self.get(account, function_id, version_id)
@@ -796,9 +934,22 @@ class FunctionService:
     def update_tags(
         self, account: Account, function_id: str, version_id: str, body: Mapping[str, Any]
     ) -> FunctionVersion:
+        """NVCF's UpdateFunctionRequest: ``tags`` and/or ``rateLimit`` replace the version's;
+        a member left out (or null) keeps its value; neither given is a 400."""
+        tags, rate_limit = body.get("tags"), body.get("rateLimit")
+        if tags is None and rate_limit is None:
+            raise BadRequest(UPDATE_REQUIRED)
+        if tags is not None:
+            tags = _validate_tags(tags)
+        if rate_limit is not None and not isinstance(rate_limit, dict):
+            raise BadRequest("rateLimit must be an object")
         version = self._own(account, function_id, version_id)
-        tags = _validate_tags(body.get("tags", []))
-        self._change(version, extra={**version.extra, "tags": list(tags)})
+        extra = dict(version.extra)
+        if tags is not None:
+            extra["tags"] = list(tags)
+        if rate_limit is not None:
+            extra["rateLimit"] = copy.deepcopy(rate_limit)
+        self._change(version, extra=extra)
         return version
 
     def deploy(
@@ -834,6 +985,12 @@ class FunctionService:
         new = _validate_deployment(body)
         old = version.deployment or {}
         old_specs = old.get("deploymentSpecifications", [])
+        if old_specs and len(old_specs) != len(new["deploymentSpecifications"]):
+            # DeploymentValidationService.java: MESG_SPECS_MISMATCH
+            raise BadRequest(
+                f"Function id '{function_id}', version ='{version_id}': GPU / InstanceType specs "
+                "must match the ones in the original deployment"
+            )
         for i, spec in enumerate(new["deploymentSpecifications"]):
             if i < len(old_specs) and (
                 spec.get("gpu") != old_specs[i].get("gpu")

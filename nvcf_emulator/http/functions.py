@@ -25,33 +25,41 @@ def _ids(function_id: str, version_id: str) -> tuple[str, str]:
 
 def create_function(emu: Emulator, request: Request, **_: str) -> Response:
     account = control_account(emu, request, body=True)
-    version = emu.functions.create(account, read_json_object(request))
+    version = emu.functions.create(account, read_json_object(request), strict=True)
     return json_response({"function": version.dto(account.nca_id)})
 
 
 def create_version(emu: Emulator, request: Request, function_id: str, **_: str) -> Response:
     account = control_account(emu, request, body=True)
     function_id = control_id("functionId", function_id)
-    version = emu.functions.create_version(account, function_id, read_json_object(request))
+    body = read_json_object(request)
+    version = emu.functions.create_version(account, function_id, body, strict=True)
     return json_response({"function": version.dto(account.nca_id)})
 
 
-def list_functions(emu: Emulator, request: Request, **_: str) -> Response:
-    account = control_account(emu, request)
+def _visibility(request: Request) -> list[str] | None:
+    """The ``visibility`` query: repeated or comma-joined, trimmed, in any case (NVCF's
+    VisibilityEnum.fromText upper-cases it); none given is all three."""
     visibility = [
-        item.strip()
+        item.strip().lower()
         for value in request.args.getlist("visibility")
         for item in value.split(",")
         if item.strip()
     ]
-    versions = emu.functions.listing(account, visibility or None)
+    return visibility or None
+
+
+def list_functions(emu: Emulator, request: Request, **_: str) -> Response:
+    account = control_account(emu, request)
+    versions = emu.functions.listing(account, _visibility(request))
     return json_response({"functions": [v.dto(account.nca_id) for v in versions]})
 
 
 def list_ids(emu: Emulator, request: Request, **_: str) -> Response:
+    """The ids of :func:`list_functions`, with the same ``visibility`` filter."""
     account = control_account(emu, request)
     ids: list[str] = []
-    for version in emu.functions.listing(account):
+    for version in emu.functions.listing(account, _visibility(request)):
         if version.function_id not in ids:
             ids.append(version.function_id)
     return json_response({"functionIds": ids})

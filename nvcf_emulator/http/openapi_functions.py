@@ -17,10 +17,15 @@ from ..domain.functions import (
     API_BODY_FORMATS,
     DURATION_RE,
     FUNCTION_TYPES,
+    HEALTH_MEMBERS,
+    MAX_DESCRIPTION_CHARS,
     MAX_NAME_CHARS,
+    MAX_SECRET_NAME_CHARS,
     MAX_TAG_CHARS,
     MAX_TAGS,
     NAME_RE,
+    SECRET_NAME_RE,
+    TAG_RE,
     VISIBILITIES,
     FunctionStatus,
 )
@@ -34,16 +39,28 @@ _DEFAULTS = EmulatorConfig()
 
 
 def _objects_of(*keys: str) -> dict[str, Any]:
-    """A list of objects whose ``keys``, when given, are strings (other members are kept)."""
+    """A list of objects with ``keys``, each a string (other members are kept)."""
     return {
         "type": ["array", "null"],
-        "items": {"type": "object", "properties": {k: {"type": "string"} for k in keys}},
+        "items": {
+            "type": "object",
+            "required": list(keys),
+            "properties": {k: {"type": "string"} for k in keys},
+        },
     }
 
 
+#: Not blank (Apache's StringUtils.isBlank is false): some character that is not whitespace.
+NOT_BLANK = r"\S"
+_TAGS: dict[str, Any] = {
+    "type": ["array", "null"],
+    "maxItems": MAX_TAGS,
+    "items": {"type": "string", "maxLength": MAX_TAG_CHARS, "pattern": f"^{TAG_RE.pattern}$"},
+}
+
 #: Optional create-body members, checked for their type and returned in the FunctionDTO.
 _TYPED_FIELDS: dict[str, Any] = {
-    "description": {"type": ["string", "null"]},
+    "description": {"type": ["string", "null"], "maxLength": MAX_DESCRIPTION_CHARS},
     "containerArgs": {"type": ["string", "null"]},
     "containerEnvironment": _objects_of("key", "value"),
     "models": _objects_of("name", "version", "uri"),
@@ -76,8 +93,9 @@ def poll_seconds_pattern(max_poll_seconds: int) -> str:
 #: The pattern under the default configuration (3600).
 POLL_SECONDS_PATTERN = poll_seconds_pattern(_DEFAULTS.max_poll_seconds)
 
-_VISIBILITY = "(?:" + "|".join(VISIBILITIES) + ")"
-#: One ``visibility`` query value: comma-separated names, trimmed, empty items skipped.
+_VISIBILITY = "(?i:" + "|".join(VISIBILITIES) + ")"
+#: One ``visibility`` query value: comma-separated names in any case, trimmed, empty items
+#: skipped.
 VISIBILITY_PATTERN = rf"^\s*{_VISIBILITY}?\s*(?:,\s*{_VISIBILITY}?\s*)*$"
 
 
@@ -90,10 +108,32 @@ def _definition(*, version: bool) -> dict[str, Any]:
         "pattern": NAME_RE.pattern,
     }
     if version:
-        name = {**name, "type": ["string", "null"], "description": "Defaults to the function's"}
+        name = {**name, "description": "A version has its own name, as at create"}
+    something_to_run = [
+        {"required": ["containerImage"], "properties": {"containerImage": {"type": "string"}}},
+        {"required": ["models"], "properties": {"models": {"type": "array", "minItems": 1}}},
+        {"required": ["helmChart"], "properties": {"helmChart": {"type": "string"}}},
+    ]
+    blank_or_null = {"anyOf": [{"type": "null"}, {"type": "string", "pattern": r"^\s*$"}]}
+    with_helm = {
+        "if": {"required": ["helmChart"], "properties": {"helmChart": {"type": "string"}}},
+        "then": {
+            "required": ["helmChartServiceName"],
+            "properties": {
+                "containerImage": {"type": "null"},
+                "containerArgs": blank_or_null,
+                "containerEnvironment": {"type": "null"},
+                "helmChartServiceName": {"type": "string", "pattern": NOT_BLANK},
+            },
+        },
+        "else": {"properties": {"helmChartServiceName": blank_or_null}},
+    }
     return {
         "type": "object",
-        "required": ["inferenceUrl"] if version else ["name", "inferenceUrl"],
+        "description": "One of containerImage, models (not empty) or helmChart is required; "
+        "a helmChart comes with a helmChartServiceName and without containerImage, "
+        "containerArgs or containerEnvironment.",
+        "required": ["name", "inferenceUrl"],
         "properties": {
             "name": name,
             "inferenceUrl": {"type": "string"},
@@ -101,6 +141,7 @@ def _definition(*, version: bool) -> dict[str, Any]:
             "healthUri": {"type": ["string", "null"]},
             "health": {
                 "type": ["object", "null"],
+                "required": list(HEALTH_MEMBERS),
                 "properties": {
                     "expectedStatusCode": {"type": "integer", "minimum": 100, "maximum": 599},
                     "protocol": {"enum": ["HTTP", "gRPC"]},
@@ -114,29 +155,34 @@ def _definition(*, version: bool) -> dict[str, Any]:
             "containerImage": {"type": ["string", "null"]},
             "helmChart": {"type": ["string", "null"]},
             "helmChartServiceName": {"type": ["string", "null"]},
-            "tags": {
-                "type": ["array", "null"],
-                "maxItems": MAX_TAGS,
-                "items": {"type": "string", "maxLength": MAX_TAG_CHARS},
-            },
+            "tags": _TAGS,
             "secrets": {
                 "type": ["array", "null"],
                 "items": {
                     "type": "object",
-                    "required": ["name"],
-                    "properties": {"name": {"type": "string"}},
+                    "required": ["name", "value"],
+                    "properties": {
+                        "name": {
+                            "type": "string",
+                            "minLength": 1,
+                            "maxLength": MAX_SECRET_NAME_CHARS,
+                            "pattern": SECRET_NAME_RE.pattern,
+                        },
+                        "value": {
+                            "description": "A string that is not blank, or JSON (an object)",
+                            "not": {"type": "null"},
+                            "anyOf": [
+                                {"not": {"type": "string"}},
+                                {"type": "string", "pattern": NOT_BLANK},
+                            ],
+                        },
+                    },
                 },
             },
             **_TYPED_FIELDS,
         },
-        "if": {"required": ["helmChart"], "properties": {"helmChart": {"type": "string"}}},
-        "then": {
-            "required": ["helmChartServiceName"],
-            "properties": {
-                "containerImage": {"type": "null"},
-                "helmChartServiceName": {"type": "string", "minLength": 1},
-            },
-        },
+        "anyOf": something_to_run,
+        **with_helm,
     }
 
 
@@ -174,8 +220,6 @@ FUNCTION_SCHEMAS: dict[str, Any] = {
             "createdAt",
             "functionType",
             "healthUri",
-            "inferenceUrl",
-            "inferencePort",
             "apiBodyFormat",
             "health",
         ],
@@ -217,15 +261,20 @@ FUNCTION_SCHEMAS: dict[str, Any] = {
     "FunctionIdsResponse": _exact({"functionIds": {"type": "array", "items": _ID}}),
     "UpdateMetadataRequest": {
         "type": "object",
-        "properties": {"tags": {"type": "array", "items": {"type": "string"}}},
-        "description": "Replaces the version's tags (none given: no tags)",
+        "properties": {"tags": _TAGS, "rateLimit": {"type": ["object", "null"]}},
+        "anyOf": [
+            {"required": ["tags"], "properties": {"tags": {"type": "array"}}},
+            {"required": ["rateLimit"], "properties": {"rateLimit": {"type": "object"}}},
+        ],
+        "description": "Replaces the version's tags and/or rate limit (a member left out or "
+        "null is kept; one of them is required)",
     },
     "DeploymentSpecification": {
         "type": "object",
         "required": ["gpu", "instanceType", "minInstances", "maxInstances"],
         "properties": {
-            "gpu": {"type": "string"},
-            "instanceType": {"type": "string"},
+            "gpu": {"type": "string", "pattern": NOT_BLANK},
+            "instanceType": {"type": "string", "pattern": NOT_BLANK},
             "backend": {"type": "string"},
             "minInstances": {"type": "integer", "minimum": 0},
             "maxInstances": {"type": "integer", "minimum": 1},
@@ -376,6 +425,20 @@ def _function_op(
     return spec
 
 
+_VISIBILITY_QUERY: dict[str, Any] = {
+    "name": "visibility",
+    "in": "query",
+    "required": False,
+    "style": "form",
+    "explode": True,
+    "description": "Repeated, or comma-joined, in any case; all three when absent",
+    "schema": {
+        "type": "array",
+        "items": {"type": "string", "pattern": VISIBILITY_PATTERN},
+    },
+}
+
+
 def function_paths() -> dict[str, Any]:
     versions = "/v2/nvcf/functions/{functionId}/versions"
     version = versions + "/{versionId}"
@@ -395,24 +458,19 @@ def function_paths() -> dict[str, Any]:
                     400,
                     summary="One entry per version the account owns or may see",
                 ),
-                "parameters": [
-                    {
-                        "name": "visibility",
-                        "in": "query",
-                        "required": False,
-                        "style": "form",
-                        "explode": True,
-                        "description": "Repeated, or comma-joined; all three when absent",
-                        "schema": {
-                            "type": "array",
-                            "items": {"type": "string", "pattern": VISIBILITY_PATTERN},
-                        },
-                    }
-                ],
+                "parameters": [_VISIBILITY_QUERY],
             },
         },
         "/v2/nvcf/functions/ids": {
-            "get": _function_op("listFunctionIds", "FunctionIdsResponse"),
+            "get": {
+                **_function_op(
+                    "listFunctionIds",
+                    "FunctionIdsResponse",
+                    400,
+                    summary="The ids of listFunctions, with the same visibility filter",
+                ),
+                "parameters": [_VISIBILITY_QUERY],
+            },
         },
         versions: {
             "parameters": [FUNCTION_ID],
@@ -454,7 +512,8 @@ def function_paths() -> dict[str, Any]:
                 "DeploymentResponse",
                 404,
                 body="DeploymentRequest",
-                summary="Change a deployment (400 when it would change a gpu or backend)",
+                summary="Change a deployment (400 when it would change a gpu or backend, or "
+                "the number of specifications)",
             ),
             "delete": _function_op(
                 "undeployFunction",

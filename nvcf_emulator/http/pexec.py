@@ -12,6 +12,7 @@ from werkzeug.wrappers import Request, Response
 from ..domain.accounts import Account
 from ..domain.clock import isoformat
 from ..domain.errors import BadRequest, NotFound, PayloadTooLarge, StorageError
+from ..domain.functions import FunctionStatus
 from ..domain.invocations import (
     Event,
     Invocation,
@@ -48,6 +49,8 @@ _ASSET_REFERENCES = re.compile(ASSET_REFERENCES_PATTERN)
 #: Outside /_emulator/: a result download needs no admin token, only the URL's secret token.
 RESULTS_PREFIX = "/_nvcf/results"
 _EXPOSE = ("Access-Control-Expose-Headers", "nvcf-reqid")
+#: The versions ``GET /v2/nvcf/queues/functions/...`` reports (QueueFacade.java).
+QUEUED_STATUSES = frozenset({FunctionStatus.ACTIVE, FunctionStatus.DEPLOYING})
 
 
 #: Its answer to an ``Authorization`` that is not visible ASCII (``HeaderValue::to_str`` fails).
@@ -265,14 +268,16 @@ def queue_details(
     account = control_account(emu, request)
     function_id = control_id("functionId", function_id)
     version_id = None if version_id is None else control_id("versionId", version_id)
-    versions = emu.functions.versions(account, function_id)
-    if version_id is not None:
-        versions = [v for v in versions if v.version_id == version_id]
-        if not versions:
-            raise NotFound(
-                f"Function id '{function_id}' version '{version_id}' not found in account "
-                f"'{account.nca_id}'"
-            )
+    if version_id is None:
+        versions = emu.functions.versions(account, function_id)
+    else:
+        versions = [emu.functions.get(account, function_id, version_id)]
+    # NVCF (QueueFacade.java) has queues only for ACTIVE or DEPLOYING versions.
+    versions = [v for v in versions if v.status in QUEUED_STATUSES]
+    if not versions:
+        raise NotFound(
+            f"Function id '{function_id}': Queue not found - Function is likely not deployed"
+        )
     service = emu.invocation_service
     return json_response(
         {
