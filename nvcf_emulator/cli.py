@@ -426,8 +426,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         while not stop.wait(0.5):
             pass
     finally:
-        server.stop()
-        emulator.close()
+        # Stop on another thread and wait for it in short steps: a signal may be delivered to
+        # any thread, and Python runs its handler only once the main thread wakes, so a main
+        # thread blocked for the whole grace would not hear a second Ctrl-C until its end.
+        failed: list[BaseException] = []
+
+        def shut_down() -> None:
+            try:
+                server.stop()
+                emulator.close()
+            except BaseException as exc:
+                failed.append(exc)
+
+        stopping = threading.Thread(target=shut_down, name="nvcf-emulate-stop")
+        stopping.start()
+        while stopping.is_alive():
+            stopping.join(0.1)
+        if failed:
+            raise failed[0]
     print("nvcf-emulate stopped", flush=True)
     return 0
 
