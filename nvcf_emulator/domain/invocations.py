@@ -80,6 +80,10 @@ def monotonic() -> float:
 COMPAT_OFF_HEADER = "nvcf-feature-disable-worker-compatibility"
 #: Invocation records kept for inspection (``Emulator.invocations``); older ones are dropped.
 MAX_HISTORY = 1000
+#: ... and the request and response bodies those records hold, at most: past it the oldest
+#: records go too (the newest stays, whatever its size). 1,000 records of 5 MiB calls would
+#: otherwise keep 10 GiB alive in an emulator shared by a whole test session.
+MAX_HISTORY_BYTES = 256 * 1024 * 1024
 #: Progress updates held for a request nobody polls (NVCF docs: "first 256 unread kept").
 MAX_PENDING_UPDATES = 256
 #: State-store kinds: settled results waiting to be fetched, and large-result download tokens.
@@ -276,6 +280,16 @@ class Invocation:
     #: The result is saved in the state store (and its body in this file, if any).
     _saved: bool = field(default=False, repr=False)
     _body_file: Path | None = field(default=None, repr=False)
+    #: Body bytes this record counts against MAX_HISTORY_BYTES (``None``: not in the history).
+    _held: int | None = field(default=None, repr=False)
+
+    def _body_bytes(self) -> int:
+        held = len(self.request_body)
+        response = self.container_response.body if self.container_response else b""
+        held += len(response)
+        if self.outcome is not None and self.outcome.body is not response:
+            held += len(self.outcome.body)
+        return held
 
     @property
     def container_headers(self) -> dict[str, str]:
@@ -592,8 +606,10 @@ class InvocationService:
         self.results_dir = results_dir
         self._lock = threading.RLock()
         self._records: dict[str, Invocation] = {}
-        #: The last MAX_HISTORY invocations, oldest first (they hold request and response bodies).
-        self.history: deque[Invocation] = deque(maxlen=MAX_HISTORY)
+        #: The last MAX_HISTORY invocations, oldest first, holding at most MAX_HISTORY_BYTES
+        #: of request and response bodies (see :meth:`_remember`).
+        self.history: deque[Invocation] = deque()
+        self._history_bytes = 0
         self._queued: list[Invocation] = []
         self._running: set[Invocation] = set()
         self._results: dict[str, LargeResult] = {}
@@ -651,7 +667,7 @@ class InvocationService:
         )
         with self._lock:
             self._records[inv.request_id] = inv
-            self.history.append(inv)
+            self._remember(inv)
             self._queued.append(inv)
             pool = self._executor()
         pool.submit(self._run, inv, version, list(assets), list(headers))
@@ -1065,6 +1081,7 @@ class InvocationService:
                     inv._saved = True
                     inv._body_file = body_file
             inv.outcome = outcome
+            self._recount(inv)  # its answer's body is known now
         inv._changed.set()
         inv._poll.set()
         return True
@@ -1088,6 +1105,29 @@ class InvocationService:
             _close_stream(outcome)  # timed out or cancelled meanwhile: drop the late result
             if body_file is not None:
                 body_file.unlink(missing_ok=True)
+
+    def _remember(self, inv: Invocation) -> None:
+        """Add ``inv`` to the history (under the lock), dropping the oldest records past
+        MAX_HISTORY, or past MAX_HISTORY_BYTES of bodies."""
+        self.history.append(inv)
+        inv._held = 0
+        self._recount(inv)
+
+    def _recount(self, inv: Invocation) -> None:
+        """Count ``inv``'s bodies (as they are now) against the history's budget, if it is
+        still in the history; then trim the oldest records (under the lock)."""
+        if inv._held is None:
+            return
+        size = inv._body_bytes()
+        self._history_bytes += size - inv._held
+        inv._held = size
+        history = self.history
+        while len(history) > 1 and (
+            len(history) > MAX_HISTORY or self._history_bytes > MAX_HISTORY_BYTES
+        ):
+            old = history.popleft()
+            self._history_bytes -= old._held or 0
+            old._held = None
 
     def _unsave(self, inv: Invocation) -> None:
         """The result was delivered or dropped: forget its saved record and body."""
@@ -1228,7 +1268,10 @@ class InvocationService:
             for inv in list(self._records.values()):
                 self._cancel(inv)
             self._records.clear()
+            for inv in self.history:
+                inv._held = None  # a record still running is not counted when it ends
             self.history.clear()
+            self._history_bytes = 0
             self._queued.clear()
             for token in list(self._results):
                 self._drop_result(token)
@@ -1263,7 +1306,7 @@ class InvocationService:
                 if inv._body_file is not None:
                     keep.add(inv._body_file.name)
                 self._records[inv.request_id] = inv
-                self.history.append(inv)
+                self._remember(inv)
                 loaded += 1
             if self.results_dir.is_dir():
                 for path in self.results_dir.iterdir():
