@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -96,6 +97,67 @@ def test_the_call_log_keeps_the_last_max_calls() -> None:
         paths = [c["path"] for c in r.json()["requests"]]
         assert len(paths) == MAX_CALLS
         assert paths == [f"/{i}" for i in range(50, MAX_CALLS + 50)]
+
+
+# -- large results --------------------------------------------------------------------------------
+
+
+def _wait_done(emu: Emulator, request_id: str) -> None:
+    """Until the worker thread has settled ``request_id`` (real time: a thread, not a TTL)."""
+    deadline = time.monotonic() + 10
+    while not any(i.request_id == request_id and i.done for i in emu.invocations):
+        assert time.monotonic() < deadline, "the container never finished"
+        time.sleep(0.005)
+
+
+def test_a_large_result_whose_request_was_abandoned_is_removed_with_it(tmp_path: Path) -> None:
+    """The zip of a 302 nobody was given (the client went away after its 202) cannot be fetched
+    by anyone: it goes with the request, not a day later (large outputs are the big files)."""
+    gate = threading.Event()
+
+    def render(req: ContainerRequest) -> dict[str, str]:
+        assert gate.wait(10)
+        (req.output_dir / "frame.png").write_bytes(b"p" * 1000)
+        return {"frames": "1"}
+
+    with Emulator(root_dir=tmp_path) as emu:
+        fid, _ = emu.add_function(render, name="render")
+        r = _invoke(emu.base_url, emu, fid, headers={"NVCF-POLL-SECONDS": "0"})
+        assert r.status_code == 202
+        request_id = r.headers["NVCF-REQID"]
+        gate.set()
+        _wait_done(emu, request_id)
+        assert [p.name for p in (tmp_path / "results").iterdir()] == [f"{request_id}.zip"]
+        emu.clock.advance(61)  # past the 10 s the client had to poll again, and a sweep's minute
+        status = requests.get(
+            f"{emu.base_url}/v2/nvcf/pexec/status/{request_id}", headers=emu.headers
+        )
+        assert status.status_code == 404
+        assert list((tmp_path / "results").iterdir()) == []
+        assert emu.invocation_service._results == {}
+
+
+def test_a_large_result_handed_out_stays_for_its_link_lifetime(tmp_path: Path) -> None:
+    def render(req: ContainerRequest) -> dict[str, str]:
+        (req.output_dir / "frame.png").write_bytes(b"p" * 1000)
+        return {"frames": "1"}
+
+    with Emulator(root_dir=tmp_path) as emu:
+        fid, _ = emu.add_function(render, name="render")
+        r = _invoke(emu.base_url, emu, fid)
+        while r.status_code == 202:
+            r = requests.get(
+                f"{emu.base_url}/v2/nvcf/pexec/status/{r.headers['NVCF-REQID']}",
+                headers=emu.headers,
+                allow_redirects=False,
+            )
+        assert r.status_code == 302
+        emu.clock.advance(3 * 3600)
+        emu.sweep()
+        assert requests.get(r.headers["Location"]).status_code == 200
+        emu.clock.advance(21 * 3600)
+        emu.sweep()
+        assert list((tmp_path / "results").iterdir()) == []
 
 
 # -- a served emulator under a mixed load: reset releases it, close gives it all back -----------

@@ -1158,6 +1158,8 @@ class InvocationService:
         if not self._settle(inv, connection_error(), InvocationStatus.CANCELLED):
             assert inv.outcome is not None
             _close_stream(inv.outcome)
+            if inv.outcome.token is not None:  # a large result nobody was given the link to
+                self._drop_result(inv.outcome.token)
 
     # -- progress files and timeouts -----------------------------------------------------------
 
