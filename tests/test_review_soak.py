@@ -99,6 +99,34 @@ def test_the_call_log_keeps_the_last_max_calls() -> None:
         assert paths == [f"/{i}" for i in range(50, MAX_CALLS + 50)]
 
 
+def test_a_record_keeps_its_latest_progress_updates_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A container writing progress every frame for its 300 s would leave 30,000 updates (and
+    their partial responses) on its record: it keeps the latest MAX_PROGRESS_KEPT."""
+    monkeypatch.setattr(invocations, "MAX_PROGRESS_KEPT", 5)
+    with Emulator() as emu:
+
+        def frames(req: ContainerRequest) -> dict[str, str]:
+            for i in range(1, 13):
+                req.write_progress(i, {"frame": i})
+                deadline = time.monotonic() + 5  # until the worker's watcher has read it
+                while not (emu.invocations[-1].progress or [None])[-1] or (
+                    emu.invocations[-1].progress[-1].progress != i
+                ):
+                    assert time.monotonic() < deadline, f"update {i} never seen"
+                    time.sleep(0.002)
+            return {"done": "1"}
+
+        fid, _ = emu.add_function(frames, name="frames")
+        r = _invoke(emu.base_url, emu, fid, headers={"NVCF-POLL-SECONDS": "5"})
+        while r.status_code == 202:
+            r = requests.get(
+                f"{emu.base_url}/v2/nvcf/pexec/status/{r.headers['NVCF-REQID']}",
+                headers=emu.headers,
+            )
+        assert r.status_code == 200 and r.json() == {"done": "1"}
+        assert [u.progress for u in emu.invocations[-1].progress] == [8, 9, 10, 11, 12]
+
+
 # -- large results --------------------------------------------------------------------------------
 
 

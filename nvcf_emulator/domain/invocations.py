@@ -86,6 +86,9 @@ MAX_HISTORY = 1000
 MAX_HISTORY_BYTES = 256 * 1024 * 1024
 #: Progress updates held for a request nobody polls (NVCF docs: "first 256 unread kept").
 MAX_PENDING_UPDATES = 256
+#: Progress updates a record keeps for inspection (``Invocation.progress``): the latest ones. A
+#: container may write one every frame for its whole ``container_timeout``.
+MAX_PROGRESS_KEPT = 1000
 #: State-store kinds: settled results waiting to be fetched, and large-result download tokens.
 RESULT_KIND = "result"
 LARGE_RESULT_KIND = "large-result"
@@ -244,6 +247,7 @@ class Invocation:
     staged_files: list[Path] = field(default_factory=list)
     #: Files the container left in its large-output dir, relative to it.
     output_files: list[str] = field(default_factory=list)
+    #: The container's progress updates, the latest MAX_PROGRESS_KEPT of them.
     progress: list[ProgressUpdate] = field(default_factory=list)
     outcome: Outcome | None = None
     #: The status codes the client was answered with, in order (202s, then the result).
@@ -1198,6 +1202,8 @@ class InvocationService:
         if partial is not None and not isinstance(partial, dict):
             return
         update = ProgressUpdate(round(value), partial, self.clock.now())
+        if len(inv.progress) >= MAX_PROGRESS_KEPT:
+            del inv.progress[: len(inv.progress) - MAX_PROGRESS_KEPT + 1]
         inv.progress.append(update)
         self._push(inv, update)
 
