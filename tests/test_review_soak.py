@@ -286,3 +286,32 @@ def test_a_served_emulator_under_mixed_load_resets_clean_and_closes_without_leak
     assert _fds() - fds_before == set()
     if ram is not None:
         assert not ram[0].parent.exists()
+
+
+@pytest.mark.nvcf(worker_threads=1, container_timeout=0.3)
+def test_a_container_that_never_returns_does_not_take_a_worker_for_good(nvcf: Emulator) -> None:
+    """Python cannot stop a thread inside a callable container. Once its request timed out,
+    the worker thread left in it is replaced, so a few hung tests do not leave every later
+    invocation of the session queued for ever; it ends when the container returns."""
+    release = threading.Event()
+
+    def hang(req: ContainerRequest) -> dict[str, bool]:
+        release.wait(30)
+        return {"late": True}
+
+    try:
+        hung, _ = nvcf.add_function(hang, name="hang")
+        quick, _ = nvcf.add_function(lambda req: {"ok": True}, name="quick")
+        assert _invoke(nvcf.base_url, nvcf, quick).status_code == 200  # the pool is up
+        before = threading.active_count()
+        for _ in range(2):  # more hung requests than workers
+            r = _invoke(nvcf.base_url, nvcf, hung, headers={"NVCF-POLL-SECONDS": "5"})
+            assert r.status_code != 200, r.text  # the container timed out
+        r = _invoke(nvcf.base_url, nvcf, quick, headers={"NVCF-POLL-SECONDS": "5"})
+        assert (r.status_code, r.json()) == (200, {"ok": True})
+    finally:
+        release.set()
+    deadline = time.monotonic() + 5
+    while threading.active_count() > before:  # the hung ones end once their container returns
+        assert time.monotonic() < deadline, threading.enumerate()
+        time.sleep(0.01)

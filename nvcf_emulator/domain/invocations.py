@@ -269,6 +269,8 @@ class Invocation:
     #: A status poll arrived (a container that answered 202 is then asked again).
     _poll: Signal = field(default_factory=Signal, repr=False)
     _poll_request: tuple[list[tuple[str, str]], int] | None = field(default=None, repr=False)
+    #: The worker thread running the request, until the request is over.
+    _worker: threading.Thread | None = field(default=None, repr=False)
     #: The container answered 202 in the default mode and is not asked again: only the
     #: client's going (or the request's hour) ends it, so closing does not wait for it.
     _parked: bool = field(default=False, repr=False)
@@ -468,20 +470,41 @@ class WorkerPool:
 
     def __init__(self, size: int, name: str = "nvcf-worker") -> None:
         self.size = size
+        self._name = name
         self._queue: queue.SimpleQueue[tuple[Callable[..., None], tuple[Any, ...]] | None] = (
             queue.SimpleQueue()
         )
-        self._threads = [
-            threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
-            for i in range(size)
-        ]
+        self._lock = threading.Lock()
+        #: Threads left inside a container that outlived its request: they end when it returns.
+        self._abandoned: set[threading.Thread] = set()
+        self._started = 0
+        self._threads = [self._thread() for _ in range(size)]
         for thread in self._threads:
             thread.start()
+
+    def _thread(self) -> threading.Thread:
+        self._started += 1
+        return threading.Thread(
+            target=self._work, name=f"{self._name}-{self._started - 1}", daemon=True
+        )
 
     def submit(self, fn: Callable[..., None], *args: Any) -> None:
         self._queue.put((fn, args))
 
+    def abandon(self, thread: threading.Thread) -> None:
+        """``thread`` is stuck in a container whose request is over (Python cannot stop it):
+        a new thread takes its place, and it ends once the container returns."""
+        with self._lock:
+            if thread not in self._threads:
+                return
+            self._threads.remove(thread)
+            self._abandoned.add(thread)
+            replacement = self._thread()
+            self._threads.append(replacement)
+        replacement.start()
+
     def _work(self) -> None:
+        me = threading.current_thread()
         while True:
             item = self._queue.get()
             if item is None:
@@ -491,6 +514,10 @@ class WorkerPool:
                 fn(*args)
             except Exception:  # pragma: no cover - _run catches everything itself
                 log.exception("worker task failed")
+            with self._lock:
+                if me in self._abandoned:
+                    self._abandoned.discard(me)
+                    return
 
     def retire(self) -> None:
         """Let the threads finish the work already queued, then stop (a pool being replaced)."""
@@ -862,6 +889,7 @@ class InvocationService:
                 inv.status = InvocationStatus.RUNNING
                 inv.started_at = self.clock.now()
                 inv._started_mono = monotonic()
+                inv._worker = threading.current_thread()
         if taken_down:
             # Undeployed or deleted while the request waited: no worker of that version is
             # left to take it, and NVCF answers a request no worker takes with 504.
@@ -1051,8 +1079,10 @@ class InvocationService:
         outcome: Outcome,
         status: InvocationStatus,
         body_file: Path | None = None,
+        error: str | None = None,
     ) -> bool:
-        """Give ``inv`` its outcome unless it already has one (first writer wins).
+        """Give ``inv`` its outcome unless it already has one (first writer wins); ``error``
+        is why, for its record (set before anyone is told).
 
         With a state store, a result still waiting to be fetched is saved first (under the
         lock, so a client fetching it at once finds the record to remove)."""
@@ -1062,6 +1092,7 @@ class InvocationService:
                 return False
             inv.status = status
             inv.finished_at = self.clock.now()
+            inv.error = inv.error or error
             if inv._started_mono is not None:
                 inv.duration = monotonic() - inv._started_mono
             if (
@@ -1086,8 +1117,16 @@ class InvocationService:
                     inv._body_file = body_file
             inv.outcome = outcome
             self._recount(inv)  # its answer's body is known now
+            # Settled (timed out, cancelled) while its worker is still in the container, which
+            # Python cannot stop: that thread is replaced, and ends once the container returns.
+            # (A worker parked after a 202 is woken by _poll below and needs no replacement.)
+            worker, inv._worker = inv._worker, None
+            stuck = worker is not None and worker is not threading.current_thread()
+            pool = self._pool if stuck and not inv._parked else None
         inv._changed.set()
         inv._poll.set()
+        if pool is not None and worker is not None:
+            pool.abandon(worker)
         return True
 
     def _finish(self, inv: Invocation, outcome: Outcome) -> None:
@@ -1251,8 +1290,13 @@ class InvocationService:
                     self._check_progress(inv)
                     started = inv._started_mono
                     overdue = started is not None and now - started > timeout
-                    if overdue and self._settle(inv, connection_error(), InvocationStatus.ERRORED):
-                        inv.error = inv.error or f"container did not answer within {timeout} s"
+                    if overdue:
+                        self._settle(
+                            inv,
+                            connection_error(),
+                            InvocationStatus.ERRORED,
+                            error=f"container did not answer within {timeout} s",
+                        )
                 except Exception:  # pragma: no cover - one request must not stop the watcher
                     log.exception("progress watcher failed on request %s", inv.request_id)
             self._stop.wait(self._config().progress_interval)
