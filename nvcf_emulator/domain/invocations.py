@@ -968,7 +968,9 @@ class InvocationService:
             if inv.streaming and response.is_event_stream:
                 return self._stream(inv, response)
             try:
-                response.read()
+                # Until the answer ends, or the request is settled without it (timed out,
+                # cancelled): a body that never ends must not hold this thread forever.
+                response.read(stop=lambda: inv.outcome is not None)
             except ContainerConnectionError:
                 inv.error = traceback.format_exc()
                 return connection_error()

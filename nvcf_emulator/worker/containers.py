@@ -7,8 +7,8 @@ A :class:`Container` answers ``invoke(request)`` with a :class:`ContainerRespons
   :class:`ContainerResponse`, a dict/list (JSON), ``bytes``/``str``, ``(body, status[, headers])``,
   or an iterator of chunks (streamed as ``text/event-stream``).
 - :class:`WsgiContainer`: a WSGI app (Flask, Django, ...), called in-process.
-- :class:`AsgiContainer`: an ASGI app (FastAPI, Starlette, ...) through ``a2wsgi``
-  (``pip install 'nvcf-emulator[asgi]'``), on an event loop thread the container owns.
+- :class:`AsgiContainer`: an ASGI app (FastAPI, Starlette, ...) on an event loop thread the
+  container owns, as uvicorn runs it (lifespan once, at start; shutdown on close).
 - :class:`UrlContainer`: a server already running, e.g. ``http://127.0.0.1:8000``, reached over
   HTTP as NVCF's worker reaches ``127.0.0.1:<inferencePort>``.
 
@@ -18,24 +18,33 @@ A :class:`Container` answers ``invoke(request)`` with a :class:`ContainerRespons
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import importlib
 import inspect
 import io
 import json
+import logging
+import queue
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import requests
+from urllib3.exceptions import ReadTimeoutError
 from werkzeug.datastructures import Headers
 
 from ..headers import make_environ
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
+
+log = logging.getLogger(__name__)
 
 #: Headers never passed between hops (RFC 9110 §7.6.1), plus the ones a hop recomputes.
 HOP_BY_HOP = frozenset(
@@ -144,11 +153,20 @@ class ContainerResponse:
     def is_event_stream(self) -> bool:
         return self.content_type.split(";")[0].strip().lower() == "text/event-stream"
 
-    def read(self) -> bytes:
-        """Read the whole body (once); later calls return it again."""
+    def read(self, stop: Callable[[], bool] | None = None) -> bytes:
+        """Read the whole body (once); later calls return it again.
+
+        ``stop`` is asked after each chunk: once it is true, reading ends with a
+        :class:`ContainerConnectionError` (an answer nobody waits for any more is not read on
+        forever)."""
         if self.chunks is not None:
             try:
-                self.body = b"".join(self.chunks)
+                parts = []
+                for chunk in self.chunks:
+                    parts.append(chunk)
+                    if stop is not None and stop():
+                        raise ContainerConnectionError("the answer is no longer awaited")
+                self.body = b"".join(parts)
             finally:
                 self.chunks = None
                 self.close()
@@ -208,15 +226,27 @@ def _coerce_body(body: Any, status: int) -> ContainerResponse:
         data = json.dumps(body).encode()
         return ContainerResponse(status, data, [("Content-Type", "application/json")])
     if isinstance(body, Iterable):
-        chunks = (_chunk(c) for c in body)
         return ContainerResponse(
             status,
             b"",
             [("Content-Type", "text/event-stream")],
-            chunks=iter(chunks),
+            chunks=_begun(_chunk(c) for c in body),
             on_close=getattr(body, "close", None),  # a client gone: the generator is closed
         )
     raise TypeError(f"a container cannot answer with {type(body).__name__}")
+
+
+def _begun(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The body of an answer whose status line is out: a failure in it can only drop the
+    connection, as a server does (NVCF's worker then answers its inference connection error)."""
+    try:
+        yield from chunks
+    except ContainerConnectionError:
+        raise
+    except Exception as exc:
+        raise ContainerConnectionError(
+            f"the container failed after it began its answer: {exc!r}"
+        ) from exc
 
 
 def _chunk(chunk: object) -> bytes:
@@ -297,60 +327,69 @@ class WsgiContainer:
     ) -> ContainerResponse:
         environ = _environ(method, path, headers, body, port)
         captured: dict[str, Any] = {}
-        written: list[bytes] = []
+        written: deque[bytes] = deque()  # what the app gave write(), not yet passed on
+        sent = False  # the status line is out: a server sends it with the first body bytes
+
+        def write(data: bytes) -> None:
+            if "status" not in captured:
+                raise RuntimeError("the WSGI app called write() before start_response")
+            written.append(_wsgi_chunk(data))
 
         def start_response(
             status: str, response_headers: list[tuple[str, str]], exc_info: Any = None
         ) -> Callable[[bytes], object]:
-            if exc_info is not None and exc_info[1] is not None:
-                raise exc_info[1].with_traceback(exc_info[2])
-            if "status" in captured and exc_info is None:
+            if exc_info is not None:
+                # PEP 3333: an error page replaces an answer whose headers are not out yet;
+                # once they are, start_response re-raises the app's exception.
+                if sent and exc_info[1] is not None:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            elif "status" in captured:
                 raise RuntimeError(
                     "the WSGI app called start_response twice without exc_info (PEP 3333)"
                 )
             captured["status"] = status
             captured["headers"] = list(response_headers)
-            return written.append
+            return write
 
         app_iter = self.app(environ, start_response)
         it = (_wsgi_chunk(c) for c in app_iter)
         head: list[bytes] = []
         try:
             # As a WSGI server, pull until the app has started its response and yielded its
-            # first chunk: a server sends the status line only then, so an app failing before
-            # it still answers with a 500.
-            while "status" not in captured or not (head or written):
+            # first bytes: a server sends the status line only then, so an app failing (or
+            # calling start_response with exc_info) before it still answers as it chose.
+            while not sent:
                 try:
-                    head.append(next(it))
+                    chunk = next(it)
                 except StopIteration:
                     break
+                if chunk:
+                    head.append(chunk)
+                sent = "status" in captured and bool(head or written)
         except BaseException:
             _close(app_iter)
             raise
+        sent = True
         if "status" not in captured:
             _close(app_iter)
             raise RuntimeError("the WSGI app returned without calling start_response")
 
+        def drain() -> Iterator[bytes]:
+            while written:
+                yield written.popleft()
+
         def chunks() -> Iterator[bytes]:
-            yield from written
+            yield from drain()
             yield from head
-            try:
-                yield from it
-            except Exception as exc:
-                # The status line is out: a server can only drop the connection now.
-                raise ContainerConnectionError(
-                    f"the container failed after it began its answer: {exc!r}"
-                ) from exc
-            failed = environ.get(_ASGI_FAILED)
-            if failed is not None:
-                raise ContainerConnectionError(
-                    f"the container failed after it began its answer: {failed!r}"
-                ) from failed
+            for chunk in it:
+                yield from drain()  # written while the app made this chunk: before it
+                yield chunk
+            yield from drain()
 
         return ContainerResponse(
             status=int(str(captured["status"]).split(" ", 1)[0]),
             headers=captured["headers"],
-            chunks=chunks(),
+            chunks=_begun(chunks()),
             on_close=lambda: _close(app_iter),
         )
 
@@ -359,7 +398,11 @@ class WsgiContainer:
 
     def health(self, uri: str, port: int, timeout: float = 2.0) -> int:
         resp = self._call("GET", uri, None, b"", port)
-        resp.read()
+        deadline = time.monotonic() + timeout
+        try:
+            resp.read(stop=lambda: time.monotonic() > deadline)  # a probe gives up in time
+        except ContainerConnectionError:
+            return 0
         return resp.status
 
     def close(self) -> None:
@@ -386,71 +429,357 @@ def _close(app_iter: object) -> None:
 # -- ASGI ----------------------------------------------------------------------------------------
 
 
-#: Environ key: the exception an ASGI app raised after it began its answer (a2wsgi may end
-#: the WSGI body before it passes that on).
-_ASGI_FAILED = "nvcf_emulator.asgi_failed"
+class _Exchange:
+    """One request to an ASGI app: its messages go from the event loop to the worker thread
+    one at a time (the app's ``send`` returns once the worker took the message, so a fast app
+    cannot pile up a body in memory), and the worker can tell the app its client is gone."""
 
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.inbox: queue.SimpleQueue[tuple[str, Any, asyncio.Future[None] | None]] = (
+            queue.SimpleQueue()
+        )
+        self.gone = asyncio.Event()  # made on the loop (the loop thread creates exchanges)
+        self.task: asyncio.Task[None] | None = None
 
-class _AsgiGuard:
-    """Holds an ASGI app to what servers (uvicorn) enforce: one ``http.response.start``, and
-    one before returning. An exception in the middle of an answer is noted in the WSGI
-    environ."""
+    # -- on the loop --
 
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope.get("type") != "http":
-            await self.app(scope, receive, send)
-            return
-        started = finished = False
-
-        async def checked_send(message: Any) -> None:
-            nonlocal started, finished
-            kind = message.get("type")
-            if kind == "http.response.start":
-                if started:
-                    raise RuntimeError("the ASGI app sent http.response.start twice")
-                started = True
-            elif kind == "http.response.body" and not message.get("more_body", False):
-                finished = True
-            await send(message)
-
+    async def put(self, kind: str, payload: Any) -> None:
+        waiter: asyncio.Future[None] = self.loop.create_future()
+        self.inbox.put((kind, payload, waiter))
+        gone = asyncio.ensure_future(self.gone.wait())
         try:
-            await self.app(scope, receive, checked_send)
-        except Exception as exc:
-            # After a whole answer (Starlette's error middleware answers 500, then re-raises)
-            # a server only logs it; mid-answer it has to drop the connection.
-            if started and not finished:
-                scope.get("wsgi_environ", {})[_ASGI_FAILED] = exc
-            raise
-        if not started:
-            raise RuntimeError("the ASGI app returned without sending http.response.start")
+            await asyncio.wait((waiter, gone), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+
+    def end(self, kind: str, payload: Any) -> None:
+        self.inbox.put((kind, payload, None))
+
+    # -- on the worker thread --
+
+    def get(self, timeout: float) -> tuple[str, Any]:
+        try:
+            kind, payload, waiter = self.inbox.get(timeout=timeout)
+        except queue.Empty:
+            self.cancel()
+            raise ContainerConnectionError(
+                f"the container did not answer within {timeout:g} s"
+            ) from None
+        if waiter is not None:
+            self.loop.call_soon_threadsafe(_resolve, waiter)
+        return kind, payload
+
+    def disconnect(self) -> None:
+        """The client is gone: ``receive`` answers ``http.disconnect``, ``send`` raises."""
+        with contextlib.suppress(RuntimeError):  # the loop is already closed
+            self.loop.call_soon_threadsafe(self.gone.set)
+
+    def cancel(self) -> None:
+        task = self.task
+        if task is not None:
+            with contextlib.suppress(RuntimeError):
+                self.loop.call_soon_threadsafe(task.cancel)
 
 
-class AsgiContainer(WsgiContainer):
-    """An ASGI app (FastAPI, Starlette, ...) as a container, bridged by ``a2wsgi``.
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
-    The app runs on an event loop in a thread this container owns; :meth:`close` stops it.
-    Lifespan events are not run.
+
+def _latin1(text: str) -> bytes:
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:  # what goes on the wire for it: its UTF-8 bytes
+        return text.encode("utf-8", "surrogateescape")
+
+
+def _check_start(message: Mapping[str, Any]) -> None:
+    status = message.get("status")
+    if isinstance(status, bool) or not isinstance(status, int):
+        raise TypeError(f"the ASGI app sent the status {status!r}; an ASGI status is an int")
+    for pair in message.get("headers", ()):
+        name, value = pair
+        if not isinstance(name, bytes) or not isinstance(value, bytes):
+            raise TypeError(
+                f"the ASGI app sent the header {name!r}: {value!r}; ASGI header names and "
+                "values are bytes"
+            )
+
+
+class AsgiContainer:
+    """An ASGI app (FastAPI, Starlette, ...) as a container, run as uvicorn runs it.
+
+    The app runs on an event loop in a thread this container owns. Its lifespan starts when
+    the container is made (once per function: load the model there) and ends at
+    :meth:`close` (when the emulator closes or resets); the state it yields is each request's
+    ``request.state``. An answer is complete at its last body message: background tasks go on
+    after it. A client gone from a stream is told (``request.is_disconnected()``, ``send``
+    raising ``OSError``); requests still running at :meth:`close` are cancelled.
     """
 
-    def __init__(self, app: Any) -> None:
-        try:
-            from a2wsgi import ASGIMiddleware
-        except ImportError as exc:  # pragma: no cover - depends on the install
-            raise ImportError(
-                "ASGI containers need a2wsgi: pip install 'nvcf-emulator[asgi]'"
-            ) from exc
+    #: Seconds :meth:`close` gives the app's lifespan shutdown.
+    SHUTDOWN_TIMEOUT = 5.0
+
+    def __init__(self, app: Any, startup_timeout: float = 30.0) -> None:
         self.asgi_app = app
+        self._state: dict[str, Any] = {}
+        self._tasks: set[asyncio.Task[None]] = set()  # requests and their background tasks
+        self._closed = False
+        self._lifespan: asyncio.Task[None] | None = None
+        self._lifespan_inbox: asyncio.Queue[dict[str, str]] | None = None
+        self._lifespan_done: asyncio.Event | None = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="nvcf-asgi-container", daemon=True
         )
         self._thread.start()
-        super().__init__(ASGIMiddleware(_AsgiGuard(app), loop=self._loop))  # type: ignore[arg-type]
+        try:
+            future = asyncio.run_coroutine_threadsafe(self._start_lifespan(), self._loop)
+            try:
+                future.result(startup_timeout)
+            except concurrent.futures.TimeoutError:
+                future.cancel()
+                raise RuntimeError(
+                    f"the ASGI app's lifespan startup did not finish within {startup_timeout:g} s"
+                ) from None
+        except BaseException:
+            self._closed = True
+            self._stop_loop()
+            raise
+
+    # -- lifespan (on the loop) --
+
+    async def _start_lifespan(self) -> None:
+        inbox: asyncio.Queue[dict[str, str]] = asyncio.Queue()
+        started: asyncio.Future[str | None] = self._loop.create_future()
+        done = asyncio.Event()
+        self._lifespan_inbox, self._lifespan_done = inbox, done
+        scope = {
+            "type": "lifespan",
+            "asgi": {"version": "3.0", "spec_version": "2.0"},
+            "state": self._state,
+        }
+
+        async def send(message: Mapping[str, Any]) -> None:
+            kind = message.get("type")
+            if kind == "lifespan.startup.complete" and not started.done():
+                started.set_result(None)
+            elif kind == "lifespan.startup.failed" and not started.done():
+                started.set_result(str(message.get("message", "")) or "(no message)")
+            elif kind in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                if kind == "lifespan.shutdown.failed":
+                    log.warning("the ASGI app's lifespan shutdown failed: %s", message)
+                done.set()
+
+        async def run() -> None:
+            try:
+                await self.asgi_app(scope, inbox.get, send)
+            except Exception as exc:
+                if started.done():
+                    log.warning("the ASGI app's lifespan raised: %r", exc)
+                else:
+                    # As uvicorn's lifespan "auto": an app that raises before answering the
+                    # startup event does not do lifespan (a raw app asserting scope["type"]).
+                    log.debug("the ASGI app does not support lifespan: %r", exc)
+            finally:
+                if not started.done():
+                    started.set_result(None)
+                done.set()
+
+        await inbox.put({"type": "lifespan.startup"})
+        self._lifespan = asyncio.ensure_future(run())
+        failed = await started
+        if failed is not None:
+            raise RuntimeError(f"the ASGI app's lifespan startup failed: {failed}")
+
+    async def _shutdown(self) -> None:
+        for task in list(self._tasks):  # the emulator is going: nobody waits for them
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=self.SHUTDOWN_TIMEOUT)
+        lifespan, inbox, done = self._lifespan, self._lifespan_inbox, self._lifespan_done
+        if lifespan is None or inbox is None or done is None or lifespan.done():
+            return
+        await inbox.put({"type": "lifespan.shutdown"})
+        try:
+            await asyncio.wait_for(done.wait(), self.SHUTDOWN_TIMEOUT)
+        except TimeoutError:
+            log.warning("the ASGI app's lifespan shutdown took over %s s", self.SHUTDOWN_TIMEOUT)
+        lifespan.cancel()
+
+    # -- requests --
+
+    def _scope(
+        self, method: str, path: str, headers: Headers | None, body: bytes, port: int
+    ) -> dict[str, Any]:
+        raw_path, _, query = path.partition("?")
+        sent = [] if headers is None else list(headers.items())
+        pairs = [(b"host", f"127.0.0.1:{port}".encode()), (b"content-length", b"%d" % len(body))]
+        pairs += [
+            (_latin1(k.lower()), _latin1(v))
+            for k, v in sent
+            if k.lower() not in ("host", "content-length")
+        ]
+        return {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.4"},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "http",
+            "path": unquote(raw_path),
+            "raw_path": raw_path.encode("latin-1", "replace"),
+            "query_string": query.encode("latin-1", "replace"),
+            "root_path": "",
+            "headers": pairs,
+            "server": ("127.0.0.1", port),
+            "client": ("127.0.0.1", 0),
+            "state": dict(self._state),
+            "extensions": {},
+        }
+
+    async def _serve(self, scope: dict[str, Any], body: bytes, exchange: _Exchange) -> None:
+        body_left = True
+        started = finished = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal body_left
+            if body_left and not exchange.gone.is_set():
+                body_left = False
+                return {"type": "http.request", "body": body, "more_body": False}
+            await exchange.gone.wait()  # as a server: only the client leaving comes next
+            return {"type": "http.disconnect"}
+
+        async def send(message: Mapping[str, Any]) -> None:
+            nonlocal started, finished
+            if exchange.gone.is_set():
+                raise OSError("the client went away")  # ASGI 2.4: uvicorn's ClientDisconnected
+            kind = message.get("type")
+            if kind == "http.response.start":
+                if started:
+                    raise RuntimeError("the ASGI app sent http.response.start twice")
+                _check_start(message)
+                started = True
+            elif kind == "http.response.body":
+                if not started:
+                    raise RuntimeError(
+                        "the ASGI app sent http.response.body before http.response.start"
+                    )
+                if finished:
+                    raise RuntimeError("the ASGI app sent a body after its answer was complete")
+                chunk = message.get("body", b"")
+                if not isinstance(chunk, bytes | bytearray):
+                    raise TypeError(
+                        f"the ASGI app sent a {type(chunk).__name__} body; ASGI bodies are bytes"
+                    )
+                finished = not message.get("more_body", False)
+            else:
+                raise RuntimeError(f"the ASGI app sent an unexpected message {kind!r}")
+            await exchange.put("message", message)
+
+        try:
+            await self.asgi_app(scope, receive, send)
+        except asyncio.CancelledError:
+            exchange.end("error", ContainerConnectionError("the ASGI app was cancelled"))
+            raise
+        except Exception as exc:
+            if finished:  # after a whole answer (Starlette re-raises its 500): only logged
+                log.warning("the ASGI app raised after its answer: %r", exc)
+            exchange.end("error", exc)
+        else:
+            exchange.end("done", None)
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        headers: Headers | None,
+        body: bytes,
+        port: int,
+        timeout: float,
+    ) -> ContainerResponse:
+        if self._closed:
+            raise ContainerConnectionError("the ASGI container is closed")
+        scope = self._scope(method, path, headers, body, port)
+
+        async def begin() -> _Exchange:
+            exchange = _Exchange(self._loop)
+            task = exchange.task = asyncio.ensure_future(self._serve(scope, body, exchange))
+            self._tasks.add(task)  # requests and their background tasks, until they end
+            task.add_done_callback(self._tasks.discard)
+            return exchange
+
+        try:
+            exchange = asyncio.run_coroutine_threadsafe(begin(), self._loop).result(timeout)
+        except (RuntimeError, concurrent.futures.TimeoutError) as exc:  # loop closed/stopped
+            raise ContainerConnectionError(f"the ASGI container is not running: {exc!r}") from exc
+        kind, payload = exchange.get(timeout)
+        if kind == "error":
+            raise payload
+        if kind == "done":
+            raise RuntimeError("the ASGI app returned without sending http.response.start")
+        start = payload
+        status = int(start["status"])
+        response_headers = [
+            (bytes(name).decode("latin-1"), bytes(value).decode("latin-1"))
+            for name, value in start.get("headers", ())
+        ]
+        finished = False
+
+        def chunks() -> Iterator[bytes]:
+            nonlocal finished
+            while True:
+                kind, message = exchange.get(timeout)
+                if kind == "error":
+                    raise ContainerConnectionError(
+                        f"the container failed after it began its answer: {message!r}"
+                    ) from message
+                if kind == "done":
+                    raise ContainerConnectionError(
+                        "the ASGI app returned without completing its answer"
+                    )
+                yield bytes(message.get("body", b""))
+                if not message.get("more_body", False):
+                    finished = True  # background tasks run on, as after uvicorn's answer
+                    return
+
+        def close() -> None:
+            if not finished:
+                exchange.disconnect()
+
+        return ContainerResponse(status, b"", response_headers, chunks(), on_close=close)
+
+    def invoke(self, request: ContainerRequest) -> ContainerResponse:
+        return self._call(
+            request.method,
+            request.path,
+            request.headers,
+            request.body,
+            request.port,
+            request.timeout,
+        )
+
+    def health(self, uri: str, port: int, timeout: float = 2.0) -> int:
+        try:
+            resp = self._call("GET", uri, None, b"", port, timeout)
+            resp.read()
+        except ContainerConnectionError:
+            return 0
+        return resp.status
 
     def close(self) -> None:
+        """Cancel the requests still running, run the lifespan shutdown, stop the loop."""
+        if not self._closed:
+            self._closed = True
+            if self._thread.is_alive():
+                future = asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop)
+                try:
+                    future.result(2 * self.SHUTDOWN_TIMEOUT + 1)
+                except Exception:  # pragma: no cover - a lifespan that will not stop
+                    log.exception("stopping the ASGI app failed")
+        self._stop_loop()
+
+    def _stop_loop(self) -> None:
         if self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(5)
@@ -462,6 +791,15 @@ class AsgiContainer(WsgiContainer):
 
 
 # -- a running server ------------------------------------------------------------------------------
+
+
+class _NoRedirects(requests.Session):
+    """A session that leaves a container's redirect to the client: ``requests`` reads (and
+    keeps) a redirect's body even when it does not follow it, so the streamed body would be
+    empty."""
+
+    def get_redirect_target(self, resp: requests.Response) -> str | None:
+        return None
 
 
 class UrlContainer:
@@ -481,7 +819,7 @@ class UrlContainer:
         self.host = parts.hostname
         self.port = parts.port
         self.path = parts.path if parts.path not in ("", "/") else None
-        self._session = requests.Session()
+        self._session = _NoRedirects()
         self._session.trust_env = False  # loopback: never through a proxy
 
     def _url(self, path: str, port: int) -> str:
@@ -506,9 +844,18 @@ class UrlContainer:
 
         def chunks() -> Iterator[bytes]:
             try:
-                yield from resp.raw.stream(64 * 1024, decode_content=True)
+                # What has come, as it comes (read1): an event stream that is not chunked (an
+                # HTTP/1.0 server's, ended by closing) is not held back until 64 KiB gathered.
+                while chunk := resp.raw.read1(64 * 1024, decode_content=True):
+                    yield chunk
+            except ReadTimeoutError as exc:
+                raise ContainerConnectionError(
+                    f"the container did not answer within {request.timeout:g} s: {exc}"
+                ) from exc
             except Exception as exc:
-                raise ContainerConnectionError(str(exc)) from exc
+                raise ContainerConnectionError(
+                    f"the container's answer ended prematurely: {exc}"
+                ) from exc
 
         return ContainerResponse(resp.status_code, b"", headers, chunks(), on_close=resp.close)
 
@@ -585,7 +932,7 @@ def as_container(target: Any) -> Container:
     start_response``) or a plain callable taking a :class:`ContainerRequest`."""
     if isinstance(target, Container) and not callable(target):
         return target
-    if isinstance(target, WsgiContainer | CallableContainer | UrlContainer):
+    if isinstance(target, WsgiContainer | AsgiContainer | CallableContainer | UrlContainer):
         return target
     if isinstance(target, str):
         if target.startswith(("http://", "https://")):
