@@ -474,3 +474,33 @@ def test_emulator_close_stops_the_asgi_loop_thread() -> None:
         container = ref.container
         assert isinstance(container, AsgiContainer)
     assert not container._thread.is_alive()
+
+
+def test_asgi_app_with_no_container_timeout_answers() -> None:
+    """``container_timeout=inf`` (no limit) is a valid setting: the ASGI bridge must not turn
+    it into a wait it cannot make."""
+    app = FastAPI()
+    app.get("/v2/health/ready")(lambda: {"ok": True})
+    app.post("/")(lambda: {"answer": 42})
+    with Emulator(container_timeout=float("inf")) as emu:
+        fid = emu.add_function(app, name="no-limit").function_id
+        r = invoke(emu, fid)
+        assert r.status_code == 200, r.text
+        assert r.json() == {"answer": 42}
+
+
+def test_url_container_with_no_container_timeout_answers() -> None:
+    class Handler(_Base):
+        def do_POST(self) -> None:
+            self.body()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "13")
+            self.end_headers()
+            self.wfile.write(b'{"answer":42}')
+
+    with serving(Handler) as server, Emulator(container_timeout=float("inf")) as emu:
+        fid = emu.add_function(server.url, name="no-limit-url").function_id
+        r = invoke(emu, fid)
+        assert r.status_code == 200, r.text
+        assert r.json() == {"answer": 42}

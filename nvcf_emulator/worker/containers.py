@@ -25,6 +25,7 @@ import inspect
 import io
 import json
 import logging
+import math
 import queue
 import threading
 import time
@@ -460,7 +461,8 @@ class _Exchange:
 
     def get(self, timeout: float) -> tuple[str, Any]:
         try:
-            kind, payload, waiter = self.inbox.get(timeout=timeout)
+            # An infinite container_timeout is no limit (a wait cannot be given inf).
+            kind, payload, waiter = self.inbox.get(timeout=_finite(timeout))
         except queue.Empty:
             self.cancel()
             raise ContainerConnectionError(
@@ -480,6 +482,10 @@ class _Exchange:
         if task is not None:
             with contextlib.suppress(RuntimeError):
                 self.loop.call_soon_threadsafe(task.cancel)
+
+
+def _finite(timeout: float) -> float | None:
+    return timeout if math.isfinite(timeout) else None
 
 
 def _resolve(waiter: asyncio.Future[None]) -> None:
@@ -710,7 +716,8 @@ class AsgiContainer:
             return exchange
 
         try:
-            exchange = asyncio.run_coroutine_threadsafe(begin(), self._loop).result(timeout)
+            future = asyncio.run_coroutine_threadsafe(begin(), self._loop)
+            exchange = future.result(_finite(timeout))
         except (RuntimeError, concurrent.futures.TimeoutError) as exc:  # loop closed/stopped
             raise ContainerConnectionError(f"the ASGI container is not running: {exc!r}") from exc
         kind, payload = exchange.get(timeout)
@@ -833,7 +840,7 @@ class UrlContainer:
                 self._url(request.path, request.port),
                 headers=dict(request.headers.items()),
                 data=request.body,
-                timeout=request.timeout,
+                timeout=_finite(request.timeout),
                 stream=True,
                 allow_redirects=False,
             )
