@@ -1,7 +1,7 @@
 """A FastAPI inference container (your container's code): async handler, NVCF headers as params.
 
-Registered with ``nvcf.add_function(app, ...)`` it runs through a2wsgi
-(``pip install 'nvcf-emulator[asgi]'``); lifespan events are not run.
+Registered with ``nvcf.add_function(app, ...)`` it runs on the emulator's own ASGI bridge, as
+uvicorn would run it: its lifespan once per function, background tasks after the answer.
 """
 
 from __future__ import annotations
