@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import os
 import signal
@@ -95,26 +94,13 @@ def _functions(values: Sequence[str]) -> list[tuple[str, str]]:
     return out
 
 
-def _is_wildcard(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_unspecified
-    except ValueError:
-        return host == ""
-
-
 def exposure_warnings(
     host: str, *, public_url: str | None, admin_token: str | None, admin: bool
 ) -> list[str]:
-    """What an operator binding ``host`` beyond loopback should hear at start-up: upload URLs
-    that name a wildcard address (no other machine can use them), and an admin API anyone
-    on the network may reset or move in time."""
+    """What an operator binding ``host`` beyond loopback should hear at start-up: an admin
+    API anyone on the network may reset or move in time. (Upload URLs need no warning: without
+    ``public_url`` they name the origin each client called, not the bound address.)"""
     warnings = []
-    if _is_wildcard(host) and not public_url:
-        warnings.append(
-            f"--public-url is not set: upload URLs name {host}, which clients on other "
-            f"machines or containers cannot reach; pass --public-url http://NAME:PORT (the "
-            f"address clients use) when binding {host}"
-        )
     if not is_loopback_host(host) and admin and not admin_token:
         warnings.append(
             f"--admin-token is not set: anyone who reaches {host} can reset the emulator, move "

@@ -343,9 +343,10 @@ class Emulator(InvocationAPI):
         served emulator's ``http://127.0.0.1:PORT``); every other routed host, on any port."""
         return self._routed_ports
 
-    def upload_url(self, asset: Asset) -> str:
-        """A pre-signed PUT URL for ``asset``, valid ``upload_url_ttl`` seconds from now."""
-        url = f"{self.storage_url.rstrip('/')}/{quote(asset.key)}"
+    def upload_url(self, asset: Asset, base: str | None = None) -> str:
+        """A pre-signed PUT URL for ``asset``, valid ``upload_url_ttl`` seconds from now, under
+        ``base`` (default: :attr:`storage_url`)."""
+        url = f"{(base or self.storage_url).rstrip('/')}/{quote(asset.key)}"
         headers = {"content-type": asset.content_type, DESCRIPTION_HEADER: asset.description}
         return self.signer.presign_put(url, headers, self.config.upload_url_ttl)
 

@@ -20,6 +20,7 @@ from werkzeug.serving import ThreadedWSGIServer
 from .connection import Handler
 from .emulator import Emulator
 from .http.admin import LOOPBACK_SERVER_KEY, is_loopback_host
+from .http.control import SERVER_STORAGE_KEY
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -75,11 +76,15 @@ class _Busy:
             return self.idle.wait_for(lambda: self.count <= 0, timeout)
 
 
-def _marked_loopback(app: WSGIApplication) -> WSGIApplication:
-    """``app`` told that it is served on loopback only (see :func:`admin.rebound_host`)."""
+def _served(app: WSGIApplication, server: EmulatorServer, loopback: bool) -> WSGIApplication:
+    """``app`` told how it is served: on loopback only (see :func:`admin.rebound_host`), and
+    the storage URL the server gave it, if any (see :func:`control._upload_base`)."""
 
     def marked(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        environ[LOOPBACK_SERVER_KEY] = True
+        if loopback:
+            environ[LOOPBACK_SERVER_KEY] = True
+        if server.own_storage_url is not None:
+            environ[SERVER_STORAGE_KEY] = server.own_storage_url
         return app(environ, start_response)
 
     return marked
@@ -203,6 +208,8 @@ class EmulatorServer:
             )
         self.emulator = emulator
         self._stopped = False
+        #: The storage URL this server gave the emulator (its upload URLs point here).
+        self.own_storage_url: str | None = None
         # Bind ourselves: werkzeug's own bind prints and calls sys.exit() when the port is taken,
         # which a library must not do. A plain OSError reaches the caller instead.
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -211,7 +218,7 @@ class EmulatorServer:
             self._server = _Server(
                 host,
                 port,
-                _marked_loopback(emulator.app) if is_loopback_host(host) else emulator.app,
+                _served(emulator.app, self, is_loopback_host(host)),
                 handler=Handler,
                 fd=listener.fileno(),
                 max_connections=max_connections,
@@ -223,7 +230,7 @@ class EmulatorServer:
         bracketed = f"[{host}]" if ":" in host else host
         self.url = f"http://{bracketed}:{self.port}"
         if own_storage_urls and emulator.config.storage_base_url is None:
-            emulator.storage_url = f"{self.url}/{emulator.config.bucket}"
+            emulator.storage_url = self.own_storage_url = f"{self.url}/{emulator.config.bucket}"
         self._thread: threading.Thread | None = None
         self._sweeper: threading.Thread | None = None
         self._stopping = threading.Event()

@@ -349,8 +349,8 @@ class Cli:
 @pytest.mark.parametrize(
     ("host", "public_url", "token", "expected"),
     [
-        ("0.0.0.0", None, None, ["--public-url", "--admin-token"]),
-        ("::", None, None, ["--public-url", "--admin-token"]),
+        ("0.0.0.0", None, None, ["--admin-token"]),
+        ("::", None, None, ["--admin-token"]),
         ("0.0.0.0", "http://nvcf:8000", None, ["--admin-token"]),
         ("192.168.1.5", None, None, ["--admin-token"]),
         ("0.0.0.0", "http://nvcf:8000", "t", []),
@@ -359,13 +359,13 @@ class Cli:
         ("::1", None, None, []),
     ],
 )
-def test_binding_beyond_loopback_warns_about_upload_urls_and_the_open_admin_api(
+def test_binding_beyond_loopback_warns_about_the_open_admin_api(
     host: str, public_url: str | None, token: str | None, expected: list[str]
 ) -> None:
-    """``--host 0.0.0.0`` (as in a container) started silently; its upload URLs point at
-    http://0.0.0.0:PORT, which no other machine or container can reach, and its admin API
-    (reset, clock, every account's state) was open to the network. Both are now said at
-    start-up, each with its fix. (Checked without binding: tests stay on loopback.)"""
+    """``--host 0.0.0.0`` (as in a container) started silently with its admin API (reset,
+    clock, every account's state) open to the network: start-up now says so, with the fix.
+    (Upload URLs name the origin each client called: see below.) Checked without binding:
+    tests stay on loopback."""
     from nvcf_emulator.cli import exposure_warnings
 
     warnings = exposure_warnings(host, public_url=public_url, admin_token=token, admin=True)
@@ -543,3 +543,51 @@ def test_an_admin_token_lets_any_host_reach_the_admin_api() -> None:
             assert r.status_code == 200, r.text
         finally:
             server.stop()
+
+
+# -- upload URLs name the origin the client called --------------------------------------------
+
+
+def _create(server: EmulatorServer, host: str) -> requests.Response:
+    return requests.post(
+        f"{server.url}/v2/nvcf/assets",
+        headers={**server.headers, "Host": host},
+        json={"contentType": "text/plain", "description": "d"},
+        timeout=5,
+    )
+
+
+def test_upload_urls_name_the_origin_the_client_called(served: EmulatorServer) -> None:
+    """In docker compose the server binds 0.0.0.0 and clients call it http://nvcf:8080: an
+    upload URL naming the bound address reaches nobody. Without --public-url, a served
+    emulator's upload URLs take the origin of the call that created the asset."""
+    created = _create(served, f"localhost:{served.port}")
+    assert created.status_code == 200, created.text
+    url = created.json()["uploadUrl"]
+    assert url.startswith(f"http://localhost:{served.port}/"), url
+    put = requests.put(
+        url,
+        data=b"via localhost",
+        headers={"Content-Type": "text/plain", "x-amz-meta-nvcf-asset-description": "d"},
+        timeout=5,
+    )
+    assert put.status_code == 200, put.text
+    assert served.asset_bytes(created.json()["assetId"]) == b"via localhost"
+    plain = _create(served, f"127.0.0.1:{served.port}").json()["uploadUrl"]
+    assert plain.startswith(f"{served.url}/"), plain
+
+
+@pytest.mark.parametrize("host", ["bad host:1", "x:notaport", "[::1"])
+def test_a_host_no_url_can_name_keeps_the_servers_own_upload_urls(
+    served: EmulatorServer, host: str
+) -> None:
+    created = _create(served, host)
+    assert created.status_code == 200, created.text
+    assert created.json()["uploadUrl"].startswith(f"{served.url}/")
+
+
+def test_a_public_url_still_names_upload_urls(served: EmulatorServer) -> None:
+    """--public-url (or storage_base_url) is what the operator said clients use: it wins."""
+    served.emulator.storage_url = f"http://public.example:9/{served.emulator.config.bucket}"
+    created = _create(served, f"localhost:{served.port}")
+    assert created.json()["uploadUrl"].startswith("http://public.example:9/")

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from werkzeug.exceptions import NotFound
 from werkzeug.wrappers import Request, Response
 
+from ..config import check_base_url
 from ..domain.accounts import Account
 from ..domain.assets import Asset
 from ..domain.clock import isoformat
@@ -55,12 +56,33 @@ def _asset_id(value: str) -> str:
     return control_id("assetId", value)
 
 
+#: Set in the environ by a server whose upload URLs point at itself (no public URL given):
+#: the storage URL it set.
+SERVER_STORAGE_KEY = "nvcf_emulator.server_storage_url"
+
+
+def _upload_base(emu: Emulator, request: Request) -> str | None:
+    """Where a served emulator's upload URLs point for this caller: the origin it called
+    (docker compose: ``http://nvcf:8080``, while the server binds 0.0.0.0), unless a public
+    URL (``--public-url``, ``storage_base_url``) says where clients reach storage, or the
+    ``Host`` names no URL."""
+    own = request.environ.get(SERVER_STORAGE_KEY)
+    if own is None or emu.storage_url != own:
+        return None
+    try:
+        base = f"{request.host_url.rstrip('/')}/{emu.config.bucket}"
+        return check_base_url(base, "Host")
+    except ValueError:
+        return None
+
+
 def create_asset(emu: Emulator, request: Request) -> Response:
     account = control_account(emu, request, body=True)
     body = read_json_object(request)
     # Unknown members are ignored, as NVCF's Spring control plane does (Jackson's default there).
     asset = emu.assets.create(account, body.get("contentType"), body.get("description"))
-    return json_response({**_summary(asset), "uploadUrl": emu.upload_url(asset)})
+    upload_url = emu.upload_url(asset, _upload_base(emu, request))
+    return json_response({**_summary(asset), "uploadUrl": upload_url})
 
 
 def list_assets(emu: Emulator, request: Request) -> Response:
