@@ -94,12 +94,10 @@ def _functions(values: Sequence[str]) -> list[tuple[str, str]]:
     return out
 
 
-def exposure_warnings(
-    host: str, *, public_url: str | None, admin_token: str | None, admin: bool
-) -> list[str]:
+def exposure_warnings(host: str, *, admin_token: str | None, admin: bool) -> list[str]:
     """What an operator binding ``host`` beyond loopback should hear at start-up: an admin
     API anyone on the network may reset or move in time. (Upload URLs need no warning: without
-    ``public_url`` they name the origin each client called, not the bound address.)"""
+    ``--public-url`` they name the origin each client called, not the bound address.)"""
     warnings = []
     if not is_loopback_host(host) and admin and not admin_token:
         warnings.append(
@@ -400,7 +398,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     for warning in exposure_warnings(
         args.host,
-        public_url=args.public_url,
         admin_token=config.admin_token,
         admin=config.admin_enabled,
     ):
