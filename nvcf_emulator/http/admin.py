@@ -18,6 +18,7 @@ from .pexec import invocation_summary
 from .responses import Route, json_response
 
 if TYPE_CHECKING:
+    from ..domain.assets import Asset
     from ..domain.invocations import Invocation
     from ..emulator import Emulator
 
@@ -73,6 +74,10 @@ def parse_date_time(value: object) -> datetime:
 
 #: Invocations ``GET /_emulator/state`` lists (the newest ones); ``invocationCount`` has them all.
 STATE_INVOCATIONS = 100
+#: Assets ``GET /_emulator/state`` lists (the newest ones; the dashboard reads it every
+#: second, so a long session's every asset would cost it MBs and the emulator CPU);
+#: ``assetCount`` has them all.
+STATE_ASSETS = 1000
 #: Characters of a container's answer (or an error) shown in the state's previews.
 PREVIEW_CHARS = 500
 
@@ -85,7 +90,7 @@ def _preview(text: str | None, *, tail: bool = False) -> str | None:
     return "…" + text[-PREVIEW_CHARS:] if tail else text[:PREVIEW_CHARS] + "…"
 
 
-def _asset_entries(emu: Emulator, now: float) -> list[dict[str, object]]:
+def _asset_entries(emu: Emulator, assets: list[Asset], now: float) -> list[dict[str, object]]:
     ttl = emu.config.asset_ttl
     return [
         {
@@ -101,7 +106,7 @@ def _asset_entries(emu: Emulator, now: float) -> list[dict[str, object]]:
             "expiresAt": isoformat(a.expires_at(ttl)),
             "secondsLeft": max(0.0, a.expires_at(ttl) - now),
         }
-        for a in emu.assets.all()
+        for a in assets
     ]
 
 
@@ -148,10 +153,12 @@ def state_document(emu: Emulator) -> dict[str, object]:
     """What ``GET /_emulator/state`` answers (and what the dashboard shows)."""
     now = emu.clock.now()
     invocations = emu.invocations
+    assets = emu.assets.all()
     return {
         "clock": _clock_state(emu),
         "assetTtlSeconds": emu.config.asset_ttl,
-        "assets": _asset_entries(emu, now),
+        "assetCount": len(assets),
+        "assets": _asset_entries(emu, assets[-STATE_ASSETS:], now),
         "functions": _function_entries(emu),
         "invocationCount": len(invocations),
         "invocations": [_invocation_entry(i) for i in reversed(invocations[-STATE_INVOCATIONS:])],

@@ -14,7 +14,7 @@ from ..domain.assets import (
 from ..domain.faults import OPERATIONS
 from ..domain.functions import FunctionStatus
 from ..domain.invocations import InvocationStatus
-from .admin import PREVIEW_CHARS, STATE_INVOCATIONS
+from .admin import PREVIEW_CHARS, STATE_ASSETS, STATE_INVOCATIONS
 
 JSON = "application/json"
 HTML = "text/html"
@@ -237,7 +237,13 @@ SCHEMAS: dict[str, Any] = {
         {
             "clock": {"$ref": "#/components/schemas/Clock"},
             "assetTtlSeconds": {"type": "number"},
-            "assets": {"type": "array", "items": {"$ref": "#/components/schemas/StateAsset"}},
+            "assetCount": {"type": "integer", "minimum": 0},
+            "assets": {
+                "type": "array",
+                "maxItems": STATE_ASSETS,
+                "description": f"The newest {STATE_ASSETS} assets, oldest first",
+                "items": {"$ref": "#/components/schemas/StateAsset"},
+            },
             "functions": {
                 "type": "array",
                 "items": {"$ref": "#/components/schemas/StateFunction"},

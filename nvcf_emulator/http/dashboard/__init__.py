@@ -228,6 +228,7 @@ def render(emu: Emulator, request: Request, nonce: str) -> str:
         "clock_iso": _e(clock_now),
         "clock_offset": _e(offset),
         "invocation_note": _e(invocation_note(shown, count)),
+        "asset_note": _e(asset_note(len(state["assets"]), state["assetCount"]) if state else ""),
         "asset_rows": asset_rows(state["assets"]) if state else _empty(9, loading),
         "function_rows": function_rows(state["functions"]) if state else _empty(7, loading),
         "invocation_rows": (
@@ -236,6 +237,10 @@ def render(emu: Emulator, request: Request, nonce: str) -> str:
     }
     # One pass: text put in (user data included) is never searched for placeholders again.
     return _PLACEHOLDER.sub(lambda m: values[m.group(1)], _resource("page.html"))
+
+
+def asset_note(shown: int, total: int) -> str:
+    return f"The newest {shown} of {total} assets." if total > shown else ""
 
 
 def invocation_note(shown: int, total: int) -> str:

@@ -197,12 +197,15 @@
     fill("assets", state.assets, assetRows);
     fill("functions", state.functions, functionRows);
     fill("invocations", state.invocations, invocationRows);
+    $("assets-note").textContent = state.assetCount > state.assets.length
+      ? `The newest ${state.assets.length} of ${state.assetCount} assets.`
+      : "";
     const shownCount = state.invocations.length;
     $("invocations-note").textContent = state.invocationCount > shownCount
       ? `The last ${shownCount} of ${state.invocationCount} invocations, newest first.`
       : "Newest first.";
     const versions = state.functions.reduce((n, f) => n + f.versions.length, 0);
-    const counts = [plural(state.assets.length, "asset"), plural(versions, "function version"),
+    const counts = [plural(state.assetCount, "asset"), plural(versions, "function version"),
       plural(state.invocationCount, "invocation")].join(", ");
     const change = lastCounts !== null && counts !== lastCounts ? "Now " + counts + "." : "";
     lastCounts = counts;
