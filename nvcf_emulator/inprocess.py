@@ -422,7 +422,8 @@ class _AppIterReader(io.RawIOBase):
         self._buf = b""
         self._cut = False
         self._pump: _Pump | None = None
-        #: The caller's read timeout, for :meth:`readinto` on a streamed answer.
+        #: The caller's read timeout: how long a streamed answer's next chunk may take
+        #: (:meth:`readinto`, :meth:`chunks`).
         self.read_timeout: float | None = None
 
     def readable(self) -> bool:
@@ -460,15 +461,16 @@ class _AppIterReader(io.RawIOBase):
             if chunk:
                 break
 
-    def chunks(self, timeout: float | None = None) -> Iterator[bytes]:
+    def chunks(self) -> Iterator[bytes]:
         """The response body chunk by chunk, as the app yields it (for httpx's streams); a
-        streamed answer whose next chunk takes more than ``timeout`` s raises :class:`TimedOut`."""
+        streamed answer whose next chunk takes more than :attr:`read_timeout` raises
+        :class:`TimedOut`."""
         if self._buf:
             chunk, self._buf = self._buf, b""
             yield chunk
         while True:
             try:
-                chunk = self._next(timeout)
+                chunk = self._next(self.read_timeout)
             except StopIteration:
                 return
             if chunk:
@@ -591,6 +593,7 @@ def call_app(
         return lambda data: None
 
     body = _AppIterReader(app(environ, start_response))
+    body.read_timeout = timeout
     streamed = bool(environ.get(STREAMED_KEY))  # a buffered answer went out whole: no cut
     if streamed:
         with _lock:
@@ -708,7 +711,6 @@ class AppPool:
             if not isinstance(exc.error, OSError):
                 raise exc.error from None  # the body's own error, as over a socket
             raise ProtocolError("Connection aborted.", exc.error) from exc.error
-        answer.body.read_timeout = limit
         return _AsItComes(
             body=io.BufferedReader(answer.body, 256 * 1024),
             headers=cast(Any, answer.headers),  # a list of pairs, as urllib3 accepts

@@ -226,17 +226,16 @@ class EmulatorTransport(httpx.BaseTransport):
             raise _dropped(request) from None
         except BodyFailed as exc:
             raise exc.error from None
-        return _response(answer, _SyncAppStream(answer.body, limit))
+        return _response(answer, _SyncAppStream(answer.body))
 
 
 class _SyncAppStream(httpx.SyncByteStream):
-    def __init__(self, body: _AppIterReader, limit: float | None) -> None:
+    def __init__(self, body: _AppIterReader) -> None:
         self._body = body
-        self._limit = limit
 
     def __iter__(self) -> Iterator[bytes]:
         try:
-            yield from self._body.chunks(self._limit)
+            yield from self._body.chunks()
         except TimedOut as exc:
             raise httpx.ReadTimeout(str(exc)) from None  # httpx adds the request
         except ConnectionResetError as exc:  # StreamCut, or the container's stream broke
@@ -412,7 +411,8 @@ class AsyncEmulatorTransport(httpx.AsyncBaseTransport):
         if isinstance(outcome, BaseException):
             raise outcome
         assert outcome is not None
-        return _response(outcome, _AsyncAppStream(outcome.body, limit))
+        outcome.body.read_timeout = limit  # called without it: the wait above is timed here
+        return _response(outcome, _AsyncAppStream(outcome.body))
 
 
 class _AsyncAppStream(httpx.AsyncByteStream):
@@ -422,9 +422,9 @@ class _AsyncAppStream(httpx.AsyncByteStream):
     cancelled reader left running: that step closes the app iterable when it ends.
     """
 
-    def __init__(self, body: _AppIterReader, limit: float | None) -> None:
+    def __init__(self, body: _AppIterReader) -> None:
         self._body = body
-        self._chunks = body.chunks(limit)
+        self._chunks = body.chunks()
         self._lock = threading.Lock()
         self._closing = False
 
