@@ -17,7 +17,7 @@ from . import __version__
 from .config import EmulatorConfig, boolean, check_base_url
 from .emulator import Emulator
 from .http.admin import is_loopback_host
-from .server import check_idle_timeout
+from .server import check_host, check_idle_timeout
 
 ENV_PREFIX = "NVCF_EMULATOR_"
 
@@ -327,8 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ram_staging_bytes=args.ram_staging_bytes,
         )
         functions = _functions(args.function)
-        if not args.host.strip():
-            raise ValueError("--host must name an address (0.0.0.0 for every interface), got ''")
+        check_host(args.host, "--host")
         if not 0 <= args.port <= 65535:
             raise ValueError(f"--port must be 0-65535, got {args.port}")
         if args.public_url:

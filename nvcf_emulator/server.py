@@ -55,6 +55,17 @@ def check_idle_timeout(seconds: float, what: str = "idle_timeout") -> float:
     return float(seconds)
 
 
+def check_host(host: str, what: str = "host") -> str:
+    """``host`` if it names an address to bind, else a ValueError naming ``what``: ``""``
+    binds every interface, but no URL can name it."""
+    if not host.strip():
+        raise ValueError(
+            f"{what} must name an address to bind (127.0.0.1, or 0.0.0.0 for every "
+            f"interface), got {host!r}"
+        )
+    return host
+
+
 class _Busy:
     """Counts requests being served: from their request line to the end of their response."""
 
@@ -201,11 +212,7 @@ class EmulatorServer:
         once (one thread each); when all are taken, idle keep-alive ones are closed for a new
         client, and further clients wait in the listen backlog."""
         emulator._check_open("serve it")
-        if not host.strip():  # ("", port) binds every interface, but no URL can name it
-            raise ValueError(
-                f"host must name an address to bind (127.0.0.1, or 0.0.0.0 for every "
-                f"interface), got {host!r}"
-            )
+        check_host(host)
         self.emulator = emulator
         self._stopped = False
         #: The storage URL this server gave the emulator (its upload URLs point here).
