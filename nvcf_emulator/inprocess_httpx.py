@@ -202,11 +202,19 @@ def _dropped(request: httpx.Request) -> httpx.RemoteProtocolError:
     )
 
 
-def _cut(exc: ConnectionResetError) -> httpx.RemoteProtocolError:
-    """What httpx raises when a server closes the connection in the middle of a body."""
-    return httpx.RemoteProtocolError(
-        f"peer closed connection without sending complete message body ({exc})"
-    )
+@contextmanager
+def _reading_errors() -> Iterator[None]:
+    """A streamed answer's failures as httpx raises them over a socket: a late chunk is a
+    ``ReadTimeout`` (httpx adds the request), a cut (:class:`StreamCut`, or the container's
+    stream broke) the server closing the connection in the middle of the body."""
+    try:
+        yield
+    except TimedOut as exc:
+        raise httpx.ReadTimeout(str(exc)) from None
+    except ConnectionResetError as exc:
+        raise httpx.RemoteProtocolError(
+            f"peer closed connection without sending complete message body ({exc})"
+        ) from None
 
 
 class EmulatorTransport(httpx.BaseTransport):
@@ -234,12 +242,8 @@ class _SyncAppStream(httpx.SyncByteStream):
         self._body = body
 
     def __iter__(self) -> Iterator[bytes]:
-        try:
+        with _reading_errors():
             yield from self._body.chunks()
-        except TimedOut as exc:
-            raise httpx.ReadTimeout(str(exc)) from None  # httpx adds the request
-        except ConnectionResetError as exc:  # StreamCut, or the container's stream broke
-            raise _cut(exc) from None
 
     def close(self) -> None:
         self._body.close()
@@ -440,13 +444,9 @@ class _AsyncAppStream(httpx.AsyncByteStream):
             self._body.close()
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        try:
+        with _reading_errors():
             while (chunk := await _in_thread(self._step, abandon=True)) is not None:
                 yield chunk
-        except TimedOut as exc:
-            raise httpx.ReadTimeout(str(exc)) from None  # httpx adds the request
-        except ConnectionResetError as exc:  # StreamCut, or the container's stream broke
-            raise _cut(exc) from None
 
     async def aclose(self) -> None:
         self._closing = True
