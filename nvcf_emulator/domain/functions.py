@@ -349,7 +349,7 @@ def _validate_secrets(secrets: object) -> None:
                 f"characters matching {SECRET_NAME_RE.pattern}, got {name!r}"
             )
         value = secret.get("value")
-        if value is None or (isinstance(value, str) and _blank(value)):
+        if _blank(value):
             raise BadRequest(f"Invalid secret value specified: secret {name!r} has no value")
 
 
@@ -428,9 +428,11 @@ def _validate_name(name: object) -> str:
     return name
 
 
-def _with_default_description(body: Mapping[str, Any], name: str) -> Mapping[str, Any]:
-    """NVCF stores the name as the description when none is given (FunctionMapperService.java,
-    ``toFunctionEntity``); a blank one is not shown."""
+def _api_body(body: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    """A create body from the API, held to every rule of NVCF's (:func:`validate_definition`),
+    with its default description: NVCF stores the name when none is given
+    (FunctionMapperService.java, ``toFunctionEntity``); a blank one is not shown."""
+    validate_definition(body)
     if body.get("description") is None:
         return {**body, "description": name}
     return body
@@ -715,8 +717,7 @@ class FunctionService:
         and its default description, the name."""
         name = _validate_name(body.get("name"))
         if strict:
-            validate_definition(body)
-            body = _with_default_description(body, name)
+            body = _api_body(body, name)
         version = self._build(account, body, str(uuid.uuid4()), name)
         self._insert(version)
         return version
@@ -732,8 +733,7 @@ class FunctionService:
         name = body.get("name")
         name = _validate_name(name) if name is not None or strict else existing[0].name
         if strict:
-            validate_definition(body)
-            body = _with_default_description(body, name)
+            body = _api_body(body, name)
         version = self._build(account, body, function_id, name)
         self._insert(version)
         return version
