@@ -54,6 +54,23 @@ def _client(emu: Emulator) -> Client:
     return Client(emu.app)
 
 
+def _uploaded(client: Client, key: str, content_type: str, data: bytes) -> str:
+    """An asset created with ``key`` and its bytes uploaded; its id."""
+    asset = client.post(
+        "/v2/nvcf/assets",
+        json={"contentType": content_type, "description": "d"},
+        headers=auth(key),
+    ).get_json()
+    r = requests.put(
+        asset["uploadUrl"],
+        data=data,
+        headers={"Content-Type": content_type, DESCRIPTION: "d"},
+        timeout=10,
+    )
+    assert r.status_code == 200
+    return str(asset["assetId"])
+
+
 # -- the routes --------------------------------------------------------------------------------
 
 _F, _V = "11111111-1111-4111-8111-111111111111", "22222222-2222-4222-8222-222222222222"
@@ -292,19 +309,7 @@ def test_another_accounts_ids_answer_as_ids_that_do_not_exist(two: Emulator) -> 
     alice_fn = two.add_function(echo, name="alice-fn", nca_id="nca-alice")
     two.add_function(echo, name="bob-fn", nca_id="nca-bob")
     client = _client(two)
-    created = client.post(
-        "/v2/nvcf/assets",
-        json={"contentType": "text/plain", "description": "d"},
-        headers=auth(ALICE),
-    ).get_json()
-    r = requests.put(
-        created["uploadUrl"],
-        data=b"alice",
-        headers={"Content-Type": "text/plain", DESCRIPTION: "d"},
-        timeout=10,
-    )
-    assert r.status_code == 200
-    aid = created["assetId"]
+    aid = _uploaded(client, ALICE, "text/plain", b"alice")
     r = client.post(
         f"/v2/nvcf/pexec/functions/{alice_fn.function_id}",
         json={},
@@ -395,19 +400,7 @@ def test_each_account_lists_its_own_assets_under_its_own_cap() -> None:
         made: dict[str, list[str]] = {ALICE: [], BOB: []}
         for key, count in ((ALICE, 3), (BOB, 2)):
             for _ in range(count):
-                asset = client.post(
-                    "/v2/nvcf/assets",
-                    json={"contentType": "a/b", "description": "d"},
-                    headers=auth(key),
-                ).get_json()
-                r = requests.put(
-                    asset["uploadUrl"],
-                    data=b"x",
-                    headers={"Content-Type": "a/b", DESCRIPTION: "d"},
-                    timeout=10,
-                )
-                assert r.status_code == 200
-                made[key].append(asset["assetId"])
+                made[key].append(_uploaded(client, key, "a/b", b"x"))
         alice = [
             a["assetId"]
             for a in client.get("/v2/nvcf/assets", headers=auth(ALICE)).get_json()["assets"]
