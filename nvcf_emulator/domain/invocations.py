@@ -1463,8 +1463,6 @@ class InvocationService:
 
 
 _RESPONSE_DROPPED = HOP_BY_HOP | {"content-length", "date", "server"}
-#: The most header bytes a container's answer may carry on to the client.
-MAX_RESPONSE_HEADER_BYTES = MAX_HEADER_BYTES
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
@@ -1484,9 +1482,9 @@ def _forwarded_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, st
         if name.lower() in dropped:
             continue
         total += len(name) + len(value) + 4
-        if total > MAX_RESPONSE_HEADER_BYTES:
+        if total > MAX_HEADER_BYTES:
             raise ValueError(
-                f"its headers total more than {MAX_RESPONSE_HEADER_BYTES} bytes (at {name}); "
+                f"its headers total more than {MAX_HEADER_BYTES} bytes (at {name}); "
                 "HTTP clients such as Python's http.client cannot read them"
             )
         if not _TOKEN.fullmatch(name):
