@@ -1,0 +1,335 @@
+"""NVIDIA's own FastAPI function samples (``tests/samples/``, vendored unchanged from
+NVIDIA/nvcf ``examples/function-samples/``) run against the emulator as a user's first test
+would: registered with the inference URL, health URI and port NVIDIA's docs give them, and
+invoked with the paths, headers and bodies of their READMEs and of ``docs/user/``
+(container-functions.md, generic-http-function-invocation.md, function-creation.md).
+
+The gRPC sample (``grpc-echo-sample``) is out of scope: the emulator has no gRPC.
+
+Every uvicorn server a test starts runs on loopback in a thread and is stopped at its end.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import uvicorn
+
+from nvcf_emulator import Emulator
+from tests.samples import echo_server, multi_endpoint_server, streaming_server
+
+API = "https://api.nvcf.nvidia.com"
+JSON = {"Content-Type": "application/json"}
+SSE = {"Accept": "text/event-stream"}
+
+# What NVIDIA's container-functions.md says the echo sample's function is created with.
+ECHO = {"inference_url": "/echo", "health_uri": "/health", "inference_port": 8000}
+STREAMING = {"inference_url": "/streaming_echo", "health_uri": "/health", "inference_port": 8000}
+
+
+def pexec(
+    base: str, emu: Emulator, fid: str, body: Any, headers: dict[str, str] | None = None, **kw: Any
+) -> requests.Response:
+    """``POST /v2/nvcf/pexec/functions/{fid}`` as the README's curl sends it (a JSON body)."""
+    return requests.post(
+        f"{base}/v2/nvcf/pexec/functions/{fid}",
+        data=json.dumps(body),
+        headers={**emu.headers, **JSON, **(headers or {})},
+        allow_redirects=False,
+        timeout=30,
+        **kw,
+    )
+
+
+def events(response: requests.Response) -> list[str]:
+    """The ``data:`` of each Server-Sent Event, read as the stream arrives."""
+    return [
+        line[len("data: ") :]
+        for line in response.iter_lines(decode_unicode=True)
+        if line.startswith("data: ")
+    ]
+
+
+@pytest.fixture
+def uvicorn_url() -> Iterator[Any]:
+    """Start a sample under uvicorn on a free loopback port (a "container" already running);
+    every server started is stopped at the end of the test."""
+    started: list[tuple[uvicorn.Server, threading.Thread]] = []
+
+    def start(app: Any) -> str:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        started.append((server, thread))
+        for _ in range(1000):  # a safety net, not a timing assertion
+            if server.started or not thread.is_alive():
+                break
+            threading.Event().wait(0.01)
+        assert server.started, "uvicorn did not start"
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for server, thread in started:
+        server.should_exit = True
+        thread.join(10)
+        assert not thread.is_alive()
+
+
+# -- fastapi-echo-sample, in-process as an ASGI app -----------------------------------------
+
+
+def test_echo_sample_answers_its_readme_request(nvcf: Emulator) -> None:
+    fid, _ = nvcf.add_function(echo_server.app, name="fastapi-echo-sample", **ECHO)
+
+    r = pexec(API, nvcf, fid, {"message": "hello"})
+
+    assert r.status_code == 200, r.text
+    assert r.json() == "hello"  # the sample returns message * repeats, as JSON
+    assert r.headers["Content-Type"] == "application/json"
+    assert r.headers["NVCF-STATUS"] == "fulfilled"
+    reqid = r.headers["NVCF-REQID"]
+    assert str(uuid.UUID(reqid)) == reqid
+    # container-functions.md: NVCF-INVOCATION-REGION goes to the container, never to clients.
+    assert "NVCF-INVOCATION-REGION" not in r.headers
+    call = nvcf.invocations[-1]
+    assert call.container_request is not None
+    assert (call.container_request.method, call.container_request.path) == ("POST", "/echo")
+    sent = {k.upper(): v for k, v in call.container_headers.items()}
+    assert sent["NVCF-REQID"] == reqid
+    # function-creation.md, "Available Container Variables": every one reaches the container.
+    for name in (
+        "NVCF-REQID",
+        "NVCF-SUB",
+        "NVCF-NCAID",
+        "NVCF-FUNCTION-NAME",
+        "NVCF-FUNCTION-ID",
+        "NVCF-FUNCTION-VERSION-ID",
+        "NVCF-LARGE-OUTPUT-DIR",
+        "NVCF-MAX-RESPONSE-SIZE-BYTES",
+        "NVCF-NSPECTID",
+        "NVCF-BACKEND",
+        "NVCF-INSTANCETYPE",
+        "NVCF-REGION",
+        "NVCF-INVOCATION-REGION",
+        "NVCF-ENV",
+    ):
+        assert name in sent, name
+    assert sent["NVCF-FUNCTION-NAME"] == "fastapi-echo-sample"
+    assert sent["NVCF-FUNCTION-ID"] == fid
+
+
+def test_echo_sample_repeats_and_validation_error(nvcf: Emulator) -> None:
+    fid, _ = nvcf.add_function(echo_server.app, name="fastapi-echo-sample", **ECHO)
+
+    assert pexec(API, nvcf, fid, {"message": "ab", "repeats": 3}).json() == "ababab"
+
+    # FastAPI answers a body without "message" with its 422; NVCF's worker maps a container
+    # 4xx to problem JSON (the sample's body has no "error" member: "Inference error").
+    bad = pexec(API, nvcf, fid, {"repeats": 3})
+    assert bad.status_code == 422
+    assert bad.headers["Content-Type"] == "application/problem+json"
+    assert bad.headers["NVCF-STATUS"] == "errored"
+    problem = bad.json()
+    assert problem["status"] == 422
+    assert problem["title"] == "Unprocessable Entity"
+    assert problem["detail"] == "Inference error"
+
+
+def test_echo_sample_streams_events_with_accept_event_stream(nvcf: Emulator) -> None:
+    fid, _ = nvcf.add_function(echo_server.app, name="fastapi-echo-sample", **ECHO)
+
+    body = {"message": "hello", "repeats": 3, "stream": True, "delay": 0.001}
+    with pexec(API, nvcf, fid, body, SSE, stream=True) as r:
+        assert r.status_code == 200
+        assert r.headers["Content-Type"].startswith("text/event-stream")
+        assert r.headers["NVCF-STATUS"] == "fulfilled"
+        assert events(r) == ["hello", "hello", "hello"]
+
+
+def test_echo_sample_slower_than_poll_seconds_gives_202_then_the_result(nvcf: Emulator) -> None:
+    fid, _ = nvcf.add_function(echo_server.app, name="fastapi-echo-sample", **ECHO)
+
+    r = pexec(API, nvcf, fid, {"message": "slow", "delay": 1.5}, {"NVCF-POLL-SECONDS": "1"})
+
+    assert r.status_code == 202, r.text
+    assert r.headers["NVCF-STATUS"] == "in-progress"
+    assert r.content == b""
+    reqid = r.headers["NVCF-REQID"]
+    status_url = f"{API}/v2/nvcf/pexec/status/{reqid}"
+    for _ in range(30):
+        polled = requests.get(status_url, headers={**nvcf.headers, "NVCF-POLL-SECONDS": "5"})
+        if polled.status_code != 202:
+            break
+    assert polled.status_code == 200, polled.text
+    assert polled.json() == "slow"
+    assert polled.headers["NVCF-REQID"] == reqid
+    assert requests.get(status_url, headers=nvcf.headers).status_code == 404  # fetched once
+
+
+@pytest.mark.nvcf(keep_staged=True)
+def test_echo_sample_with_an_input_asset_gets_it_staged(nvcf: Emulator) -> None:
+    fid, _ = nvcf.add_function(echo_server.app, name="fastapi-echo-sample", **ECHO)
+    asset = requests.post(
+        f"{API}/v2/nvcf/assets",
+        headers=nvcf.headers,
+        json={"contentType": "image/png", "description": "cat"},
+    ).json()
+    put = requests.put(
+        asset["uploadUrl"],
+        data=b"png bytes",
+        headers={"Content-Type": "image/png", "x-amz-meta-nvcf-asset-description": "cat"},
+    )
+    assert put.status_code == 200
+
+    r = pexec(
+        API, nvcf, fid, {"message": "hello"}, {"NVCF-INPUT-ASSET-REFERENCES": asset["assetId"]}
+    )
+
+    assert r.status_code == 200, r.text
+    assert r.json() == "hello"
+    sent = nvcf.invocations[-1].container_headers
+    assert sent["NVCF-FUNCTION-ASSET-IDS"] == asset["assetId"]
+    staged = Path(sent["NVCF-ASSET-DIR"]) / asset["assetId"]
+    assert staged.read_bytes() == b"png bytes"
+
+
+def test_echo_sample_created_with_the_documented_body_through_the_functions_api(
+    nvcf: Emulator,
+) -> None:
+    """container-functions.md's "Create the Function" body, with the echo sample's endpoints
+    ("Inference Endpoint: /echo, Health Endpoint: /health, Inference Port: 8000")."""
+    image = "registry.example.com/me/fastapi-echo-sample:latest"
+    nvcf.register_image(image, echo_server.app)
+    created = requests.post(
+        f"{API}/v2/nvcf/functions",
+        headers={**nvcf.headers, **JSON},
+        json={
+            "name": "fastapi-echo-sample",
+            "inferenceUrl": "/echo",
+            "inferencePort": 8000,
+            "containerImage": image,
+            "health": {
+                "protocol": "HTTP",
+                "uri": "/health",
+                "port": 8000,
+                "timeout": "PT10S",
+                "expectedStatusCode": 200,
+            },
+        },
+    )
+    assert created.status_code == 200, created.text
+    fn = created.json()["function"]
+    assert fn["status"] == "INACTIVE"
+    assert fn["health"]["uri"] == "/health"
+    fid, vid = fn["id"], fn["versionId"]
+    deployed = requests.post(
+        f"{API}/v2/nvcf/deployments/functions/{fid}/versions/{vid}",
+        headers={**nvcf.headers, **JSON},
+        json={
+            "deploymentSpecifications": [
+                {"gpu": "L40S", "instanceType": "gl40s_1", "minInstances": 1, "maxInstances": 1}
+            ]
+        },
+    )
+    assert deployed.status_code == 200, deployed.text
+    got = requests.get(f"{API}/v2/nvcf/functions/{fid}/versions/{vid}", headers=nvcf.headers)
+    assert got.json()["function"]["status"] == "ACTIVE"  # its /health answered 200
+
+    r = pexec(API, nvcf, fid, {"message": "hello"})
+    assert r.status_code == 200, r.text
+    assert r.json() == "hello"
+    pinned = requests.post(
+        f"{API}/v2/nvcf/pexec/functions/{fid}/versions/{vid}",
+        headers={**nvcf.headers, **JSON},
+        data=json.dumps({"message": "pinned"}),
+    )
+    assert pinned.json() == "pinned"
+
+
+# -- fastapi-echo-sample as a running server (uvicorn), through a served emulator -------------
+
+
+def test_echo_sample_under_uvicorn_through_a_served_emulator(
+    nvcf_server: Any, uvicorn_url: Any
+) -> None:
+    url = uvicorn_url(echo_server.app)
+    fid, _ = nvcf_server.add_function(
+        f"{url}/echo", name="fastapi-echo-sample", health_uri="/health"
+    )
+
+    r = pexec(nvcf_server.url, nvcf_server, fid, {"message": "hello", "repeats": 2})
+    assert r.status_code == 200, r.text
+    assert r.json() == "hellohello"
+
+    body = {"message": "hi", "repeats": 3, "stream": True, "delay": 0.001}
+    with pexec(nvcf_server.url, nvcf_server, fid, body, SSE, stream=True) as s:
+        assert s.status_code == 200
+        assert s.headers["Content-Type"].startswith("text/event-stream")
+        assert "Content-Length" not in s.headers  # forwarded as it comes, not buffered
+        assert events(s) == ["hi", "hi", "hi"]
+
+    slow = pexec(
+        nvcf_server.url,
+        nvcf_server,
+        fid,
+        {"message": "z", "delay": 1.5},
+        {"NVCF-POLL-SECONDS": "1"},
+    )
+    assert slow.status_code == 202
+    polled = requests.get(
+        f"{nvcf_server.url}/v2/nvcf/pexec/status/{slow.headers['NVCF-REQID']}",
+        headers={**nvcf_server.headers, "NVCF-POLL-SECONDS": "10"},
+        timeout=30,
+    )
+    assert polled.status_code == 200, polled.text
+    assert polled.json() == "z"
+
+
+# -- fastapi-streaming-sample ------------------------------------------------------------------
+
+
+def test_streaming_sample_streams_one_event_per_word(nvcf: Emulator) -> None:
+    fid, _ = nvcf.add_function(streaming_server.app, name="fastapi-streaming-sample", **STREAMING)
+
+    with pexec(API, nvcf, fid, {"message": "hello there"}, SSE, stream=True) as r:
+        assert r.status_code == 200, r.text
+        assert r.headers["Content-Type"].startswith("text/event-stream")
+        assert events(r) == ["hello", "there"]
+
+
+def test_streaming_sample_under_uvicorn_through_a_served_emulator(
+    nvcf_server: Any, uvicorn_url: Any
+) -> None:
+    url = uvicorn_url(streaming_server.app)
+    fid, _ = nvcf_server.add_function(url, name="fastapi-streaming-sample", **STREAMING)
+
+    body = {"message": "hello there general kenobi", "repeats": 2, "delay": 0.001}
+    with pexec(nvcf_server.url, nvcf_server, fid, body, SSE, stream=True) as r:
+        assert r.status_code == 200, r.text
+        assert r.headers["Content-Type"].startswith("text/event-stream")
+        assert events(r) == ["hello", "there", "general", "kenobi"] * 2
+
+
+# -- fastapi-multi-endpoint-sample -------------------------------------------------------------
+
+
+def test_multi_endpoint_sample_echo_through_pexec(nvcf: Emulator) -> None:
+    fid, _ = nvcf.add_function(
+        multi_endpoint_server.app, name="fastapi-multi-endpoint-sample", **ECHO
+    )
+
+    r = pexec(API, nvcf, fid, {"message": "hello"})
+
+    assert r.status_code == 200, r.text
+    assert r.json() == "hello"
