@@ -232,6 +232,10 @@ class Invocation:
     #: streaming mode, the container's answer then goes back as it is (no error mapping, no
     #: 302, no progress), as NVCF's worker does.
     compat: bool = True
+    #: Where the container is called: the function's ``inferenceUrl`` (``None``), or, for a
+    #: pass-through call (``https://<functionId>.invocation.<host>/<path>``), the client's own
+    #: path and query, as NVCF's invocation service forwards them.
+    container_path: str | None = None
     status: InvocationStatus = InvocationStatus.QUEUED
     #: What the container was sent (headers as the container saw them) and what it answered
     #: (the body is ``b""`` when it was streamed through).
@@ -674,6 +678,7 @@ class InvocationService:
         body: bytes,
         poll_seconds: int,
         streaming: bool,
+        container_path: str | None = None,
     ) -> Invocation:
         now = self.clock.now()
         recorded = {k: ("Bearer ***" if k.lower() == "authorization" else v) for k, v in headers}
@@ -693,6 +698,7 @@ class InvocationService:
             compat=not any(
                 k.lower() == COMPAT_OFF_HEADER and v.strip().lower() == "true" for k, v in headers
             ),
+            container_path=container_path,
             created_at=now,
             expires_at=now + self._config().request_ttl,
         )
@@ -936,9 +942,10 @@ class InvocationService:
         container = self._container_for(version)
         if container is None:
             return connection_error()
+        path = version.inference_url if inv.container_path is None else inv.container_path
         request = ContainerRequest(
             method=inv.method,
-            path=version.inference_url,
+            path=path,
             headers=self._container_headers(inv, version, staged, client_headers),
             body=inv.request_body,
             port=version.inference_port,
@@ -1000,7 +1007,7 @@ class InvocationService:
                 poll_headers, poll_seconds = inv._poll_request or ([], inv.poll_seconds)
                 request = ContainerRequest(
                     method="GET",
-                    path=version.inference_url,
+                    path=path,
                     headers=self._container_headers(
                         inv,
                         version,

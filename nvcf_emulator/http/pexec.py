@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from werkzeug.utils import send_file
 from werkzeug.wrappers import Request, Response
@@ -14,6 +15,7 @@ from ..domain.clock import isoformat
 from ..domain.errors import BadRequest, NotFound, PayloadTooLarge, StorageError
 from ..domain.functions import FunctionStatus
 from ..domain.invocations import (
+    COMPAT_OFF_HEADER,
     Event,
     Invocation,
     Outcome,
@@ -81,17 +83,21 @@ def wants_stream(request: Request) -> bool:
     return "," not in accept and accept.split(";")[0].strip().lower() == "text/event-stream"
 
 
-def poll_seconds(emu: Emulator, request: Request, streaming: bool) -> int:
+def poll_seconds(
+    emu: Emulator, request: Request, streaming: bool, *, passthrough: bool = False
+) -> int:
     """``NVCF-POLL-SECONDS`` (``NVCF-POLL_SECONDS`` counts too), as NVCF's invocation service
     reads it: an unsigned integer (``0`` counts as 1; negative, fractional or other text is a
-    400), at most ``max_poll_seconds``."""
+    400), at most ``max_poll_seconds``. A pass-through call has no long default for streams
+    (post_pexec.rs keeps that for the pexec paths only)."""
     cfg = emu.config
     raw = request.headers.get(POLL_HEADER)
     if raw is None:
         # The long default needs Accept to be exactly text/event-stream (NVCF compares the
         # value as it is); a stream asked for with parameters or in capitals gets the short one.
         exact = request.headers.get("Accept") == "text/event-stream"
-        return cfg.sse_poll_seconds if streaming and exact else cfg.poll_seconds
+        long = streaming and exact and not passthrough
+        return cfg.sse_poll_seconds if long else cfg.poll_seconds
     if not _UNSIGNED.match(raw.strip()):
         raise BadRequest(f"{POLL_DETAIL}: {POLL_HEADER} '{raw}' is not an unsigned integer")
     value = int(raw.strip())
@@ -231,6 +237,86 @@ def invoke(
 
 def invoke_version(emu: Emulator, request: Request, function_id: str, version_id: str) -> Response:
     return invoke(emu, request, function_id, version_id)
+
+
+# -- pass-through invocation ("TLB"): https://<functionId>.invocation.<host>/<any path> --------
+
+#: Headers that name the function of a pass-through call when the Host does not (NVCF's
+#: ``function_id_headers``, for gateways without wildcard DNS).
+FUNCTION_ID_HEADER = "function-id"
+FUNCTION_VERSION_ID_HEADER = "function-version-id"
+_WHOLE_UUID = re.compile(rf"(?:{RUST_UUID_PATTERN})\Z")
+_HYPHENATED_LEN = 36
+
+
+def _uuid_or_none(value: str | None) -> str | None:
+    return canonical(value) if value is not None and _WHOLE_UUID.match(value) else None
+
+
+def passthrough_target(request: Request) -> tuple[str, str | None] | None:
+    """The ``(function id, version id or None)`` a request names for pass-through invocation,
+    or ``None`` for a request on the API's own paths. As NVCF's invocation service routes
+    (routes/tlb.rs): a ``function-id`` header (with ``function-version-id``) wins, else a
+    Host that starts with a hyphenated UUID: ``<functionId>.invocation.<domain>`` or
+    ``<versionId>.<functionId>.invocation.<domain>``."""
+    function_id = _uuid_or_none(request.headers.get(FUNCTION_ID_HEADER))
+    if function_id is not None:
+        version = _uuid_or_none(request.headers.get(FUNCTION_VERSION_ID_HEADER))
+        return function_id, version
+    host = request.headers.get("Host", "")
+    first = _uuid_or_none(host[:_HYPHENATED_LEN])  # 36 characters: only the hyphenated form
+    if first is None:
+        return None
+    # The 36 characters after the one that follows the first id (a dot): a second id makes
+    # the first the version.
+    second = host[_HYPHENATED_LEN + 1 : 2 * _HYPHENATED_LEN + 1]
+    if len(second) == _HYPHENATED_LEN and _uuid_or_none(second) is not None:
+        return canonical(second), first
+    return first, None
+
+
+def _raw_target(request: Request) -> str:
+    """The client's path and query as it sent them (NVCF forwards ``path_and_query``)."""
+    raw = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI") or ""
+    if isinstance(raw, str) and raw.startswith("/"):
+        return raw
+    query = request.query_string.decode("latin-1")
+    return quote(request.path, safe="/:@!$&'()*+,;=-._~%") + (f"?{query}" if query else "")
+
+
+def passthrough(
+    emu: Emulator, request: Request, function_id: str, version_id: str | None = None
+) -> Response:
+    """A pass-through call: the client's method, path, query, headers and body go to the
+    container as they are, and its answer comes back as it is (NVCF sets
+    ``nvcf-feature-disable-worker-compatibility: true``: no problem mapping, no 302 zip, no
+    progress). ``NVCF-INPUT-ASSET-REFERENCES`` is not read; a 202 and
+    ``/v2/nvcf/pexec/status/{reqId}`` work as for pexec."""
+    try:
+        account = _account(emu, request)
+    except _AuthRefused as refused:
+        return refused.response()
+    version = emu.functions.resolve_invocation(account, function_id, version_id)
+    streaming = wants_stream(request)
+    seconds = poll_seconds(emu, request, streaming, passthrough=True)
+    body = _read_body(emu, request)
+    headers = [(k, v) for k, v in request.headers.items() if k.lower() != COMPAT_OFF_HEADER]
+    inv = emu.invocation_service.submit(
+        account,
+        version,
+        [],
+        method=request.method,
+        path=request.path,
+        headers=[*headers, (COMPAT_OFF_HEADER, "true")],
+        body=body,
+        poll_seconds=seconds,
+        streaming=streaming,
+        container_path=_raw_target(request),
+    )
+    if emu.config.always_async:
+        return _answer(emu, request, inv, None, seconds)
+    event = emu.invocation_service.next_event(inv, seconds)
+    return _answer(emu, request, inv, event, seconds)
 
 
 def status(emu: Emulator, request: Request, request_id: str) -> Response:
