@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import importlib
 import logging
 import os
 import secrets
@@ -434,7 +434,7 @@ class Emulator(InvocationAPI):
             self._tmp = None
         lock, self._root_lock = self._root_lock, None
         if lock is not None:
-            os.close(lock)  # releases the flock
+            _unlock_root(lock)
 
     @contextmanager
     def activate(self) -> Iterator[Self]:
@@ -558,19 +558,67 @@ def _remove_ours(directory: Path) -> None:
                 os.unlink(entry.path)
 
 
-def _lock_root(root: Path) -> int:
-    """Take ``root`` for this emulator (an exclusive ``flock``, dropped by the OS if the
-    process dies): two emulators on one dir would delete each other's uploads in flight."""
-    fd = os.open(root / _LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+try:
+    import fcntl
+except ImportError:  # Windows: msvcrt's byte-range lock instead (see _try_lock)
+    fcntl = None  # type: ignore[assignment]
+
+#: Where Windows' lock goes: a byte past the pid written at the start of the lock file (a
+#: locked byte cannot be read by another process there, and the next one reads the pid).
+_LOCK_OFFSET = 64
+
+
+def _try_lock(fd: int) -> bool:
+    """Lock ``fd``'s file for this process (the OS drops the lock if it dies); ``False``
+    when another emulator holds it."""
+    if fcntl is not None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+    msvcrt = importlib.import_module("msvcrt")
+    os.lseek(fd, _LOCK_OFFSET, os.SEEK_SET)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+    except OSError:  # locked by another handle
+        return False
+    return True
+
+
+def _unlock_root(fd: int) -> None:
+    """Release :func:`_lock_root`'s lock (closing is enough for flock; Windows asks for the
+    byte to be unlocked first, or may keep it locked a while after the close)."""
+    try:
+        if fcntl is None:
+            msvcrt = importlib.import_module("msvcrt")
+            os.lseek(fd, _LOCK_OFFSET, os.SEEK_SET)
+            with contextlib.suppress(OSError):
+                msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+    finally:
+        os.close(fd)
+
+
+def _lock_root(root: Path) -> int:
+    """Take ``root`` for this emulator (an exclusive lock, dropped by the OS if the process
+    dies): two emulators on one dir would delete each other's uploads in flight."""
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(root / _LOCK_FILE, flags, 0o600)
+    try:
+        locked = _try_lock(fd)
+        if not locked:
+            os.lseek(fd, 0, os.SEEK_SET)  # no pread on Windows
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+    except BaseException:
+        os.close(fd)
+        raise
+    if not locked:
         os.close(fd)
         raise RuntimeError(
             f"{root} is in use by another emulator (process {holder}); give each emulator its "
             "own root_dir / state_dir"
-        ) from None
+        )
     os.ftruncate(fd, 0)
-    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.write(fd, str(os.getpid()).encode())
     return fd

@@ -20,6 +20,10 @@ DEST_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 #: errno values that mean "this kernel or file system cannot copy these files".
 UNSUPPORTED = frozenset({errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF})
 _CHUNK = 1 << 20
+#: Flags for ``os.open`` of a file of bytes. Windows opens in text mode unless told
+#: ``O_BINARY`` (writes turn ``\n`` into ``\r\n``, reads stop at ``\x1a``), and has no
+#: ``O_CLOEXEC`` (Python makes its descriptors non-inheritable there anyway).
+BINARY = getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
 def kernel_copy(src: int, dst: int, count: int, position: int) -> int | None:
@@ -51,15 +55,20 @@ def write_all(fd: int, data: ReadableBuffer) -> None:
 
 def copy_file(src: int, dst: int, size: int, start: int = 0) -> None:
     """Append bytes ``start`` to ``size`` of ``src`` to ``dst``: in the kernel where it can,
-    the rest in 1 MiB reads and writes."""
+    the rest in 1 MiB reads and writes (where there is no ``pread``, Windows, these move the
+    offset of ``src``)."""
     offset = start
     while offset < size:
         copied = kernel_copy(src, dst, min(size - offset, 1 << 30), offset)
         if not copied:  # unsupported (None), or the file is shorter than it was (0)
             break
         offset += copied
+    pread = getattr(os, "pread", None)
+    if pread is None and offset < size:  # Windows: no pread; ``src`` is ours to seek
+        os.lseek(src, offset, os.SEEK_SET)
     while offset < size:
-        data = os.pread(src, min(size - offset, _CHUNK), offset)
+        want = min(size - offset, _CHUNK)
+        data = pread(src, want, offset) if pread is not None else os.read(src, want)
         if not data:
             break
         write_all(dst, data)

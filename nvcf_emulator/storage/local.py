@@ -2,24 +2,32 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
+import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from .kernel import copy_file, write_all
+from .kernel import BINARY, copy_file, write_all
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
+
+_ioctl: Callable[[int, int, int], object] | None
+try:
+    import fcntl
+except ImportError:  # Windows
+    _ioctl = None
+else:
+    # The request number below is Linux's: elsewhere (macOS) it may mean something else.
+    _ioctl = fcntl.ioctl if sys.platform == "linux" else None
 
 _FICLONE = 0x40049409  # linux/fs.h: clone a file's extents (btrfs, xfs, ...)
 #: Files up to this size are staged with one read and one write (below malloc's mmap
 #: threshold: a larger buffer costs an mmap, mremap and munmap per staging).
 _SMALL_COPY = 64 * 1024
-_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
 class _LocalWriter:
@@ -114,13 +122,13 @@ class LocalBlobStore:
         # concurrent invocations each release is a hand-off, so open()'s extra fstat, isatty
         # ioctl and lseek are not free.
         root = os.path.dirname(os.path.dirname(dest))  # the staging root
-        src = os.open(self._path(key), os.O_RDONLY | _CLOEXEC)
+        src = os.open(self._path(key), os.O_RDONLY | BINARY)
         try:
-            dst = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _CLOEXEC, 0o666)
+            dst = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | BINARY, 0o666)
             try:
-                if root not in self._no_clone:
+                if _ioctl is not None and root not in self._no_clone:
                     try:
-                        fcntl.ioctl(dst, _FICLONE, src)
+                        _ioctl(dst, _FICLONE, src)
                         return
                     except OSError:
                         self._no_clone.add(root)

@@ -17,6 +17,8 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Protocol
 
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)  # not on Windows (descriptors are not inherited there)
+
 
 class StateStore(Protocol):
     def put(self, kind: str, record_id: str, data: dict[str, Any]) -> None: ...
@@ -153,7 +155,7 @@ def _owner_only(path: Path) -> None:
     same mode): it holds the URL-signing secret and functions' secrets. A file another user
     owns (or a read-only one) is left as it is, to be refused when opened."""
     try:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _CLOEXEC, 0o600))
     except FileExistsError:  # made by an older version, maybe readable by all
         for name in (path.name, f"{path.name}-wal", f"{path.name}-shm"):
             with contextlib.suppress(OSError):

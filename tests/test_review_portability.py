@@ -1,0 +1,136 @@
+"""Portability review: what differs on the laptops users have (macOS, Windows), simulated here.
+
+Linux CI cannot run macOS or Windows, so each test takes away (or swaps) what the other
+platform lacks: ``fcntl``, ``os.pread``, ``O_CLOEXEC``, ``/dev/shm``, a temp dir reached
+through a symlink (``/var`` -> ``/private/var`` on macOS), Windows' text-mode ``os.open``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: A child interpreter that looks like Windows to the emulator's own modules: no ``fcntl``
+#: (only http/storage.py, which still imports it at the top, is let through: it is not part
+#: of this review's files), an ``msvcrt`` whose byte-range lock is per open file, no
+#: ``pread``/``pwrite``/``O_CLOEXEC``/``statvfs``/``getuid`` and no kernel copies, and
+#: ``O_BINARY`` (Windows' 0x8000; on Linux x86-64 that bit is the harmless O_LARGEFILE). Every
+#: ``os.open`` under the root is recorded, to find files of bytes opened in text mode.
+_WINDOWS_LIKE = """
+import builtins, fcntl as real_fcntl, json, os, sys, tempfile, types
+# The standard library tells Windows by whether msvcrt imports: it is in place before the fake.
+import asyncio, concurrent.futures, sqlite3, subprocess, zipfile, requests, werkzeug.serving
+
+BINARY = 0x8000
+os.O_BINARY = BINARY
+tempfile._bin_openflags |= BINARY  # what Windows' tempfile uses for mkstemp
+for name in ("O_CLOEXEC", "pread", "pwrite", "preadv", "statvfs", "getuid",
+             "copy_file_range", "sendfile", "splice"):
+    if hasattr(os, name):
+        delattr(os, name)
+
+real_import = builtins.__import__
+def windows_import(name, globals=None, locals=None, fromlist=(), level=0):
+    importer = (globals or {}).get("__name__", "")
+    if (name == "fcntl" and importer.startswith("nvcf_emulator")
+            and importer != "nvcf_emulator.http.storage"):
+        raise ModuleNotFoundError("No module named 'fcntl'", name="fcntl")
+    return real_import(name, globals, locals, fromlist, level)
+builtins.__import__ = windows_import
+
+msvcrt = types.ModuleType("msvcrt")
+msvcrt.LK_UNLCK, msvcrt.LK_LOCK, msvcrt.LK_NBLCK = 0, 1, 2
+def locking(fd, mode, nbytes):
+    try:
+        real_fcntl.flock(fd, real_fcntl.LOCK_UN if mode == 0 else
+                         real_fcntl.LOCK_EX | real_fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise PermissionError(13, "Permission denied") from None
+msvcrt.locking = locking
+sys.modules["msvcrt"] = msvcrt
+
+ROOT = os.path.realpath(sys.argv[1])
+opened = []
+real_open = os.open
+def recording_open(path, flags, mode=0o777, *, dir_fd=None):
+    fd = real_open(path, flags, mode, dir_fd=dir_fd)
+    if os.path.realpath(path).startswith(ROOT) and not os.path.isdir(path):  # rmtree's dirs
+        opened.append((os.path.relpath(os.path.realpath(path), ROOT), flags))
+    return fd
+os.open = recording_open
+"""
+
+
+def _run_windows_like(body: str, root: Path) -> dict[str, object]:
+    script = _WINDOWS_LIKE + textwrap.dedent(body)
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(root)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result: dict[str, object] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+# Bytes a text-mode descriptor would change: \n written as \r\n, a read ending at \x1a.
+_PAYLOAD_EXPR = (
+    '(b"line\\n\\r\\n\\x1a\\x00" + bytes(range(256))) * 700'  # 183 KiB: > one small copy
+)
+_PAYLOAD: bytes = eval(_PAYLOAD_EXPR)
+
+
+def test_emulator_on_windows_locks_its_root_and_stages_assets_byte_for_byte(
+    tmp_path: Path,
+) -> None:
+    """Without fcntl, pread, pwrite and O_CLOEXEC (Windows), ``Emulator(root_dir=...)`` failed
+    at import or start; staged copies were opened without O_BINARY (text mode on Windows)."""
+    root = tmp_path / "root"
+    result = _run_windows_like(
+        f"""
+        import hashlib, requests
+        from nvcf_emulator import Emulator
+        from tests.test_pexec import invoke, new_asset
+
+        out = {{}}
+        emu = Emulator(root_dir=ROOT).__enter__()  # routes requests in-process
+        try:
+            try:
+                Emulator(root_dir=ROOT)
+            except RuntimeError as exc:
+                out["second"] = str(exc)
+            def look(req):
+                data = req.asset_path(req.asset_ids[0]).read_bytes()
+                return {{"sha": hashlib.sha256(data).hexdigest(), "dir": str(req.asset_dir)}}
+            fid, _ = emu.add_function(look, name="look")
+            asset = new_asset({_PAYLOAD_EXPR}, emu=emu)
+            r = invoke(emu, fid, headers={{"NVCF-INPUT-ASSET-REFERENCES": asset}})
+            out["status"], out["answer"] = r.status_code, r.json()
+            out["stored"] = hashlib.sha256(emu.asset_bytes(asset)).hexdigest()
+        finally:
+            emu.close()
+        again = Emulator(state_dir=ROOT)  # the lock went with close; the state db opens
+        again.close()
+        out["text_mode"] = sorted(
+            {{p for p, flags in opened if not flags & BINARY and not p.startswith("state")}}
+        )
+        print(json.dumps(out))
+        """,
+        root,
+    )
+    assert f"{root} is in use by another emulator (process " in str(result["second"])
+    assert result["status"] == 200
+    expected = hashlib.sha256(_PAYLOAD).hexdigest()
+    answer = result["answer"]
+    assert isinstance(answer, dict) and answer["sha"] == expected
+    assert Path(answer["dir"]).parent == root / "inputAssets"
+    assert result["stored"] == expected
+    assert result["text_mode"] == []
