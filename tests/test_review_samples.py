@@ -11,10 +11,12 @@ Every uvicorn server a test starts runs on loopback in a thread and is stopped a
 
 from __future__ import annotations
 
+import io
 import json
 import socket
 import threading
 import uuid
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -202,6 +204,22 @@ def test_echo_sample_with_an_input_asset_gets_it_staged(nvcf: Emulator) -> None:
     assert sent["NVCF-FUNCTION-ASSET-IDS"] == asset["assetId"]
     staged = Path(sent["NVCF-ASSET-DIR"]) / asset["assetId"]
     assert staged.read_bytes() == b"png bytes"
+
+
+def test_echo_sample_answer_over_5_mib_is_a_302_to_a_zip(nvcf: Emulator) -> None:
+    """A body over NVCF-MAX-RESPONSE-SIZE-BYTES reaches the client as NVCF's large result."""
+    fid, _ = nvcf.add_function(echo_server.app, name="fastapi-echo-sample", **ECHO)
+
+    r = pexec(API, nvcf, fid, {"message": "x" * 1000, "repeats": 6000})
+
+    assert r.status_code == 302, r.text
+    assert r.headers["NVCF-STATUS"] == "fulfilled"
+    reqid = r.headers["NVCF-REQID"]
+    download = requests.get(r.headers["Location"], timeout=30)  # no Authorization needed
+    assert download.status_code == 200
+    with zipfile.ZipFile(io.BytesIO(download.content)) as zf:
+        assert zf.namelist() == [f"{reqid}.response"]
+        assert json.loads(zf.read(f"{reqid}.response")) == "x" * 6_000_000
 
 
 def test_echo_sample_created_with_the_documented_body_through_the_functions_api(
@@ -484,6 +502,24 @@ def test_passthrough_returns_the_containers_error_as_it_is(nvcf_server: Any) -> 
     # The platform's own answers stay: no Authorization is the invocation service's 401.
     anonymous = {"Host": host["Host"]}
     assert requests.get(f"{nvcf_server.url}/yeet", headers=anonymous, timeout=30).status_code == 401
+
+
+@pytest.mark.usefixtures("passthrough_dispatch")
+def test_passthrough_answer_over_5_mib_comes_inline(nvcf_server: Any) -> None:
+    """post_pexec.rs: "large response zips are not supported by TLB ... send the whole
+    response inline"."""
+    fid, _ = nvcf_server.add_function(echo_server.app, name="fastapi-echo-sample", **ECHO)
+
+    r = requests.post(
+        f"{nvcf_server.url}/echo",
+        headers={**gateway(nvcf_server, fid), **JSON},
+        data=json.dumps({"message": "x" * 1000, "repeats": 6000}),
+        allow_redirects=False,
+        timeout=30,
+    )
+
+    assert r.status_code == 200
+    assert r.json() == "x" * 6_000_000
 
 
 @pytest.mark.usefixtures("passthrough_dispatch")
