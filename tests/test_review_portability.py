@@ -9,10 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
+
+import pytest
+
+from nvcf_emulator import Emulator
+from nvcf_emulator.worker import ContainerRequest, staging
+from tests.test_pexec import invoke, new_asset
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -134,3 +142,57 @@ def test_emulator_on_windows_locks_its_root_and_stages_assets_byte_for_byte(
     assert Path(answer["dir"]).parent == root / "inputAssets"
     assert result["stored"] == expected
     assert result["text_mode"] == []
+
+
+def _mac_like_tmp(tmp_path: Path) -> Path:
+    """A temp dir reached as macOS reaches its own: ``/var/folders/...`` where ``/var`` is a
+    symlink to ``/private/var``."""
+    (tmp_path / "private" / "var" / "folders").mkdir(parents=True)
+    (tmp_path / "var").symlink_to(tmp_path / "private" / "var", target_is_directory=True)
+    return tmp_path / "var" / "folders"
+
+
+def test_asset_path_is_under_the_root_when_the_temp_dir_is_reached_through_a_symlink(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On macOS ``asset_path()`` named ``/private/var/...`` while ``root`` (and every path a
+    container is told) was ``/var/...``: a test checking the file is under ``root`` failed
+    there only."""
+    monkeypatch.setattr(tempfile, "tempdir", str(_mac_like_tmp(tmp_path)))
+    for settings in ({}, {"root_dir": tempfile.tempdir + "/given"}):
+        with Emulator(**settings) as emu:  # type: ignore[arg-type]
+            asset = new_asset(b"x", emu=emu)
+            path = emu.asset_path(asset)
+            assert path is not None and path.read_bytes() == b"x"
+            assert path.is_relative_to(emu.root), (path, emu.root)
+            assert str(emu.root).startswith(tempfile.tempdir)
+            with pytest.raises(ValueError, match="escapes the store"):
+                emu.store.size("../../storage2/x")  # the last line of defence still holds
+
+
+@pytest.mark.parametrize("platform", ["macos: no /dev/shm", "windows: no os.statvfs"])
+def test_without_a_ram_dir_small_requests_are_staged_under_the_root(
+    platform: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RAM staging is Linux's /dev/shm: elsewhere the emulator starts and stages on disk, and
+    NVCF-ASSET-DIR / NVCF-LARGE-OUTPUT-DIR name dirs under its root."""
+    if platform.startswith("macos"):
+        monkeypatch.setattr(staging, "RAM_DIR", tmp_path / "dev" / "shm")
+    else:
+        monkeypatch.delattr(os, "statvfs")
+    seen: dict[str, str] = {}
+
+    def look(req: ContainerRequest) -> dict[str, str]:
+        seen.update(req.headers)
+        return {"data": req.asset_path(req.asset_ids[0]).read_text()}
+
+    with Emulator(root_dir=tmp_path / "emu") as emu:
+        fid, _ = emu.add_function(look, name="look")
+        asset = new_asset(b"small", emu=emu)
+        r = invoke(emu, fid, headers={"NVCF-INPUT-ASSET-REFERENCES": asset})
+        assert r.status_code == 200, r.text
+        assert r.json() == {"data": "small"}
+        request_id = r.headers["NVCF-REQID"]
+        assert seen["NVCF-ASSET-DIR"] == str(emu.root / "inputAssets" / request_id)
+        assert seen["NVCF-LARGE-OUTPUT-DIR"] == str(emu.root / "response" / request_id)
+    assert not (tmp_path / "dev").exists()

@@ -86,7 +86,9 @@ class LocalBlobStore:
         # Uploads cut off by a crash (kill -9) left their temp files here: they never count.
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
-        self._objects_str = str(self.objects.resolve())
+        # Absolute, not resolved: paths handed out stay under the root as it was named, also
+        # where it is reached through a symlink (macOS: /var/folders -> /private/var/folders).
+        self._objects_str = os.path.abspath(self.objects)
         self._objects_prefix = self._objects_str + os.sep
         #: Staging roots where a copy-on-write clone failed once (tmpfs, ext4): not tried again.
         self._no_clone: set[str] = set()
