@@ -569,3 +569,48 @@ def test_passthrough_slower_than_poll_seconds_gives_202_then_the_result(
     )
     assert polled.status_code == 200, polled.text
     assert polled.json() == "slow"
+
+
+# -- health on its own port --------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the health check uses inferencePort, not health.port (domain/functions.py)",
+)
+def test_health_port_of_the_create_body_is_where_health_is_checked(
+    nvcf: Emulator, uvicorn_url: Any
+) -> None:
+    """The create bodies in container-functions.md and streaming-functions.md give ``health``
+    its own ``port`` (LLS: ``CONTROL_SERVER_PORT`` beside ``STREAMING_SERVER_PORT``), and
+    NVIDIA's worker checks health there (worker.go: ``HealthCheckConfig(...,
+    InferenceHealthPort, InferencePort)``, the inference port only when no health port is
+    set)."""
+    from fastapi import FastAPI
+
+    control = FastAPI()
+
+    @control.get("/v1/streaming/ready")
+    def ready() -> str:
+        return "ready"
+
+    inference_port = int(uvicorn_url(echo_server.app).rpartition(":")[2])
+    health_port = int(uvicorn_url(control).rpartition(":")[2])
+
+    fid, _ = nvcf.add_function(
+        "http://127.0.0.1",
+        name="two-ports",
+        inference_url="/echo",
+        inference_port=inference_port,
+        health_uri="/v1/streaming/ready",
+        health={
+            "protocol": "HTTP",
+            "uri": "/v1/streaming/ready",
+            "port": health_port,
+            "timeout": "PT10S",
+            "expectedStatusCode": 200,
+        },
+        startup_timeout=2,
+    )
+
+    assert pexec(API, nvcf, fid, {"message": "hello"}).json() == "hello"
