@@ -397,7 +397,25 @@ def _nca_id_problem(nca_id: object) -> str:
         return f"must not have empty, '.' or '..' parts between '/', got {nca_id!r}"
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in nca_id):
         return f"must not hold control characters, got {nca_id!r}"
+    # Each part is a dir name on disk: refused everywhere what Windows cannot name (a suite
+    # written on Linux must not fail on a colleague's laptop only). A backslash is a path
+    # separator there, ':' names a drive or a file's stream.
+    bad = "".join(sorted(set(nca_id) & set(_NOT_IN_WINDOWS_NAMES)))
+    if bad:
+        return f"must not hold any of {bad!r} (not in a Windows file name), got {nca_id!r}"
+    for part in nca_id.split("/"):
+        if part[-1] in ". " or part.partition(".")[0].rstrip(" ").upper() in _WINDOWS_DEVICES:
+            return (
+                f"must not have parts that end in '.' or ' ' or are a Windows device name "
+                f"({part!r}: Windows cannot name a dir so), got {nca_id!r}"
+            )
     return ""
+
+
+_NOT_IN_WINDOWS_NAMES = '\\:*?"<>|'
+_WINDOWS_DEVICES = frozenset(
+    ["CON", "PRN", "AUX", "NUL"] + [f"{d}{n}" for d in ("COM", "LPT") for n in "0123456789"]
+)
 
 
 def _shape(value: object) -> str:

@@ -17,10 +17,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import requests
 
 from nvcf_emulator import Emulator
 from nvcf_emulator.worker import ContainerRequest, staging
-from tests.test_pexec import invoke, new_asset
+from tests.test_pexec import API, invoke, new_asset
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -196,3 +197,76 @@ def test_without_a_ram_dir_small_requests_are_staged_under_the_root(
         assert seen["NVCF-ASSET-DIR"] == str(emu.root / "inputAssets" / request_id)
         assert seen["NVCF-LARGE-OUTPUT-DIR"] == str(emu.root / "response" / request_id)
     assert not (tmp_path / "dev").exists()
+
+
+def test_ids_in_another_case_name_the_same_lowercase_file_and_never_another_accounts(
+    tmp_path: Path,
+) -> None:
+    """macOS (APFS) and Windows (NTFS) file names ignore case. Every file name the emulator
+    makes from an id is its canonical lower-case UUID, never the client's spelling, and the
+    record (with its exact-case NCA id) is checked before any bytes are read: so ``ABC`` and
+    ``abc`` are one asset, and accounts ``Acme`` and ``acme`` (one dir there) stay apart."""
+    keys = {"nvapi-upper": "Acme", "nvapi-lower": "acme"}
+    with Emulator(root_dir=tmp_path / "emu", api_keys=keys) as emu:
+        staged: list[str] = []
+
+        def look(req: ContainerRequest) -> dict[str, int]:
+            staged.extend(sorted(os.listdir(req.asset_dir)))
+            return {"n": len(req.asset_path(req.asset_ids[0]).read_bytes())}
+
+        fid, _ = emu.add_function(look, name="look")
+        mine = new_asset(b"acme's", key="nvapi-upper")
+        theirs = new_asset(b"other", key="nvapi-lower")
+        refs = f"{mine.upper()},{mine}"
+        r = invoke(emu, fid, headers={"NVCF-INPUT-ASSET-REFERENCES": refs, **_auth("upper")})
+        assert r.status_code == 200, r.text
+        assert staged == [mine]  # one copy, named in lower case
+        got = requests.get(f"{API}/v2/nvcf/assets/{mine.upper()}", headers=_auth("upper"))
+        assert got.status_code == 200 and got.json()["asset"]["assetId"] == mine
+        for asset in (theirs, theirs.upper()):  # the other-case account's asset: not found
+            other = requests.get(f"{API}/v2/nvcf/assets/{asset}", headers=_auth("upper"))
+            assert other.status_code == 404, other.text
+            r = invoke(emu, fid, headers={"NVCF-INPUT-ASSET-REFERENCES": asset, **_auth("upper")})
+            assert r.status_code == 404, r.text
+        assert sorted(os.listdir(tmp_path / "emu" / "storage" / "objects")) == ["Acme", "acme"]
+
+
+def _auth(name: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer nvapi-{name}"}
+
+
+@pytest.mark.parametrize(
+    "nca_id",
+    [
+        "org:team",
+        "..\\..\\escape",
+        "team\\a",
+        "a*b",
+        'say"hi"',
+        "org/team.",
+        "trail ",
+        "NUL",
+        "org/con",
+        "aux.team",
+        "com1/x",
+        "LPT9",
+    ],
+)
+def test_nca_ids_windows_cannot_store_are_refused_on_every_platform(
+    nca_id: str, tmp_path: Path
+) -> None:
+    """Asset bytes live at ``<root>/storage/objects/<nca_id>/<assetId>``. On Windows ``org:team``
+    names a stream of the file ``org``, ``..\\..`` climbs out of the store (a 500 on upload),
+    ``NUL`` is the null device and a trailing dot is dropped: a suite green on Linux failed on a
+    Windows laptop only. Refused up front on every platform, naming the rule."""
+    with pytest.raises(ValueError, match="Windows"):
+        Emulator(root_dir=tmp_path, api_keys={"nvapi-x": nca_id})
+    with pytest.raises(ValueError, match="Windows"):
+        Emulator(root_dir=tmp_path, default_nca_id=nca_id)
+
+
+@pytest.mark.parametrize("nca_id", ["org/team", "nca-a_1", "a.b", "console", "nul-team", "COM"])
+def test_nca_ids_every_platform_can_store_still_work(nca_id: str, tmp_path: Path) -> None:
+    with Emulator(root_dir=tmp_path, api_keys={"nvapi-x": nca_id}) as emu:
+        asset = new_asset(b"ok", key="nvapi-x")
+        assert emu.asset_bytes(asset) == b"ok"
