@@ -273,10 +273,19 @@ class InvocationAPI:
         deadline = monotonic() + (timeout if isinstance(adapter, UrlContainer) else 0)
         while self.functions.refresh(version).status is FunctionStatus.DEPLOYING:
             if monotonic() >= deadline:
-                code = adapter.health(version.health_uri, version.inference_port)
+                uri, port = version.health_uri, version.inference_port
+                code = adapter.health(uri, port)
+                prefix = f"function {version.name!r}: the container's health check"
+                if isinstance(adapter, UrlContainer):
+                    uri = adapter.url_for(uri, port)
+                    if not code:  # nothing listens there: health_uri is not what is wrong
+                        raise RuntimeError(
+                            f"{prefix} GET {uri} answered nothing within {timeout:g} s: is "
+                            "the server running on that host and port? (start it first, or "
+                            "give the URL it listens on)"
+                        )
                 raise RuntimeError(
-                    f"function {version.name!r}: the container's health check "
-                    f"GET {version.health_uri} answered {code or 'nothing'} (expected "
+                    f"{prefix} GET {uri} answered {code or 'nothing'} (expected "
                     f"{version.expected_health_status}); pass health_uri= for a route your "
                     "container serves"
                 )

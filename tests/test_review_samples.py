@@ -314,6 +314,26 @@ def test_echo_sample_under_uvicorn_through_a_served_emulator(
     assert polled.json() == "z"
 
 
+def test_url_container_that_is_not_running_says_so(nvcf: Emulator) -> None:
+    """A user who registers the README's ``localhost:8000/echo`` before starting uvicorn (or on
+    the wrong port) is told nothing listens there, not to change ``health_uri``."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))  # a port nothing listens on while the test runs
+    port = sock.getsockname()[1]
+    try:
+        with pytest.raises(RuntimeError) as refused:
+            nvcf.add_function(
+                f"http://127.0.0.1:{port}/echo", health_uri="/health", startup_timeout=0.2
+            )
+    finally:
+        sock.close()
+    message = str(refused.value)
+    assert f"http://127.0.0.1:{port}/health" in message
+    assert "is the server running" in message
+    assert "pass health_uri=" not in message
+    assert nvcf.functions.all() == []  # nothing left behind
+
+
 # -- fastapi-streaming-sample ------------------------------------------------------------------
 
 

@@ -829,7 +829,8 @@ class UrlContainer:
         self._session = _NoRedirects()
         self._session.trust_env = False  # loopback: never through a proxy
 
-    def _url(self, path: str, port: int) -> str:
+    def url_for(self, path: str, port: int) -> str:
+        """Where a request for ``path`` goes (``port``: the function's, when the URL has none)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.scheme}://{host}:{self.port or port}{path}"
 
@@ -837,7 +838,7 @@ class UrlContainer:
         try:
             resp = self._session.request(
                 request.method,
-                self._url(request.path, request.port),
+                self.url_for(request.path, request.port),
                 headers=dict(request.headers.items()),
                 data=request.body,
                 timeout=_finite(request.timeout),
@@ -868,7 +869,7 @@ class UrlContainer:
 
     def health(self, uri: str, port: int, timeout: float = 2.0) -> int:
         try:
-            with self._session.get(self._url(uri, port), timeout=timeout) as resp:
+            with self._session.get(self.url_for(uri, port), timeout=timeout) as resp:
                 return resp.status_code
         except requests.RequestException:
             return 0
