@@ -9,7 +9,6 @@ import logging
 import select
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Self, TypeVar
 from werkzeug.serving import ThreadedWSGIServer
 
 from .connection import Handler
+from .domain.clock import monotonic
 from .emulator import Emulator
 from .http.admin import LOOPBACK_SERVER_KEY, is_loopback_host
 from .http.control import SERVER_STORAGE_KEY
@@ -157,16 +157,17 @@ class _Server(ThreadedWSGIServer):
 
     def close_connections(self, timeout: float | None = None) -> None:
         """Shut every connection and join their threads: ``timeout`` seconds (default
-        :data:`JOIN_SECONDS`) for all of them together, not for each in turn."""
+        :data:`JOIN_SECONDS`) for all of them together, not for each in turn, in real time
+        (under a frozen freezegun, ``time.monotonic`` would grant it to each thread again)."""
         with self._conns_lock:
             conns = list(self._conns.items())
         for sock, _ in conns:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-        deadline = time.monotonic() + (JOIN_SECONDS if timeout is None else timeout)
+        deadline = monotonic() + (JOIN_SECONDS if timeout is None else timeout)
         for _, thread in conns:
             if thread is not None and thread is not threading.current_thread():
-                thread.join(max(0.0, deadline - time.monotonic()))
+                thread.join(max(0.0, deadline - monotonic()))
 
 
 _P = ParamSpec("_P")

@@ -3,7 +3,8 @@
 Every TTL rule reads :meth:`Clock.now`, which reads the time at call time and adds an offset.
 freezegun and time-machine both patch ``time.time``, so they move the emulator's view of time;
 :meth:`Clock.advance` and :meth:`Clock.set` move it without either library, which is what the
-server's admin endpoint uses. ``time.monotonic`` is never used for TTLs.
+server's admin endpoint uses. ``time.monotonic`` is never used for TTLs; waits and deadlines
+use :func:`monotonic`, which no time-freezing library moves.
 
 freezegun answers real time to code called near ``threading`` (its ignore list, checked on the
 stack), which the emulator's worker and sweeper threads are: while freezegun is active, the
@@ -29,6 +30,18 @@ def _wall() -> float:
         frozen = factories[-1]()
         return float(calendar.timegm(frozen.timetuple()) + frozen.microsecond / 1_000_000)
     return time.time()
+
+
+def monotonic() -> float:
+    """Seconds from the process's monotonic clock, whatever freezegun does: for waits and
+    deadlines (never TTLs), so that a test that freezes time cannot stretch or hang them.
+
+    freezegun swaps ``time.monotonic`` (and every module attribute that holds it) while active,
+    and keeps the real one as ``freezegun.api.real_monotonic``; time-machine leaves it alone.
+    Looked up at call time, so that importing this module under freezegun changes nothing."""
+    freezegun = sys.modules.get("freezegun.api")
+    real = getattr(freezegun, "real_monotonic", None)
+    return float(real()) if real is not None else time.monotonic()
 
 
 def _seconds(value: object, what: str) -> float:

@@ -1,0 +1,180 @@
+"""Review: time travel in server mode, where the clock meets sockets.
+
+A demanding user tests TTLs against a served emulator: freezegun (frozen, ticking, ``move_to``)
+and time-machine move the clock in the test process while the server's threads answer real
+sockets; ``RemoteEmulator`` moves the clock of an ``nvcf-emulate`` in another process, across a
+``--state-dir`` restart. A frozen clock must never hang the server, stretch its stop or make it
+print tracebacks; every TTL must follow the moved clock.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import time_machine
+from freezegun import freeze_time
+
+from nvcf_emulator import Emulator, RemoteEmulator
+from nvcf_emulator.server import EmulatorServer
+
+from .conftest import Api
+
+START = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+HOUR = 3600.0
+DAY = 24 * HOUR
+EXE = str(Path(sys.executable).with_name("nvcf-emulate"))
+#: Real monotonic time, even under freezegun (which swaps module attributes, not tuple items).
+_REAL_MONOTONIC = (time.monotonic,)
+
+
+def _real_now() -> float:
+    return _REAL_MONOTONIC[0]()
+
+
+def _server_api(server: EmulatorServer) -> Api:
+    return Api("server", server.url, server.emulator)
+
+
+@pytest.fixture
+def server_api(nvcf_server: EmulatorServer) -> Iterator[Api]:
+    yield _server_api(nvcf_server)
+    nvcf_server.emulator.clock.reset()
+
+
+def _assert_expired(r: requests.Response) -> None:
+    assert r.status_code == 403, r.text
+    assert "<Code>AccessDenied</Code>" in r.text
+    assert "<Message>Request has expired</Message>" in r.text
+
+
+@contextmanager
+def _served(tmp_path: Path, **kwargs: Any) -> Iterator[EmulatorServer]:
+    """A server of an emulator that is not active (``with emu:`` would route calls for the
+    server's URL in-process): every call here goes through its socket."""
+    emu = Emulator(root_dir=tmp_path)
+    try:
+        with emu.serve("127.0.0.1", 0, **kwargs) as server:
+            yield server
+    finally:
+        emu.close()
+
+
+def _get_asset(api: Api, asset_id: str) -> requests.Response:
+    return requests.get(f"{api.base_url}/v2/nvcf/assets/{asset_id}", headers=api.headers)
+
+
+class _Calls:
+    """HTTP calls run in threads; what each one ended with (a response or an error)."""
+
+    def __init__(self) -> None:
+        self.threads: list[threading.Thread] = []
+        self.outcomes: list[object] = []
+
+    def start(self, fn: Callable[[], object]) -> None:
+        def run() -> None:
+            try:
+                self.outcomes.append(fn())
+            except Exception as exc:  # a connection the server closed: expected here
+                self.outcomes.append(exc)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def join(self, timeout: float = 15.0) -> None:
+        for thread in self.threads:
+            thread.join(timeout)
+            assert not thread.is_alive(), "a call never returned"
+
+
+# -- stopping a server while time is frozen ------------------------------------------------------
+
+
+def test_stopping_under_frozen_freezegun_keeps_the_join_budget_for_all_connections(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``stop()`` gives stuck connection threads JOIN_SECONDS all together: under a frozen
+    freezegun its deadline must not be re-granted to each thread in turn (6 threads, 2 s:
+    12 s instead of 2)."""
+    import nvcf_emulator.server as server_module
+
+    monkeypatch.setattr(server_module, "JOIN_SECONDS", 2.0)
+    release = threading.Event()
+
+    def stuck(req: Any) -> dict[str, bool]:
+        release.wait(20)
+        return {"ok": True}
+
+    calls = _Calls()
+    emu = Emulator(root_dir=tmp_path)  # not active: the calls go through the socket
+    server = emu.serve("127.0.0.1", 0)
+    try:
+        fid, _ = emu.add_function(stuck, name="stuck")
+        url = f"{server.url}/v2/nvcf/pexec/functions/{fid}"
+        headers = {**emu.headers, "NVCF-POLL-SECONDS": "20"}
+        for _ in range(6):
+            calls.start(lambda: requests.post(url, headers=headers, json={}, timeout=30))
+        deadline = _real_now() + 10
+        while server.busy_connections < 6:
+            assert _real_now() < deadline, "the calls never reached the server"
+            time.sleep(0.01)
+        with freeze_time(START):
+            began = _real_now()
+            server.stop(grace=0.1)
+            took = _real_now() - began
+        # grace + JOIN_SECONDS is 2.1 s; a deadline re-granted per thread makes it 12.1 s
+        assert took < 7.0, f"stop() took {took:.1f} s under a frozen clock"
+    finally:
+        release.set()
+        server.stop()
+        calls.join()
+        emu.close()
+
+
+# -- freezegun ticking, move_to, time-machine backwards, over the socket ------------------------
+
+
+def test_server_follows_ticking_freezegun_and_move_to_both_ways(server_api: Api) -> None:
+    with freeze_time(START, tick=True) as frozen:
+        asset = server_api.create_asset()
+        frozen.move_to(START + timedelta(seconds=3601))  # type: ignore[attr-defined]
+        _assert_expired(server_api.upload(asset))
+        frozen.move_to(START + timedelta(seconds=10))  # type: ignore[attr-defined]
+        assert server_api.upload(asset, b"back in time").status_code == 200
+        r = _get_asset(server_api, asset["assetId"])
+        # createdAt is the upload's time (S3's LastModified), on the moved clock
+        assert r.json()["asset"]["createdAt"].startswith("2026-03-01T12:00:1")
+
+
+def test_server_under_time_machine_moved_back_past_the_skew_is_not_valid_yet(
+    server_api: Api,
+) -> None:
+    with time_machine.travel(START, tick=False) as traveller:
+        asset = server_api.create_asset()
+        traveller.shift(-899)  # within S3's 15 minutes of skew
+        assert server_api.upload(asset, b"skewed").status_code == 200
+        traveller.shift(-2)
+        r = server_api.upload(asset)
+        assert r.status_code == 403
+        assert "<Code>AccessDenied</Code>" in r.text
+        assert "<ServerTime>2026-03-01T11:44:59Z</ServerTime>" in r.text
+
+
+def test_admin_set_under_freezegun_moves_from_the_frozen_time(server_api: Api) -> None:
+    admin = RemoteEmulator(server_api.base_url)
+    with freeze_time(START) as frozen:
+        admin.clock.set("2026-03-02T12:00:00Z")  # a day after the frozen instant
+        asset = server_api.create_asset()
+        assert "X-Amz-Date=20260302T120000Z" in asset["uploadUrl"]
+        frozen.tick(3601)  # freezegun still moves it, on top of the admin's day
+        _assert_expired(server_api.upload(asset))
+        assert admin.clock.now() == pytest.approx((START + timedelta(days=1)).timestamp() + 3601)
