@@ -417,6 +417,41 @@ def gateway(server: Any, fid: str, vid: str | None = None) -> dict[str, str]:
     return {**server.headers, "Host": f"{prefix}.invocation.{addr}"}
 
 
+F0 = "00000000-0000-0000-0000-000000000000"
+F1 = "11111111-1111-1111-1111-111111111111"
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        # NVIDIA's own cases (routes/tlb.rs tests)
+        ({"Host": "example.com"}, None),
+        ({"Host": "invalid-id.example.com"}, None),
+        ({"Host": f"invalid-id.{F0}.example.com"}, None),
+        ({"Host": f"{F0}.example.com"}, (F0, None)),
+        ({"Host": f"{F0}.{F1}.example.com"}, (F1, F0)),  # <versionId>.<functionId>
+        # a port, upper case, and the emulator's own hosts
+        ({"Host": f"{F0.upper()}.invocation.127.0.0.1:8000"}, (F0, None)),
+        ({"Host": "api.nvcf.nvidia.com"}, None),
+        # function-id headers win over the Host; a bad version id is left out
+        ({"Host": f"{F0}.example.com", "function-id": F1}, (F1, None)),
+        ({"Host": "invocation.gw", "function-id": F1, "function-version-id": F0}, (F1, F0)),
+        ({"Host": "invocation.gw", "function-id": F1, "function-version-id": "x"}, (F1, None)),
+        ({"Host": f"{F0}.gw", "function-id": "not-a-uuid"}, (F0, None)),
+    ],
+)
+def test_passthrough_target_reads_host_and_headers_as_nvcf(
+    headers: dict[str, str], expected: tuple[str, str | None] | None
+) -> None:
+    from werkzeug.test import EnvironBuilder
+    from werkzeug.wrappers import Request
+
+    from nvcf_emulator.http.pexec import passthrough_target
+
+    request = Request(EnvironBuilder(path="/echo", headers=headers).get_environ())
+    assert passthrough_target(request) == expected
+
+
 @pytest.mark.xfail(strict=True, reason="EmulatorApp does not route pass-through calls yet")
 def test_passthrough_is_not_dispatched_yet(nvcf_server: Any) -> None:
     fid, _ = nvcf_server.add_function(echo_server.app, name="fastapi-echo-sample", **ECHO)
