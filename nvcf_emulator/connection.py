@@ -232,7 +232,7 @@ class Handler(WSGIRequestHandler):
         self._busy = False
         if self.served:  # only a connection that was answered before is idle, not a new one
             self.server.idle.add(self.connection)  # type: ignore[attr-defined]
-        elif self._tls_client():
+        elif self._closed_at_once():
             self.close_connection = True
             return
         try:
@@ -243,13 +243,19 @@ class Handler(WSGIRequestHandler):
                 self.served += 1
                 self.server.busy.end()  # type: ignore[attr-defined]
 
-    def _tls_client(self) -> bool:
-        """A new connection that opens with a TLS handshake (an ``https://`` URL): closed at
-        once, with a log line saying why, instead of leaving the client waiting for the idle
-        timeout to end its handshake."""
+    def _closed_at_once(self) -> bool:
+        """A new connection that sends nothing for the idle timeout (a browser's spare
+        connection) is closed quietly, as an idle kept-alive one is: reading on after the
+        timeout would only raise "cannot read from timed out object", which socketserver
+        prints with a traceback. One that opens with a TLS handshake (an ``https://`` URL) is
+        closed at once, with a log line saying why, instead of leaving the client waiting for
+        the idle timeout to end its handshake."""
         try:
             first = self.rfile.peek(1)[:1]  # type: ignore[attr-defined]
-        except (OSError, ValueError):  # timed out or reset: the usual request path says so
+        except TimeoutError:
+            log.debug("closing a connection from %s that sent nothing", self.address_string())
+            return True
+        except (OSError, ValueError):  # reset: the usual request path says so
             return False
         if first != _TLS_HANDSHAKE:
             return False

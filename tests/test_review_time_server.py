@@ -9,6 +9,7 @@ print tracebacks; every TTL must follow the moved clock.
 
 from __future__ import annotations
 
+import socket
 import sys
 import threading
 import time
@@ -138,6 +139,39 @@ def test_stopping_under_frozen_freezegun_keeps_the_join_budget_for_all_connectio
         server.stop()
         calls.join()
         emu.close()
+
+
+# -- connections that send nothing ---------------------------------------------------------------
+
+
+def test_new_connection_that_sends_nothing_closes_without_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A browser's spare connection (or a health prober's) that never sends a request is closed
+    after the idle timeout as quietly as an idle keep-alive connection, not with socketserver's
+    "Exception occurred during processing of request" and an OSError on stderr."""
+    with _served(tmp_path, idle_timeout=0.3) as srv:
+        with socket.create_connection((srv.host, srv.port), timeout=10) as sock:
+            assert sock.recv(10) == b""  # closed by the server after its idle timeout
+        r = requests.get(f"{srv.url}/_emulator/health", timeout=10)  # and it still serves
+        assert r.status_code == 200
+    err = capsys.readouterr().err
+    assert "Exception occurred during processing" not in err, err
+    assert "cannot read from timed out object" not in err, err
+
+
+def test_idle_timeout_runs_in_real_time_under_frozen_freezegun(tmp_path: Path) -> None:
+    with _served(tmp_path, idle_timeout=0.3) as srv, freeze_time(START), requests.Session() as s:
+        for _ in range(3):  # kept alive, all at the frozen instant
+            r = s.get(f"{srv.url}/_emulator/clock", timeout=10)
+            assert r.json()["now"] == "2026-03-01T12:00:00.000Z"
+        with socket.create_connection((srv.host, srv.port), timeout=10) as sock:
+            sock.sendall(b"GET /_emulator/health HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = b""
+            while b"\r\n\r\n" not in answer or not answer.endswith(b"}"):
+                answer += sock.recv(4096)
+            assert answer.startswith(b"HTTP/1.1 200")
+            assert sock.recv(10) == b""  # then closed after 0.3 real seconds, frozen or not
 
 
 # -- freezegun ticking, move_to, time-machine backwards, over the socket ------------------------
