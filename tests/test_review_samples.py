@@ -64,7 +64,7 @@ def events(response: requests.Response) -> list[str]:
 def uvicorn_url() -> Iterator[Any]:
     """Start a sample under uvicorn on a free loopback port (a "container" already running);
     every server started is stopped at the end of the test."""
-    started: list[tuple[uvicorn.Server, threading.Thread]] = []
+    started: list[tuple[uvicorn.Server, threading.Thread, socket.socket]] = []
 
     def start(app: Any) -> str:
         sock = socket.socket()
@@ -73,7 +73,7 @@ def uvicorn_url() -> Iterator[Any]:
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
         thread.start()
-        started.append((server, thread))
+        started.append((server, thread, sock))
         for _ in range(1000):  # a safety net, not a timing assertion
             if server.started or not thread.is_alive():
                 break
@@ -82,9 +82,10 @@ def uvicorn_url() -> Iterator[Any]:
         return f"http://127.0.0.1:{port}"
 
     yield start
-    for server, thread in started:
+    for server, thread, sock in started:
         server.should_exit = True
         thread.join(10)
+        sock.close()
         assert not thread.is_alive()
 
 
