@@ -10,29 +10,81 @@ raises one too, saying so; no server at the URL is a ``requests.ConnectionError`
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import math
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import requests
 
+from .domain.clock import MAX_TIME, MIN_TIME, as_seconds
+
 
 class RemoteClock:
-    """The server's clock, moved through ``/_emulator/clock``."""
+    """The server's clock, moved through ``/_emulator/clock``: the calls of
+    :class:`~nvcf_emulator.Clock` (``now``, ``as_datetime``, ``offset``, ``advance``, ``set``,
+    ``reset``), one request each, taking what they take, so that a test written against
+    ``nvcf.clock`` runs against a server too. What ``Clock`` refuses is refused before anything
+    is sent; a date-time string is sent as it is, for the server to check."""
 
     def __init__(self, remote: RemoteEmulator) -> None:
         self._remote = remote
 
+    def _state(self) -> dict[str, Any]:
+        return self._remote._call("GET", "/_emulator/clock")
+
+    def _move(self, body: dict[str, Any]) -> float:
+        return float(self._remote._call("POST", "/_emulator/clock", body)["epoch"])
+
     def now(self) -> float:
-        return float(self._remote._call("GET", "/_emulator/clock")["epoch"])
+        """The server's current time as a POSIX timestamp."""
+        return float(self._state()["epoch"])
 
-    def advance(self, seconds: float) -> float:
-        return float(self._remote._call("POST", "/_emulator/clock", {"advance": seconds})["epoch"])
+    def as_datetime(self) -> datetime:
+        """The server's current time as an aware UTC datetime."""
+        return datetime.fromtimestamp(self.now(), tz=UTC)
 
-    def set(self, when: datetime | str) -> float:
-        if isinstance(when, datetime) and when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)  # naive means UTC, as Clock.set reads it
-        text = when.isoformat() if isinstance(when, datetime) else when
-        return float(self._remote._call("POST", "/_emulator/clock", {"set": text})["epoch"])
+    @property
+    def offset(self) -> float:
+        """Seconds the server's clock runs ahead of its process's wall clock."""
+        return float(self._state()["offsetSeconds"])
+
+    def advance(self, seconds: float | timedelta) -> float:
+        """Move the server's clock forward (or back) by seconds or a ``timedelta``; returns
+        the new time."""
+        if isinstance(seconds, timedelta):
+            seconds = seconds.total_seconds()
+        seconds = as_seconds(
+            seconds, "RemoteClock.advance takes a number of seconds or a timedelta"
+        )
+        if not math.isfinite(seconds):
+            raise ValueError(f"cannot advance the clock by {seconds}")
+        return self._move({"advance": seconds})
+
+    def set(self, when: datetime | str | float) -> float:
+        """Jump to an absolute time: an aware datetime, a naive UTC datetime, an RFC 3339
+        string or a POSIX timestamp; returns the new time."""
+        if isinstance(when, datetime):
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=UTC)  # naive means UTC, as Clock.set reads it
+            text = when.isoformat()
+        elif isinstance(when, str):
+            text = when
+        else:
+            target = as_seconds(
+                when,
+                "RemoteClock.set takes a datetime, an RFC 3339 string like "
+                "2026-01-01T00:00:00Z or a POSIX timestamp",
+            )
+            if not math.isfinite(target):
+                raise ValueError(f"cannot set the clock to {target}")
+            target = min(max(target, MIN_TIME), MAX_TIME)
+            text = datetime.fromtimestamp(target, tz=UTC).isoformat()
+        return self._move({"set": text})
+
+    def reset(self) -> float:
+        """Back to the server process's wall clock (moved back by its offset: a move by another
+        client between the two requests is kept); returns the new time."""
+        return self._move({"advance": -self.offset})
 
 
 class RemoteEmulator:

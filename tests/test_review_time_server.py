@@ -9,7 +9,10 @@ print tracebacks; every TTL must follow the moved clock.
 
 from __future__ import annotations
 
+import re
+import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -212,3 +215,128 @@ def test_admin_set_under_freezegun_moves_from_the_frozen_time(server_api: Api) -
         frozen.tick(3601)  # freezegun still moves it, on top of the admin's day
         _assert_expired(server_api.upload(asset))
         assert admin.clock.now() == pytest.approx((START + timedelta(days=1)).timestamp() + 3601)
+
+
+# -- RemoteEmulator's clock, as Clock's ----------------------------------------------------------
+
+
+def test_remote_clock_advance_takes_a_timedelta_as_clock_does(nvcf_server: EmulatorServer) -> None:
+    remote = RemoteEmulator(nvcf_server.url)
+    before = nvcf_server.clock.offset
+    remote.clock.advance(timedelta(hours=25))  # Clock.advance takes one; README: "the same"
+    assert nvcf_server.clock.offset == pytest.approx(before + 25 * HOUR)
+
+
+def test_remote_clock_set_takes_a_timestamp_and_a_naive_datetime_as_clock_does(
+    nvcf_server: EmulatorServer,
+) -> None:
+    remote = RemoteEmulator(nvcf_server.url)
+    target = START.timestamp() + 0.25
+    assert remote.clock.set(target) == pytest.approx(target, abs=1)
+    assert nvcf_server.clock.now() == pytest.approx(target, abs=1)
+    remote.clock.set(datetime(2027, 1, 1))  # naive: UTC
+    assert nvcf_server.clock.as_datetime().year == 2027
+
+
+def test_remote_clock_reads_as_datetime_offset_and_resets(nvcf_server: EmulatorServer) -> None:
+    remote = RemoteEmulator(nvcf_server.url)
+    remote.clock.set("2030-06-01T00:00:00Z")
+    assert remote.clock.as_datetime().date() == datetime(2030, 6, 1).date()
+    assert remote.clock.as_datetime().tzinfo is not None
+    assert remote.clock.offset == pytest.approx(nvcf_server.clock.offset)
+    remote.clock.reset()
+    assert nvcf_server.clock.offset == 0
+    assert remote.clock.offset == 0
+
+
+def test_remote_clock_refuses_what_clock_refuses_before_sending(
+    nvcf_server: EmulatorServer,
+) -> None:
+    remote = RemoteEmulator(nvcf_server.url)
+    with pytest.raises(ValueError, match="number of seconds or a timedelta"):
+        remote.clock.advance("a day")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="POSIX timestamp"):
+        remote.clock.set(None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="cannot advance"):
+        remote.clock.advance(float("nan"))
+    assert nvcf_server.clock.offset == 0
+
+
+# -- nvcf-emulate in another process, across a --state-dir restart --------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class _Process:
+    """``nvcf-emulate`` in a subprocess; always stopped."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [EXE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        match = re.fullmatch(r"nvcf-emulate listening on (http://127\.0\.0\.1:\d+)\n", line)
+        if not match:
+            self.stop()
+            pytest.fail(f"nvcf-emulate did not start: {line!r}")
+        self.url = match.group(1)
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            _, err = self.proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+        return err
+
+
+def test_remote_clock_moves_a_separate_server_and_its_offset_survives_a_restart(
+    tmp_path: Path,
+) -> None:
+    port = str(_free_port())
+    args = ("--port", port, "--state-dir", str(tmp_path / "state"))
+    meta = {"contentType": "text/plain", "description": "notes"}
+    put_headers = {"Content-Type": "text/plain", "x-amz-meta-nvcf-asset-description": "notes"}
+    auth = {"Authorization": "Bearer nvapi-any"}
+
+    first = _Process(*args)
+    try:
+        remote = RemoteEmulator(first.url, timeout=10)
+        remote.clock.advance(timedelta(days=3))
+        kept = requests.post(f"{first.url}/v2/nvcf/assets", headers=auth, json=meta).json()
+        r = requests.put(kept["uploadUrl"], data=b"kept", headers=put_headers)
+        assert r.status_code == 200, r.text
+        late = requests.post(f"{first.url}/v2/nvcf/assets", headers=auth, json=meta).json()
+        remote.clock.advance(30 * 60)
+    finally:
+        first.stop()
+
+    second = _Process(*args)
+    try:
+        remote = RemoteEmulator(second.url, timeout=10)
+        assert remote.clock.offset == pytest.approx(3 * DAY + 30 * 60, abs=5)
+        remote.clock.advance(29 * 60)  # 59 minutes after signing, on the saved clock
+        r = requests.put(late["uploadUrl"], data=b"in time", headers=put_headers)
+        assert r.status_code == 200, r.text
+        remote.clock.advance(2 * 60)
+        _assert_expired(requests.put(late["uploadUrl"], data=b"late", headers=put_headers))
+        remote.clock.advance(DAY)
+        r = requests.get(f"{second.url}/v2/nvcf/assets/{kept['assetId']}", headers=auth)
+        assert r.status_code == 404
+        remote.reset()
+        assert remote.clock.offset == 0
+    finally:
+        second.stop()
+
+    third = _Process(*args)
+    try:
+        assert RemoteEmulator(third.url, timeout=10).clock.offset == 0  # the reset was saved
+    finally:
+        third.stop()

@@ -44,7 +44,7 @@ def monotonic() -> float:
     return float(real()) if real is not None else time.monotonic()
 
 
-def _seconds(value: object, what: str) -> float:
+def as_seconds(value: object, what: str) -> float:
     """``value`` as a float (numbers, numpy scalars, numeric text), else the error ``float``
     raises (TypeError, or ValueError for text) saying ``what`` the call takes."""
     if isinstance(value, bool):
@@ -91,7 +91,7 @@ class Clock:
         The clock stops at the ends of the years 0001..9999 rather than overflowing."""
         if isinstance(seconds, timedelta):
             seconds = seconds.total_seconds()
-        seconds = _seconds(seconds, "Clock.advance takes a number of seconds or a timedelta")
+        seconds = as_seconds(seconds, "Clock.advance takes a number of seconds or a timedelta")
         if not math.isfinite(seconds):
             raise ValueError(f"cannot advance the clock by {seconds}")
         with self._lock:
@@ -120,7 +120,7 @@ class Clock:
                         "like 2026-01-01T00:00:00Z or 2026-01-01T02:00:00+02:00"
                     ) from None
         else:
-            target = _seconds(
+            target = as_seconds(
                 when,
                 "Clock.set takes a datetime, an RFC 3339 string like 2026-01-01T00:00:00Z or a "
                 "POSIX timestamp",
