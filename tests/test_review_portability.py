@@ -14,12 +14,15 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 
 from nvcf_emulator import Emulator
+from nvcf_emulator.storage import local
 from nvcf_emulator.worker import ContainerRequest, staging
 from tests.test_pexec import API, invoke, new_asset
 
@@ -270,3 +273,43 @@ def test_nca_ids_every_platform_can_store_still_work(nca_id: str, tmp_path: Path
     with Emulator(root_dir=tmp_path, api_keys={"nvapi-x": nca_id}) as emu:
         asset = new_asset(b"ok", key="nvapi-x")
         assert emu.asset_bytes(asset) == b"ok"
+
+
+def test_on_windows_a_reupload_or_delete_waits_for_a_reader_to_let_go_of_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Windows refuses to replace or delete a file another handle has open (a staging copy or
+    ``asset_bytes()`` reading it): a second PUT to an upload URL answered 500, a DELETE 500
+    and left the bytes. Simulated: the stored file is busy for two tries."""
+    monkeypatch.setattr(local, "_BUSY_RETRIES", (0.0, 0.0, 0.0))  # Windows' tries, no waits
+    busy = {"replace": 0, "unlink": 0}
+
+    def shared(name: str, real: Callable[..., None], target: int) -> Callable[..., None]:
+        def operation(*args: Any, **kwargs: Any) -> None:
+            if busy[name] and "objects" in str(args[target]):
+                busy[name] -= 1
+                raise PermissionError(13, "being used by another process", str(args[target]))
+            real(*args, **kwargs)
+
+        return operation
+
+    monkeypatch.setattr(os, "replace", shared("replace", os.replace, 1))
+    monkeypatch.setattr(os, "unlink", shared("unlink", os.unlink, 0))
+    with Emulator(root_dir=tmp_path) as emu:
+        created = requests.post(
+            f"{API}/v2/nvcf/assets",
+            headers=emu.headers,
+            json={"contentType": "application/octet-stream", "description": "d"},
+        ).json()
+        put = {"Content-Type": "application/octet-stream", "x-amz-meta-nvcf-asset-description": "d"}
+        assert requests.put(created["uploadUrl"], data=b"one", headers=put).status_code == 200
+        busy["replace"] = 2
+        again = requests.put(created["uploadUrl"], data=b"two", headers=put)
+        assert again.status_code == 200, again.text
+        assert emu.asset_bytes(created["assetId"]) == b"two"
+        path = emu.asset_path(created["assetId"])
+        busy["unlink"] = 2
+        gone = requests.delete(f"{API}/v2/nvcf/assets/{created['assetId']}", headers=emu.headers)
+        assert gone.status_code == 204, gone.text
+        assert path is not None and not path.exists()
+        assert busy == {"replace": 0, "unlink": 0}

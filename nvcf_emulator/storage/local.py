@@ -6,9 +6,10 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 from .kernel import BINARY, copy_file, write_all
 
@@ -28,6 +29,22 @@ _FICLONE = 0x40049409  # linux/fs.h: clone a file's extents (btrfs, xfs, ...)
 #: Files up to this size are staged with one read and one write (below malloc's mmap
 #: threshold: a larger buffer costs an mmap, mremap and munmap per staging).
 _SMALL_COPY = 64 * 1024
+#: Windows refuses to replace or delete a file another handle has open (``PermissionError``):
+#: a staging copy or ``asset_bytes()`` reading it holds it for moments, so wait that long
+#: (seconds between tries). POSIX has no such refusal: a ``PermissionError`` there is final.
+_BUSY_RETRIES: tuple[float, ...] = (0.01, 0.05, 0.1, 0.25, 0.5) if os.name == "nt" else ()
+
+_T = TypeVar("_T")
+
+
+def _when_not_busy(operation: Callable[[], _T]) -> _T:
+    """``operation()``, tried again while Windows says another handle has the file open."""
+    for delay in _BUSY_RETRIES:
+        try:
+            return operation()
+        except PermissionError:
+            time.sleep(delay)
+    return operation()
 
 
 class _LocalWriter:
@@ -64,7 +81,7 @@ class _LocalWriter:
     def commit(self) -> None:
         self._close()
         self._final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(self._tmp, self._final)
+        _when_not_busy(lambda: os.replace(self._tmp, self._final))
         self._done = True
 
     def abort(self) -> None:
@@ -114,7 +131,8 @@ class LocalBlobStore:
             return None
 
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        path = self._path(key)
+        _when_not_busy(lambda: path.unlink(missing_ok=True))
 
     def stage(self, key: str, dest: Path) -> None:
         # A copy, never a hard link: a container (often running as root) that writes to its
