@@ -23,13 +23,25 @@ if TYPE_CHECKING:
     from ..emulator import Emulator
 
 
+#: On every admin answer: what it holds (the headers a container got, its answers, tracebacks)
+#: is for whoever asked, not for a browser's or a proxy's cache (an admin-token-protected
+#: answer included), and is never sniffed as anything but JSON.
+ADMIN_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+
+
+def admin_json(data: object) -> Response:
+    """A JSON answer of the admin API, with :data:`ADMIN_HEADERS` (no charset: ``json.dumps``
+    escapes every non-ASCII character, so the body is ASCII)."""
+    return json_response(data, headers=ADMIN_HEADERS)
+
+
 def health(emu: Emulator, request: Request) -> Response:
-    return json_response({"status": "ok"})
+    return admin_json({"status": "ok"})
 
 
 def reset(emu: Emulator, request: Request) -> Response:
     emu.reset()
-    return json_response({"status": "reset"})
+    return admin_json({"status": "reset"})
 
 
 def _clock_state(emu: Emulator) -> dict[str, object]:
@@ -38,7 +50,7 @@ def _clock_state(emu: Emulator) -> dict[str, object]:
 
 
 def get_clock(emu: Emulator, request: Request) -> Response:
-    return json_response(_clock_state(emu))
+    return admin_json(_clock_state(emu))
 
 
 def set_clock(emu: Emulator, request: Request) -> Response:
@@ -57,7 +69,7 @@ def set_clock(emu: Emulator, request: Request) -> Response:
     else:
         emu.clock.set(parse_date_time(body["set"]))
     emu.sweep()
-    return json_response(_clock_state(emu))
+    return admin_json(_clock_state(emu))
 
 
 def parse_date_time(value: object) -> datetime:
@@ -166,13 +178,13 @@ def state_document(emu: Emulator) -> dict[str, object]:
 
 
 def state(emu: Emulator, request: Request) -> Response:
-    return json_response(state_document(emu))
+    return admin_json(state_document(emu))
 
 
 def openapi(emu: Emulator, request: Request) -> Response:
     from .openapi import document
 
-    return json_response(document(emu.config))
+    return admin_json(document(emu.config))
 
 
 def dashboard(emu: Emulator, request: Request) -> Response:
@@ -251,7 +263,7 @@ def cross_site_write(request: Request) -> str | None:
 
 
 def list_faults(emu: Emulator, request: Request) -> Response:
-    return json_response({"faults": [f.as_json() for f in emu.faults]})
+    return admin_json({"faults": [f.as_json() for f in emu.faults]})
 
 
 def add_fault(emu: Emulator, request: Request) -> Response:
@@ -294,16 +306,16 @@ def add_fault(emu: Emulator, request: Request) -> Response:
         fault = emu.faults.add(**body)
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
-    return json_response(fault.as_json())
+    return admin_json(fault.as_json())
 
 
 def clear_faults(emu: Emulator, request: Request) -> Response:
     emu.faults.clear()
-    return json_response({"faults": []})
+    return admin_json({"faults": []})
 
 
 def requests_log(emu: Emulator, request: Request) -> Response:
-    return json_response({"requests": [c.as_json() for c in emu.calls]})
+    return admin_json({"requests": [c.as_json() for c in emu.calls]})
 
 
 def seed(emu: Emulator, request: Request) -> Response:
@@ -314,7 +326,7 @@ def seed(emu: Emulator, request: Request) -> Response:
     ):
         raise BadRequest('Send {"seed": <integer>} for repeatable ids, or {"seed": null}')
     emu.ids.seed(value)
-    return json_response({"seed": value})
+    return admin_json({"seed": value})
 
 
 ROUTES: list[Route] = [

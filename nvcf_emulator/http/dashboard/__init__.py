@@ -265,5 +265,7 @@ def page(emu: Emulator, request: Request) -> Response:
             "Cache-Control": "no-store",
             "Referrer-Policy": "no-referrer",
             "X-Content-Type-Options": "nosniff",
+            # frame-ancestors for browsers that read only this (the page resets the emulator).
+            "X-Frame-Options": "DENY",
         },
     )
