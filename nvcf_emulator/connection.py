@@ -429,6 +429,15 @@ class Handler(WSGIRequestHandler):
                 if not data or total >= 10_000_000_000 or reads > 1000:
                     break
 
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The ``Date`` header: the emulator's clock (the server's ``clock``), moved as every
+        TTL is, so that it agrees with ``ServerTime`` in an S3 error and with
+        ``/_emulator/clock``, as a real service's Date agrees with its own clock."""
+        clock = getattr(self.server, "clock", None)
+        if timestamp is None and clock is not None:
+            timestamp = clock.now()
+        return super().date_time_string(timestamp)
+
     def log_error(self, format: str, *args: Any) -> None:
         if format.startswith("Request timed out"):  # an idle keep-alive connection: normal
             log.debug("closing an idle connection from %s", self.address_string())

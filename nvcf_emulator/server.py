@@ -118,6 +118,8 @@ class _Server(ThreadedWSGIServer):
         #: Seconds a connection may send nothing before it is closed.
         self.idle_timeout: float = 30.0
         self.closing = False
+        #: The clock responses are dated by (see :meth:`Handler.date_time_string`).
+        self.clock: Clock | None = None
 
     def process_request(self, request: Any, client_address: Any) -> None:
         while not self._slots.acquire(blocking=False):
@@ -233,6 +235,7 @@ class EmulatorServer:
             )
         finally:
             listener.close()  # werkzeug holds its own duplicate of the socket
+        self._server.clock = emulator.clock
         self.host = host
         self.port = int(self._server.server_address[1])
         bracketed = f"[{host}]" if ":" in host else host

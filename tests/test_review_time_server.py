@@ -9,6 +9,7 @@ print tracebacks; every TTL must follow the moved clock.
 
 from __future__ import annotations
 
+import email.utils
 import re
 import signal
 import socket
@@ -260,6 +261,20 @@ def test_remote_clock_refuses_what_clock_refuses_before_sending(
     with pytest.raises(ValueError, match="cannot advance"):
         remote.clock.advance(float("nan"))
     assert nvcf_server.clock.offset == 0
+
+
+# -- the Date header ------------------------------------------------------------------------------
+
+
+def test_date_header_is_the_emulators_clock(server_api: Api) -> None:
+    """S3 and NVCF date their answers with their own clock; the emulator's is the moved one, so
+    ``Date`` agrees with ``ServerTime`` in an S3 error and with ``/_emulator/clock``."""
+    RemoteEmulator(server_api.base_url).clock.set("2030-06-01T08:00:00Z")
+    r = requests.get(f"{server_api.base_url}/_emulator/clock")
+    served = email.utils.parsedate_to_datetime(r.headers["Date"])
+    assert served == pytest.approx(
+        datetime.fromtimestamp(r.json()["epoch"], UTC), abs=timedelta(seconds=2)
+    )
 
 
 # -- nvcf-emulate in another process, across a --state-dir restart --------------------------------
