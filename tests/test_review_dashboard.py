@@ -82,6 +82,25 @@ def test_page_cannot_be_framed(served: EmulatorServer) -> None:
     assert r.headers["Referrer-Policy"] == "no-referrer"
 
 
+@pytest.mark.nvcf(asset_ttl=30 * 86400)
+def test_state_and_page_survive_an_expiry_past_the_year_9999(served: EmulatorServer) -> None:
+    """The clock stops at 9999-12-30 so that it can always be printed; an asset's expiry (its
+    creation plus ``asset_ttl``) can lie beyond. With a 30-day TTL and the clock moved to
+    9999-12-29, the state and the page were a 500 (``year 10000 is out of range``) and the
+    dashboard said only that it could not read the state."""
+    r = requests.post(f"{served.url}/_emulator/clock", json={"set": "9999-12-29T00:00:00Z"})
+    assert r.status_code == 200
+    asset = _create_asset(served)
+    r = requests.get(f"{served.url}/_emulator/state")
+    assert r.status_code == 200, r.text
+    (entry,) = r.json()["assets"]
+    assert entry["assetId"] == asset["assetId"]
+    assert entry["expiresAt"] == "9999-12-31T23:59:59.999Z"  # the last time that prints
+    assert 30 * 86400 - 60 < entry["secondsLeft"] <= 30 * 86400
+    page = requests.get(f"{served.url}/_emulator/")
+    assert page.status_code == 200 and asset["assetId"] in page.text
+
+
 SECRETS_KEY = "nvapi-dashboard-review-key"
 SECRETS_TOKEN = "admin-t0ken-for-review"
 

@@ -92,6 +92,15 @@ STATE_INVOCATIONS = 100
 STATE_ASSETS = 1000
 #: Characters of a container's answer (or an error) shown in the state's previews.
 PREVIEW_CHARS = 500
+#: 10000-01-01T00:00:00Z: ``datetime`` prints no time from here on.
+_YEAR_10000 = 253402300800.0
+
+
+def _printable(ts: float) -> str:
+    """``ts`` as :func:`isoformat`, or its last millisecond for a time past the year 9999: the
+    clock stops at 9999-12-30, but an asset made then expires ``asset_ttl`` later, and the
+    state (and the dashboard) should not fail for it."""
+    return isoformat(min(ts, math.nextafter(_YEAR_10000, 0.0)))
 
 
 def _preview(text: str | None, *, tail: bool = False) -> str | None:
@@ -115,7 +124,7 @@ def _asset_entries(emu: Emulator, assets: list[Asset], now: float) -> list[dict[
             "uploadedAt": isoformat(a.uploaded_at) if a.uploaded_at is not None else None,
             "size": a.size,
             "ageSeconds": max(0.0, now - a.created_at),
-            "expiresAt": isoformat(a.expires_at(ttl)),
+            "expiresAt": _printable(a.expires_at(ttl)),
             "secondsLeft": max(0.0, a.expires_at(ttl) - now),
         }
         for a in assets
