@@ -8,6 +8,9 @@ The browser tests drive the page in headless Chromium (Playwright, the system's
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,7 @@ import requests
 
 from nvcf_emulator import Emulator
 from nvcf_emulator.server import EmulatorServer
+from nvcf_emulator.worker import ContainerRequest
 
 #: Sets ``window.__pwned`` wherever it would run: as markup, in an attribute, as a URL.
 PAYLOAD = '"><img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
@@ -150,3 +154,236 @@ def test_no_secret_reaches_the_state_or_the_page(served: EmulatorServer) -> None
         for secret in (SECRETS_KEY, SECRETS_TOKEN, emu.signer.secret_key, signature, secret_value):
             assert secret not in text, (path, secret)
         assert "X-Amz-Signature" not in text and "X-Amz-Credential" not in text, path
+
+
+# -- the page in a browser -------------------------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    executable = CHROMIUM if os.access(CHROMIUM, os.X_OK) else shutil.which("chromium")
+    if executable is None:
+        pytest.skip(f"{CHROMIUM} is not installed (make test installs the Debian chromium package)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def console() -> list[str]:
+    """The page's console errors and uncaught exceptions (a test may drop expected ones)."""
+    return []
+
+
+@pytest.fixture
+def page(browser: Any, console: list[str], request: pytest.FixtureRequest) -> Iterator[Any]:
+    width = getattr(request, "param", 1280)
+    context = browser.new_context(viewport={"width": width, "height": 720})
+    page = context.new_page()
+    page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: console.append(str(e)))
+    try:
+        yield page
+        assert console == []  # no script error, no CSP violation, no failed request
+        assert page.evaluate("window.__pwned") is None
+    finally:
+        context.close()
+
+
+def hostile_container(req: ContainerRequest) -> Any:
+    if req.headers.get("X-Fail"):
+        raise RuntimeError(PAYLOAD + " failed")
+    return (PAYLOAD.encode(), 200, {"Content-Type": "text/html"})
+
+
+def test_browser_shows_hostile_strings_as_typed_and_runs_none(
+    served: EmulatorServer, page: Any
+) -> None:
+    """Every user string that reaches the page (asset description and content type, a
+    function's inference URL and image, the headers a client sent on to the container, its
+    answer and its traceback), first rendered by the server, then by the script: shown as
+    text, exactly as typed (NUL and bidi controls included), and nothing runs."""
+    from playwright.sync_api import expect
+
+    base = served.url
+    description = PAYLOAD + " \0 " + JS_URL + " " + RLO + "end"
+    asset = _create_asset(served, description, "text/x-" + "a" * 40)
+    r = requests.post(
+        f"{base}/v2/nvcf/functions",
+        headers=served.headers,
+        json={
+            "name": "hostile",
+            "inferenceUrl": "/" + PAYLOAD,
+            "inferencePort": 8000,
+            "containerImage": JS_URL,
+        },
+    )
+    assert r.status_code == 200, r.text
+    vid = r.json()["function"]["versionId"]
+    fid, _ = served.emulator.add_function(hostile_container, name="echo")
+    ok = requests.post(
+        f"{base}/v2/nvcf/pexec/functions/{fid}",
+        headers={**served.headers, "X-Note": PAYLOAD, "X-Link": JS_URL},
+        json={},
+    )
+    assert ok.status_code == 200
+    failed = requests.post(
+        f"{base}/v2/nvcf/pexec/functions/{fid}", headers={**served.headers, "X-Fail": "1"}
+    )
+    assert failed.status_code >= 500
+
+    # Server-rendered first (a script in it would run while the page loads)...
+    page.goto(f"{base}/_emulator/")
+    assert page.locator("img, a[href^='javascript']").count() == 0
+    # ...then rendered again by the script, from the state.
+    expect(page.get_by_role("status")).to_have_text("")
+    row = page.locator(f'#assets tr[data-asset-id="{asset["assetId"]}"]')
+    expect(row.locator("td.text")).to_have_text(description)
+    function = page.locator(f'#functions tr[data-version-id="{vid}"]')
+    expect(function).to_contain_text("/" + PAYLOAD)
+    expect(function).to_contain_text(JS_URL)
+    inv = page.locator(f'#invocations tr[data-request-id="{ok.headers["NVCF-REQID"]}"]')
+    inv.get_by_text("headers").click()
+    expect(inv.locator("dl.headers")).to_contain_text(PAYLOAD)
+    inv.get_by_text("HTTP 200").click()
+    expect(inv.locator("pre")).to_have_text(PAYLOAD)
+    bad = page.locator(f'#invocations tr[data-request-id="{failed.headers["NVCF-REQID"]}"]')
+    bad.get_by_text("error", exact=True).click()
+    expect(bad.locator('details[data-key^="error:"] pre')).to_contain_text(PAYLOAD + " failed")
+    assert page.locator("img, a[href^='javascript'], #invocations script").count() == 0
+    assert page.evaluate("window.__pwned") is None
+
+
+def test_browser_keeps_an_override_inside_its_string(served: EmulatorServer, page: Any) -> None:
+    """An inference URL with RIGHT-TO-LEFT OVERRIDE mirrored the rest of its cell: the page
+    read ``0008 trop`` for `` port 8000``. Each user string is now isolated (its own text is
+    still shown as typed)."""
+    from playwright.sync_api import expect
+
+    r = requests.post(
+        f"{served.url}/v2/nvcf/functions",
+        headers=served.headers,
+        json={
+            "name": "bidi",
+            "inferenceUrl": "/a" + RLO + "bc",
+            "inferencePort": 8000,
+            "containerImage": "nvcr.io/a/b:1",
+        },
+    )
+    assert r.status_code == 200, r.text
+    vid = r.json()["function"]["versionId"]
+    page.goto(f"{served.url}/_emulator/")
+    cell = page.locator(f'#functions tr[data-version-id="{vid}"] td').nth(2)
+    expect(cell).to_have_text("/a" + RLO + "bc port 8000")
+    # Where " port 8000" is drawn: its "p" left of its "8", as in any left-to-right text.
+    p_x, eight_x = cell.evaluate(
+        """(td) => {
+            const text = [...td.childNodes].find((n) => n.data && n.data.includes("port"));
+            const at = (i) => {
+                const range = document.createRange();
+                range.setStart(text, i);
+                range.setEnd(text, i + 1);
+                return range.getBoundingClientRect().x;
+            };
+            return [at(text.data.indexOf("p")), at(text.data.indexOf("8"))];
+        }"""
+    )
+    assert p_x < eight_x
+
+
+def test_browser_keeps_long_strings_inside_their_columns(served: EmulatorServer, page: Any) -> None:
+    """A 3,000-character content type (NVCF's pattern allows it) made the assets table 29,000
+    pixels wide: every other column was far off to the right. Long strings from users wrap in
+    their cell, like the description already did."""
+    from playwright.sync_api import expect
+
+    asset = _create_asset(served, LONG, "text/" + LONG)
+    r = requests.post(
+        f"{served.url}/v2/nvcf/functions",
+        headers=served.headers,
+        json={
+            "name": "long",
+            "inferenceUrl": "/" + LONG,
+            "inferencePort": 8000,
+            "containerImage": "nvcr.io/" + LONG,
+        },
+    )
+    assert r.status_code == 200, r.text
+    fid, _ = served.emulator.add_function(lambda req: LONG, name="long-answer")
+    long_header = "X-" + "h" * 1000
+    r = requests.post(
+        f"{served.url}/v2/nvcf/pexec/functions/{fid}",
+        headers={**served.headers, long_header: LONG},
+        json={},
+    )
+    assert r.status_code == 200
+    page.goto(f"{served.url}/_emulator/")
+    expect(page.locator(f'#assets tr[data-asset-id="{asset["assetId"]}"]')).to_be_visible()
+    page.locator("#invocations summary", has_text="headers").click()
+    page.locator("#invocations summary", has_text="HTTP 200").click()
+    widths = page.evaluate(
+        "Object.fromEntries([...document.querySelectorAll('table')]"
+        ".map((t) => [t.id, t.scrollWidth]))"
+    )
+    assert all(width < 2600 for width in widths.values()), widths  # about two windows
+
+
+@pytest.mark.nvcf(admin_token="narrow-token")
+@pytest.mark.parametrize("page", [360], indirect=True)
+def test_browser_with_a_token_far_in_the_future_in_a_narrow_window(
+    served: EmulatorServer, page: Any
+) -> None:
+    """A phone-sized window, an admin token and the clock at 9999-12-29: the page reads the
+    state with the token, shows the date, and nothing but the tables' own scrolling is
+    wider than the window."""
+    from playwright.sync_api import expect
+
+    auth = {"Authorization": "Bearer narrow-token"}
+    r = requests.post(
+        f"{served.url}/_emulator/clock", headers=auth, json={"set": "9999-12-29T00:00:00Z"}
+    )
+    assert r.status_code == 200
+    asset = _create_asset(served)
+    page.goto(f"{served.url}/_emulator/?token=narrow-token")
+    expect(page.locator("#clock-now")).to_contain_text("9999-12-29")
+    expect(page.locator(f'#assets tr[data-asset-id="{asset["assetId"]}"]')).to_be_visible()
+    expect(page.locator("#clock-offset")).to_contain_text("ahead of real time")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360
+    assert "narrow-token" not in page.url
+
+
+def test_browser_with_more_assets_than_the_state_lists(served: EmulatorServer, page: Any) -> None:
+    """1,500 assets: the state lists the newest 1,000 and the page says so; it keeps up."""
+    from playwright.sync_api import expect
+
+    emu = served.emulator
+    account = emu.accounts.authenticate(served.headers["Authorization"])
+    ids = [emu.assets.create(account, "text/plain", f"asset {i}").asset_id for i in range(1500)]
+    page.goto(f"{served.url}/_emulator/")
+    expect(page.locator("#assets-note")).to_have_text("The newest 1000 of 1500 assets.")
+    expect(page.locator("#assets tbody tr")).to_have_count(1000)
+    expect(page.locator(f'#assets tr[data-asset-id="{ids[-1]}"]')).to_be_visible()
+    expect(page.locator(f'#assets tr[data-asset-id="{ids[499]}"]')).to_have_count(0)
+    new = _create_asset(served, "the newest")
+    expect(page.locator(f'#assets tr[data-asset-id="{new["assetId"]}"]')).to_be_visible()
+    expect(page.locator("#assets-note")).to_have_text("The newest 1000 of 1501 assets.")
+    expect(page.locator(f'#assets tr[data-asset-id="{ids[500]}"]')).to_have_count(0)
+    state = json.loads(page.evaluate("fetch('/_emulator/state').then((r) => r.text())"))
+    assert state["assetCount"] == 1501

@@ -122,7 +122,7 @@ def asset_rows(assets: Iterable[Mapping[str, Any]]) -> str:
         rows.append(
             f'<tr data-asset-id="{_e(a["assetId"])}">'
             f'<th scope="row">{_code(a["assetId"])}</th>'
-            f"<td>{_e(a['contentType'])}</td>"
+            f'<td class="wraps">{_e(a["contentType"])}</td>'
             f'<td class="text">{_e(a["description"])}</td>'
             f"<td>{_e(fmt_bytes(a['size']))}</td>"
             f"<td>{_e(uploaded)}</td>"
@@ -145,8 +145,8 @@ def function_rows(functions: Iterable[Mapping[str, Any]]) -> str:
                 f'<th scope="row">{_e(v["name"])}<br>{_code(f["functionId"])}</th>'
                 f"<td>{_code(v['versionId'])}</td>"
                 f"<td>{_status(v['status'])}</td>"
-                f"<td>{_code(v['inferenceUrl'])} port {_e(v['inferencePort'])}</td>"
-                f"<td>{_code(image) if image is not None else '—'}</td>"
+                f'<td class="wraps">{_code(v["inferenceUrl"])} port {_e(v["inferencePort"])}</td>'
+                f'<td class="wraps">{_code(image) if image is not None else "—"}</td>'
                 f"<td>{_time(v['createdAt'])}</td>"
                 f"<td>{_code(f['ncaId'])}</td>"
                 "</tr>"

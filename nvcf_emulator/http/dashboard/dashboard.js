@@ -105,7 +105,7 @@
     return assets.map((a) =>
       el("tr", { "data-asset-id": a.assetId },
         el("th", { scope: "row" }, code(a.assetId)),
-        td(a.contentType),
+        el("td", { class: "wraps" }, a.contentType),
         el("td", { class: "text" }, a.description),
         td(fmtBytes(a.size)),
         td(a.uploaded ? "yes" : "no (waiting for its upload)"),
@@ -123,8 +123,8 @@
           el("th", { scope: "row" }, v.name, el("br"), code(f.functionId)),
           td(code(v.versionId)),
           td(badge(v.status)),
-          td(code(v.inferenceUrl), ` port ${v.inferencePort}`),
-          td(v.containerImage === null ? "—" : code(v.containerImage)),
+          el("td", { class: "wraps" }, code(v.inferenceUrl), ` port ${v.inferencePort}`),
+          el("td", { class: "wraps" }, v.containerImage === null ? "—" : code(v.containerImage)),
           td(time(v.createdAt)),
           td(code(f.ncaId))));
       }
