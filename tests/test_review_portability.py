@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 import pytest
 import requests
 
-from nvcf_emulator import Emulator
+from nvcf_emulator import Emulator, tempdirs
 from nvcf_emulator.storage import local
 from nvcf_emulator.worker import ContainerRequest, staging
 from tests.test_pexec import API, invoke, new_asset
@@ -313,3 +314,66 @@ def test_on_windows_a_reupload_or_delete_waits_for_a_reader_to_let_go_of_the_fil
         assert gone.status_code == 204, gone.text
         assert path is not None and not path.exists()
         assert busy == {"replace": 0, "unlink": 0}
+
+
+def test_on_windows_temp_roots_of_killed_processes_are_removed_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without ``os.getuid`` (Windows) no orphan was ever removed: every emulator a CI job or
+    Task Manager killed left its root, asset bytes and all, in %TEMP% for good. Windows asks
+    kernel32 whether a pid runs (simulated here: ``os.kill(pid, 0)`` would send it Ctrl-C)."""
+    monkeypatch.delattr(os, "getuid")
+    monkeypatch.setattr(tempdirs, "_swept", set())
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead, alive = tmp_path / "nvcf-emulator-999999-a", tmp_path / "nvcf-emulator-999998-b"
+    for orphan in (dead, alive):
+        (orphan / "storage" / "objects").mkdir(parents=True)
+    monkeypatch.setattr(tempdirs, "_gone", lambda pid: pid == 999999)
+    with Emulator() as emu:
+        assert emu.root.parent == tmp_path
+        assert not dead.exists()
+        assert alive.is_dir()
+
+
+@pytest.mark.parametrize(
+    ("processes", "error", "gone"),
+    [
+        ({}, 87, True),  # OpenProcess: ERROR_INVALID_PARAMETER, no such pid
+        ({}, 5, False),  # ERROR_ACCESS_DENIED: another user's (or a system) process
+        ({42: 259}, 0, False),  # STILL_ACTIVE
+        ({42: 0}, 0, True),  # exited (a handle somewhere keeps its record)
+    ],
+)
+def test_windows_liveness_asks_kernel32(
+    processes: dict[int, int], error: int, gone: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ctypes
+
+    closed: list[object] = []
+
+    def open_process(access: int, inherit: bool, pid: int) -> int | None:
+        assert access == 0x1000 and not inherit  # PROCESS_QUERY_LIMITED_INFORMATION
+        return 7 if pid in processes else None
+
+    def exit_code(handle: Any, code: Any) -> int:
+        assert handle.value == 7
+        code._obj.value = processes[42]
+        return 1
+
+    kernel32 = types.SimpleNamespace(
+        OpenProcess=open_process,
+        GetExitCodeProcess=exit_code,
+        CloseHandle=lambda handle: closed.append(handle.value) or 1,
+    )
+    fake = types.SimpleNamespace(
+        WinDLL=lambda name, use_last_error: kernel32,
+        get_last_error=lambda: error,
+        c_void_p=ctypes.c_void_p,
+        c_ulong=ctypes.c_ulong,
+        byref=ctypes.byref,
+    )
+    monkeypatch.setitem(sys.modules, "ctypes", fake)
+    assert tempdirs._windows_gone(42) is gone
+    assert closed == ([7] if processes else [])
+    monkeypatch.setitem(sys.modules, "ctypes", types.SimpleNamespace())  # no WinDLL: unsure
+    assert tempdirs._windows_gone(42) is False
