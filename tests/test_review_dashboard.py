@@ -345,6 +345,23 @@ def test_browser_keeps_long_strings_inside_their_columns(served: EmulatorServer,
     assert all(width < 2600 for width in widths.values()), widths  # about two windows
 
 
+def test_browser_keeps_a_text_selection_across_refreshes(served: EmulatorServer, page: Any) -> None:
+    """Copying an asset id off the page did not work: the ages change every second, so every
+    refresh rebuilt the whole assets table and the selection vanished under the mouse. Only
+    the cells that changed are replaced now."""
+    from playwright.sync_api import expect
+
+    asset = _create_asset(served)
+    page.goto(f"{served.url}/_emulator/")
+    row = page.locator(f'#assets tr[data-asset-id="{asset["assetId"]}"]')
+    expect(row).to_be_visible()
+    expect(page.get_by_role("status")).to_have_text("")
+    row.locator("th code").evaluate("(code) => getSelection().selectAllChildren(code)")
+    served.emulator.clock.advance(3600)
+    expect(row.locator("td").nth(4)).to_have_text("1 h 0 min")  # the age: refreshed
+    assert page.evaluate("getSelection().toString()") == asset["assetId"]
+
+
 @pytest.mark.nvcf(admin_token="narrow-token")
 @pytest.mark.parametrize("page", [360], indirect=True)
 def test_browser_with_a_token_far_in_the_future_in_a_narrow_window(

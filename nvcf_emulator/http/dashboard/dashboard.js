@@ -166,8 +166,27 @@
         i.error ? td(details("error:" + i.requestId, "error", el("pre", null, i.error))) : dash()));
   }
 
-  // Replace a table's rows only when its data changed, keeping open <details> open.
+  // Update a table when its data changed, replacing only the rows and cells that changed
+  // (the ages change every second): a reader's text selection (an id being copied), an open
+  // <details> and the focus stay where they are, in what did not change.
   const shown = {};
+  const built = new WeakMap();  // a cell -> its HTML as built (before a reader opened it)
+  const rowKey = (row) => row.dataset.assetId || row.dataset.versionId ||
+    row.dataset.requestId || "empty:" + row.textContent;
+  function update(before, row) {
+    if (!before || before.cells.length !== row.cells.length) {
+      for (const cell of row.cells) built.set(cell, cell.outerHTML);
+      return row;
+    }
+    const olds = [...before.cells];
+    [...row.cells].forEach((cell, i) => {
+      const html = cell.outerHTML;
+      if (built.get(olds[i]) === html) return;
+      built.set(cell, html);
+      olds[i].replaceWith(cell);
+    });
+    return before;
+  }
   function fill(tableId, data, build) {
     const key = JSON.stringify(data);
     if (shown[tableId] === key) return;
@@ -178,10 +197,19 @@
     const focused = document.activeElement && tbody.contains(document.activeElement)
       ? document.activeElement.closest("details") : null;
     const focusKey = focused ? focused.dataset.key : null;
-    tbody.replaceChildren(...build(data));
+    const old = new Map([...tbody.rows].map((row) => [rowKey(row), row]));
+    const rows = build(data).map((row) => update(old.get(rowKey(row)), row));
+    const keep = new Set(rows);
+    for (const row of [...tbody.rows]) if (!keep.has(row)) row.remove();
+    // Moving a row would drop a selection in it: rows are inserted, never moved, when in order.
+    rows.forEach((row, i) => {
+      if (tbody.rows[i] !== row) tbody.insertBefore(row, tbody.rows[i] || null);
+    });
     for (const d of tbody.querySelectorAll("details")) {
       if (open.has(d.dataset.key)) d.open = true;
-      if (focusKey && d.dataset.key === focusKey) d.querySelector("summary").focus();
+      if (focusKey && d.dataset.key === focusKey && !tbody.contains(document.activeElement)) {
+        d.querySelector("summary").focus();
+      }
     }
   }
 
