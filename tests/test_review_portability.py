@@ -101,6 +101,7 @@ _PAYLOAD_EXPR = (
 _PAYLOAD: bytes = eval(_PAYLOAD_EXPR)
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="simulates Windows from a POSIX fcntl")
 def test_emulator_on_windows_locks_its_root_and_stages_assets_byte_for_byte(
     tmp_path: Path,
 ) -> None:
@@ -153,7 +154,10 @@ def _mac_like_tmp(tmp_path: Path) -> Path:
     """A temp dir reached as macOS reaches its own: ``/var/folders/...`` where ``/var`` is a
     symlink to ``/private/var``."""
     (tmp_path / "private" / "var" / "folders").mkdir(parents=True)
-    (tmp_path / "var").symlink_to(tmp_path / "private" / "var", target_is_directory=True)
+    try:
+        (tmp_path / "var").symlink_to(tmp_path / "private" / "var", target_is_directory=True)
+    except OSError:  # Windows without the right to make symlinks
+        pytest.skip("cannot make a symlink here")
     return tmp_path / "var" / "folders"
 
 
@@ -184,7 +188,7 @@ def test_without_a_ram_dir_small_requests_are_staged_under_the_root(
     if platform.startswith("macos"):
         monkeypatch.setattr(staging, "RAM_DIR", tmp_path / "dev" / "shm")
     else:
-        monkeypatch.delattr(os, "statvfs")
+        monkeypatch.delattr(os, "statvfs", raising=False)
     seen: dict[str, str] = {}
 
     def look(req: ContainerRequest) -> dict[str, str]:
@@ -232,7 +236,7 @@ def test_ids_in_another_case_name_the_same_lowercase_file_and_never_another_acco
             assert other.status_code == 404, other.text
             r = invoke(emu, fid, headers={"NVCF-INPUT-ASSET-REFERENCES": asset, **_auth("upper")})
             assert r.status_code == 404, r.text
-        assert sorted(os.listdir(tmp_path / "emu" / "storage" / "objects")) == ["Acme", "acme"]
+        assert emu.asset_bytes(mine) == b"acme's" and emu.asset_bytes(theirs) == b"other"
 
 
 def _auth(name: str) -> dict[str, str]:
@@ -322,7 +326,7 @@ def test_on_windows_temp_roots_of_killed_processes_are_removed_too(
     """Without ``os.getuid`` (Windows) no orphan was ever removed: every emulator a CI job or
     Task Manager killed left its root, asset bytes and all, in %TEMP% for good. Windows asks
     kernel32 whether a pid runs (simulated here: ``os.kill(pid, 0)`` would send it Ctrl-C)."""
-    monkeypatch.delattr(os, "getuid")
+    monkeypatch.delattr(os, "getuid", raising=False)
     monkeypatch.setattr(tempdirs, "_swept", set())
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     dead, alive = tmp_path / "nvcf-emulator-999999-a", tmp_path / "nvcf-emulator-999998-b"
