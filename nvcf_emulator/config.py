@@ -176,7 +176,8 @@ class EmulatorConfig:
     #: While ``asset_root`` and ``output_root`` are unset, a request whose assets total at most
     #: this many bytes is staged in RAM (a dir under ``/dev/shm``, when that is a tmpfs with at
     #: least 1 GiB free) instead of under ``root_dir``: a per-request mkdir, copy and rmtree on
-    #: disk cost more than a small container call. ``0``: always on disk.
+    #: disk cost more than a small container call. ``0``: always on disk. Linux only: macOS and
+    #: Windows have no ``/dev/shm``, and stage every request under ``root_dir``.
     ram_staging_bytes: int = 16 * 1024 * 1024
     #: Seconds a deployed version stays ``DEPLOYING`` (on the emulator clock) before ``ACTIVE``.
     deploy_delay: float = 0.0
