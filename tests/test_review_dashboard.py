@@ -362,6 +362,28 @@ def test_browser_keeps_a_text_selection_across_refreshes(served: EmulatorServer,
     assert page.evaluate("getSelection().toString()") == asset["assetId"]
 
 
+def test_browser_says_when_its_server_is_gone(
+    served: EmulatorServer, page: Any, console: list[str]
+) -> None:
+    """The server stops under an open page: the page says it lost the emulator (no uncaught
+    error), keeps what it last showed, and keeps trying."""
+    from playwright.sync_api import expect
+
+    asset = _create_asset(served)
+    page.goto(f"{served.url}/_emulator/")
+    row = page.locator(f'#assets tr[data-asset-id="{asset["assetId"]}"]')
+    expect(row).to_be_visible()
+    served.stop()
+    expect(page.get_by_role("status")).to_contain_text(
+        "Lost the connection to the emulator", timeout=10_000
+    )
+    expect(row).to_be_visible()
+    # What failed: only the state reads (the browser logs each refused connection).
+    page.goto("about:blank")  # no more polling
+    assert console and all("ERR_CONNECTION_REFUSED" in line for line in console), console
+    console.clear()
+
+
 @pytest.mark.nvcf(admin_token="narrow-token")
 @pytest.mark.parametrize("page", [360], indirect=True)
 def test_browser_with_a_token_far_in_the_future_in_a_narrow_window(

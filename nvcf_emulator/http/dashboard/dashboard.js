@@ -26,7 +26,15 @@
     const headers = { Accept: "application/json", ...(options.headers || {}) };
     const token = sessionStorage.getItem(TOKEN_KEY);
     if (token) headers.Authorization = "Bearer " + token;
-    const response = await fetch(API + path, { ...options, headers, cache: "no-store" });
+    let response;
+    try {
+      response = await fetch(API + path, { ...options, headers, cache: "no-store" });
+    } catch (reason) {  // no answer at all: the server stopped, or the network is down
+      const error = new Error("Lost the connection to the emulator (" + reason.message +
+        "); trying again every " + POLL_MS / 1000 + " s.");
+      error.lost = true;
+      throw error;
+    }
     if (response.status === 401) {
       $("token-form").hidden = false;
       const error = new Error("The admin API needs its token.");
@@ -254,7 +262,8 @@
       failing = false;
     } catch (error) {
       unauthorized = Boolean(error.unauthorized);
-      if (!failing || prefix) message = [prefix, "Cannot read the state: " + error.message].filter(Boolean).join(" ");
+      const problem = error.lost ? error.message : "Cannot read the state: " + error.message;
+      if (!failing || prefix) message = [prefix, problem].filter(Boolean).join(" ");
       failing = true;
     }
     if (message) announce(message);
