@@ -568,14 +568,22 @@ except ImportError:  # Windows: msvcrt's byte-range lock instead (see _try_lock)
 _LOCK_OFFSET = 64
 
 
-def _try_lock(fd: int) -> bool:
-    """Lock ``fd``'s file for this process (the OS drops the lock if it dies); ``False``
-    when another emulator holds it."""
+def _try_lock(fd: int, root: Path) -> bool:
+    """Lock ``fd`` (``root``'s lock file) for this process (the OS drops the lock if it
+    dies); ``False`` when another emulator holds it."""
     if fcntl is not None:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return False
+        except OSError as exc:
+            # A file system without locks (NFS without lockd, some FUSE and VM shares, as a
+            # macOS dir mounted into a Docker container): the emulator runs, unguarded.
+            log.warning(
+                "cannot lock %s (%s): nothing stops a second emulator from using it",
+                root,
+                exc.strerror or exc,
+            )
         return True
     msvcrt = importlib.import_module("msvcrt")
     os.lseek(fd, _LOCK_OFFSET, os.SEEK_SET)
@@ -605,7 +613,7 @@ def _lock_root(root: Path) -> int:
     flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
     fd = os.open(root / _LOCK_FILE, flags, 0o600)
     try:
-        locked = _try_lock(fd)
+        locked = _try_lock(fd, root)
         if not locked:
             os.lseek(fd, 0, os.SEEK_SET)  # no pread on Windows
             holder = os.read(fd, 32).decode(errors="replace").strip() or "?"

@@ -7,6 +7,7 @@ through a symlink (``/var`` -> ``/private/var`` on macOS), Windows' text-mode ``
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -381,3 +382,20 @@ def test_windows_liveness_asks_kernel32(
     assert closed == ([7] if processes else [])
     monkeypatch.setitem(sys.modules, "ctypes", types.SimpleNamespace())  # no WinDLL: unsure
     assert tempdirs._windows_gone(42) is False
+
+
+def test_a_root_on_a_file_system_without_locks_still_starts_with_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A root_dir / state_dir on NFS without lockd or some VM shares (a Mac's dir mounted into
+    a Docker container) refuses ``flock``: ``Emulator(root_dir=...)`` died with a bare
+    ``OSError: [Errno 37] No locks available``."""
+    fcntl = pytest.importorskip("fcntl")
+
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with caplog.at_level("WARNING", logger="nvcf_emulator"), Emulator(state_dir=tmp_path) as emu:
+        assert emu.asset_bytes(new_asset(b"ok", emu=emu)) == b"ok"
+    assert f"cannot lock {tmp_path} (No locks available)" in caplog.text
