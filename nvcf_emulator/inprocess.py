@@ -40,6 +40,7 @@ from werkzeug.exceptions import ClientDisconnected
 
 from .headers import make_environ as wsgi_environ
 from .http.app import DROP_KEY
+from .http.pexec import invocation_domain
 from .http.responses import STREAMED_KEY
 from .storage.kernel import DEST_ERRORS, kernel_copy
 
@@ -153,8 +154,14 @@ def url_matcher(emulator: Emulator) -> Callable[[str], Claim]:
     def matches(url: str) -> Claim:
         parts = urlsplit(url)
         host = (parts.hostname or "").lower()
-        if host not in emulator.routed_hosts:
-            return NOT_MINE
+        passthrough = host not in emulator.routed_hosts
+        if passthrough:
+            # https://<functionId>.invocation.<api host>/...: a pass-through call (the app
+            # reads the function from the Host).
+            domain = invocation_domain(host)
+            if domain is None or domain not in emulator.api_hosts:
+                return NOT_MINE
+            host = domain
         ports = emulator.routed_ports.get(host)
         if ports is not None:
             # A base URL with an explicit port (a served emulator's http://127.0.0.1:PORT/...):
@@ -165,7 +172,7 @@ def url_matcher(emulator: Emulator) -> Callable[[str], Claim]:
                 return NOT_MINE
             if port not in ports:
                 return NOT_MINE
-        if host not in emulator.storage_hosts:
+        if passthrough or host not in emulator.storage_hosts:
             return OWNER
         asset_id = parts.path.rpartition("/")[2]
         return OWNER if emulator.assets.knows(asset_id) else HOST

@@ -379,36 +379,8 @@ def test_multi_endpoint_sample_echo_through_pexec(nvcf: Emulator) -> None:
 #
 # NVCF's invocation service (routes/tlb.rs, app.rs) sends a request whose Host starts with a
 # function id (or that carries a function-id header) to the container with its own method,
-# path, query, headers and body, and the container's answer back as it is. The handler is
-# pexec.passthrough; EmulatorApp does not dispatch to it yet (app.py is not this review's file),
-# so the tests below run with `passthrough_dispatch`, which does what the report asks app.py to
-# do, and `test_passthrough_is_not_dispatched_yet` fails the day app.py does it (then drop the
-# fixture).
-
-
-def _dispatch_passthrough(monkeypatch: pytest.MonkeyPatch) -> None:
-    from nvcf_emulator.domain.errors import NvcfError
-    from nvcf_emulator.http import app as app_module
-    from nvcf_emulator.http import pexec as pexec_module
-    from nvcf_emulator.http.responses import nvcf_error
-
-    control = app_module.EmulatorApp._control
-
-    def _control(self: Any, request: Any) -> Any:
-        target = pexec_module.passthrough_target(request)
-        if target is None or request.path.startswith("/_emulator"):
-            return control(self, request)
-        try:
-            return pexec_module.passthrough(self.emulator, request, *target)
-        except NvcfError as error:
-            return nvcf_error(request, error)
-
-    monkeypatch.setattr(app_module.EmulatorApp, "_control", _control)
-
-
-@pytest.fixture
-def passthrough_dispatch(monkeypatch: pytest.MonkeyPatch) -> None:
-    _dispatch_passthrough(monkeypatch)
+# path, query, headers and body, and the container's answer back as it is: pexec.passthrough,
+# which EmulatorApp dispatches to (EmulatorApp._passthrough_target).
 
 
 def gateway(server: Any, fid: str, vid: str | None = None) -> dict[str, str]:
@@ -453,8 +425,7 @@ def test_passthrough_target_reads_host_and_headers_as_nvcf(
     assert passthrough_target(request) == expected
 
 
-@pytest.mark.xfail(strict=True, reason="EmulatorApp does not route pass-through calls yet")
-def test_passthrough_is_not_dispatched_yet(nvcf_server: Any) -> None:
+def test_passthrough_is_dispatched_by_the_app(nvcf_server: Any) -> None:
     fid, _ = nvcf_server.add_function(echo_server.app, name="fastapi-echo-sample", **ECHO)
     r = requests.post(
         f"{nvcf_server.url}/echo",
@@ -465,7 +436,6 @@ def test_passthrough_is_not_dispatched_yet(nvcf_server: Any) -> None:
     assert r.status_code == 200
 
 
-@pytest.mark.usefixtures("passthrough_dispatch")
 def test_echo_sample_readme_passthrough_with_the_host_header(nvcf_server: Any) -> None:
     fid, vid = nvcf_server.add_function(echo_server.app, name="fastapi-echo-sample", **ECHO)
 
@@ -495,7 +465,6 @@ def test_echo_sample_readme_passthrough_with_the_host_header(nvcf_server: Any) -
     assert pinned.json() == "pinned"
 
 
-@pytest.mark.usefixtures("passthrough_dispatch")
 def test_multi_endpoint_sample_readme_every_endpoint(nvcf_server: Any) -> None:
     fid, vid = nvcf_server.add_function(
         multi_endpoint_server.app, name="fastapi-multi-endpoint-sample", **ECHO
@@ -539,7 +508,6 @@ def test_multi_endpoint_sample_readme_every_endpoint(nvcf_server: Any) -> None:
     assert call.container_request.path == "/query?name=John&age=42"
 
 
-@pytest.mark.usefixtures("passthrough_dispatch")
 def test_passthrough_returns_the_containers_error_as_it_is(nvcf_server: Any) -> None:
     """generic-http-function-invocation.md: "Direct HTTP invocation returns the status,
     headers, and body produced by your inference container" (no problem JSON)."""
@@ -560,7 +528,6 @@ def test_passthrough_returns_the_containers_error_as_it_is(nvcf_server: Any) -> 
     assert requests.get(f"{nvcf_server.url}/yeet", headers=anonymous, timeout=30).status_code == 401
 
 
-@pytest.mark.usefixtures("passthrough_dispatch")
 def test_passthrough_answer_over_5_mib_comes_inline(nvcf_server: Any) -> None:
     """post_pexec.rs: "large response zips are not supported by TLB ... send the whole
     response inline"."""
@@ -578,7 +545,6 @@ def test_passthrough_answer_over_5_mib_comes_inline(nvcf_server: Any) -> None:
     assert r.json() == "x" * 6_000_000
 
 
-@pytest.mark.usefixtures("passthrough_dispatch")
 def test_streaming_sample_readme_passthrough_streams(nvcf_server: Any) -> None:
     """The streaming README's gateway call, at the sample's real path (/streaming_echo: the
     README's ``/echo`` is a route the streaming sample does not have)."""
@@ -604,7 +570,6 @@ def test_streaming_sample_readme_passthrough_streams(nvcf_server: Any) -> None:
     assert as_written.status_code == 404  # what the README's exact call gets from the sample
 
 
-@pytest.mark.usefixtures("passthrough_dispatch")
 def test_passthrough_slower_than_poll_seconds_gives_202_then_the_result(
     nvcf_server: Any,
 ) -> None:
@@ -670,3 +635,113 @@ def test_health_port_of_the_create_body_is_where_health_is_checked(
     )
 
     assert pexec(API, nvcf, fid, {"message": "hello"}).json() == "hello"
+
+
+# -- pass-through routing: in-process URLs, and which requests a function-id header takes --------
+
+INVOCATION = "invocation.api.nvcf.nvidia.com"
+
+
+def test_passthrough_url_is_routed_in_process(nvcf: Emulator) -> None:
+    """``https://<fid>.invocation.api.nvcf.nvidia.com/<path>`` (the reference's pass-through
+    URL) reaches the emulator in-process, with requests and with httpx; a version id in front
+    pins the version."""
+    import httpx
+
+    fid, vid = nvcf.add_function(
+        multi_endpoint_server.app, name="fastapi-multi-endpoint-sample", **ECHO
+    )
+    r = requests.get(f"https://{fid}.{INVOCATION}/query?name=Ann&age=7", headers=nvcf.headers)
+    assert r.status_code == 200, r.text
+    assert r.json()["parameters"] == {"name": "Ann", "age": 7, "active": True}
+    assert nvcf.invocations[-1].container_request.path == "/query?name=Ann&age=7"
+
+    pinned = requests.post(
+        f"https://{vid}.{fid}.{INVOCATION}/echo", headers=nvcf.headers, json={"message": "v"}
+    )
+    assert pinned.json() == "v"
+    assert nvcf.invocations[-1].version_id == vid
+
+    with httpx.Client() as client:
+        h = client.post(
+            f"https://{fid}.{INVOCATION}/echo", headers=nvcf.headers, json={"message": "x"}
+        )
+    assert h.status_code == 200
+    assert h.json() == "x"
+
+
+def test_passthrough_needs_the_key_and_an_existing_function(nvcf: Emulator) -> None:
+    fid, _ = nvcf.add_function(echo_server.app, name="fastapi-echo-sample", **ECHO)
+    anonymous = requests.post(f"https://{fid}.{INVOCATION}/echo", json={"message": "x"})
+    assert anonymous.status_code == 401
+    missing = requests.post(
+        f"https://{uuid.uuid4()}.{INVOCATION}/echo", headers=nvcf.headers, json={"message": "x"}
+    )
+    assert missing.status_code == 404
+    assert missing.headers["Content-Type"].startswith("application/problem+json")
+    assert "not found" in missing.json()["detail"]
+
+
+def test_passthrough_answer_has_no_cors_of_the_emulators(nvcf: Emulator) -> None:
+    """NVCF adds CORS headers on its path-based routes only; a pass-through answer is the
+    container's own (app.rs: "for full path passthrough we send the OPTIONS ... to the
+    worker")."""
+    fid, _ = nvcf.add_function(echo_server.app, name="fastapi-echo-sample", **ECHO)
+    origin = {"Origin": "https://app.example"}
+    r = requests.post(
+        f"https://{fid}.{INVOCATION}/echo",
+        headers={**nvcf.headers, **origin},
+        json={"message": "x"},
+    )
+    assert r.status_code == 200
+    assert "Access-Control-Allow-Credentials" not in r.headers
+    via_pexec = pexec(API, nvcf, fid, {"message": "x"}, origin)
+    assert via_pexec.headers["Access-Control-Allow-Credentials"] == "true"
+
+
+def test_function_id_header_never_takes_a_control_plane_or_admin_call(nvcf: Emulator) -> None:
+    """One host serves the control plane, the invocation service and the admin API here; in
+    NVCF the gateway sends control-plane paths to another service whatever the headers. So a
+    client whose session always carries ``function-id`` still lists its assets."""
+    fid, _ = nvcf.add_function(echo_server.app, name="fastapi-echo-sample", **ECHO)
+    headed = {**nvcf.headers, "function-id": fid}
+    assets = requests.get(f"{API}/v2/nvcf/assets", headers=headed)
+    assert assets.status_code == 200
+    assert assets.json() == {"assets": []}
+    created = requests.post(
+        f"{API}/v2/nvcf/assets",
+        headers=headed,
+        json={"contentType": "text/plain", "description": "d"},
+    )
+    assert created.status_code == 200
+    wrong_method = requests.put(f"{API}/v2/nvcf/assets", headers=headed)
+    assert wrong_method.status_code == 405  # the control plane's answer, not the container's
+    functions = requests.get(f"{API}/v2/nvcf/functions", headers=headed)
+    assert functions.status_code == 200
+    assert requests.get(f"{API}/_emulator/health", headers=headed).status_code == 200
+    assert nvcf.invocations == []  # nothing reached the container
+
+
+def test_function_id_header_takes_invocation_and_unknown_paths(nvcf: Emulator) -> None:
+    """On the invocation service the header wins over the path (routes/tlb.rs, app.rs): any
+    path that is not the control plane's goes to the container as it is."""
+    fid, _ = nvcf.add_function(echo_server.app, name="fastapi-echo-sample", **ECHO)
+    headed = {**nvcf.headers, "function-id": fid}
+    r = requests.post(f"{API}/echo", headers=headed, json={"message": "to the container"})
+    assert r.status_code == 200, r.text
+    assert r.json() == "to the container"
+    on_pexec = requests.post(
+        f"{API}/v2/nvcf/pexec/functions/{fid}", headers=headed, json={"message": "m"}
+    )
+    assert on_pexec.status_code == 404  # the echo sample serves no such path
+    assert nvcf.invocations[-1].container_request.path == f"/v2/nvcf/pexec/functions/{fid}"
+
+
+def test_injected_invoke_fault_hits_a_passthrough_call(nvcf: Emulator) -> None:
+    fid, _ = nvcf.add_function(echo_server.app, name="fastapi-echo-sample", **ECHO)
+    nvcf.faults.add("invoke", status=503, times=1)
+    url = f"https://{fid}.{INVOCATION}/echo"
+    first = requests.post(url, headers=nvcf.headers, json={"message": "x"})
+    assert first.status_code == 503
+    second = requests.post(url, headers=nvcf.headers, json={"message": "x"})
+    assert second.status_code == 200

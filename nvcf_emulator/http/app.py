@@ -150,13 +150,16 @@ class EmulatorApp:
         except Exception:  # the store failed (S3 away): not this request's business
             log.exception("sweep failed; it runs again on a later request")
         is_storage = storage.is_storage_request(self.emulator, request)
+        target = None if is_storage else self._passthrough_target(request)
         kind = (
             "storage"
             if is_storage
             else ("admin" if request.path.startswith("/_emulator") else "control")
         )
         fault = (
-            self.emulator.faults.take(operation_of(request, is_storage))
+            self.emulator.faults.take(
+                "invoke" if target is not None else operation_of(request, is_storage)
+            )
             if len(self.emulator.faults)
             else None
         )
@@ -165,13 +168,14 @@ class EmulatorApp:
             time.sleep(fault.latency)
             response = _drop(environ) if fault.drop else _injected(request, fault, is_storage)
         else:
-            response = self._respond(request, is_storage)
+            response = self._respond(request, is_storage, target)
             if fault is not None:
                 # A slow answer: the operation ran (it read the request body, so in-process the
                 # client's read timeout runs from here, as over a socket).
                 time.sleep(fault.latency)
         dropped = bool(environ.get(DROP_KEY))
-        if not is_storage and pexec.is_invocation_path(request.path):
+        if target is None and not is_storage and pexec.is_invocation_path(request.path):
+            # (A pass-through call's answer is the container's: NVCF adds no CORS to it.)
             pexec.add_cors(request, response)
         request_id = response.headers.get("NVCF-REQID") or response.headers.get("x-amz-request-id")
         if not request_id and isinstance(response, ProblemResponse):
@@ -199,7 +203,30 @@ class EmulatorApp:
         )
         return response(environ, start_response)
 
-    def _respond(self, request: Request, is_storage: bool) -> Response:
+    def _passthrough_target(self, request: Request) -> tuple[str, str | None] | None:
+        """The function a pass-through call names, as NVCF's invocation service routes it
+        (``pexec.passthrough_target``): by its Host on any path; by a ``function-id`` header
+        on any path but the control plane's and the admin API's, which share this host here
+        (NVCF's gateway sends those to other services, whatever the headers)."""
+        target = pexec.passthrough_target(request)
+        if target is None or pexec.host_names_function(request):
+            return target
+        path = request.path
+        if path.startswith("/_emulator"):
+            return None
+        if pexec.is_invocation_path(path):
+            return target
+        try:
+            self._map.bind_to_environ(request.environ).match()
+        except MethodNotAllowed:
+            return None
+        except HTTPException:  # no route of the emulator's: the function's path
+            return target
+        return None
+
+    def _respond(
+        self, request: Request, is_storage: bool, target: tuple[str, str | None] | None = None
+    ) -> Response:
         """The emulator's own answer to a request no fault replaced."""
         if _header_bytes(request.environ) > MAX_HEADER_BYTES:
             if is_storage:
@@ -212,6 +239,19 @@ class EmulatorApp:
             )
         if is_storage:
             return storage.handle(self.emulator, request)
+        if target is not None:
+            try:
+                return pexec.passthrough(self.emulator, request, *target)
+            except NvcfError as error:
+                return nvcf_error(request, error)
+            except Exception:
+                log.exception("unhandled error on pass-through %s %s", request.method, request.path)
+                return problem(
+                    request,
+                    500,
+                    "Internal Server Error",
+                    "The emulator failed to handle the request",
+                )
         return self._control(request)
 
     def _admin_refusal(self, request: Request) -> Response | None:

@@ -16,6 +16,8 @@ from ..domain.errors import BadRequest
 
 _HEX = "[0-9a-fA-F]"
 _HYPHENATED = rf"{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}"
+#: A hyphenated UUID (36 characters), the only form a pass-through call's Host names.
+HYPHENATED_UUID_PATTERN = _HYPHENATED
 #: What ``java.util.UUID.fromString`` reads in its canonical form (Spring's converter).
 _SPRING_UUID = re.compile(rf"{_HYPHENATED}\Z")
 #: One id in the forms Rust's ``Uuid::parse_str`` reads (the invocation service's paths and

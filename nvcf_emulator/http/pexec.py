@@ -27,7 +27,14 @@ from ..storage.presign import new_request_id
 from ..worker import gojson
 from .bodies import read_upto
 from .control import authenticate, control_account
-from .ids import RUST_UUID_PATTERN, InvalidUrl, canonical, control_id, invocation_id
+from .ids import (
+    HYPHENATED_UUID_PATTERN,
+    RUST_UUID_PATTERN,
+    InvalidUrl,
+    canonical,
+    control_id,
+    invocation_id,
+)
 from .responses import STREAMED_KEY, Route, json_response, problem, s3_error
 
 if TYPE_CHECKING:
@@ -263,7 +270,16 @@ def passthrough_target(request: Request) -> tuple[str, str | None] | None:
     if function_id is not None:
         version = _uuid_or_none(request.headers.get(FUNCTION_VERSION_ID_HEADER))
         return function_id, version
-    host = request.headers.get("Host", "")
+    return _host_target(request.headers.get("Host", ""))
+
+
+def host_names_function(request: Request) -> bool:
+    """Whether the request's Host (not a header) names a function: every path on such a host
+    is the function's."""
+    return _host_target(request.headers.get("Host", "")) is not None
+
+
+def _host_target(host: str) -> tuple[str, str | None] | None:
     first = _uuid_or_none(host[:_HYPHENATED_LEN])  # 36 characters: only the hyphenated form
     if first is None:
         return None
@@ -273,6 +289,19 @@ def passthrough_target(request: Request) -> tuple[str, str | None] | None:
     if len(second) == _HYPHENATED_LEN and _uuid_or_none(second) is not None:
         return canonical(second), first
     return first, None
+
+
+_INVOCATION_HOST = re.compile(
+    rf"(?:{HYPHENATED_UUID_PATTERN}\.){{1,2}}invocation\.(?P<domain>.+)\Z", re.I
+)
+
+
+def invocation_domain(host: str) -> str | None:
+    """``api.nvcf.nvidia.com`` for ``<functionId>.invocation.api.nvcf.nvidia.com`` (or
+    ``<versionId>.<functionId>.invocation...``): how in-process routing knows a pass-through
+    URL of one of the emulator's API hosts. ``None`` for any other host."""
+    match = _INVOCATION_HOST.match(host)
+    return match.group("domain") if match else None
 
 
 def _raw_target(request: Request) -> str:
