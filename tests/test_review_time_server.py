@@ -30,8 +30,9 @@ from freezegun import freeze_time
 
 from nvcf_emulator import Emulator, RemoteEmulator
 from nvcf_emulator.server import EmulatorServer
+from nvcf_emulator.worker import ContainerRequest
 
-from .conftest import Api
+from .conftest import Api, Gate
 
 START = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 HOUR = 3600.0
@@ -207,6 +208,21 @@ def test_server_under_time_machine_moved_back_past_the_skew_is_not_valid_yet(
         assert "<ServerTime>2026-03-01T11:44:59Z</ServerTime>" in r.text
 
 
+def test_server_threads_do_not_run_an_auto_ticking_freezegun_on(
+    nvcf_server: EmulatorServer,
+) -> None:
+    """freeze_time(auto_tick_seconds=60) moves the time 60 s at each reading. The emulator
+    reads its clock from its own threads too: the server's sweeper, every real second, moved
+    the test's time on by a minute a second while the test did nothing."""
+    with freeze_time(START, auto_tick_seconds=60):
+        for _ in range(5):  # five seconds of the sweeper's loop
+            sweeper = threading.Thread(target=nvcf_server.emulator.maybe_sweep)
+            sweeper.start()
+            sweeper.join(10)
+        assert nvcf_server.clock.as_datetime() == START
+        assert datetime.now(UTC) == START  # the test's first reading: no tick taken yet
+
+
 def test_admin_set_under_freezegun_moves_from_the_frozen_time(server_api: Api) -> None:
     admin = RemoteEmulator(server_api.base_url)
     with freeze_time(START) as frozen:
@@ -216,6 +232,62 @@ def test_admin_set_under_freezegun_moves_from_the_frozen_time(server_api: Api) -
         frozen.tick(3601)  # freezegun still moves it, on top of the admin's day
         _assert_expired(server_api.upload(asset))
         assert admin.clock.now() == pytest.approx((START + timedelta(days=1)).timestamp() + 3601)
+
+
+def _invoke(api: Api, fid: str, poll: int) -> requests.Response:
+    return requests.post(
+        f"{api.base_url}/v2/nvcf/pexec/functions/{fid}",
+        headers={**api.headers, "NVCF-POLL-SECONDS": str(poll)},
+        json={"hello": "world"},
+        allow_redirects=False,
+        timeout=30,
+    )
+
+
+def _poll(api: Api, req_id: str, poll: int = 1) -> requests.Response:
+    return requests.get(
+        f"{api.base_url}/v2/nvcf/pexec/status/{req_id}",
+        headers={**api.headers, "NVCF-POLL-SECONDS": str(poll)},
+        allow_redirects=False,
+        timeout=30,
+    )
+
+
+def test_server_poll_windows_run_in_real_time_and_records_expire_on_frozen_freezegun(
+    server_api: Api, gate: Gate
+) -> None:
+    fid, _ = server_api.emulator.add_function(gate, name="slow")
+    with freeze_time(START) as frozen:
+        first = _invoke(server_api, fid, 1)  # the gate is shut: only the 1 s window ends it
+        assert first.status_code == 202, first.text
+        kept, lost = first.headers["NVCF-REQID"], _invoke(server_api, fid, 1)
+        assert lost.status_code == 202
+        assert _poll(server_api, kept).status_code == 202  # a status poll's window too
+        gate.open()
+        r = _poll(server_api, kept, 5)
+        assert r.status_code == 200, r.text
+        assert r.json() == {"done": True}
+        frozen.tick(3601)  # the request record lives 1 hour on the clock
+        r = _poll(server_api, lost.headers["NVCF-REQID"])
+        assert r.status_code == 404, r.text
+
+
+def _large_output(req: ContainerRequest) -> dict[str, bool]:
+    (Path(req.headers["NVCF-LARGE-OUTPUT-DIR"]) / "result.bin").write_bytes(b"big result")
+    return {"ok": True}
+
+
+def test_server_large_result_link_lives_24h_under_time_machine(server_api: Api) -> None:
+    fid, _ = server_api.emulator.add_function(_large_output, name="large")
+    with time_machine.travel(START, tick=False) as traveller:
+        r = _invoke(server_api, fid, 5)
+        assert r.status_code == 302, r.text
+        location = r.headers["Location"]
+        assert location.startswith(server_api.base_url)
+        traveller.shift(DAY - 1)
+        assert requests.get(location, timeout=30).status_code == 200
+        traveller.shift(2)
+        _assert_expired(requests.get(location, timeout=30))
 
 
 # -- RemoteEmulator's clock, as Clock's ----------------------------------------------------------

@@ -21,13 +21,22 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 
 def _wall() -> float:
     freezegun = sys.modules.get("freezegun.api")
     factories = getattr(freezegun, "freeze_factories", None)
     if factories:  # freezegun is active: its time, whatever the caller's stack
-        frozen = factories[-1]()
+        factory: Any = factories[-1]
+        step_tick: Any = getattr(freezegun, "StepTickTimeFactory", None)
+        if step_tick is not None and isinstance(factory, step_tick):
+            # auto_tick_seconds: each call moves freezegun's time on. The emulator reads its
+            # clock from its own threads too (the server's sweeper, each second), which would
+            # run the test's time on by themselves: it reads the time without a tick.
+            frozen = factory.time_to_freeze
+        else:
+            frozen = factory()
         return float(calendar.timegm(frozen.timetuple()) + frozen.microsecond / 1_000_000)
     return time.time()
 
