@@ -22,9 +22,21 @@
     live.textContent = text;
   }
 
+  function askForToken(message) {
+    $("token-form").hidden = false;
+    const error = new Error(message);
+    error.unauthorized = true;
+    return error;
+  }
+
   async function call(path, options = {}) {
     const headers = { Accept: "application/json", ...(options.headers || {}) };
     const token = sessionStorage.getItem(TOKEN_KEY);
+    // A header holds Latin-1 only: fetch would throw on every poll, and the form never return.
+    if (token && /[^\u0000-\u00ff]/.test(token)) {
+      sessionStorage.removeItem(TOKEN_KEY);
+      throw askForToken("That token holds a character an HTTP header cannot carry; type it again.");
+    }
     if (token) headers.Authorization = "Bearer " + token;
     let response;
     try {
@@ -35,12 +47,7 @@
       error.lost = true;
       throw error;
     }
-    if (response.status === 401) {
-      $("token-form").hidden = false;
-      const error = new Error("The admin API needs its token.");
-      error.unauthorized = true;
-      throw error;
-    }
+    if (response.status === 401) throw askForToken("The admin API needs its token.");
     const data = await response.json().catch(() => null);
     if (!response.ok) {
       throw new Error((data && data.detail) || "HTTP " + response.status);
