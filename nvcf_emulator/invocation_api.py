@@ -273,7 +273,7 @@ class InvocationAPI:
         deadline = monotonic() + (timeout if isinstance(adapter, UrlContainer) else 0)
         while self.functions.refresh(version).status is FunctionStatus.DEPLOYING:
             if monotonic() >= deadline:
-                uri, port = version.health_uri, version.inference_port
+                uri, port = version.health_uri, version.health_port
                 code = adapter.health(uri, port)
                 prefix = f"function {version.name!r}: the container's health check"
                 if isinstance(adapter, UrlContainer):

@@ -595,10 +595,6 @@ def test_passthrough_slower_than_poll_seconds_gives_202_then_the_result(
 # -- health on its own port --------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the health check uses inferencePort, not health.port (domain/functions.py)",
-)
 def test_health_port_of_the_create_body_is_where_health_is_checked(
     nvcf: Emulator, uvicorn_url: Any
 ) -> None:

@@ -187,6 +187,16 @@ class FunctionVersion:
     def expected_health_status(self) -> int:
         return int(self.health.get("expectedStatusCode", 200))
 
+    @property
+    def health_port(self) -> int:
+        """Where health is checked: ``health.port``, else the inference port (NVIDIA's worker,
+        worker.go: ``HealthCheckConfig(..., InferenceHealthPort, InferencePort)``). A container
+        URL with its own port keeps that port for both."""
+        port = self.health.get("port")
+        if isinstance(port, int | float) and not isinstance(port, bool) and port >= 1:
+            return int(port)
+        return self.inference_port
+
     def dto(self, viewer_nca: str | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {
             "id": self.function_id,
@@ -819,7 +829,7 @@ class FunctionService:
             )
         else:
             try:
-                code = container.health(version.health_uri, version.inference_port)
+                code = container.health(version.health_uri, version.health_port)
             except Exception:
                 code = 0
             if code == version.expected_health_status:
