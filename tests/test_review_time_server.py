@@ -272,6 +272,17 @@ def test_server_poll_windows_run_in_real_time_and_records_expire_on_frozen_freez
         assert r.status_code == 404, r.text
 
 
+@pytest.mark.nvcf(container_timeout=1)
+def test_server_container_timeout_runs_in_real_time_under_frozen_freezegun(
+    server_api: Api, gate: Gate
+) -> None:
+    fid, _ = server_api.emulator.add_function(gate, name="hung")
+    with freeze_time(START):
+        r = _invoke(server_api, fid, 5)  # the 1 s container timeout ends it, not the window
+    assert r.status_code == 500, r.text
+    assert r.headers["NVCF-STATUS"] == "errored"
+
+
 def _large_output(req: ContainerRequest) -> dict[str, bool]:
     (Path(req.headers["NVCF-LARGE-OUTPUT-DIR"]) / "result.bin").write_bytes(b"big result")
     return {"ok": True}
