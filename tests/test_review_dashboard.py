@@ -109,7 +109,9 @@ SECRETS_KEY = "nvapi-dashboard-review-key"
 SECRETS_TOKEN = "admin-t0ken-for-review"
 
 
-@pytest.mark.nvcf(api_keys={SECRETS_KEY: "review-nca"}, admin_token=SECRETS_TOKEN)
+@pytest.mark.nvcf(
+    api_keys={SECRETS_KEY: "review-nca"}, admin_token=SECRETS_TOKEN, max_response_bytes=1024
+)
 def test_no_secret_reaches_the_state_or_the_page(served: EmulatorServer) -> None:
     """The README lists what the state shows; API keys, the admin token, the URL-signing
     secret, upload URLs' signatures and functions' secret values are not in it, nor in the
@@ -144,6 +146,16 @@ def test_no_secret_reaches_the_state_or_the_page(served: EmulatorServer) -> None
     fid, _ = emu.add_function(lambda req: {"ok": True}, name="plain", nca_id="review-nca")
     r = requests.post(f"{served.url}/v2/nvcf/pexec/functions/{fid}", headers=key, json={})
     assert r.status_code == 200, r.text
+    # A large result: a 302 to a link that works without a key, so its token is a secret too.
+    big, _ = emu.add_function(lambda req: b"x" * 4096, name="big", nca_id="review-nca")
+    r = requests.post(
+        f"{served.url}/v2/nvcf/pexec/functions/{big}", headers=key, allow_redirects=False
+    )
+    assert r.status_code == 302, r.text
+    link = r.headers["Location"]
+    assert requests.get(link).status_code == 200
+    result_token = link.split("/_nvcf/results/")[1].split("/")[0]
+    assert len(result_token) > 32, link
 
     texts = {
         path: requests.get(f"{served.url}{path}", headers=admin).text
@@ -151,9 +163,33 @@ def test_no_secret_reaches_the_state_or_the_page(served: EmulatorServer) -> None
     }
     assert "with-secret" in texts["/_emulator/state"] and "plain" in texts["/_emulator/"]
     for path, text in texts.items():
-        for secret in (SECRETS_KEY, SECRETS_TOKEN, emu.signer.secret_key, signature, secret_value):
+        secrets = (SECRETS_KEY, SECRETS_TOKEN, emu.signer.secret_key, signature, secret_value)
+        # The call log names the download's path, token and all (see the next test).
+        for secret in (*secrets, *([result_token] if path != "/_emulator/requests" else [])):
             assert secret not in text, (path, secret)
         assert "X-Amz-Signature" not in text and "X-Amz-Credential" not in text, path
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs nvcf_emulator/http/app.py (not this reviewer's file): the call log and the "
+    "access log record request.path, and a large result's download path holds its token",
+)
+@pytest.mark.nvcf(max_response_bytes=1024)
+def test_call_log_keeps_a_large_results_token_out(served: EmulatorServer) -> None:
+    """A large result's link works without a key for 24 h: its token is a bearer secret, as
+    an upload URL's signature is. The signature is in the query, which the call log and the
+    access log leave out; the token is in the path, which both record as it is."""
+    emu = served.emulator
+    fid, _ = emu.add_function(lambda req: b"x" * 4096, name="big")
+    r = requests.post(
+        f"{served.url}/v2/nvcf/pexec/functions/{fid}", headers=served.headers, allow_redirects=False
+    )
+    assert r.status_code == 302
+    link = r.headers["Location"]
+    token = link.split("/_nvcf/results/")[1].split("/")[0]
+    assert requests.get(link).status_code == 200
+    assert token not in requests.get(f"{served.url}/_emulator/requests").text
 
 
 # -- the page in a browser -------------------------------------------------------------------------
