@@ -192,6 +192,24 @@ def test_call_log_keeps_a_large_results_token_out(served: EmulatorServer) -> Non
     assert token not in requests.get(f"{served.url}/_emulator/requests").text
 
 
+def test_page_survives_a_lone_surrogate_in_a_traceback(served: EmulatorServer) -> None:
+    """A container's exception may hold a lone surrogate (bytes decoded with
+    ``surrogateescape``: file names, a subprocess's output). The state escapes it (JSON), but
+    the page could not be encoded as UTF-8: a 500 instead of the dashboard, on every load,
+    until a reset. It shows U+FFFD there, as a browser does for the state's copy."""
+
+    def failing(req: ContainerRequest) -> Any:
+        raise RuntimeError("lone \udcff surrogate")
+
+    fid, _ = served.emulator.add_function(failing, name="failing")
+    r = requests.post(f"{served.url}/v2/nvcf/pexec/functions/{fid}", headers=served.headers)
+    assert r.status_code >= 500
+    assert requests.get(f"{served.url}/_emulator/state").status_code == 200
+    page = requests.get(f"{served.url}/_emulator/")
+    assert page.status_code == 200, page.text
+    assert "lone \ufffd surrogate" in page.text
+
+
 # -- the page in a browser -------------------------------------------------------------------------
 
 CHROMIUM = "/usr/bin/chromium"

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from ...emulator import Emulator
 
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
+#: A lone surrogate (a traceback of bytes decoded with ``surrogateescape``) cannot be encoded.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 #: Seconds between two polls of the state by the page.
 POLL_SECONDS = 1.0
 
@@ -41,7 +43,8 @@ def _resource(name: str) -> str:
 
 
 def _e(value: object) -> str:
-    return escape(str(value), quote=True)
+    """``value`` as HTML text, a lone surrogate as U+FFFD (else the page is not UTF-8)."""
+    return escape(_SURROGATE.sub("\ufffd", str(value)), quote=True)
 
 
 def fmt_seconds(seconds: float) -> str:
