@@ -741,3 +741,40 @@ def test_injected_invoke_fault_hits_a_passthrough_call(nvcf: Emulator) -> None:
     assert first.status_code == 503
     second = requests.post(url, headers=nvcf.headers, json={"message": "x"})
     assert second.status_code == 200
+
+
+def test_a_deployment_whose_health_check_fails_says_why(
+    nvcf: Emulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The echo sample serves health at /health; created through the API without ``healthUri``
+    its version is checked at NVCF's default /v2/health/ready and stays DEPLOYING (invoking it
+    is NVCF's 404). The deployment's ``healthInfo`` and the log say what the check got, so the
+    user need not guess."""
+    nvcf.register_image("nvcr.io/me/echo:1", echo_server.app)
+    fn = requests.post(
+        f"{API}/v2/nvcf/functions",
+        headers=nvcf.headers,
+        json={"name": "echo", "inferenceUrl": "/echo", "containerImage": "nvcr.io/me/echo:1"},
+    ).json()["function"]
+    url = f"{API}/v2/nvcf/deployments/functions/{fn['id']}/versions/{fn['versionId']}"
+    spec = {
+        "deploymentSpecifications": [
+            {
+                "gpu": "L40S",
+                "instanceType": "gl40s_1.br25_2xlarge",
+                "minInstances": 1,
+                "maxInstances": 1,
+            }
+        ]
+    }
+    with caplog.at_level("WARNING", logger="nvcf_emulator"):
+        assert requests.post(url, headers=nvcf.headers, json=spec).status_code == 200
+        deployment = requests.get(url, headers=nvcf.headers).json()["deployment"]
+        requests.get(url, headers=nvcf.headers)  # looked at again: logged once
+    assert deployment["functionStatus"] == "DEPLOYING"
+    note = "health check GET /v2/health/ready on port 8000 answered 404 (expected 200)"
+    assert deployment["healthInfo"] == [{"error": note}]
+    assert [r.getMessage() for r in caplog.records if note in r.getMessage()] != []
+    assert len([r for r in caplog.records if note in r.getMessage()]) == 1
+    r = pexec(API, nvcf, fn["id"], {"message": "x"})
+    assert r.status_code == 404

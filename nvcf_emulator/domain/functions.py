@@ -140,6 +140,9 @@ class FunctionVersion:
     pinned: bool = False
     #: Why the version is ``ERROR`` (shown as the deployment's ``healthInfo``).
     error_reason: str | None = None
+    #: What the last health check of a ``DEPLOYING`` version got, when it failed (shown as
+    #: the deployment's ``healthInfo`` until it passes; not kept on disk).
+    health_note: str | None = None
     #: Made with a container given directly (``add_function``/``--function``), not an image.
     direct: bool = False
     #: Loaded from the state dir with no container to run it: the status it was saved with
@@ -257,12 +260,13 @@ class FunctionVersion:
                 (self.deployment or {}).get("deploymentSpecifications", [])
             ),
             "createdAt": isoformat(self.deploy_started_at or self.created_at),
-            **(
-                {"healthInfo": [{"error": self.error_reason}]}
-                if self.status is FunctionStatus.ERROR and self.error_reason
-                else {}
-            ),
+            **({"healthInfo": [{"error": note}]} if (note := self._health_info()) else {}),
         }
+
+    def _health_info(self) -> str | None:
+        if self.status is FunctionStatus.ERROR:
+            return self.error_reason
+        return self.health_note if self.status is FunctionStatus.DEPLOYING else None
 
 
 def _str(body: Mapping[str, Any], key: str, *, required: bool = False) -> str | None:
@@ -834,12 +838,22 @@ class FunctionService:
                 code = 0
             if code == version.expected_health_status:
                 status = FunctionStatus.ACTIVE
-            else:
-                return version  # still starting: checked again on the next look
+            else:  # still starting: checked again on the next look
+                note = (
+                    f"health check GET {version.health_uri} on port {version.health_port} "
+                    f"answered {code or 'nothing'} (expected {version.expected_health_status})"
+                )
+                if note != version.health_note:
+                    version.health_note = note
+                    log.warning(
+                        "function %r version %s: %s", version.name, version.version_id, note
+                    )
+                return version
         with self._lock:
             if version.status is FunctionStatus.DEPLOYING:
                 version.status = status
                 version.error_reason = reason
+                version.health_note = None
                 self._save(version)
         return version
 
