@@ -421,7 +421,7 @@ def test_browser_says_when_its_server_is_gone(
     served: EmulatorServer, page: Any, console: list[str]
 ) -> None:
     """The server stops under an open page: the page says it lost the emulator (no uncaught
-    error), keeps what it last showed, and keeps trying."""
+    error), keeps what it last showed, and keeps trying until the server is back."""
     from playwright.sync_api import expect
 
     asset = _create_asset(served)
@@ -433,8 +433,14 @@ def test_browser_says_when_its_server_is_gone(
         "Lost the connection to the emulator", timeout=10_000
     )
     expect(row).to_be_visible()
+    # Back on the same port (a restarted nvcf-emulate): the page picks it up by itself.
+    again = served.emulator.serve(port=served.port)
+    try:
+        expect(page.get_by_role("status")).to_have_text("Connected again.", timeout=10_000)
+    finally:
+        page.goto("about:blank")  # no more polling
+        again.stop()
     # What failed: only the state reads (the browser logs each refused connection).
-    page.goto("about:blank")  # no more polling
     failed = "Failed to load resource: net::ERR_"  # refused, or cut by the stop mid-read
     assert console and all(line.startswith(failed) for line in console), console
     console.clear()
