@@ -456,3 +456,36 @@ def test_remote_clock_moves_a_separate_server_and_its_offset_survives_a_restart(
         assert RemoteEmulator(third.url, timeout=10).clock.offset == 0  # the reset was saved
     finally:
         third.stop()
+
+
+def test_asgi_container_sleeps_in_real_time_under_frozen_freezegun(nvcf: Emulator) -> None:
+    """An ASGI app's ``asyncio.sleep`` (and its health route) ends under a frozen freezegun:
+    the container's event loop keeps real time, as the worker's waits do. Before, the loop
+    read freezegun's frozen clock deep inside and the sleep never ended: the call stayed a
+    202 until the container timeout."""
+    import asyncio
+
+    from fastapi import FastAPI
+
+    app = FastAPI()
+
+    @app.get("/health")
+    async def health() -> str:
+        await asyncio.sleep(0.05)
+        return "ok"
+
+    @app.post("/infer")
+    async def infer() -> dict[str, str]:
+        await asyncio.sleep(0.05)
+        return {"slept": "yes"}
+
+    with freeze_time(START):
+        fid, _ = nvcf.add_function(app, name="sleepy", inference_url="/infer", health_uri="/health")
+        r = requests.post(
+            f"https://api.nvcf.nvidia.com/v2/nvcf/pexec/functions/{fid}",
+            headers={**nvcf.headers, "NVCF-POLL-SECONDS": "5"},
+            json={},
+            timeout=30,
+        )
+    assert r.status_code == 200, r.text
+    assert r.json() == {"slept": "yes"}

@@ -28,7 +28,6 @@ import logging
 import math
 import queue
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ import requests
 from urllib3.exceptions import ReadTimeoutError
 from werkzeug.datastructures import Headers
 
+from ..domain.clock import monotonic
 from ..headers import make_environ
 
 if TYPE_CHECKING:
@@ -399,9 +399,9 @@ class WsgiContainer:
 
     def health(self, uri: str, port: int, timeout: float = 2.0) -> int:
         resp = self._call("GET", uri, None, b"", port)
-        deadline = time.monotonic() + timeout
+        deadline = monotonic() + timeout
         try:
-            resp.read(stop=lambda: time.monotonic() > deadline)  # a probe gives up in time
+            resp.read(stop=lambda: monotonic() > deadline)  # a probe gives up in time
         except ContainerConnectionError:
             return 0
         return resp.status
@@ -513,6 +513,15 @@ def _check_start(message: Mapping[str, Any]) -> None:
             )
 
 
+class _RealTimeLoop(asyncio.SelectorEventLoop):
+    """An event loop on real monotonic time, whatever freezegun does (as the worker's waits):
+    under a frozen freezegun the stock loop mixes frozen and real readings, and an app's
+    ``asyncio.sleep`` or timeout never ends."""
+
+    def time(self) -> float:
+        return monotonic()
+
+
 class AsgiContainer:
     """An ASGI app (FastAPI, Starlette, ...) as a container, run as uvicorn runs it.
 
@@ -535,7 +544,7 @@ class AsgiContainer:
         self._lifespan: asyncio.Task[None] | None = None
         self._lifespan_inbox: asyncio.Queue[dict[str, str]] | None = None
         self._lifespan_done: asyncio.Event | None = None
-        self._loop = asyncio.new_event_loop()
+        self._loop = _RealTimeLoop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="nvcf-asgi-container", daemon=True
         )
