@@ -614,9 +614,11 @@ def _lock_root(root: Path) -> int:
     fd = os.open(root / _LOCK_FILE, flags, 0o600)
     try:
         locked = _try_lock(fd, root)
+        holder = "?"
         if not locked:
-            os.lseek(fd, 0, os.SEEK_SET)  # no pread on Windows
-            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            with contextlib.suppress(OSError):  # only for the message
+                os.lseek(fd, 0, os.SEEK_SET)  # no pread on Windows
+                holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
     except BaseException:
         os.close(fd)
         raise

@@ -32,12 +32,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 #: A child interpreter that looks like Windows to the emulator's own modules: no ``fcntl``
 #: (only http/storage.py, which still imports it at the top, is let through: it is not part
-#: of this review's files), an ``msvcrt`` whose byte-range lock is per open file, no
+#: of this review's files), an ``msvcrt`` with Windows' mandatory byte-range locks, no
 #: ``pread``/``pwrite``/``O_CLOEXEC``/``statvfs``/``getuid`` and no kernel copies, and
 #: ``O_BINARY`` (Windows' 0x8000; on Linux x86-64 that bit is the harmless O_LARGEFILE). Every
 #: ``os.open`` under the root is recorded, to find files of bytes opened in text mode.
 _WINDOWS_LIKE = """
-import builtins, fcntl as real_fcntl, json, os, sys, tempfile, types
+import builtins, json, os, sys, tempfile, types
 # The standard library tells Windows by whether msvcrt imports: it is in place before the fake.
 import asyncio, concurrent.futures, sqlite3, subprocess, zipfile, requests, werkzeug.serving
 
@@ -58,16 +58,42 @@ def windows_import(name, globals=None, locals=None, fromlist=(), level=0):
     return real_import(name, globals, locals, fromlist, level)
 builtins.__import__ = windows_import
 
+# Windows' byte-range locks: held per handle, from the file position for nbytes, mandatory
+# (another handle's read of a locked byte fails), released by LK_UNLCK at the same range.
 msvcrt = types.ModuleType("msvcrt")
 msvcrt.LK_UNLCK, msvcrt.LK_LOCK, msvcrt.LK_NBLCK = 0, 1, 2
+locks = {}  # (st_dev, st_ino, offset) -> fd
+def _file(fd):
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
 def locking(fd, mode, nbytes):
-    try:
-        real_fcntl.flock(fd, real_fcntl.LOCK_UN if mode == 0 else
-                         real_fcntl.LOCK_EX | real_fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise PermissionError(13, "Permission denied") from None
+    start = os.lseek(fd, 0, os.SEEK_CUR)
+    keys = [(*_file(fd), start + i) for i in range(nbytes)]
+    if mode == msvcrt.LK_UNLCK:
+        if any(locks.get(k) != fd for k in keys):
+            raise PermissionError(13, "Permission denied")  # not locked by this handle
+        for k in keys:
+            del locks[k]
+        return
+    if any(k in locks for k in keys):
+        raise PermissionError(13, "Permission denied")
+    for k in keys:
+        locks[k] = fd
 msvcrt.locking = locking
 sys.modules["msvcrt"] = msvcrt
+real_read = os.read
+def windows_read(fd, n):
+    start, ino = os.lseek(fd, 0, os.SEEK_CUR), _file(fd)
+    if any(locks.get((*ino, start + i), fd) != fd for i in range(n)):
+        raise PermissionError(13, "Permission denied")  # a byte another handle locked
+    return real_read(fd, n)
+os.read = windows_read
+real_close = os.close
+def windows_close(fd):
+    for k in [k for k, v in locks.items() if v == fd]:  # the OS drops them, eventually
+        del locks[k]
+    real_close(fd)
+os.close = windows_close
 
 ROOT = os.path.realpath(sys.argv[1])
 opened = []
@@ -102,7 +128,7 @@ _PAYLOAD_EXPR = (
 _PAYLOAD: bytes = eval(_PAYLOAD_EXPR)
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="simulates Windows from a POSIX fcntl")
+@pytest.mark.skipif(sys.platform == "win32", reason="simulates Windows on POSIX")
 def test_emulator_on_windows_locks_its_root_and_stages_assets_byte_for_byte(
     tmp_path: Path,
 ) -> None:
