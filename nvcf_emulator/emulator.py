@@ -35,6 +35,11 @@ from .storage.presign import DESCRIPTION_HEADER, UrlSigner
 from .storage.state import NullStateStore, SqliteStateStore, StateStore
 from .tempdirs import make_private_dir
 
+try:
+    import fcntl
+except ImportError:  # Windows: msvcrt's byte-range lock instead (see _try_lock)
+    fcntl = None  # type: ignore[assignment]
+
 log = logging.getLogger("nvcf_emulator")
 
 if TYPE_CHECKING:
@@ -557,11 +562,6 @@ def _remove_ours(directory: Path) -> None:
             with contextlib.suppress(OSError):
                 os.unlink(entry.path)
 
-
-try:
-    import fcntl
-except ImportError:  # Windows: msvcrt's byte-range lock instead (see _try_lock)
-    fcntl = None  # type: ignore[assignment]
 
 #: Where Windows' lock goes: a byte past the pid written at the start of the lock file (a
 #: locked byte cannot be read by another process there, and the next one reads the pid).
