@@ -23,7 +23,7 @@ _CHUNK = 1 << 20
 #: Flags for ``os.open`` of a file of bytes. Windows opens in text mode unless told
 #: ``O_BINARY`` (writes turn ``\n`` into ``\r\n``, reads stop at ``\x1a``), and has no
 #: ``O_CLOEXEC`` (Python makes its descriptors non-inheritable there anyway).
-BINARY = getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+FILE_FLAGS = getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
 def kernel_copy(src: int, dst: int, count: int, position: int) -> int | None:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
-from .kernel import BINARY, copy_file, write_all
+from .kernel import FILE_FLAGS, copy_file, write_all
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -142,9 +142,9 @@ class LocalBlobStore:
         # concurrent invocations each release is a hand-off, so open()'s extra fstat, isatty
         # ioctl and lseek are not free.
         root = os.path.dirname(os.path.dirname(dest))  # the staging root
-        src = os.open(self._path(key), os.O_RDONLY | BINARY)
+        src = os.open(self._path(key), os.O_RDONLY | FILE_FLAGS)
         try:
-            dst = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | BINARY, 0o666)
+            dst = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | FILE_FLAGS, 0o666)
             try:
                 if _ioctl is not None and root not in self._no_clone:
                     try:
