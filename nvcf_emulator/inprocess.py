@@ -21,7 +21,6 @@ import logging
 import os
 import stat
 import threading
-import time
 import weakref
 from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -38,6 +37,7 @@ from urllib3.util.retry import Retry
 from urllib3.util.timeout import Timeout
 from werkzeug.exceptions import ClientDisconnected
 
+from .domain.clock import perf_counter
 from .headers import make_environ as wsgi_environ
 from .http.app import DROP_KEY
 from .http.pexec import invocation_domain
@@ -198,14 +198,14 @@ class _BodyReader(io.RawIOBase):
     app sees what a server sees when a client goes away mid-body (``ClientDisconnected``), and
     the caller gets the original error back, as it would from a broken connection.
 
-    ``last_read`` (``time.perf_counter()``) is when the app last got bytes of the body, and
-    ``reading`` whether it waits for some now: a read timeout runs from the end of the body
-    sent, as over a socket, never over a slow upload.
+    ``last_read`` (real ``perf_counter()``, whatever freezegun does) is when the app last got
+    bytes of the body, and ``reading`` whether it waits for some now: a read timeout runs from
+    the end of the body sent, as over a socket, never over a slow upload.
     """
 
     def __init__(self, body: object) -> None:
         self.error: BaseException | None = None
-        self.last_read = time.perf_counter()
+        self.last_read = perf_counter()
         self.reading = False
         self._file: Any = None
         self._iter: Iterator[bytes] | None = None
@@ -247,7 +247,7 @@ class _BodyReader(io.RawIOBase):
             self.error = exc
             raise ClientDisconnected() from exc
         finally:
-            self.last_read = time.perf_counter()
+            self.last_read = perf_counter()
         if copied is None:
             self._kernel_fd = -1
             return None
@@ -279,7 +279,7 @@ class _BodyReader(io.RawIOBase):
             raise ClientDisconnected() from exc
         finally:
             self.reading = False
-            self.last_read = time.perf_counter()
+            self.last_read = perf_counter()
 
     def _readinto(self, b: Any) -> int:
         # Fill the buffer (short only at the end of the body), as a server's body reader does:
@@ -619,7 +619,7 @@ def call_app(
         if environ.get(DROP_KEY):
             # An injected fault dropped the connection: the caller sees what a reset looks like.
             raise Dropped()
-        elapsed = time.perf_counter() - environ["wsgi.input"].last_read
+        elapsed = perf_counter() - environ["wsgi.input"].last_read
         if timeout is not None and elapsed > timeout:
             raise TimedOut(
                 f"Read timed out. (read timeout={timeout}) (in-process: the emulator "

@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import inspect
 import threading
-import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -65,6 +64,7 @@ import anyio.to_thread
 import h11
 import httpx
 
+from .domain.clock import perf_counter
 from .inprocess import (
     AppResponse,
     BodyFailed,
@@ -374,14 +374,14 @@ class _Call:
             tasks.start_soon(call)
             while not done.is_set():
                 # While the app waits for the body, look again a read timeout later.
-                idle = 0.0 if body.reading else time.perf_counter() - body.last_read
+                idle = 0.0 if body.reading else perf_counter() - body.last_read
                 with anyio.move_on_after(None if limit is None else limit - idle):
                     await done.wait()
                 if (
                     not done.is_set()
                     and limit is not None
                     and not body.reading
-                    and time.perf_counter() - body.last_read >= limit
+                    and perf_counter() - body.last_read >= limit
                 ):
                     timed_out = True
                     tasks.cancel_scope.cancel()

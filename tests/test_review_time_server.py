@@ -489,3 +489,24 @@ def test_asgi_container_sleeps_in_real_time_under_frozen_freezegun(nvcf: Emulato
         )
     assert r.status_code == 200, r.text
     assert r.json() == {"slept": "yes"}
+
+
+def test_the_emulators_own_request_handling_does_not_tick_an_auto_ticking_freezegun(
+    nvcf: Emulator,
+) -> None:
+    """Under ``freeze_time(auto_tick_seconds=60)`` every read of the time moves it on. The
+    emulator's timings (the call log's duration, the in-process read timeout) read real time,
+    so a request handled by its app moves the clock by nothing of its own: 4 of the 8 ticks a
+    ``requests`` call made were the emulator's (480 s a call at 60 s a tick)."""
+    from werkzeug.test import EnvironBuilder
+
+    environ = EnvironBuilder(
+        path="/v2/nvcf/assets", base_url="https://api.nvcf.nvidia.com", headers=nvcf.headers
+    ).get_environ()
+    with freeze_time(START, auto_tick_seconds=60):
+        before = nvcf.clock.now()
+        status: list[str] = []
+        body = b"".join(nvcf.app(environ, lambda s, h, e=None: status.append(s)))
+        after = nvcf.clock.now()
+    assert status == ["200 OK"], body
+    assert after == before

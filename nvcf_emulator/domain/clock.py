@@ -53,6 +53,14 @@ def monotonic() -> float:
     return float(real()) if real is not None else time.monotonic()
 
 
+def perf_counter() -> float:
+    """``time.perf_counter()``, whatever freezegun does (as :func:`monotonic`): for durations
+    and read timeouts, so that measuring never ticks an auto-ticking freezegun on."""
+    freezegun = sys.modules.get("freezegun.api")
+    real = getattr(freezegun, "real_perf_counter", None)
+    return float(real()) if real is not None else time.perf_counter()
+
+
 def as_seconds(value: object, what: str) -> float:
     """``value`` as a float (numbers, numpy scalars, numeric text), else the error ``float``
     raises (TypeError, or ValueError for text) saying ``what`` the call takes."""
