@@ -491,15 +491,18 @@ def test_browser_with_more_assets_than_the_state_lists(served: EmulatorServer, p
 
 
 @pytest.mark.nvcf(admin_token="right-token")
-def test_browser_asks_again_for_a_token_it_cannot_send(served: EmulatorServer, page: Any) -> None:
-    """A token with a character beyond Latin-1 (a pasted curly quote, a euro sign) cannot go
-    in an HTTP header: fetch threw before sending, the page said every second that it could
-    not read the state, and never showed the token form again; the tab stayed stuck with it
-    (sessionStorage) even across reloads. It now asks for the token again."""
+@pytest.mark.parametrize("typo", ["%E2%82%AC", "%0A"])  # a euro sign, a line break
+def test_browser_asks_again_for_a_token_it_cannot_send(
+    served: EmulatorServer, page: Any, typo: str
+) -> None:
+    """A token with a character beyond Latin-1 (a pasted curly quote, a euro sign) or a line
+    break cannot go in an HTTP header: fetch threw before sending, the page said every second
+    that it could not read the state, and never showed the token form again; the tab stayed
+    stuck with it (sessionStorage) even across reloads. It now asks for the token again."""
     from playwright.sync_api import expect
 
     asset = _create_asset(served)
-    page.goto(f"{served.url}/_emulator/?token=right-token\u20ac")
+    page.goto(f"{served.url}/_emulator/?token=right-token{typo}")
     expect(page.get_by_role("status")).to_contain_text("type it again")
     expect(page.locator("#token-form")).to_be_visible()
     assert page.evaluate("sessionStorage.getItem('nvcf-emulator-admin-token')") is None

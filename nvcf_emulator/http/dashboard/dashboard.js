@@ -32,8 +32,9 @@
   async function call(path, options = {}) {
     const headers = { Accept: "application/json", ...(options.headers || {}) };
     const token = sessionStorage.getItem(TOKEN_KEY);
-    // A header holds Latin-1 only: fetch would throw on every poll, and the form never return.
-    if (token && /[^\u0000-\u00ff]/.test(token)) {
+    // A header holds Latin-1 without line breaks or NUL: else fetch would throw on every poll
+    // (as if the server were gone), and the form would never come back.
+    if (token && /[^\t\u0020-\u00ff]/.test(token)) {
       sessionStorage.removeItem(TOKEN_KEY);
       throw askForToken("That token holds a character an HTTP header cannot carry; type it again.");
     }
