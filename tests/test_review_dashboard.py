@@ -105,6 +105,24 @@ def test_state_and_page_survive_an_expiry_past_the_year_9999(served: EmulatorSer
     assert page.status_code == 200 and asset["assetId"] in page.text
 
 
+def test_state_keeps_long_descriptions_to_a_preview(served: EmulatorServer) -> None:
+    """A description may be most of a MiB (NVCF checks only that there is one): each such
+    asset put all of it in every state read, every second while a dashboard is open (1,000
+    of them: a GB a second). The state shows a preview, as it does of a container's answer;
+    the assets API keeps the whole text."""
+    from nvcf_emulator.http.admin import PREVIEW_CHARS
+
+    content_type = "text/" + "x" * 100_000
+    asset = _create_asset(served, "d" * 800_000, content_type)
+    assert len(asset["description"]) == 800_000
+    r = requests.get(f"{served.url}/_emulator/state")
+    assert len(r.content) < 10_000
+    (entry,) = r.json()["assets"]
+    assert entry["description"] == "d" * PREVIEW_CHARS + "…"
+    assert entry["contentType"] == content_type[:PREVIEW_CHARS] + "…"
+    assert len(requests.get(f"{served.url}/_emulator/").content) < 100_000
+
+
 SECRETS_KEY = "nvapi-dashboard-review-key"
 SECRETS_TOKEN = "admin-t0ken-for-review"
 

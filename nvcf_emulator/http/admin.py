@@ -90,7 +90,8 @@ STATE_INVOCATIONS = 100
 #: second, so a long session's every asset would cost it MBs and the emulator CPU);
 #: ``assetCount`` has them all.
 STATE_ASSETS = 1000
-#: Characters of a container's answer (or an error) shown in the state's previews.
+#: Characters of a container's answer, an error, an asset's description or media type shown
+#: in the state's previews.
 PREVIEW_CHARS = 500
 #: 10000-01-01T00:00:00Z: ``datetime`` prints no time from here on.
 _YEAR_10000 = 253402300800.0
@@ -117,8 +118,9 @@ def _asset_entries(emu: Emulator, assets: list[Asset], now: float) -> list[dict[
         {
             "assetId": a.asset_id,
             "ncaId": a.nca_id,
-            "contentType": a.content_type,
-            "description": a.description,
+            # Previews too: NVCF takes a description (or a media type) of any length.
+            "contentType": _preview(a.content_type),
+            "description": _preview(a.description),
             "createdAt": isoformat(a.created_at),
             "uploaded": a.uploaded_at is not None,
             "uploadedAt": isoformat(a.uploaded_at) if a.uploaded_at is not None else None,
