@@ -29,20 +29,16 @@ RLO = "\u202e"  # RIGHT-TO-LEFT OVERRIDE: shows the text after it mirrored
 LONG = "x" * 3000  # no space to break at
 
 
-def _served(tmp_path: Path, **settings: Any) -> tuple[Emulator, EmulatorServer]:
-    emu = Emulator(root_dir=tmp_path, **settings)
-    return emu, emu.serve()
-
-
 @pytest.fixture
 def served(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[EmulatorServer]:
+    """A server of its own per test (``@pytest.mark.nvcf(...)`` settings), stopped after it."""
     marker = request.node.get_closest_marker("nvcf")
-    emu, server = _served(tmp_path, **(marker.kwargs if marker else {}))
-    try:
-        yield server
-    finally:
-        server.stop()
-        emu.close()
+    with Emulator(root_dir=tmp_path, **(marker.kwargs if marker else {})) as emu:
+        server = emu.serve()
+        try:
+            yield server
+        finally:
+            server.stop()
 
 
 def _create_asset(
