@@ -30,9 +30,8 @@ from tests.test_pexec import API, invoke, new_asset
 
 ROOT = Path(__file__).resolve().parent.parent
 
-#: A child interpreter that looks like Windows to the emulator's own modules: no ``fcntl``
-#: (only http/storage.py, which still imports it at the top, is let through: it is not part
-#: of this review's files), an ``msvcrt`` with Windows' mandatory byte-range locks, no
+#: A child interpreter that looks like Windows to the emulator's own modules: no ``fcntl``,
+#: an ``msvcrt`` with Windows' mandatory byte-range locks, no
 #: ``pread``/``pwrite``/``O_CLOEXEC``/``statvfs``/``getuid`` and no kernel copies, and
 #: ``O_BINARY`` (Windows' 0x8000; on Linux x86-64 that bit is the harmless O_LARGEFILE). Every
 #: ``os.open`` under the root is recorded, to find files of bytes opened in text mode.
@@ -52,8 +51,7 @@ for name in ("O_CLOEXEC", "pread", "pwrite", "preadv", "statvfs", "getuid",
 real_import = builtins.__import__
 def windows_import(name, globals=None, locals=None, fromlist=(), level=0):
     importer = (globals or {}).get("__name__", "")
-    if (name == "fcntl" and importer.startswith("nvcf_emulator")
-            and importer != "nvcf_emulator.http.storage"):
+    if name == "fcntl" and importer.startswith("nvcf_emulator"):
         raise ModuleNotFoundError("No module named 'fcntl'", name="fcntl")
     return real_import(name, globals, locals, fromlist, level)
 builtins.__import__ = windows_import
@@ -425,3 +423,26 @@ def test_a_root_on_a_file_system_without_locks_still_starts_with_a_warning(
     with caplog.at_level("WARNING", logger="nvcf_emulator"), Emulator(state_dir=tmp_path) as emu:
         assert emu.asset_bytes(new_asset(b"ok", emu=emu)) == b"ok"
     assert f"cannot lock {tmp_path} (No locks available)" in caplog.text
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="simulates Windows on POSIX")
+def test_on_windows_uploads_over_a_chunk_and_large_results_work(tmp_path: Path) -> None:
+    """Windows: ``http/storage.py`` imported ``fcntl`` at the top (``import nvcf_emulator``
+    failed); an upload of more than one chunk was hashed by a thread reading back with
+    ``pread`` (a 500)."""
+    root = tmp_path / "root"
+    result = _run_windows_like(
+        """
+        import hashlib
+        from nvcf_emulator import Emulator
+        from tests.test_pexec import new_asset
+
+        data = bytes(range(256)) * (3 * 4096)  # 3 MiB
+        with Emulator(root_dir=ROOT) as emu:
+            asset = new_asset(data, emu=emu)
+            stored = emu.asset_bytes(asset)
+        print(json.dumps({"same": stored == data}))
+        """,
+        root,
+    )
+    assert result == {"same": True}

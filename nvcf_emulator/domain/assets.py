@@ -277,7 +277,8 @@ class AssetService:
         hasher: _FileHasher | None = None
         md5 = None
         if self._md5_etag() or content_md5 is not None:
-            if fd is not None and (content_length is None or content_length > _CHUNK):
+            big = content_length is None or content_length > _CHUNK
+            if fd is not None and big and _FileHasher.available:
                 hasher = _FileHasher(fd)
             else:
                 md5 = hashlib.md5(usedforsecurity=False)
@@ -563,6 +564,9 @@ class _FileHasher:
     reads release the GIL, so hashing overlaps with receiving the next bytes. The digest is of
     the bytes actually stored. :meth:`stop` ends the thread on any path (it is always joined).
     """
+
+    #: It reads back with pread(v), which Windows lacks: there the body is hashed inline.
+    available = _preadv is not None or hasattr(os, "pread")
 
     def __init__(self, fd: int) -> None:
         self._fd = fd

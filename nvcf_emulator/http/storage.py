@@ -6,7 +6,6 @@ import base64
 import binascii
 import contextlib
 import errno
-import fcntl
 import io
 import logging
 import os
@@ -234,7 +233,10 @@ _LOWAT = 256 * 1024
 
 
 def _new_pipe() -> tuple[int, int, int]:
-    """A pipe (read end, write end, capacity in bytes)."""
+    """A pipe (read end, write end, capacity in bytes). Linux only, as splice (so ``fcntl``,
+    which Windows lacks, is imported here)."""
+    import fcntl
+
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     try:
         capacity = fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
