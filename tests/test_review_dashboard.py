@@ -306,6 +306,8 @@ def test_browser_shows_hostile_strings_as_typed_and_runs_none(
     assert r.status_code == 200, r.text
     vid = r.json()["function"]["versionId"]
     fid, _ = served.emulator.add_function(hostile_container, name="echo")
+    # An account of its own (add_function takes any NCA id; --api-key refuses '<>').
+    _, other_vid = served.emulator.add_function(hostile_container, name="other", nca_id=PAYLOAD)
     ok = requests.post(
         f"{base}/v2/nvcf/pexec/functions/{fid}",
         headers={**served.headers, "X-Note": PAYLOAD, "X-Link": JS_URL},
@@ -327,6 +329,8 @@ def test_browser_shows_hostile_strings_as_typed_and_runs_none(
     function = page.locator(f'#functions tr[data-version-id="{vid}"]')
     expect(function).to_contain_text("/" + PAYLOAD)
     expect(function).to_contain_text(JS_URL)
+    other = page.locator(f'#functions tr[data-version-id="{other_vid}"]')
+    expect(other.locator("td").last).to_have_text(PAYLOAD)
     inv = page.locator(f'#invocations tr[data-request-id="{ok.headers["NVCF-REQID"]}"]')
     inv.get_by_text("headers").click()
     expect(inv.locator("dl.headers")).to_contain_text(PAYLOAD)
