@@ -101,6 +101,16 @@ def _served(app: WSGIApplication, server: EmulatorServer, loopback: bool) -> WSG
     return marked
 
 
+def _readable_now(sock: socket.socket) -> bool:
+    """Whether ``sock`` has bytes (or its end) to read now: ``poll`` where there is one (any
+    fd number), else ``select`` (Windows, which has no ``poll``)."""
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))
+    return bool(select.select([sock], [], [], 0)[0])
+
+
 class _Server(ThreadedWSGIServer):
     """Tracks open connections so that stopping closes them and joins their threads, and
     serves at most ``max_connections`` at once (further ones wait in the listen backlog)."""
@@ -142,9 +152,7 @@ class _Server(ThreadedWSGIServer):
     def _close_idle(self) -> None:
         for sock in list(self.idle):
             try:  # a request that has just come in is not cut off
-                poller = select.poll()
-                poller.register(sock, select.POLLIN)
-                if poller.poll(0):
+                if _readable_now(sock):
                     continue
                 sock.shutdown(socket.SHUT_RDWR)
             except (OSError, ValueError):  # closed meanwhile
@@ -221,7 +229,9 @@ class EmulatorServer:
         #: The storage URL this server gave the emulator (its upload URLs point here).
         self.own_storage_url: str | None = None
         # Bind ourselves: werkzeug's own bind prints and calls sys.exit() when the port is taken,
-        # which a library must not do. A plain OSError reaches the caller instead.
+        # which a library must not do. A plain OSError reaches the caller instead. (And
+        # create_server sets SO_REUSEADDR only where it does not let a second server bind a
+        # port in use: not on Windows, cpython#85307.)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         listener = socket.create_server((host, port), family=family, backlog=128)
         try:

@@ -446,3 +446,54 @@ def test_on_windows_uploads_over_a_chunk_and_large_results_work(tmp_path: Path) 
         root,
     )
     assert result == {"same": True}
+
+
+def test_without_select_poll_idle_connections_still_give_way(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Windows has no ``select.poll``: when every connection slot was taken, freeing an idle
+    keep-alive connection raised there and was skipped, so a new client waited out the 30 s
+    idle timeout."""
+    import select
+
+    from nvcf_emulator.server import EmulatorServer
+    from tests.test_keepalive import _conn, _list
+
+    monkeypatch.delattr(select, "poll")
+    emu = Emulator()
+    srv = EmulatorServer(emu, max_connections=1).start()
+    idle = _conn(srv)
+    newcomer = _conn(srv)
+    try:
+        _list(srv, idle)  # stays open, idle, holding the one slot
+        newcomer.timeout = 3.0
+        _list(srv, newcomer)
+    finally:
+        idle.close()
+        newcomer.close()
+        srv.stop()
+        emu.close()
+
+
+def test_the_server_does_not_share_its_port_on_windows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On Windows ``SO_REUSEADDR`` lets a second server bind a port in use without an error
+    (cpython#85307): two ``nvcf-emulate --port 8080`` would both start. The server binds
+    with ``socket.create_server``, which sets it only off Windows (werkzeug's own bind sets
+    it everywhere)."""
+    import socket
+
+    from nvcf_emulator.server import EmulatorServer
+
+    def reuse(os_name: str) -> int:
+        with Emulator() as emu:
+            with monkeypatch.context() as m:
+                m.setattr(os, "name", os_name)
+                srv = EmulatorServer(emu)
+            try:
+                sock = srv._server.socket  # the listening socket itself
+                return sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)
+            finally:
+                srv.stop()
+
+    assert reuse("nt") == 0
+    assert reuse("posix") != 0
