@@ -497,3 +497,62 @@ def test_the_server_does_not_share_its_port_on_windows(monkeypatch: pytest.Monke
 
     assert reuse("nt") == 0
     assert reuse("posix") != 0
+
+
+def _progress_request(tmp_path: Path) -> ContainerRequest:
+    from werkzeug.datastructures import Headers
+
+    out = tmp_path / "out"
+    out.mkdir()
+    headers = Headers({"NVCF-REQID": "r1", "NVCF-LARGE-OUTPUT-DIR": str(out)})
+    return ContainerRequest("POST", "/infer", headers, b"")
+
+
+def test_progress_written_from_several_threads_at_once(tmp_path: Path) -> None:
+    """Every write had the temp name ``.progress.tmp``: two threads of one container
+    reporting at once replaced each other's file, and one write failed with
+    FileNotFoundError."""
+    import threading
+
+    request = _progress_request(tmp_path)
+    errors: list[BaseException] = []
+
+    def report(n: int) -> None:
+        try:
+            for i in range(200):
+                request.write_progress(i % 100, {"thread": n})
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=report, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    assert sorted(p.name for p in request.output_dir.iterdir()) == ["progress"]
+    assert json.loads((request.output_dir / "progress").read_text())["id"] == "r1"
+
+
+def test_on_windows_progress_waits_for_the_worker_to_let_go_of_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Windows refuses to replace ``progress`` while the worker reads it (PermissionError):
+    the write waits a moment and succeeds, and leaves no temp file behind (a file left in
+    the output dir would make the answer a zip)."""
+    monkeypatch.setattr(local, "_BUSY_RETRIES", (0.0, 0.0))
+    real_replace = Path.replace
+    refused: list[Path] = []
+
+    def busy_once(self: Path, target: Any) -> Path:
+        if not refused:
+            refused.append(self)
+            raise PermissionError(13, "The process cannot access the file")
+        return real_replace(self, target)
+
+    monkeypatch.setattr(Path, "replace", busy_once)
+    request = _progress_request(tmp_path)
+    request.write_progress(40, {"partial": True})
+    assert refused
+    assert sorted(p.name for p in request.output_dir.iterdir()) == ["progress"]
+    assert json.loads((request.output_dir / "progress").read_text())["progress"] == 40

@@ -37,7 +37,7 @@ _BUSY_RETRIES: tuple[float, ...] = (0.01, 0.05, 0.1, 0.25, 0.5) if os.name == "n
 _T = TypeVar("_T")
 
 
-def _when_not_busy(operation: Callable[[], _T]) -> _T:
+def when_not_busy(operation: Callable[[], _T]) -> _T:
     """``operation()``, tried again while Windows says another handle has the file open."""
     for delay in _BUSY_RETRIES:
         try:
@@ -81,7 +81,7 @@ class _LocalWriter:
     def commit(self) -> None:
         self._close()
         self._final.parent.mkdir(parents=True, exist_ok=True)
-        _when_not_busy(lambda: os.replace(self._tmp, self._final))
+        when_not_busy(lambda: os.replace(self._tmp, self._final))
         self._done = True
 
     def abort(self) -> None:
@@ -132,7 +132,7 @@ class LocalBlobStore:
 
     def delete(self, key: str) -> None:
         path = self._path(key)
-        _when_not_busy(lambda: path.unlink(missing_ok=True))
+        when_not_busy(lambda: path.unlink(missing_ok=True))
 
     def stage(self, key: str, dest: Path) -> None:
         # A copy, never a hard link: a container (often running as root) that writes to its

@@ -28,6 +28,7 @@ import logging
 import math
 import queue
 import threading
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from werkzeug.datastructures import Headers
 
 from ..domain.clock import monotonic
 from ..headers import make_environ
+from ..storage.local import when_not_busy
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
@@ -128,9 +130,15 @@ class ContainerRequest:
         doc: dict[str, Any] = {"id": self.request_id, "progress": progress}
         if partial_response is not None:
             doc["partialResponse"] = partial_response
-        tmp = self.output_dir / ".progress.tmp"
-        tmp.write_text(json.dumps(doc))
-        tmp.replace(self.output_dir / "progress")
+        # A name of its own per write (threads of one container may report at once), removed
+        # whatever happens (a file left in the output dir would turn the answer into a zip).
+        tmp = self.output_dir / f".progress.{uuid.uuid4().hex}.tmp"
+        try:
+            tmp.write_text(json.dumps(doc))
+            # (Windows refuses the replace while the worker reads the file: wait for it.)
+            when_not_busy(lambda: tmp.replace(self.output_dir / "progress"))
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 @dataclass
