@@ -273,6 +273,11 @@ class InvocationAPI:
         deadline = monotonic() + (timeout if isinstance(adapter, UrlContainer) else 0)
         while self.functions.refresh(version).status is FunctionStatus.DEPLOYING:
             if monotonic() >= deadline:
+                if version.health.get("protocol") == "gRPC" and isinstance(adapter, UrlContainer):
+                    raise RuntimeError(  # health_note: what the last gRPC health check got
+                        f"function {version.name!r}: {version.health_note} within "
+                        f"{timeout:g} s: is the gRPC server running there and SERVING?"
+                    )
                 uri, port = version.health_uri, version.health_port
                 code = adapter.health(uri, port)
                 prefix = f"function {version.name!r}: the container's health check"

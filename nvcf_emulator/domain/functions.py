@@ -832,17 +832,10 @@ class FunctionService:
                 else "the function has no container image"
             )
         else:
-            try:
-                code = container.health(version.health_uri, version.health_port)
-            except Exception:
-                code = 0
-            if code == version.expected_health_status:
+            note = health_problem(container, version)
+            if note is None:
                 status = FunctionStatus.ACTIVE
             else:  # still starting: checked again on the next look
-                note = (
-                    f"health check GET {version.health_uri} on port {version.health_port} "
-                    f"answered {code or 'nothing'} (expected {version.expected_health_status})"
-                )
                 if note != version.health_note:
                     version.health_note = note
                     log.warning(
@@ -1053,6 +1046,35 @@ class FunctionService:
             for version_id in self._versions:
                 self.state.delete(KIND, version_id)
             self._versions.clear()
+
+
+def health_problem(container: Container, version: FunctionVersion) -> str | None:
+    """``None`` when the version's health check passes, else what it got. A ``gRPC`` check of
+    a container URL asks its gRPC server (grpc.health.v1) as NVIDIA's worker does (health.go:
+    "grpc doesn't support path or status"); any other check is ``GET healthUri``."""
+    from ..worker.containers import UrlContainer
+
+    if version.health.get("protocol") == "gRPC" and isinstance(container, UrlContainer):
+        host = f"[{container.host}]" if ":" in container.host else container.host
+        target = f"{host}:{container.port or version.health_port}"
+        try:
+            from ..grpc_proxy import grpc_health_problem
+        except ImportError as exc:
+            return f"gRPC health check of {target} cannot run: {exc}"
+        try:
+            return grpc_health_problem(target, secure=container.scheme == "https")
+        except Exception as exc:  # a check that breaks is a failed check, as below
+            return f"gRPC health check of {target} failed: {exc}"
+    try:
+        code = container.health(version.health_uri, version.health_port)
+    except Exception:
+        code = 0
+    if code == version.expected_health_status:
+        return None
+    return (
+        f"health check GET {version.health_uri} on port {version.health_port} "
+        f"answered {code or 'nothing'} (expected {version.expected_health_status})"
+    )
 
 
 def _pick(versions: list[FunctionVersion]) -> FunctionVersion:

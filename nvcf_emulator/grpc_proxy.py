@@ -1,0 +1,501 @@
+"""gRPC invocation, as NVCF's gRPC proxy does it (``grpc.nvcf.nvidia.com:443``).
+
+A client opens a channel to the proxy and calls the *container's own* methods with the metadata
+``authorization: Bearer <key>`` and ``function-id`` (``function-version-id`` optional). The
+proxy checks both (NVIDIA/nvcf ``grpc-proxy/proxy/director.go``), asks the control plane for
+the function (``GrpcProxyService.authStatefulWork``: the key, then the ids, then the function
+as a pexec call sees it) and forwards the call as it is -- any service and method, unary or
+streaming, raw bytes -- to the container's gRPC server, relaying its messages, initial and
+trailing metadata, status and details back.
+
+As NVCF's reverse proxies (``proxy/worker/worker.go``, the worker's ``httputil.ReverseProxy``)
+do, every metadata entry the client sent reaches the container (``authorization`` and the
+routing keys too), with ``nvcf-reqid`` set to the session's request id; the reply's initial
+metadata carries ``nvcf-reqid`` and ``set-cookie: nvcf-request-id=<id>``. A later call that
+sends that ``nvcf-reqid`` back goes to the same function version; an id this proxy never
+issued is NVCF's NOT_FOUND "no existing session found". (NVCF's resumption also pins the
+worker; the emulator has one container per version, so that part is moot.)
+
+Refusals carry the codes NVCF uses: no ``Bearer`` authorization is UNAUTHENTICATED, no
+``function-id`` INVALID_ARGUMENT (both "... was passed in the metadata"); errors of the control
+plane are wrapped as the Go proxy wraps them ("failed to open stateful work request: rpc
+error: code = NotFound desc = ...") with its HTTP-to-gRPC mapping (400 INVALID_ARGUMENT, 401
+UNAUTHENTICATED, 403 PERMISSION_DENIED, 404 NOT_FOUND, 429/502/503/504 UNAVAILABLE). A
+container that does not answer is UNAVAILABLE, as a gRPC client of NVCF sees the worker's 502.
+
+Needs grpcio (``pip install 'nvcf-emulator[grpc]'``); ``import nvcf_emulator`` does not.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+import threading
+import time
+import uuid
+from collections.abc import Generator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+try:
+    import grpc
+except ImportError as exc:  # pragma: no cover - the message is the point
+    raise ImportError(
+        "nvcf_emulator.grpc_proxy needs grpcio: pip install 'nvcf-emulator[grpc]'"
+    ) from exc
+
+from .domain.accounts import Account
+from .domain.calls import Call, redact
+from .domain.errors import NvcfError
+from .domain.functions import FunctionVersion
+
+if TYPE_CHECKING:
+    from .emulator import Emulator
+
+__all__ = ["GrpcProxy", "grpc_health_problem"]
+
+log = logging.getLogger("nvcf_emulator.grpc")
+
+Metadata = tuple[tuple[str, str | bytes], ...]
+
+#: The session id header and cookie (``proxy/consts/headers.go``).
+REQUEST_ID_HEADER = "nvcf-reqid"
+REQUEST_ID_COOKIE = "nvcf-request-id"
+#: How the Go proxy prefixes a failure of the control plane's ``AuthStatefulWork``.
+OPEN_FAILED = "failed to open stateful work request"
+
+#: Entries the gRPC runtime sets itself on the forwarded call (transport headers, the deadline
+#: as ``grpc-timeout``): passing them on as metadata would be refused or doubled.
+_TRANSPORT_KEYS = frozenset({"user-agent", "te", "content-type", "host", REQUEST_ID_HEADER})
+#: What ``java.util.UUID.fromString`` reads in its canonical form.
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
+#: The control plane's HTTP statuses as gRPC codes (GrpcConfiguration.java ``toGrpcStatus``).
+_FROM_HTTP = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
+    404: grpc.StatusCode.NOT_FOUND,
+    429: grpc.StatusCode.UNAVAILABLE,
+    502: grpc.StatusCode.UNAVAILABLE,
+    503: grpc.StatusCode.UNAVAILABLE,
+    504: grpc.StatusCode.UNAVAILABLE,
+}
+#: gRPC codes as HTTP statuses, for the call log (director.go ``GrpcCodeToHttpStatusCode``).
+_TO_HTTP = {
+    grpc.StatusCode.OK: 200,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.UNAVAILABLE: 503,
+}
+#: A restarted container is reached again within a second (gRPC's default backoff after a
+#: failed connection grows to two minutes, during which every call would fail at once).
+#: NVCF: "gRPC functions do not have an input request size limit" (gRPC's default is 4 MiB
+#: received, on the proxy's server and on its channels to containers alike).
+_UNLIMITED = (("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1))
+_CHANNEL_OPTIONS = (
+    *_UNLIMITED,
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+)
+
+
+def _go_code(code: grpc.StatusCode) -> str:
+    """A code as grpc-go spells it in an error text (``NotFound``, ``Unauthenticated``)."""
+    return "".join(part.capitalize() for part in code.name.split("_"))
+
+
+class _Refused(Exception):
+    """A call the proxy answers itself, with this status."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
+
+    @classmethod
+    def from_control_plane(cls, code: grpc.StatusCode, detail: str) -> _Refused:
+        return cls(code, f"{OPEN_FAILED}: rpc error: code = {_go_code(code)} desc = {detail}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Session:
+    function_id: str
+    version_id: str
+    nca_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    version: FunctionVersion
+    target: str
+    secure: bool
+    request_id: str
+
+
+class GrpcProxy:
+    """NVCF's gRPC gateway for an :class:`~nvcf_emulator.Emulator`, on a loopback port.
+
+    >>> with GrpcProxy(emulator) as proxy:
+    ...     channel = grpc.insecure_channel(proxy.address)
+
+    ``port=0`` takes a free port (see :attr:`port`). Functions serving gRPC are added with
+    ``inference_url="/grpc"`` and a container URL ``http://host:port`` of a running gRPC
+    server (the URL's port, else the function's ``inferencePort``). Each call is recorded in
+    ``emulator.calls`` with ``kind="grpc"``, ``path`` the full method name and ``status`` the
+    HTTP status NVCF maps its gRPC code to.
+    """
+
+    def __init__(
+        self, emulator: Emulator, host: str = "127.0.0.1", port: int = 0, *, max_workers: int = 32
+    ) -> None:
+        self.emulator = emulator
+        self.host = host
+        self._wanted_port = port
+        self._max_workers = max_workers
+        self._server: grpc.Server | None = None
+        self._port = 0
+        self._lock = threading.Lock()
+        self._channels: dict[tuple[str, bool], grpc.Channel] = {}
+        self._sessions: dict[str, _Session] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The port the proxy listens on (0 before :meth:`start`)."""
+        return self._port
+
+    @property
+    def address(self) -> str:
+        """``host:port`` for ``grpc.insecure_channel``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self._port}"
+
+    def start(self) -> GrpcProxy:
+        if self._server is not None:
+            raise RuntimeError("the gRPC proxy is already started")
+        server = grpc.server(
+            ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix="nvcf-grpc"),
+            handlers=[_Forwarder(self)],
+            options=_UNLIMITED,
+        )
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        try:
+            port = server.add_insecure_port(f"{host}:{self._wanted_port}")
+        except RuntimeError as exc:  # grpcio >= 1.50 raises; older ones return 0
+            raise OSError(f"the gRPC proxy cannot listen on {host}:{self._wanted_port}") from exc
+        if not port:
+            raise OSError(f"the gRPC proxy cannot listen on {host}:{self._wanted_port}")
+        server.start()
+        self._server, self._port = server, port
+        log.info("gRPC proxy listening on %s", self.address)
+        return self
+
+    def stop(self, grace: float | None = 1.0) -> None:
+        """Stop listening; calls still running get ``grace`` seconds, then are cancelled."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.stop(grace).wait()
+        with self._lock:
+            channels = list(self._channels.values())
+            self._channels.clear()
+        for channel in channels:
+            channel.close()
+
+    def __enter__(self) -> GrpcProxy:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = f"on {self.address}" if self._server is not None else "stopped"
+        return f"<GrpcProxy {state}>"
+
+    # -- routing -----------------------------------------------------------------------------
+
+    def _route(self, metadata: dict[str, str]) -> _Route:
+        """The version and container a call goes to, checked in NVCF's order: the metadata
+        (director.go), the key, the ids, the function (GrpcProxyService.authStatefulWork), the
+        session (function_invoker.go)."""
+        auth = metadata.get("authorization", "")
+        if not auth.startswith("Bearer ") or not auth.removeprefix("Bearer "):
+            raise _Refused(
+                grpc.StatusCode.UNAUTHENTICATED, "no authorization was passed in the metadata"
+            )
+        function_id = metadata.get("function-id", "")
+        if not function_id:
+            raise _Refused(
+                grpc.StatusCode.INVALID_ARGUMENT, "no function-id was passed in the metadata"
+            )
+        version_id = metadata.get("function-version-id") or None
+        emu = self.emulator
+        try:
+            account = emu.accounts.authenticate(auth)
+            for name, value in (("function-id", function_id), ("function-version-id", version_id)):
+                if value is not None and not _UUID.match(value):
+                    # UUID.fromString throws, and no @GrpcExceptionHandler maps that: grpc-spring
+                    # answers INTERNAL with this text. The parenthesis is the emulator's.
+                    raise _Refused.from_control_plane(
+                        grpc.StatusCode.INTERNAL,
+                        "There was a server error trying to handle an exception "
+                        f"(Invalid UUID string: {value} in {name})",
+                    )
+            function_id = function_id.lower()
+            version_id = version_id.lower() if version_id else None
+            request_id = metadata.get(REQUEST_ID_HEADER, "")
+            session = self._session(request_id, account, function_id, version_id)
+            if session is not None:
+                version_id = session.version_id
+            version = emu.functions.resolve_invocation(account, function_id, version_id)
+        except NvcfError as err:
+            code = _FROM_HTTP.get(err.status, grpc.StatusCode.UNKNOWN)
+            raise _Refused.from_control_plane(code, err.detail) from None
+        from .worker.containers import UrlContainer
+
+        container = emu.functions.container_for(version)
+        if not isinstance(container, UrlContainer):
+            # NVCF cannot get here (its containers are images); the emulator's in-process
+            # containers speak HTTP only.
+            raise _Refused(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"function {version.name!r} version {version.version_id} has no gRPC server "
+                f"to call: its container is {container!r}; a gRPC function is added with the "
+                "URL of a running gRPC server (add_function('http://127.0.0.1:PORT', "
+                "inference_url='/grpc'))",
+            )
+        if session is None:
+            request_id = str(uuid.uuid4())
+            with self._lock:
+                self._sessions[request_id] = _Session(
+                    version.function_id, version.version_id, account.nca_id
+                )
+        host = f"[{container.host}]" if ":" in container.host else container.host
+        return _Route(
+            version,
+            f"{host}:{container.port or version.inference_port}",
+            container.scheme == "https",
+            request_id,
+        )
+
+    def _session(
+        self, request_id: str, account: Account, function_id: str, version_id: str | None
+    ) -> _Session | None:
+        """The session a call resumes with ``nvcf-reqid`` (None: it starts one). NVCF reads
+        only a UUID there; anything else starts a new session."""
+        try:
+            key = str(uuid.UUID(request_id))
+        except ValueError:
+            return None
+        with self._lock:
+            session = self._sessions.get(key)
+        # function_invoker.go's texts; the mismatches are no gRPC status there (INTERNAL).
+        if session is None:
+            raise _Refused(
+                grpc.StatusCode.NOT_FOUND,
+                f"{OPEN_FAILED}: no existing session found for request id {key}",
+            )
+        for differs, what in (
+            (session.function_id != function_id, "function ID"),
+            (version_id is not None and session.version_id != version_id, "function version ID"),
+            (session.nca_id != account.nca_id, "invoker NCA ID"),
+        ):
+            if differs:
+                raise _Refused(
+                    grpc.StatusCode.INTERNAL,
+                    f"{OPEN_FAILED}: existing session {what} mismatch for request id {key}",
+                )
+        return session
+
+    def _channel(self, target: str, secure: bool) -> grpc.Channel:
+        with self._lock:
+            channel = self._channels.get((target, secure))
+            if channel is None:
+                if secure:
+                    credentials = grpc.ssl_channel_credentials()
+                    channel = grpc.secure_channel(target, credentials, options=_CHANNEL_OPTIONS)
+                else:
+                    channel = grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
+                self._channels[(target, secure)] = channel
+            return channel
+
+    # -- forwarding --------------------------------------------------------------------------
+
+    def forward(
+        self, method: str, requests: Iterator[bytes], context: grpc.ServicerContext
+    ) -> Iterator[bytes]:
+        """One call: route it, then relay it both ways as raw bytes."""
+        started = time.perf_counter()
+        received = context.invocation_metadata()
+        first: dict[str, str] = {}
+        for key, value in received:
+            if isinstance(value, str):
+                first.setdefault(key, value)  # Go's Header.Get: the first value
+        request_id: str | None = None
+        code, details = grpc.StatusCode.OK, ""
+        try:
+            try:
+                route = self._route(first)
+            except _Refused as refused:
+                code, details = refused.code, refused.details
+                context.set_code(code)
+                context.set_details(details)
+                return
+            request_id = route.request_id
+            code, details = grpc.StatusCode.CANCELLED, "the client cancelled the call"
+            code, details = yield from self._relay(method, requests, context, received, route)
+        finally:
+            self._record(method, first.get("authorization"), request_id, code, started)
+            if code is not grpc.StatusCode.OK:
+                log.info("gRPC %s: %s %s", method, code.name, details)
+
+    def _relay(
+        self,
+        method: str,
+        requests: Iterator[bytes],
+        context: grpc.ServicerContext,
+        received: Metadata,
+        route: _Route,
+    ) -> Generator[bytes, None, tuple[grpc.StatusCode, str]]:
+        kept = [(k, v) for k, v in received if k not in _TRANSPORT_KEYS and k[:5] != "grpc-"]
+        outgoing = (*kept, (REQUEST_ID_HEADER, route.request_id))
+        remaining = context.time_remaining()
+        timeout = remaining if remaining is not None and remaining < 1e8 else None
+        channel = self._channel(route.target, route.secure)
+        multi: grpc.StreamStreamMultiCallable[bytes, bytes] = channel.stream_stream(method)
+        call: Any = multi(requests, metadata=outgoing, timeout=timeout)
+        context.add_callback(call.cancel)  # the client went away: so does the container's call
+        session = (
+            (REQUEST_ID_HEADER, route.request_id),
+            ("set-cookie", f"{REQUEST_ID_COOKIE}={route.request_id}"),
+        )
+        try:
+            initial = tuple(call.initial_metadata() or ())
+            context.send_initial_metadata(initial + session)
+            yield from call
+        except grpc.RpcError:
+            pass  # the container's status, read below
+        code: grpc.StatusCode = call.code()
+        details: str = call.details() or ""
+        trailing = tuple(call.trailing_metadata() or ())
+        if trailing:
+            context.set_trailing_metadata(trailing)
+        if code is not grpc.StatusCode.OK:
+            context.set_code(code)
+            context.set_details(details)
+        return code, details
+
+    def _record(
+        self,
+        method: str,
+        authorization: str | None,
+        request_id: str | None,
+        code: grpc.StatusCode,
+        started: float,
+    ) -> None:
+        emu = self.emulator
+        emu.calls.record(
+            Call(
+                time=emu.clock.now(),
+                method="POST",  # gRPC is a POST over HTTP/2
+                path=method,
+                status=_TO_HTTP.get(code, 500),
+                duration_ms=round((time.perf_counter() - started) * 1000, 3),
+                request_id=request_id,
+                authorization=redact(authorization),
+                kind="grpc",
+            )
+        )
+
+
+class _Forwarder(grpc.GenericRpcHandler):
+    """Takes every method as a stream-stream call of raw bytes: on the wire a unary call is a
+    stream of one message each way, so this serves unary and streaming calls alike."""
+
+    def __init__(self, proxy: GrpcProxy) -> None:
+        self._proxy = proxy
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> Any:
+        behavior = functools.partial(self._proxy.forward, handler_call_details.method)
+        return grpc.stream_stream_rpc_method_handler(behavior)
+
+
+# -- health ------------------------------------------------------------------------------------
+
+#: grpc.health.v1.HealthCheckResponse.ServingStatus.
+_SERVING_STATUS = {0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING", 3: "SERVICE_UNKNOWN"}
+
+
+def _serving_status(reply: bytes) -> int:
+    """Field 1 (a varint enum) of a HealthCheckResponse, read without protobuf: 0 if absent."""
+    status, i = 0, 0
+    while i < len(reply):
+        tag, i = _varint(reply, i)
+        if tag == 0x08:
+            status, i = _varint(reply, i)
+        elif tag & 7 == 0:
+            _, i = _varint(reply, i)
+        elif tag & 7 == 2:
+            length, i = _varint(reply, i)
+            i += length
+        else:  # no other wire type in this message
+            break
+    return status
+
+
+def _varint(data: bytes, i: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while i < len(data):
+        byte = data[i]
+        i += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            break
+    return value, i
+
+
+def grpc_health_problem(target: str, timeout: float = 2.0, *, secure: bool = False) -> str | None:
+    """``None`` when the gRPC server at ``target`` answers ``grpc.health.v1.Health/Check`` for
+    the server as a whole (service ``""``) with SERVING, else what it got. NVIDIA's worker
+    checks a gRPC function this way (worker/health/health.go: "grpc doesn't support path or
+    status. we use the native grpc health check instead")."""
+    method = "/grpc.health.v1.Health/Check"
+    credentials = grpc.ssl_channel_credentials() if secure else None
+    with (
+        grpc.secure_channel(target, credentials)
+        if credentials is not None
+        else grpc.insecure_channel(target)
+    ) as channel:
+        try:
+            check: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(method)
+            reply = check(b"", timeout=timeout)  # HealthCheckRequest{service: ""}: no bytes
+        except grpc.RpcError as err:
+            code = err.code()
+            hint = (
+                ": the server does not serve the gRPC health service (grpcio-health-checking's "
+                "HealthServicer, with the status of service '' set to SERVING)"
+                if code is grpc.StatusCode.UNIMPLEMENTED
+                else ""
+            )
+            return f"gRPC health check {method} on {target} answered {code.name}{hint}"
+    status = _serving_status(reply if isinstance(reply, bytes) else b"")
+    if status == 1:
+        return None
+    shown = _SERVING_STATUS.get(status, str(status))
+    return f"gRPC health check {method} on {target} answered {shown} (expected SERVING)"

@@ -1,0 +1,438 @@
+"""gRPC invocation through :class:`nvcf_emulator.grpc_proxy.GrpcProxy`, as NVCF's gRPC proxy
+does it: NVIDIA's gRPC echo sample (``tests/samples/grpc_echo``) runs as the container, a
+client calls it through the proxy with the metadata of NVCF's docs
+(docs/user/grpc-function-invocation.md), and every refusal has NVCF's status code."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from nvcf_emulator import Emulator
+from nvcf_emulator.grpc_proxy import GrpcProxy
+from tests.samples.grpc_echo import echo_pb2, echo_pb2_grpc, grpc_echo_server
+
+Metadata = list[tuple[str, str]]
+
+# -- the container: NVIDIA's Echo servicer, gRPC health, and a few raw-bytes test methods ------
+
+
+def _extra_methods(label: str, cancelled: threading.Event) -> grpc.GenericRpcHandler:
+    """``test.Extra``: methods the echo proto lacks, on raw bytes (no serializers)."""
+
+    def whoami(request: bytes, context: grpc.ServicerContext) -> bytes:
+        return label.encode()
+
+    def count(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+        for i in range(int(request)):
+            yield f"{label}-{i}".encode()
+
+    def metadata(request: bytes, context: grpc.ServicerContext) -> bytes:
+        context.send_initial_metadata((("x-initial", "from-container"),))
+        context.set_trailing_metadata((("x-trailing", "also-from-container"),))
+        seen = [f"{k}={v!r}" for k, v in context.invocation_metadata()]
+        return "\n".join(seen).encode()
+
+    def fail(request: bytes, context: grpc.ServicerContext) -> bytes:
+        context.set_trailing_metadata((("retry-after", "7"), ("x-detail-bin", b"\x00\xff")))
+        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "quota of the container is used up")
+
+    def deadline(request: bytes, context: grpc.ServicerContext) -> bytes:
+        return repr(context.time_remaining()).encode()
+
+    def echo_bytes(request: bytes, context: grpc.ServicerContext) -> bytes:
+        return request
+
+    def hold(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+        context.add_callback(cancelled.set)
+        yield b"first"
+        cancelled.wait(30)  # safety net: the client cancels long before
+
+    return grpc.method_handlers_generic_handler(
+        "test.Extra",
+        {
+            "Deadline": grpc.unary_unary_rpc_method_handler(deadline),
+            "EchoBytes": grpc.unary_unary_rpc_method_handler(echo_bytes),
+            "Hold": grpc.unary_stream_rpc_method_handler(hold),
+            "Whoami": grpc.unary_unary_rpc_method_handler(whoami),
+            "Count": grpc.unary_stream_rpc_method_handler(count),
+            "Metadata": grpc.unary_unary_rpc_method_handler(metadata),
+            "Fail": grpc.unary_unary_rpc_method_handler(fail),
+        },
+    )
+
+
+class EchoContainer:
+    """The sample's server on a free loopback port, in this process."""
+
+    def __init__(self, label: str, serving: bool = True) -> None:
+        self.cancelled = threading.Event()
+        unlimited = [("grpc.max_receive_message_length", -1)]
+        self.server = grpc.server(ThreadPoolExecutor(max_workers=8), options=unlimited)
+        echo_pb2_grpc.add_EchoServicer_to_server(grpc_echo_server.Echo(), self.server)
+        self.health = health.HealthServicer()
+        status = health_pb2.HealthCheckResponse.SERVING if serving else 2  # 2: NOT_SERVING
+        self.health.set("", status)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self.server.add_generic_rpc_handlers((_extra_methods(label, self.cancelled),))
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server.start()
+
+    def stop(self) -> None:
+        self.server.stop(None).wait()
+
+
+@pytest.fixture
+def start_container() -> Iterator[Callable[..., EchoContainer]]:
+    started: list[EchoContainer] = []
+
+    def start(label: str = "one", serving: bool = True) -> EchoContainer:
+        container = EchoContainer(label, serving)
+        started.append(container)
+        return container
+
+    try:
+        yield start
+    finally:
+        for container in started:
+            container.stop()
+
+
+@pytest.fixture
+def container(start_container: Callable[..., EchoContainer]) -> EchoContainer:
+    return start_container()
+
+
+@pytest.fixture
+def proxy(nvcf: Emulator) -> Iterator[GrpcProxy]:
+    with GrpcProxy(nvcf) as running:
+        yield running
+
+
+@pytest.fixture
+def channel(proxy: GrpcProxy) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(proxy.address) as opened:
+        yield opened
+
+
+@pytest.fixture
+def fn(nvcf: Emulator, container: EchoContainer) -> Any:
+    return nvcf.add_function(container.url, name="grpc-echo", inference_url="/grpc")
+
+
+def metadata(nvcf: Emulator, fn: Any, *, version: bool = True) -> Metadata:
+    """As NVCF's docs and the sample's client send it."""
+    sent = [("function-id", fn.function_id)]
+    if version:
+        sent.append(("function-version-id", fn.version_id))
+    return [*sent, ("authorization", f"Bearer {nvcf.api_key}")]
+
+
+def raw(channel: grpc.Channel, method: str) -> Any:
+    return channel.unary_unary(method)
+
+
+def refusal(call: Callable[[], object]) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as caught:
+        call()
+    return caught.value
+
+
+# -- the sample, end to end ----------------------------------------------------------------------
+
+
+def test_the_samples_echo_message_through_the_proxy(
+    nvcf: Emulator, fn: Any, channel: grpc.Channel, proxy: GrpcProxy
+) -> None:
+    stub = echo_pb2_grpc.EchoStub(channel)
+    reply, call = stub.EchoMessage.with_call(
+        echo_pb2.EchoRequest(message="hello NVCF"), metadata=metadata(nvcf, fn)
+    )
+    assert reply.message == "hello NVCF"
+    initial = dict(call.initial_metadata())
+    request_id = initial["nvcf-reqid"]
+    assert str(uuid.UUID(request_id)) == request_id
+    assert initial["set-cookie"] == f"nvcf-request-id={request_id}"
+    logged = [c for c in nvcf.calls if c.kind == "grpc"]
+    assert [(c.path, c.status, c.request_id) for c in logged] == [
+        ("/Echo/EchoMessage", 200, request_id)
+    ]
+    assert logged[0].authorization == "Bearer nvapi-…"  # never the key
+    assert proxy.address == f"127.0.0.1:{proxy.port}"
+
+
+def test_a_grpc_function_goes_active_on_the_grpc_health_check(
+    nvcf: Emulator, container: EchoContainer
+) -> None:
+    """NVCF's worker checks a ``/grpc`` function with grpc.health.v1, not GET healthUri (a
+    gRPC server does not answer HTTP/1.1): add_function returns once the server is SERVING."""
+    ref = nvcf.add_function(
+        container.url, name="grpc-echo", inference_url="/grpc", startup_timeout=5
+    )
+    version = nvcf.functions.get(nvcf.accounts.authenticate(nvcf.headers["Authorization"]), *ref)
+    assert version.status.value == "ACTIVE"
+    assert version.health["protocol"] == "gRPC"
+
+
+def test_a_grpc_server_not_serving_stays_deploying_and_says_why(
+    nvcf: Emulator, start_container: Callable[..., EchoContainer]
+) -> None:
+    down = start_container(serving=False)
+    with pytest.raises(RuntimeError) as raised:
+        nvcf.add_function(down.url, name="sick", inference_url="/grpc", startup_timeout=0.3)
+    message = str(raised.value)
+    assert "grpc.health.v1.Health/Check" in message
+    assert "NOT_SERVING" in message
+    assert f"127.0.0.1:{down.port}" in message
+
+
+def test_bidi_streaming_relays_every_message(
+    nvcf: Emulator, fn: Any, channel: grpc.Channel
+) -> None:
+    stub = echo_pb2_grpc.EchoStub(channel)
+    words = [f"word-{i}" for i in range(50)]
+    replies = stub.EchoMessageStreaming(
+        (echo_pb2.EchoRequest(message=w) for w in words), metadata=metadata(nvcf, fn)
+    )
+    assert [r.message for r in replies] == words
+
+
+def test_server_streaming_relays_every_message(
+    nvcf: Emulator, fn: Any, channel: grpc.Channel
+) -> None:
+    count = channel.unary_stream("/test.Extra/Count")
+    assert list(count(b"5", metadata=metadata(nvcf, fn))) == [f"one-{i}".encode() for i in range(5)]
+
+
+def test_metadata_reaches_the_container_and_its_metadata_comes_back(
+    nvcf: Emulator, fn: Any, channel: grpc.Channel
+) -> None:
+    """As NVCF's reverse proxies do: everything the client sent goes on, with nvcf-reqid."""
+    sent = [*metadata(nvcf, fn), ("x-user", "alice"), ("x-blob-bin", b"\x01\x02")]
+    body, call = raw(channel, "/test.Extra/Metadata").with_call(b"", metadata=sent)
+    seen = body.decode().splitlines()
+    for expected in (
+        f"function-id='{fn.function_id}'",
+        f"function-version-id='{fn.version_id}'",
+        f"authorization='Bearer {nvcf.api_key}'",
+        "x-user='alice'",
+        "x-blob-bin=b'\\x01\\x02'",
+    ):
+        assert expected in seen
+    request_id = dict(call.initial_metadata())["nvcf-reqid"]
+    assert f"nvcf-reqid='{request_id}'" in seen
+    assert ("x-initial", "from-container") in call.initial_metadata()
+    assert ("x-trailing", "also-from-container") in call.trailing_metadata()
+
+
+def test_the_containers_error_status_details_and_trailers_are_relayed(
+    nvcf: Emulator, fn: Any, channel: grpc.Channel
+) -> None:
+    err = refusal(lambda: raw(channel, "/test.Extra/Fail")(b"", metadata=metadata(nvcf, fn)))
+    assert err.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert err.details() == "quota of the container is used up"
+    trailing = err.trailing_metadata()
+    assert ("retry-after", "7") in trailing
+    assert ("x-detail-bin", b"\x00\xff") in trailing
+    assert [c.status for c in nvcf.calls if c.kind == "grpc"] == [429]
+
+
+def test_an_unknown_method_is_the_containers_unimplemented(
+    nvcf: Emulator, fn: Any, channel: grpc.Channel
+) -> None:
+    err = refusal(lambda: raw(channel, "/nope.Service/Missing")(b"", metadata=metadata(nvcf, fn)))
+    assert err.code() is grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_the_clients_deadline_reaches_the_container(
+    nvcf: Emulator, fn: Any, channel: grpc.Channel
+) -> None:
+    remaining = raw(channel, "/test.Extra/Deadline")(b"", metadata=metadata(nvcf, fn), timeout=60)
+    assert 0 < float(remaining) <= 60
+
+
+def test_messages_over_grpcs_default_4_mib_pass_both_ways(
+    nvcf: Emulator, fn: Any, proxy: GrpcProxy
+) -> None:
+    """NVCF: "gRPC functions do not have an input request size limit"."""
+    big = bytes(range(256)) * (5 * 4096)  # 5 MiB
+    options = [("grpc.max_receive_message_length", -1)]
+    with grpc.insecure_channel(proxy.address, options=options) as client:
+        assert raw(client, "/test.Extra/EchoBytes")(big, metadata=metadata(nvcf, fn)) == big
+
+
+def test_a_client_that_cancels_cancels_the_containers_call(
+    nvcf: Emulator, fn: Any, container: EchoContainer, channel: grpc.Channel
+) -> None:
+    stream = channel.unary_stream("/test.Extra/Hold")(b"", metadata=metadata(nvcf, fn))
+    assert next(stream) == b"first"
+    stream.cancel()
+    assert container.cancelled.wait(10)
+
+
+# -- routing: versions and sessions ----------------------------------------------------------
+
+
+def test_function_version_id_pins_the_version(
+    nvcf: Emulator, start_container: Callable[..., EchoContainer], channel: grpc.Channel
+) -> None:
+    one, two = start_container("one"), start_container("two")
+    first = nvcf.add_function(one.url, name="pinned", inference_url="/grpc")
+    second = nvcf.add_function(
+        two.url, name="pinned", inference_url="/grpc", function_id=first.function_id
+    )
+    whoami = raw(channel, "/test.Extra/Whoami")
+    for ref, label in ((first, b"one"), (second, b"two")):
+        for _ in range(5):
+            assert whoami(b"", metadata=metadata(nvcf, ref)) == label
+    either = {whoami(b"", metadata=metadata(nvcf, first, version=False)) for _ in range(30)}
+    assert either <= {b"one", b"two"}
+
+
+def test_nvcf_reqid_resumes_the_session_on_its_version(
+    nvcf: Emulator, start_container: Callable[..., EchoContainer], channel: grpc.Channel
+) -> None:
+    one, two = start_container("one"), start_container("two")
+    first = nvcf.add_function(one.url, name="sessions", inference_url="/grpc")
+    nvcf.add_function(
+        two.url, name="sessions", inference_url="/grpc", function_id=first.function_id
+    )
+    whoami = raw(channel, "/test.Extra/Whoami")
+    unpinned = metadata(nvcf, first, version=False)
+    label, call = whoami.with_call(b"", metadata=unpinned)
+    request_id = dict(call.initial_metadata())["nvcf-reqid"]
+    for _ in range(10):
+        again, call = whoami.with_call(b"", metadata=[*unpinned, ("nvcf-reqid", request_id)])
+        assert again == label
+        assert dict(call.initial_metadata())["nvcf-reqid"] == request_id
+
+
+def test_an_unknown_nvcf_reqid_is_not_found(nvcf: Emulator, fn: Any, channel: grpc.Channel) -> None:
+    stale = str(uuid.uuid4())
+    sent = [*metadata(nvcf, fn), ("nvcf-reqid", stale)]
+    err = refusal(lambda: raw(channel, "/test.Extra/Whoami")(b"", metadata=sent))
+    assert err.code() is grpc.StatusCode.NOT_FOUND
+    assert err.details() == (
+        f"failed to open stateful work request: no existing session found for request id {stale}"
+    )
+
+
+# -- refusals: NVCF's codes ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "", "Bearer ", "bearer nvapi-lower-case-scheme", "Basic dXNlcjpwYXNz", "nvapi-bare"],
+)
+def test_no_bearer_authorization_is_unauthenticated(
+    nvcf: Emulator, fn: Any, channel: grpc.Channel, authorization: str | None
+) -> None:
+    sent = [m for m in metadata(nvcf, fn) if m[0] != "authorization"]
+    if authorization is not None:
+        sent.append(("authorization", authorization))
+    err = refusal(lambda: raw(channel, "/test.Extra/Whoami")(b"", metadata=sent))
+    assert err.code() is grpc.StatusCode.UNAUTHENTICATED
+    assert err.details() == "no authorization was passed in the metadata"
+    assert [c.status for c in nvcf.calls if c.kind == "grpc"] == [401]
+
+
+def test_a_key_the_emulator_refuses_is_unauthenticated(
+    nvcf: Emulator, fn: Any, channel: grpc.Channel
+) -> None:
+    sent = [*metadata(nvcf, fn)[:-1], ("authorization", "Bearer not-an-api-key")]
+    err = refusal(lambda: raw(channel, "/test.Extra/Whoami")(b"", metadata=sent))
+    assert err.code() is grpc.StatusCode.UNAUTHENTICATED
+    assert (err.details() or "").startswith(
+        "failed to open stateful work request: rpc error: code = Unauthenticated desc = "
+    )
+
+
+def test_no_function_id_is_invalid_argument(nvcf: Emulator, fn: Any, channel: grpc.Channel) -> None:
+    sent = [("authorization", f"Bearer {nvcf.api_key}")]
+    err = refusal(lambda: raw(channel, "/test.Extra/Whoami")(b"", metadata=sent))
+    assert err.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert err.details() == "no function-id was passed in the metadata"
+
+
+def test_a_function_id_that_is_no_uuid_is_internal(
+    nvcf: Emulator, fn: Any, channel: grpc.Channel
+) -> None:
+    """UUID.fromString throws in NVCF's control plane, which maps no such exception."""
+    sent = [("function-id", "not-a-uuid"), ("authorization", f"Bearer {nvcf.api_key}")]
+    err = refusal(lambda: raw(channel, "/test.Extra/Whoami")(b"", metadata=sent))
+    assert err.code() is grpc.StatusCode.INTERNAL
+    assert "not-a-uuid" in (err.details() or "")
+
+
+def test_an_unknown_function_is_not_found(nvcf: Emulator, fn: Any, channel: grpc.Channel) -> None:
+    unknown = str(uuid.uuid4())
+    sent = [("function-id", unknown), ("authorization", f"Bearer {nvcf.api_key}")]
+    err = refusal(lambda: raw(channel, "/test.Extra/Whoami")(b"", metadata=sent))
+    assert err.code() is grpc.StatusCode.NOT_FOUND
+    assert err.details() == (
+        "failed to open stateful work request: rpc error: code = NotFound desc = "
+        f"Function id '{unknown}' version 'null': Specified function in account "
+        f"'{nvcf.config.default_nca_id}' is not found"
+    )
+
+
+def test_an_unknown_version_is_not_found(nvcf: Emulator, fn: Any, channel: grpc.Channel) -> None:
+    sent = [*metadata(nvcf, fn, version=False), ("function-version-id", str(uuid.uuid4()))]
+    err = refusal(lambda: raw(channel, "/test.Extra/Whoami")(b"", metadata=sent))
+    assert err.code() is grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [("INACTIVE", grpc.StatusCode.NOT_FOUND), ("DEGRADED", grpc.StatusCode.INVALID_ARGUMENT)],
+)
+def test_a_function_that_is_not_active_is_refused(
+    nvcf: Emulator, fn: Any, channel: grpc.Channel, status: str, code: grpc.StatusCode
+) -> None:
+    nvcf.set_function_status(fn.function_id, fn.version_id, status)
+    err = refusal(lambda: raw(channel, "/test.Extra/Whoami")(b"", metadata=metadata(nvcf, fn)))
+    assert err.code() is code
+
+
+def test_a_container_that_is_down_is_unavailable(
+    nvcf: Emulator, fn: Any, container: EchoContainer, channel: grpc.Channel
+) -> None:
+    container.stop()
+    err = refusal(lambda: raw(channel, "/test.Extra/Whoami")(b"", metadata=metadata(nvcf, fn)))
+    assert err.code() is grpc.StatusCode.UNAVAILABLE
+    assert [c.status for c in nvcf.calls if c.kind == "grpc"] == [503]
+
+
+def test_an_in_process_container_cannot_serve_grpc(nvcf: Emulator, channel: grpc.Channel) -> None:
+    ref = nvcf.add_function(lambda request: "hi", name="http-only", inference_url="/grpc")
+    err = refusal(lambda: raw(channel, "/test.Extra/Whoami")(b"", metadata=metadata(nvcf, ref)))
+    assert err.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert "running gRPC server" in (err.details() or "")
+
+
+# -- packaging -----------------------------------------------------------------------------------
+
+
+def test_nvcf_emulator_imports_without_grpcio_and_the_proxy_names_the_extra() -> None:
+    script = (
+        "import sys; sys.modules['grpc'] = None\n"
+        "import nvcf_emulator\n"
+        "try:\n"
+        "    import nvcf_emulator.grpc_proxy\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert "pip install 'nvcf-emulator[grpc]'" in out.stdout
