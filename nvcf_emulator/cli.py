@@ -395,6 +395,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    if hasattr(signal, "SIGBREAK"):  # Windows: what CI and subprocess send (CTRL_BREAK_EVENT)
+        signal.signal(signal.SIGBREAK, on_signal)
     for warning in exposure_warnings(
         args.host,
         admin_token=config.admin_token,

@@ -11,6 +11,7 @@ import errno
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -556,3 +557,36 @@ def test_on_windows_progress_waits_for_the_worker_to_let_go_of_the_file(
     assert refused
     assert sorted(p.name for p in request.output_dir.iterdir()) == ["progress"]
     assert json.loads((request.output_dir / "progress").read_text())["progress"] == 40
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="POSIX signals")
+def test_on_windows_ctrl_break_stops_nvcf_emulate_cleanly(tmp_path: Path) -> None:
+    """Windows never delivers SIGTERM; CI runners and ``subprocess`` stop a console program
+    with CTRL_BREAK_EVENT (SIGBREAK), which ended nvcf-emulate without its clean stop.
+    Simulated with SIGUSR1 standing in as SIGBREAK."""
+    script = textwrap.dedent(
+        """
+        import signal, sys
+        signal.SIGBREAK = signal.SIGUSR1
+        from nvcf_emulator.cli import main
+        sys.exit(main(["--port", "0"]))
+        """
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "listening on" in line:
+                break
+        proc.send_signal(signal.SIGUSR1)
+        assert proc.wait(timeout=30) == 0, proc.stderr.read() if proc.stderr else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
