@@ -104,10 +104,16 @@ def child(module: str, func: str, /, timeout: float = 240, **kwargs: Any) -> Any
 
 
 def peak_rss_bytes() -> int:
-    """This process's peak resident set size so far (Linux reports KiB)."""
-    import resource
+    """This process's peak resident set size so far: ``ru_maxrss`` is KiB on Linux and bytes
+    on macOS; Windows has no ``resource`` (psutil's ``peak_wset`` there)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        import psutil
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        return int(psutil.Process().memory_info().peak_wset)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
 def bench_tmpdir() -> str:
