@@ -35,7 +35,7 @@ def _seen_dirs(emu: Emulator) -> dict[str, Path]:
 def _roomy_tmpfs() -> bool:
     try:
         st = os.statvfs(staging.RAM_DIR)
-    except OSError:
+    except (OSError, AttributeError):  # no /dev/shm (macOS), no statvfs (Windows)
         return False
     return st.f_bavail * st.f_frsize >= staging.RAM_MIN_FREE and os.access(staging.RAM_DIR, os.W_OK)
 

@@ -107,9 +107,16 @@ def test_short_body_with_md5_gives_incomplete_body_and_leaves_nothing(nvcf_serve
     assert _hashers() == []
 
 
+#: The kernel copy these tests spy on or break (Linux; macOS and Windows have none).
+needs_copy_file_range = pytest.mark.skipif(
+    not hasattr(os, "copy_file_range"), reason="os.copy_file_range is Linux-only"
+)
+
+
 # -- in-process: a file body is copied by the kernel -----------------------------------------------
 
 
+@needs_copy_file_range
 @pytest.mark.nvcf(upload_etag="opaque")
 def test_file_body_in_process_is_copied_by_the_kernel(
     nvcf: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -127,6 +134,7 @@ def test_file_body_in_process_is_copied_by_the_kernel(
     assert nvcf.asset_bytes(asset["assetId"]) == PAYLOAD[1000:]
 
 
+@needs_copy_file_range
 def test_file_body_in_process_with_md5_is_copied_and_hashed(
     nvcf: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -141,6 +149,7 @@ def test_file_body_in_process_with_md5_is_copied_and_hashed(
     assert r.headers["ETag"] == _md5_etag(PAYLOAD)
 
 
+@needs_copy_file_range
 @pytest.mark.nvcf(upload_etag="opaque")
 def test_without_copy_file_range_the_body_is_still_stored(
     nvcf: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -163,6 +172,7 @@ class _LongerThanItIs(io.FileIO):
         return os.fstat(self.fileno()).st_size + 1000
 
 
+@needs_copy_file_range
 @pytest.mark.parametrize("etag", ["opaque", "md5"])
 def test_file_shorter_than_its_length_is_incomplete_body(
     nvcf: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, etag: str
@@ -182,6 +192,7 @@ def test_file_shorter_than_its_length_is_incomplete_body(
     assert _hashers() == []
 
 
+@needs_copy_file_range
 @pytest.mark.nvcf(upload_etag="opaque")
 def test_full_disk_during_a_kernel_copy_is_507_and_keeps_the_old_bytes(
     nvcf: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -197,6 +208,7 @@ def test_full_disk_during_a_kernel_copy_is_507_and_keeps_the_old_bytes(
     _old_bytes_kept(nvcf, old)
 
 
+@needs_copy_file_range
 @pytest.mark.nvcf(upload_etag="opaque")
 def test_unreadable_file_during_a_kernel_copy_fails_like_a_read(
     nvcf: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
