@@ -34,6 +34,7 @@ import re
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -66,6 +67,8 @@ REQUEST_ID_HEADER = "nvcf-reqid"
 REQUEST_ID_COOKIE = "nvcf-request-id"
 #: How the Go proxy prefixes a failure of the control plane's ``AuthStatefulWork``.
 OPEN_FAILED = "failed to open stateful work request"
+#: Sessions (and connections pinned to one) remembered, the oldest forgotten first.
+MAX_SESSIONS = 10_000
 
 #: Entries the gRPC runtime sets itself on the forwarded call (transport headers, the deadline
 #: as ``grpc-timeout``): passing them on as metadata would be refused or doubled.
@@ -166,7 +169,8 @@ class GrpcProxy:
         self._port = 0
         self._lock = threading.Lock()
         self._channels: dict[tuple[str, bool], grpc.Channel] = {}
-        self._sessions: dict[str, _Session] = {}
+        self._sessions: OrderedDict[str, _Session] = OrderedDict()  # request id: session
+        self._connections: OrderedDict[tuple[str, str, str], str] = OrderedDict()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -229,26 +233,34 @@ class GrpcProxy:
 
     # -- routing -----------------------------------------------------------------------------
 
-    def _route(self, metadata: dict[str, str]) -> _Route:
+    def _route(self, metadata: dict[str, str], peer: str) -> _Route:
         """The version and container a call goes to, checked in NVCF's order: the metadata
         (director.go), the key, the ids, the function (GrpcProxyService.authStatefulWork), the
-        session (function_invoker.go)."""
+        session (connections.go, function_invoker.go).
+
+        As NVCF pins a session to the client's TCP connection (``peer``) and the function ids
+        it sent, later calls on that connection get the same request id and version. NVCF
+        checks the key once per such session; the emulator checks it on every call."""
         auth = metadata.get("authorization", "")
         if not auth.startswith("Bearer ") or not auth.removeprefix("Bearer "):
             raise _Refused(
                 grpc.StatusCode.UNAUTHENTICATED, "no authorization was passed in the metadata"
             )
-        function_id = metadata.get("function-id", "")
-        if not function_id:
+        sent_function_id = metadata.get("function-id", "")
+        if not sent_function_id:
             raise _Refused(
                 grpc.StatusCode.INVALID_ARGUMENT, "no function-id was passed in the metadata"
             )
-        version_id = metadata.get("function-version-id") or None
+        sent_version_id = metadata.get("function-version-id", "")
+        connection = (peer, sent_function_id, sent_version_id)
         emu = self.emulator
         try:
             account = emu.accounts.authenticate(auth)
-            for name, value in (("function-id", function_id), ("function-version-id", version_id)):
-                if value is not None and not _UUID.match(value):
+            for name, value in (
+                ("function-id", sent_function_id),
+                ("function-version-id", sent_version_id),
+            ):
+                if value and not _UUID.match(value):
                     # UUID.fromString throws, and no @GrpcExceptionHandler maps that: grpc-spring
                     # answers INTERNAL with this text. The parenthesis is the emulator's.
                     raise _Refused.from_control_plane(
@@ -256,13 +268,14 @@ class GrpcProxy:
                         "There was a server error trying to handle an exception "
                         f"(Invalid UUID string: {value} in {name})",
                     )
-            function_id = function_id.lower()
-            version_id = version_id.lower() if version_id else None
-            request_id = metadata.get(REQUEST_ID_HEADER, "")
-            session = self._session(request_id, account, function_id, version_id)
-            if session is not None:
-                version_id = session.version_id
-            version = emu.functions.resolve_invocation(account, function_id, version_id)
+            function_id = sent_function_id.lower()
+            version_id = sent_version_id.lower() or None
+            request_id, session = self._pinned(connection, account)
+            if session is None:
+                resumed = metadata.get(REQUEST_ID_HEADER, "")
+                request_id, session = self._resumed(resumed, account, function_id, version_id)
+            wanted = session.version_id if session is not None else version_id
+            version = emu.functions.resolve_invocation(account, function_id, wanted)
         except NvcfError as err:
             code = _FROM_HTTP.get(err.status, grpc.StatusCode.UNKNOWN)
             raise _Refused.from_control_plane(code, err.detail) from None
@@ -279,12 +292,16 @@ class GrpcProxy:
                 "URL of a running gRPC server (add_function('http://127.0.0.1:PORT', "
                 "inference_url='/grpc'))",
             )
-        if session is None:
-            request_id = str(uuid.uuid4())
-            with self._lock:
+        with self._lock:
+            if session is None:
+                request_id = str(uuid.uuid4())
                 self._sessions[request_id] = _Session(
                     version.function_id, version.version_id, account.nca_id
                 )
+            self._connections[connection] = request_id
+            for kept in (self._sessions, self._connections):
+                while len(kept) > MAX_SESSIONS:
+                    kept.popitem(last=False)
         host = f"[{container.host}]" if ":" in container.host else container.host
         return _Route(
             version,
@@ -293,15 +310,33 @@ class GrpcProxy:
             request_id,
         )
 
-    def _session(
+    def _pinned(
+        self, connection: tuple[str, str, str], account: Account
+    ) -> tuple[str, _Session | None]:
+        """The session of earlier calls on this connection to these ids, if its version is
+        still there to call (else, as NVCF when the worker went away, a new one starts)."""
+        with self._lock:
+            request_id = self._connections.get(connection, "")
+            session = self._sessions.get(request_id)
+        if session is None or session.nca_id != account.nca_id:
+            return "", None
+        try:
+            self.emulator.functions.resolve_invocation(
+                account, session.function_id, session.version_id
+            )
+        except NvcfError:
+            return "", None
+        return request_id, session
+
+    def _resumed(
         self, request_id: str, account: Account, function_id: str, version_id: str | None
-    ) -> _Session | None:
-        """The session a call resumes with ``nvcf-reqid`` (None: it starts one). NVCF reads
-        only a UUID there; anything else starts a new session."""
+    ) -> tuple[str, _Session | None]:
+        """The session a call resumes with ``nvcf-reqid`` (``None``: it starts one). NVCF
+        reads only a UUID there; anything else starts a new session."""
         try:
             key = str(uuid.UUID(request_id))
         except ValueError:
-            return None
+            return "", None
         with self._lock:
             session = self._sessions.get(key)
         # function_invoker.go's texts; the mismatches are no gRPC status there (INTERNAL).
@@ -320,7 +355,7 @@ class GrpcProxy:
                     grpc.StatusCode.INTERNAL,
                     f"{OPEN_FAILED}: existing session {what} mismatch for request id {key}",
                 )
-        return session
+        return key, session
 
     def _channel(self, target: str, secure: bool) -> grpc.Channel:
         with self._lock:
@@ -350,7 +385,7 @@ class GrpcProxy:
         code, details = grpc.StatusCode.OK, ""
         try:
             try:
-                route = self._route(first)
+                route = self._route(first, context.peer())
             except _Refused as refused:
                 code, details = refused.code, refused.details
                 context.set_code(code)

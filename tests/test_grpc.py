@@ -284,37 +284,92 @@ def test_a_client_that_cancels_cancels_the_containers_call(
 
 
 def test_function_version_id_pins_the_version(
-    nvcf: Emulator, start_container: Callable[..., EchoContainer], channel: grpc.Channel
+    nvcf: Emulator,
+    start_container: Callable[..., EchoContainer],
+    new_connection: Callable[[], grpc.Channel],
 ) -> None:
-    one, two = start_container("one"), start_container("two")
-    first = nvcf.add_function(one.url, name="pinned", inference_url="/grpc")
-    second = nvcf.add_function(
-        two.url, name="pinned", inference_url="/grpc", function_id=first.function_id
-    )
-    whoami = raw(channel, "/test.Extra/Whoami")
-    for ref, label in ((first, b"one"), (second, b"two")):
-        for _ in range(5):
+    first, second = two_versions(nvcf, start_container, "pinned")
+    for ref, label in ((first, b"one"), (second, b"two"), (first, b"one")):
+        whoami = raw(new_connection(), "/test.Extra/Whoami")
+        for _ in range(3):
             assert whoami(b"", metadata=metadata(nvcf, ref)) == label
-    either = {whoami(b"", metadata=metadata(nvcf, first, version=False)) for _ in range(30)}
-    assert either <= {b"one", b"two"}
+
+
+@pytest.fixture
+def new_connection(proxy: GrpcProxy) -> Iterator[Callable[[], grpc.Channel]]:
+    """Channels of their own TCP connection each (gRPC shares one between channels to the
+    same target unless told not to)."""
+    opened: list[grpc.Channel] = []
+
+    def connect() -> grpc.Channel:
+        channel = grpc.insecure_channel(
+            proxy.address, options=[("grpc.use_local_subchannel_pool", 1)]
+        )
+        opened.append(channel)
+        return channel
+
+    try:
+        yield connect
+    finally:
+        for channel in opened:
+            channel.close()
+
+
+def two_versions(
+    nvcf: Emulator, start_container: Callable[..., EchoContainer], name: str
+) -> tuple[Any, Any]:
+    one, two = start_container("one"), start_container("two")
+    first = nvcf.add_function(one.url, name=name, inference_url="/grpc")
+    second = nvcf.add_function(
+        two.url, name=name, inference_url="/grpc", function_id=first.function_id
+    )
+    return first, second
+
+
+def test_calls_on_one_connection_keep_their_session_and_version(
+    nvcf: Emulator,
+    start_container: Callable[..., EchoContainer],
+    new_connection: Callable[[], grpc.Channel],
+) -> None:
+    """NVCF "pins sessions to the TCP connection": one request id, one version, per
+    connection and function ids."""
+    first, _ = two_versions(nvcf, start_container, "pinned-to-connection")
+    unpinned = metadata(nvcf, first, version=False)
+    seen: list[set[tuple[bytes, str]]] = []
+    for _ in range(2):
+        whoami = raw(new_connection(), "/test.Extra/Whoami")
+        answers = set()
+        for _ in range(20):
+            label, call = whoami.with_call(b"", metadata=unpinned)
+            answers.add((label, dict(call.initial_metadata())["nvcf-reqid"]))
+        assert len(answers) == 1
+        seen.append(answers)
+    assert seen[0] != seen[1]  # another connection, another session
 
 
 def test_nvcf_reqid_resumes_the_session_on_its_version(
-    nvcf: Emulator, start_container: Callable[..., EchoContainer], channel: grpc.Channel
+    nvcf: Emulator,
+    start_container: Callable[..., EchoContainer],
+    new_connection: Callable[[], grpc.Channel],
 ) -> None:
-    one, two = start_container("one"), start_container("two")
-    first = nvcf.add_function(one.url, name="sessions", inference_url="/grpc")
-    nvcf.add_function(
-        two.url, name="sessions", inference_url="/grpc", function_id=first.function_id
-    )
-    whoami = raw(channel, "/test.Extra/Whoami")
+    first, _ = two_versions(nvcf, start_container, "sessions")
     unpinned = metadata(nvcf, first, version=False)
-    label, call = whoami.with_call(b"", metadata=unpinned)
+    label, call = raw(new_connection(), "/test.Extra/Whoami").with_call(b"", metadata=unpinned)
     request_id = dict(call.initial_metadata())["nvcf-reqid"]
+    resumed = [*unpinned, ("nvcf-reqid", request_id)]
     for _ in range(10):
-        again, call = whoami.with_call(b"", metadata=[*unpinned, ("nvcf-reqid", request_id)])
+        whoami = raw(new_connection(), "/test.Extra/Whoami")
+        again, call = whoami.with_call(b"", metadata=resumed)
         assert again == label
         assert dict(call.initial_metadata())["nvcf-reqid"] == request_id
+    # Without it, new connections land on either version and get new ids.
+    fresh = {
+        raw(new_connection(), "/test.Extra/Whoami").with_call(b"", metadata=unpinned)[1]
+        for _ in range(3)
+    }
+    ids = {dict(c.initial_metadata())["nvcf-reqid"] for c in fresh}
+    assert request_id not in ids
+    assert len(ids) == 3
 
 
 def test_an_unknown_nvcf_reqid_is_not_found(nvcf: Emulator, fn: Any, channel: grpc.Channel) -> None:
