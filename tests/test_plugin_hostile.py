@@ -312,7 +312,7 @@ def test_x(nvcf_server):
 
 def test_frozen_before_and_after_an_assets_creation(nvcf: Emulator) -> None:
     """Frozen a day before an upload: the asset is there, a URL signed then is expired after
-    thawing; frozen before a URL's signing: 'not valid yet'; two days after: gone for good."""
+    thawing; frozen before a URL's signing: 'not yet valid'; two days after: gone for good."""
     asset = _create(nvcf.base_url, nvcf.headers)
     assert _put(asset).status_code == 200
     with freeze_time(datetime.now(UTC) - timedelta(days=1)):
@@ -324,7 +324,7 @@ def test_frozen_before_and_after_an_assets_creation(nvcf: Emulator) -> None:
     later = _create(nvcf.base_url, nvcf.headers)
     with freeze_time(datetime.now(UTC) - timedelta(hours=2)):
         r = _put(later)  # signed two hours "from now"
-        assert r.status_code == 403 and "Request is not valid yet" in r.text
+        assert r.status_code == 403 and "Request is not yet valid" in r.text
     with freeze_time(datetime.now(UTC) + timedelta(days=2)):
         assert _status(nvcf, nvcf.base_url, asset) == 404
     assert _status(nvcf, nvcf.base_url, asset) == 404  # gone for good, bytes too

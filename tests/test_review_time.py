@@ -183,7 +183,7 @@ def test_url_used_before_it_was_signed_skew_899_ok_901_not_valid_yet(nvcf: Emula
     r = api.upload(late, b"too early")
     assert r.status_code == 403
     assert "<Code>AccessDenied</Code>" in r.text
-    assert "<Message>Request is not valid yet</Message>" in r.text
+    assert "<Message>Request is not yet valid</Message>" in r.text
     assert "<X-Amz-Date>20260301T120000Z</X-Amz-Date>" in r.text
     assert "<ServerTime>2026-03-01T11:44:59Z</ServerTime>" in r.text
 
@@ -641,7 +641,7 @@ def test_server_admin_clock_backwards_then_not_valid_yet(server_api: Api) -> Non
     assert r.status_code == 200
     r = server_api.upload(asset)
     assert r.status_code == 403
-    assert "Request is not valid yet" in r.text
+    assert "Request is not yet valid" in r.text
     requests.post(f"{server_api.base_url}/_emulator/clock", json={"advance": 962})
     assert server_api.upload(asset, b"now fine").status_code == 200
 

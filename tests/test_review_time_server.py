@@ -223,12 +223,6 @@ def test_server_threads_do_not_run_an_auto_ticking_freezegun_on(
         assert datetime.now(UTC) == START  # the test's first reading: no tick taken yet
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="storage/presign.py answers MinIO's 'Request is not valid yet' with X-Amz-Date and "
-    "ServerTime; S3's own answer (quoted in minio/minio#2638 and dmjio/s3-signer#16) is "
-    "'Request is not yet valid' with X-Amz-Date, Expires and ServerTime",
-)
 def test_url_used_15_minutes_before_its_signing_gets_s3s_not_yet_valid(server_api: Api) -> None:
     with time_machine.travel(START, tick=False) as traveller:
         asset = server_api.create_asset()

@@ -151,7 +151,7 @@ def test_url_signed_in_the_future_is_not_valid_yet(api: Api) -> None:
     api.emulator.clock.advance(-3600)
     r = api.upload(asset)
     assert r.status_code == 403
-    assert "<Message>Request is not valid yet</Message>" in r.text
+    assert "<Message>Request is not yet valid</Message>" in r.text
     api.emulator.clock.advance(3600)
     assert api.upload(asset).status_code == 200
 

@@ -194,8 +194,9 @@ class UrlSigner:
             raise StorageError(
                 403,
                 "AccessDenied",
-                "Request is not valid yet",
+                "Request is not yet valid",  # S3's words (MinIO's are "not valid yet")
                 **{"X-Amz-Date": params["X-Amz-Date"]},
+                Expires=isoformat(signed_at + expires, millis=False),
                 ServerTime=isoformat(now, millis=False),
             )
         signed_names = tuple(params["X-Amz-SignedHeaders"].split(";"))
