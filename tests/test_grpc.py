@@ -5,6 +5,7 @@ client calls it through the proxy with the metadata of NVCF's docs
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import threading
@@ -17,6 +18,10 @@ import grpc
 import pytest
 import requests
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
 
 from nvcf_emulator import Emulator
 from nvcf_emulator.grpc_proxy import GrpcProxy
@@ -53,6 +58,9 @@ def _extra_methods(label: str, cancelled: threading.Event) -> grpc.GenericRpcHan
     def echo_bytes(request: bytes, context: grpc.ServicerContext) -> bytes:
         return request
 
+    def total(requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
+        return str(sum(int(r) for r in requests)).encode()
+
     def hold(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
         context.add_callback(cancelled.set)
         yield b"first"
@@ -64,6 +72,7 @@ def _extra_methods(label: str, cancelled: threading.Event) -> grpc.GenericRpcHan
             "Deadline": grpc.unary_unary_rpc_method_handler(deadline),
             "EchoBytes": grpc.unary_unary_rpc_method_handler(echo_bytes),
             "Hold": grpc.unary_stream_rpc_method_handler(hold),
+            "Total": grpc.stream_unary_rpc_method_handler(total),
             "Whoami": grpc.unary_unary_rpc_method_handler(whoami),
             "Count": grpc.unary_stream_rpc_method_handler(count),
             "Metadata": grpc.unary_unary_rpc_method_handler(metadata),
@@ -85,6 +94,8 @@ class EchoContainer:
         self.health.set("", status)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.server.add_generic_rpc_handlers((_extra_methods(label, self.cancelled),))
+        echo = echo_pb2.DESCRIPTOR.services_by_name["Echo"].full_name
+        reflection.enable_server_reflection((echo, reflection.SERVICE_NAME), self.server)
         self.port = self.server.add_insecure_port("127.0.0.1:0")
         self.url = f"http://127.0.0.1:{self.port}"
         self.server.start()
@@ -197,6 +208,38 @@ def test_a_grpc_server_not_serving_stays_deploying_and_says_why(
     assert f"127.0.0.1:{down.port}" in message
 
 
+def test_a_grpc_server_without_the_health_service_is_told_what_to_add(
+    nvcf: Emulator,
+) -> None:
+    server = grpc.server(ThreadPoolExecutor(max_workers=2))
+    echo_pb2_grpc.add_EchoServicer_to_server(grpc_echo_server.Echo(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with pytest.raises(RuntimeError) as raised:
+            nvcf.add_function(
+                f"http://127.0.0.1:{port}",
+                name="no-health",
+                inference_url="/grpc",
+                startup_timeout=0.3,
+            )
+    finally:
+        server.stop(None).wait()
+    assert "answered UNIMPLEMENTED" in str(raised.value)
+    assert "HealthServicer" in str(raised.value)
+
+
+def test_nothing_listening_on_the_grpc_port_is_named(nvcf: Emulator) -> None:
+    with socket.socket() as probe:  # a port nothing listens on once closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(RuntimeError) as raised:
+        nvcf.add_function(
+            f"http://127.0.0.1:{port}", name="nobody", inference_url="/grpc", startup_timeout=0.3
+        )
+    assert f"127.0.0.1:{port} answered UNAVAILABLE" in str(raised.value)
+
+
 def test_bidi_streaming_relays_every_message(
     nvcf: Emulator, fn: Any, channel: grpc.Channel
 ) -> None:
@@ -234,6 +277,30 @@ def test_metadata_reaches_the_container_and_its_metadata_comes_back(
     assert f"nvcf-reqid='{request_id}'" in seen
     assert ("x-initial", "from-container") in call.initial_metadata()
     assert ("x-trailing", "also-from-container") in call.trailing_metadata()
+
+
+def test_client_streaming_relays_every_message(
+    nvcf: Emulator, fn: Any, channel: grpc.Channel
+) -> None:
+    total = channel.stream_unary("/test.Extra/Total")
+    assert total(iter([b"1", b"2", b"39"]), metadata=metadata(nvcf, fn)) == b"42"
+
+
+def test_server_reflection_through_the_proxy(nvcf: Emulator, fn: Any, proxy: GrpcProxy) -> None:
+    """What grpcurl does against NVCF (``-H function-id:...``): reflection is the container's
+    own bidi-streaming service, passed through like any other."""
+
+    class WithMetadata(grpc.StreamStreamClientInterceptor):  # the database sends none itself
+        def intercept_stream_stream(self, continuation, details, requests):  # type: ignore[no-untyped-def]
+            details = details._replace(metadata=metadata(nvcf, fn))
+            return continuation(details, requests)
+
+    with grpc.insecure_channel(proxy.address) as plain:
+        channel = grpc.intercept_channel(plain, WithMetadata())
+        database = ProtoReflectionDescriptorDatabase(channel)
+        assert "Echo" in database.get_services()
+        echo = database.FindFileContainingSymbol("Echo")
+        assert [s.name for s in echo.service] == ["Echo"]
 
 
 def test_the_containers_error_status_details_and_trailers_are_relayed(
