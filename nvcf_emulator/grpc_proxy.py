@@ -11,10 +11,12 @@ trailing metadata, status and details back.
 As NVCF's reverse proxies (``proxy/worker/worker.go``, the worker's ``httputil.ReverseProxy``)
 do, every metadata entry the client sent reaches the container (``authorization`` and the
 routing keys too), with ``nvcf-reqid`` set to the session's request id; the reply's initial
-metadata carries ``nvcf-reqid`` and ``set-cookie: nvcf-request-id=<id>``. A later call that
-sends that ``nvcf-reqid`` back goes to the same function version; an id this proxy never
-issued is NVCF's NOT_FOUND "no existing session found". (NVCF's resumption also pins the
-worker; the emulator has one container per version, so that part is moot.)
+metadata carries ``nvcf-reqid`` and ``set-cookie: nvcf-request-id=<id>``. As NVCF, the proxy
+pins a session to the client's connection: later calls on it to the same ids keep the request
+id and the function version. A call on another connection that sends ``nvcf-reqid`` back
+resumes that session; an id this proxy never issued is NVCF's NOT_FOUND "no existing session
+found". (NVCF's sessions also pin a worker and expire; the emulator has one container per
+version and keeps the last :data:`MAX_SESSIONS` sessions.)
 
 Refusals carry the codes NVCF uses: no ``Bearer`` authorization is UNAUTHENTICATED, no
 ``function-id`` INVALID_ARGUMENT (both "... was passed in the metadata"); errors of the control
@@ -382,7 +384,7 @@ class GrpcProxy:
             if isinstance(value, str):
                 first.setdefault(key, value)  # Go's Header.Get: the first value
         request_id: str | None = None
-        code, details = grpc.StatusCode.OK, ""
+        code, details = grpc.StatusCode.UNKNOWN, "the proxy failed"  # until known
         try:
             try:
                 route = self._route(first, context.peer())
@@ -420,7 +422,7 @@ class GrpcProxy:
             ("set-cookie", f"{REQUEST_ID_COOKIE}={route.request_id}"),
         )
         try:
-            initial = tuple(call.initial_metadata() or ())
+            initial = tuple(m for m in call.initial_metadata() or () if m[0] != REQUEST_ID_HEADER)
             context.send_initial_metadata(initial + session)
             yield from call
         except grpc.RpcError:

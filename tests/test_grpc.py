@@ -196,6 +196,16 @@ def test_a_grpc_function_goes_active_on_the_grpc_health_check(
     assert version.health["protocol"] == "gRPC"
 
 
+def test_a_container_url_ending_in_grpc_is_a_grpc_function(
+    nvcf: Emulator, container: EchoContainer, channel: grpc.Channel
+) -> None:
+    """How ``nvcf-emulate --function echo=http://127.0.0.1:8001/grpc`` registers one: the URL's
+    path is the default inferenceUrl, and /grpc gets NVCF's gRPC health check."""
+    ref = nvcf.add_function(f"{container.url}/grpc", name="from-url")
+    sent = [("function-id", ref.function_id), ("authorization", f"Bearer {nvcf.api_key}")]
+    assert raw(channel, "/test.Extra/Whoami")(b"", metadata=sent) == b"one"
+
+
 def test_a_grpc_server_not_serving_stays_deploying_and_says_why(
     nvcf: Emulator, start_container: Callable[..., EchoContainer]
 ) -> None:
