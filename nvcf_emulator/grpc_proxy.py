@@ -158,10 +158,13 @@ class GrpcProxy:
     server (the URL's port, else the function's ``inferencePort``). Each call is recorded in
     ``emulator.calls`` with ``kind="grpc"``, ``path`` the full method name and ``status`` the
     HTTP status NVCF maps its gRPC code to.
+
+    Each call holds one of the proxy's threads while it runs (a stream: until it ends), so at
+    most ``max_workers`` calls run at once; threads are started only as calls need them.
     """
 
     def __init__(
-        self, emulator: Emulator, host: str = "127.0.0.1", port: int = 0, *, max_workers: int = 32
+        self, emulator: Emulator, host: str = "127.0.0.1", port: int = 0, *, max_workers: int = 512
     ) -> None:
         self.emulator = emulator
         self.host = host

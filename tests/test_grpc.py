@@ -32,7 +32,9 @@ Metadata = list[tuple[str, str]]
 # -- the container: NVIDIA's Echo servicer, gRPC health, and a few raw-bytes test methods ------
 
 
-def _extra_methods(label: str, cancelled: threading.Event) -> grpc.GenericRpcHandler:
+def _extra_methods(
+    label: str, cancelled: threading.Event, release: threading.Event
+) -> grpc.GenericRpcHandler:
     """``test.Extra``: methods the echo proto lacks, on raw bytes (no serializers)."""
 
     def whoami(request: bytes, context: grpc.ServicerContext) -> bytes:
@@ -66,6 +68,11 @@ def _extra_methods(label: str, cancelled: threading.Event) -> grpc.GenericRpcHan
         yield b"first"
         cancelled.wait(30)  # safety net: the client cancels long before
 
+    def wait(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+        yield b"started"
+        release.wait(30)  # safety net: the test releases it
+        yield b"released"
+
     return grpc.method_handlers_generic_handler(
         "test.Extra",
         {
@@ -73,6 +80,7 @@ def _extra_methods(label: str, cancelled: threading.Event) -> grpc.GenericRpcHan
             "EchoBytes": grpc.unary_unary_rpc_method_handler(echo_bytes),
             "Hold": grpc.unary_stream_rpc_method_handler(hold),
             "Total": grpc.stream_unary_rpc_method_handler(total),
+            "Wait": grpc.unary_stream_rpc_method_handler(wait),
             "Whoami": grpc.unary_unary_rpc_method_handler(whoami),
             "Count": grpc.unary_stream_rpc_method_handler(count),
             "Metadata": grpc.unary_unary_rpc_method_handler(metadata),
@@ -86,14 +94,16 @@ class EchoContainer:
 
     def __init__(self, label: str, serving: bool = True) -> None:
         self.cancelled = threading.Event()
+        self.release = threading.Event()
         unlimited = [("grpc.max_receive_message_length", -1)]
-        self.server = grpc.server(ThreadPoolExecutor(max_workers=8), options=unlimited)
+        self.server = grpc.server(ThreadPoolExecutor(max_workers=80), options=unlimited)
         echo_pb2_grpc.add_EchoServicer_to_server(grpc_echo_server.Echo(), self.server)
         self.health = health.HealthServicer()
         status = health_pb2.HealthCheckResponse.SERVING if serving else 2  # 2: NOT_SERVING
         self.health.set("", status)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        self.server.add_generic_rpc_handlers((_extra_methods(label, self.cancelled),))
+        extra = _extra_methods(label, self.cancelled, self.release)
+        self.server.add_generic_rpc_handlers((extra,))
         echo = echo_pb2.DESCRIPTOR.services_by_name["Echo"].full_name
         reflection.enable_server_reflection((echo, reflection.SERVICE_NAME), self.server)
         self.port = self.server.add_insecure_port("127.0.0.1:0")
@@ -101,6 +111,7 @@ class EchoContainer:
         self.server.start()
 
     def stop(self) -> None:
+        self.release.set()
         self.server.stop(None).wait()
 
 
@@ -357,6 +368,24 @@ def test_a_client_that_cancels_cancels_the_containers_call(
     assert next(stream) == b"first"
     stream.cancel()
     assert container.cancelled.wait(10)
+
+
+def test_many_long_streams_at_once_all_run(
+    nvcf: Emulator, fn: Any, container: EchoContainer, channel: grpc.Channel
+) -> None:
+    """Each open call holds one of the proxy's threads: 60 streams open at once all start
+    (NVCF sets no such limit), none waits for another to end."""
+    streams = [
+        channel.unary_stream("/test.Extra/Wait")(b"", metadata=metadata(nvcf, fn), timeout=10)
+        for _ in range(60)
+    ]
+    try:
+        assert [next(s) for s in streams] == [b"started"] * 60
+        container.release.set()
+        assert [next(s) for s in streams] == [b"released"] * 60
+    finally:
+        for stream in streams:
+            stream.cancel()
 
 
 # -- routing: versions and sessions ----------------------------------------------------------
