@@ -196,7 +196,9 @@ class GrpcProxy:
         server = grpc.server(
             ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix="nvcf-grpc"),
             handlers=[_Forwarder(self)],
-            options=_UNLIMITED,
+            # gRPC's default SO_REUSEPORT would let a second server share a busy port (and take
+            # half its calls) instead of failing to start.
+            options=(*_UNLIMITED, ("grpc.so_reuseport", 0)),
         )
         host = f"[{self.host}]" if ":" in self.host else self.host
         try:

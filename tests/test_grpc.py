@@ -638,6 +638,27 @@ def test_an_in_process_container_cannot_serve_grpc(nvcf: Emulator, channel: grpc
     assert "running gRPC server" in (err.details() or "")
 
 
+def test_a_busy_port_is_an_error_not_a_shared_port(nvcf: Emulator, proxy: GrpcProxy) -> None:
+    second = GrpcProxy(nvcf, port=proxy.port)
+    with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{proxy.port}"):
+        second.start()
+    assert repr(second) == "<GrpcProxy stopped>"
+
+
+def test_stopping_the_proxy_ends_its_open_calls(
+    nvcf: Emulator, fn: Any, container: EchoContainer
+) -> None:
+    proxy = GrpcProxy(nvcf).start()
+    with grpc.insecure_channel(proxy.address) as client:
+        stream = client.unary_stream("/test.Extra/Hold")(b"", metadata=metadata(nvcf, fn))
+        assert next(stream) == b"first"
+        proxy.stop(grace=0)
+        assert container.cancelled.wait(10)  # the container's call is cancelled too
+        with pytest.raises(grpc.RpcError):
+            next(stream)
+    assert proxy.port and repr(proxy) == "<GrpcProxy stopped>"
+
+
 # -- packaging -----------------------------------------------------------------------------------
 
 
