@@ -22,7 +22,7 @@ from ..domain.errors import NvcfError, StorageError
 from ..domain.faults import Fault
 from ..headers import MAX_HEADER_BYTES
 from ..storage.presign import new_request_id
-from . import admin, control, functions, pexec, storage
+from . import admin, control, exec_api, functions, pexec, storage
 from .responses import ProblemResponse, Route, nvcf_error, problem, s3_error
 
 if TYPE_CHECKING:
@@ -47,6 +47,9 @@ def _header_bytes(environ: WSGIEnvironment) -> int:
 DROP_KEY = "nvcf_emulator.drop"
 
 _ASSETS = "/v2/nvcf/assets"
+#: Invocations and status polls, pexec's and the legacy envelope API's (exec wraps pexec).
+_INVOKE = ("/v2/nvcf/pexec/functions/", "/v2/nvcf/exec/functions/")
+_STATUS = ("/v2/nvcf/pexec/status/", "/v2/nvcf/exec/status/")
 
 
 def operation_of(request: Request, is_storage: bool) -> str:
@@ -58,9 +61,9 @@ def operation_of(request: Request, is_storage: bool) -> str:
         return {"POST": "create", "GET": "list"}.get(method, "")
     if path.startswith(_ASSETS + "/"):
         return {"GET": "get", "DELETE": "delete"}.get(method, "")
-    if method == "POST" and "/pexec/functions/" in path:
+    if method == "POST" and path.startswith(_INVOKE):
         return "invoke"
-    if method == "GET" and "/pexec/status/" in path:
+    if method == "GET" and path.startswith(_STATUS):
         return "status"
     if method == "GET" and path.startswith(pexec.RESULTS_PREFIX + "/"):
         return "download"
@@ -117,7 +120,13 @@ Handler = Callable[..., Response]
 def _routing() -> tuple[dict[str, Handler], Map]:
     """The URL map and its handlers, built once per process: compiling ~60 werkzeug rules is
     most of what creating an emulator costs, and the map is read-only once built."""
-    rules: list[Route] = [*control.ROUTES, *admin.ROUTES, *functions.ROUTES, *pexec.ROUTES]
+    rules: list[Route] = [
+        *control.ROUTES,
+        *admin.ROUTES,
+        *functions.ROUTES,
+        *pexec.ROUTES,
+        *exec_api.ROUTES,
+    ]
     handlers: dict[str, Handler] = {}
     url_rules = []
     for i, (path, methods, handler) in enumerate(rules):

@@ -431,3 +431,142 @@ def document(config: EmulatorConfig | None = None) -> dict[str, Any]:
         },
         "paths": paths,
     }
+
+
+# -- the legacy envelope API (exec_api.py) ---------------------------------------------------------
+
+SCHEMAS["ExecResponse"] = {
+    "type": "object",
+    "description": "NVCF's InvokeFunctionResponse; members that do not apply are absent",
+    "required": ["reqId", "status"],
+    "properties": {
+        "reqId": {"type": "string", "format": "uuid"},
+        "status": {"enum": ["fulfilled", "in-progress", "errored"]},
+        "responseReference": {"type": "string"},
+        "percentComplete": {"const": 100},
+        "errorCode": {"type": "integer"},
+        "response": {},
+    },
+    "additionalProperties": False,
+}
+
+
+def _exec_paths(config: EmulatorConfig) -> dict[str, Any]:
+    """``/v2/nvcf/exec/...``: pexec wrapped in NVCF's envelope (exec_api.py)."""
+    from .ids import RUST_UUID_PATTERN
+    from .openapi_functions import FUNCTION_ID, REQUEST_ID, TEXT, VERSION_ID, _preflight
+
+    request = {
+        "type": "object",
+        "description": "NVCF's InvokeFunctionRequest: requestBody (any JSON, null too) reaches "
+        "the container as JSON, written again as serde_json writes it (keys sorted, compact). "
+        "Other members are ignored; one of these twice is a 400.",
+        "required": ["requestBody"],
+        "properties": {
+            "requestHeader": {
+                "type": ["object", "null"],
+                "properties": {
+                    "inputAssetReferences": {
+                        "type": ["array", "null"],
+                        "description": "Asset ids, each a whole UUID (hyphenated, simple, "
+                        "braced or urn:uuid:); each must be an uploaded asset of the caller "
+                        "(404). Anything else is a 400 (NVCF: a 500).",
+                        "items": {"type": "string", "pattern": f"^(?:{RUST_UUID_PATTERN})\\Z"},
+                    },
+                    "pollDurationSeconds": {
+                        "type": ["integer", "null"],
+                        "description": "Seconds the call may wait before answering 202: 0 to "
+                        f"{config.max_poll_seconds} (0 counts as 1). Default "
+                        f"{config.poll_seconds}.",
+                        "minimum": 0,
+                        "maximum": config.max_poll_seconds,
+                    },
+                },
+            },
+            "requestBody": {},
+        },
+    }
+    envelope = {JSON: {"schema": {"$ref": "#/components/schemas/ExecResponse"}}}
+    problem_json = {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    text = {TEXT: {"schema": {"type": "string"}}}
+
+    def answer(description: str, *kinds: dict[str, Any]) -> dict[str, Any]:
+        content: dict[str, Any] = {}
+        for kind in kinds:
+            content.update(kind)
+        return {"description": description, "content": content}
+
+    responses = {
+        "200": answer("fulfilled: response (the container's JSON) or responseReference", envelope),
+        "202": answer("in-progress: poll GET /v2/nvcf/exec/status/{reqId}", envelope),
+        "400": answer(
+            "A path id that is not a UUID (text/plain), an envelope that is not one, a bad "
+            "asset id or pollDurationSeconds (problem JSON), or the container's 400 (errored)",
+            envelope,
+            problem_json,
+            text,
+        ),
+        "401": answer(
+            "No Authorization header (text/plain), or an invalid key (problem JSON)",
+            problem_json,
+            text,
+        ),
+        "404": answer(
+            "Unknown or not invocable function or asset (problem JSON), or the container's 404",
+            envelope,
+            problem_json,
+        ),
+        "413": _problem("requestBody, written again, is larger than max_request_bytes"),
+        "431": _problem("Headers too large"),
+        "2XX": answer("Another 2xx of the container: errored, with errorCode", envelope),
+        "3XX": answer("Another 3xx of the container: errored, with errorCode", envelope),
+        "4XX": answer("The container's error (errored, errorCode)", envelope, problem_json),
+        "5XX": answer(
+            "The container failed or timed out (errored, errorCode); a 200 that is not JSON "
+            "(problem JSON: the result is lost, as in NVCF)",
+            envelope,
+            problem_json,
+        ),
+    }
+
+    def invoke(op_id: str, summary: str) -> dict[str, Any]:
+        return {
+            "operationId": op_id,
+            "tags": ["invocation"],
+            "summary": summary,
+            "description": "NVCF's legacy envelope API: pexec with a JSON envelope each way. "
+            "Client headers (NVCF-POLL-SECONDS, NVCF-INPUT-ASSET-REFERENCES, Accept) are not "
+            "read; the body is at most 2 MiB (axum's default limit: 400 past it).",
+            "security": [{"bearer": []}],
+            "requestBody": {"required": True, "content": {JSON: {"schema": request}}},
+            "responses": responses,
+        }
+
+    return {
+        "/v2/nvcf/exec/functions/{functionId}": {
+            "parameters": [FUNCTION_ID],
+            "post": invoke("execFunction", "Invoke a function with NVCF's envelope"),
+            "options": _preflight("execFunctionPreflight", "functionId"),
+        },
+        "/v2/nvcf/exec/functions/{functionId}/versions/{versionId}": {
+            "parameters": [FUNCTION_ID, VERSION_ID],
+            "post": invoke("execFunctionVersion", "Invoke one version with NVCF's envelope"),
+            "options": _preflight("execFunctionVersionPreflight", "functionId", "versionId"),
+        },
+        "/v2/nvcf/exec/status/{requestId}": {
+            "parameters": [REQUEST_ID],
+            "get": {
+                "operationId": "getExecStatus",
+                "tags": ["invocation"],
+                "summary": "Poll a request (exec's or pexec's) and get the envelope; an unknown "
+                f"or delivered request is a 404 envelope (reqId the nil UUID). The window is "
+                f"always the default {config.poll_seconds} s: NVCF reads no header here.",
+                "security": [{"bearer": []}],
+                "responses": {k: v for k, v in responses.items() if k != "413"},
+            },
+            "options": _preflight("getExecStatusPreflight", "requestId"),
+        },
+    }
+
+
+EXTRA_PATHS.append(_exec_paths)

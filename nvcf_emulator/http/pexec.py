@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
@@ -67,19 +67,19 @@ UNREADABLE_AUTHORIZATION = "Unauthorized access"
 _VISIBLE_ASCII = re.compile(r"[\t\x20-\x7e]*")
 
 
-class _AuthRefused(Exception):
+class AuthRefused(Exception):
     """The invocation service's auth middleware answers before any route: text/plain 401."""
 
     def response(self) -> Response:
         return Response(str(self), status=401, content_type="text/plain")
 
 
-def _account(emu: Emulator, request: Request) -> Account:
+def invocation_account(emu: Emulator, request: Request) -> Account:
     value = request.headers.get("Authorization")
     if not value:
-        raise _AuthRefused(MISSING_AUTHORIZATION)
+        raise AuthRefused(MISSING_AUTHORIZATION)
     if not _VISIBLE_ASCII.fullmatch(value):
-        raise _AuthRefused(UNREADABLE_AUTHORIZATION)
+        raise AuthRefused(UNREADABLE_AUTHORIZATION)
     return authenticate(emu, request)
 
 
@@ -105,11 +105,18 @@ def poll_seconds(
         exact = request.headers.get("Accept") == "text/event-stream"
         long = streaming and exact and not passthrough
         return cfg.sse_poll_seconds if long else cfg.poll_seconds
+    return parse_poll_seconds(emu, raw)
+
+
+def parse_poll_seconds(emu: Emulator, raw: str, name: str = POLL_HEADER) -> int:
+    """A poll window given as text (NVCF's exec turns its envelope's number into this header
+    too, so both read it alike): an unsigned integer, at most ``max_poll_seconds``, ``0``
+    counting as 1; anything else is a 400 that names ``name``."""
     if not _UNSIGNED.match(raw.strip()):
-        raise BadRequest(f"{POLL_DETAIL}: {POLL_HEADER} '{raw}' is not an unsigned integer")
+        raise BadRequest(f"{POLL_DETAIL}: {name} '{raw}' is not an unsigned integer")
     value = int(raw.strip())
-    if value > cfg.max_poll_seconds:
-        raise BadRequest(f"{POLL_DETAIL}: {POLL_HEADER} must be <= {cfg.max_poll_seconds}")
+    if value > emu.config.max_poll_seconds:
+        raise BadRequest(f"{POLL_DETAIL}: {name} must be <= {emu.config.max_poll_seconds}")
     return max(1, value)
 
 
@@ -132,12 +139,19 @@ def asset_references(request: Request) -> list[str]:
 def _read_body(emu: Emulator, request: Request) -> bytes:
     limit = emu.config.max_request_bytes
     length = request.content_length
-    too_large = f"Request body is larger than the limit of {limit} bytes"
     if length is not None and length > limit:
-        raise PayloadTooLarge(too_large)
-    data = read_upto(request, limit)
-    if len(data) > limit:
-        raise PayloadTooLarge(too_large)
+        raise PayloadTooLarge(_too_large(limit))
+    return within_request_limit(emu, read_upto(request, limit))
+
+
+def _too_large(limit: int) -> str:
+    return f"Request body is larger than the limit of {limit} bytes"
+
+
+def within_request_limit(emu: Emulator, data: bytes) -> bytes:
+    """``data``, or 413 when it passes ``max_request_bytes``."""
+    if len(data) > emu.config.max_request_bytes:
+        raise PayloadTooLarge(_too_large(emu.config.max_request_bytes))
     return data
 
 
@@ -206,8 +220,8 @@ def invoke(
     emu: Emulator, request: Request, function_id: str, version_id: str | None = None
 ) -> Response:
     try:
-        account = _account(emu, request)
-    except _AuthRefused as refused:
+        account = invocation_account(emu, request)
+    except AuthRefused as refused:
         return refused.response()
     # NVCF's order: auth, the path's ids, the asset header, the function, the poll header, the
     # body, the assets.
@@ -220,10 +234,41 @@ def invoke(
         asset_ids = asset_references(request)
     except InvalidAssetHeader:
         return Response(INVALID_ASSET_HEADER, status=400, content_type="text/plain")
-    version = emu.functions.resolve_invocation(account, function_id, version_id)
     streaming = wants_stream(request)
-    seconds = poll_seconds(emu, request, streaming)
-    body = _read_body(emu, request)
+    return run_invocation(
+        emu,
+        request,
+        account,
+        function_id,
+        version_id,
+        asset_ids,
+        headers=list(request.headers.items()),
+        poll=lambda: poll_seconds(emu, request, streaming),
+        read_body=lambda: _read_body(emu, request),
+        streaming=streaming,
+    )
+
+
+def run_invocation(
+    emu: Emulator,
+    request: Request,
+    account: Account,
+    function_id: str,
+    version_id: str | None,
+    asset_ids: list[str],
+    *,
+    headers: list[tuple[str, str]],
+    poll: Callable[[], int],
+    read_body: Callable[[], bytes],
+    streaming: bool,
+) -> Response:
+    """pexec once the caller, the path's ids and the asset ids are read: the function, the
+    poll window (``poll``), the body (``read_body``), the assets, in NVCF's order, then the
+    call and its first answer. exec (``exec_api``) runs its envelope's request through here,
+    as NVCF's ``post_exec.rs`` calls ``pexec``."""
+    version = emu.functions.resolve_invocation(account, function_id, version_id)
+    seconds = poll()
+    body = read_body()
     assets = emu.assets.live_assets(account, asset_ids)
     inv = emu.invocation_service.submit(
         account,
@@ -231,7 +276,7 @@ def invoke(
         assets,
         method=request.method,
         path=request.path,
-        headers=list(request.headers.items()),
+        headers=headers,
         body=body,
         poll_seconds=seconds,
         streaming=streaming,
@@ -322,8 +367,8 @@ def passthrough(
     progress). ``NVCF-INPUT-ASSET-REFERENCES`` is not read; a 202 and
     ``/v2/nvcf/pexec/status/{reqId}`` work as for pexec."""
     try:
-        account = _account(emu, request)
-    except _AuthRefused as refused:
+        account = invocation_account(emu, request)
+    except AuthRefused as refused:
         return refused.response()
     version = emu.functions.resolve_invocation(account, function_id, version_id)
     streaming = wants_stream(request)
@@ -350,18 +395,32 @@ def passthrough(
 
 def status(emu: Emulator, request: Request, request_id: str) -> Response:
     try:
-        account = _account(emu, request)
-    except _AuthRefused as refused:
+        account = invocation_account(emu, request)
+    except AuthRefused as refused:
         return refused.response()
     try:
         request_id = invocation_id(request_id)
     except InvalidUrl as bad:
         return bad.response()
     seconds = poll_seconds(emu, request, wants_stream(request))
-    inv = emu.invocation_service.lookup(account, request_id)
-    event = emu.invocation_service.next_event(
-        inv, seconds, poll_headers=list(request.headers.items())
+    return poll_invocation(
+        emu, request, account, request_id, seconds, list(request.headers.items())
     )
+
+
+def poll_invocation(
+    emu: Emulator,
+    request: Request,
+    account: Account,
+    request_id: str,
+    seconds: int,
+    headers: list[tuple[str, str]],
+) -> Response:
+    """A status poll once the caller, the id and the window are read: waits up to ``seconds``
+    for the request's next event; ``headers`` go to a container asked again. exec's status
+    (``exec_api``) polls through here too, as NVCF's ``get_exec.rs`` calls ``pexec_status``."""
+    inv = emu.invocation_service.lookup(account, request_id)
+    event = emu.invocation_service.next_event(inv, seconds, poll_headers=headers)
     return _answer(emu, request, inv, event, seconds)
 
 
@@ -538,8 +597,8 @@ def method_not_allowed(emu: Emulator, request: Request, valid: Iterable[str]) ->
     """A wrong method on an invocation route: the auth layer answers first (401), then axum's
     405, with no body."""
     try:
-        _account(emu, request)
-    except _AuthRefused as refused:
+        invocation_account(emu, request)
+    except AuthRefused as refused:
         return refused.response()
     return Response(b"", status=405, headers={"Allow": _allowed(valid)})
 
