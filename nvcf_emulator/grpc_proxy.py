@@ -101,17 +101,13 @@ _TO_HTTP = {
     grpc.StatusCode.UNIMPLEMENTED: 501,
     grpc.StatusCode.UNAVAILABLE: 503,
 }
-#: A restarted container is reached again within a second (gRPC's default backoff after a
-#: failed connection grows to two minutes, during which every call would fail at once).
 #: NVCF: "gRPC functions do not have an input request size limit" (gRPC's default is 4 MiB
 #: received, on the proxy's server and on its channels to containers alike).
 _UNLIMITED = (("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1))
-_CHANNEL_OPTIONS = (
-    *_UNLIMITED,
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1000),
-)
+#: Each call dials the container on a channel (and connection) of its own, as NVCF's worker
+#: link is per session: a container restarted on its port is reached at once (a shared
+#: channel would still be in gRPC's reconnect backoff and fail calls without trying).
+_CHANNEL_OPTIONS = (*_UNLIMITED, ("grpc.use_local_subchannel_pool", 1))
 
 
 def _go_code(code: grpc.StatusCode) -> str:
@@ -173,7 +169,7 @@ class GrpcProxy:
         self._server: grpc.Server | None = None
         self._port = 0
         self._lock = threading.Lock()
-        self._channels: dict[tuple[str, bool], grpc.Channel] = {}
+        self._channels: set[grpc.Channel] = set()  # open, one per call in flight
         self._sessions: OrderedDict[str, _Session] = OrderedDict()  # request id: session
         self._connections: OrderedDict[tuple[str, str, str], str] = OrderedDict()
 
@@ -218,7 +214,7 @@ class GrpcProxy:
         if server is not None:
             server.stop(grace).wait()
         with self._lock:
-            channels = list(self._channels.values())
+            channels = list(self._channels)
             self._channels.clear()
         for channel in channels:
             channel.close()
@@ -364,17 +360,20 @@ class GrpcProxy:
                 )
         return key, session
 
-    def _channel(self, target: str, secure: bool) -> grpc.Channel:
+    def _open(self, target: str, secure: bool) -> grpc.Channel:
+        if secure:
+            credentials = grpc.ssl_channel_credentials()
+            channel = grpc.secure_channel(target, credentials, options=_CHANNEL_OPTIONS)
+        else:
+            channel = grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
         with self._lock:
-            channel = self._channels.get((target, secure))
-            if channel is None:
-                if secure:
-                    credentials = grpc.ssl_channel_credentials()
-                    channel = grpc.secure_channel(target, credentials, options=_CHANNEL_OPTIONS)
-                else:
-                    channel = grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
-                self._channels[(target, secure)] = channel
-            return channel
+            self._channels.add(channel)
+        return channel
+
+    def _close(self, channel: grpc.Channel) -> None:
+        with self._lock:
+            self._channels.discard(channel)
+        channel.close()
 
     # -- forwarding --------------------------------------------------------------------------
 
@@ -416,9 +415,23 @@ class GrpcProxy:
     ) -> Generator[bytes, None, tuple[grpc.StatusCode, str]]:
         kept = [(k, v) for k, v in received if k not in _TRANSPORT_KEYS and k[:5] != "grpc-"]
         outgoing = (*kept, (REQUEST_ID_HEADER, route.request_id))
+        channel = self._open(route.target, route.secure)
+        try:
+            return (yield from self._call(channel, method, requests, context, outgoing, route))
+        finally:
+            self._close(channel)
+
+    def _call(
+        self,
+        channel: grpc.Channel,
+        method: str,
+        requests: Iterator[bytes],
+        context: grpc.ServicerContext,
+        outgoing: Metadata,
+        route: _Route,
+    ) -> Generator[bytes, None, tuple[grpc.StatusCode, str]]:
         remaining = context.time_remaining()
         timeout = remaining if remaining is not None and remaining < 1e8 else None
-        channel = self._channel(route.target, route.secure)
         multi: grpc.StreamStreamMultiCallable[bytes, bytes] = channel.stream_stream(method)
         call: Any = multi(requests, metadata=outgoing, timeout=timeout)
         context.add_callback(call.cancel)  # the client went away: so does the container's call
@@ -520,9 +533,9 @@ def grpc_health_problem(target: str, timeout: float = 2.0, *, secure: bool = Fal
     method = "/grpc.health.v1.Health/Check"
     credentials = grpc.ssl_channel_credentials() if secure else None
     with (
-        grpc.secure_channel(target, credentials)
+        grpc.secure_channel(target, credentials, options=_CHANNEL_OPTIONS)
         if credentials is not None
-        else grpc.insecure_channel(target)
+        else grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
     ) as channel:
         try:
             check: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(method)

@@ -92,7 +92,7 @@ def _extra_methods(
 class EchoContainer:
     """The sample's server on a free loopback port, in this process."""
 
-    def __init__(self, label: str, serving: bool = True) -> None:
+    def __init__(self, label: str, serving: bool = True, port: int = 0) -> None:
         self.cancelled = threading.Event()
         self.release = threading.Event()
         unlimited = [("grpc.max_receive_message_length", -1)]
@@ -106,7 +106,7 @@ class EchoContainer:
         self.server.add_generic_rpc_handlers((extra,))
         echo = echo_pb2.DESCRIPTOR.services_by_name["Echo"].full_name
         reflection.enable_server_reflection((echo, reflection.SERVICE_NAME), self.server)
-        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.port = self.server.add_insecure_port(f"127.0.0.1:{port}")
         self.url = f"http://127.0.0.1:{self.port}"
         self.server.start()
 
@@ -119,8 +119,8 @@ class EchoContainer:
 def start_container() -> Iterator[Callable[..., EchoContainer]]:
     started: list[EchoContainer] = []
 
-    def start(label: str = "one", serving: bool = True) -> EchoContainer:
-        container = EchoContainer(label, serving)
+    def start(label: str = "one", serving: bool = True, port: int = 0) -> EchoContainer:
+        container = EchoContainer(label, serving, port)
         started.append(container)
         return container
 
@@ -629,6 +629,22 @@ def test_a_container_that_is_down_is_unavailable(
     err = refusal(lambda: raw(channel, "/test.Extra/Whoami")(b"", metadata=metadata(nvcf, fn)))
     assert err.code() is grpc.StatusCode.UNAVAILABLE
     assert [c.status for c in nvcf.calls if c.kind == "grpc"] == [503]
+
+
+def test_a_container_restarted_on_its_port_is_reached_at_once(
+    nvcf: Emulator,
+    fn: Any,
+    container: EchoContainer,
+    start_container: Callable[..., EchoContainer],
+    channel: grpc.Channel,
+) -> None:
+    whoami = raw(channel, "/test.Extra/Whoami")
+    assert whoami(b"", metadata=metadata(nvcf, fn)) == b"one"
+    container.stop()
+    err = refusal(lambda: whoami(b"", metadata=metadata(nvcf, fn)))
+    assert err.code() is grpc.StatusCode.UNAVAILABLE
+    start_container("restarted", port=container.port)
+    assert whoami(b"", metadata=metadata(nvcf, fn)) == b"restarted"
 
 
 def test_an_in_process_container_cannot_serve_grpc(nvcf: Emulator, channel: grpc.Channel) -> None:
