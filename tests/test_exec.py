@@ -567,3 +567,17 @@ def test_exec_over_a_served_emulator(nvcf_server: EmulatorServer) -> None:
     )
     assert unknown.status_code == 404
     assert unknown.json() == {"reqId": NIL, "status": "errored", "errorCode": 404}
+
+
+def test_the_call_log_names_an_exec_calls_request(nvcf: Emulator) -> None:
+    """The envelope has no ``NVCF-REQID`` header: the call log reads its ``reqId`` instead, so
+    an exec call can be found by its request, as a pexec call can."""
+    _, container = recorder()
+    fid, _ = nvcf.add_function(container, name="echo")
+    r = execute(nvcf, fid)
+    assert r.status_code == 200
+    (call,) = [c for c in nvcf.calls if c.path.startswith("/v2/nvcf/exec/functions/")]
+    assert call.request_id == r.json()["reqId"]
+    unknown = exec_status(nvcf, str(uuid.uuid4()))
+    assert unknown.json()["reqId"] == NIL
+    assert nvcf.calls[-1].request_id is None  # the nil id names no request

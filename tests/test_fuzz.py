@@ -125,7 +125,7 @@ def _use_real_ids(case: schemathesis.Case, targets: Targets) -> None:
         return
     if "functionId" not in params:
         return
-    if case.path.startswith(("/v2/nvcf/pexec/", "/v2/nvcf/queues/")):
+    if case.path.startswith(("/v2/nvcf/pexec/", "/v2/nvcf/exec/", "/v2/nvcf/queues/")):
         fid, vid = targets.echo_ids
     elif case.path.startswith("/v2/nvcf/deployments/") and case.method == "POST":
         fid, vid = targets.inactive_function()  # deploying it succeeds once
@@ -199,7 +199,7 @@ def test_every_route_is_documented() -> None:
     and the catch-all CORS preflight aside: its three invocation paths are documented)."""
     import re
 
-    from nvcf_emulator.http import admin, control, functions, pexec
+    from nvcf_emulator.http import admin, control, exec_api, functions, pexec
 
     def camel(match: re.Match[str]) -> str:
         return "{" + re.sub(r"_([a-z])", lambda m: m.group(1).upper(), match.group(1)) + "}"
@@ -207,7 +207,13 @@ def test_every_route_is_documented() -> None:
     paths = document()["paths"]
     missing = [
         f"{method} {path}"
-        for rule, methods, _ in [*control.ROUTES, *admin.ROUTES, *functions.ROUTES, *pexec.ROUTES]
+        for rule, methods, _ in [
+            *control.ROUTES,
+            *admin.ROUTES,
+            *functions.ROUTES,
+            *pexec.ROUTES,
+            *exec_api.ROUTES,
+        ]
         if not rule.startswith("/v2/orgs/") and rule != "/v2/nvcf/pexec/<path:rest>"
         for path in [re.sub(r"<(?:path:)?([a-z_]+)>", camel, rule)]
         for method in methods

@@ -23,7 +23,7 @@ from ..domain.faults import Fault
 from ..headers import MAX_HEADER_BYTES
 from ..storage.presign import new_request_id
 from . import admin, control, exec_api, functions, pexec, storage
-from .responses import ProblemResponse, Route, nvcf_error, problem, s3_error
+from .responses import EnvelopeResponse, ProblemResponse, Route, nvcf_error, problem, s3_error
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -50,6 +50,17 @@ _ASSETS = "/v2/nvcf/assets"
 #: Invocations and status polls, pexec's and the legacy envelope API's (exec wraps pexec).
 _INVOKE = ("/v2/nvcf/pexec/functions/", "/v2/nvcf/exec/functions/")
 _STATUS = ("/v2/nvcf/pexec/status/", "/v2/nvcf/exec/status/")
+
+
+def logged_path(path: str) -> str:
+    """``path`` as the call log and the access log keep it: a large result's download link
+    works without a key for 24 h, so the token in its path is a secret (as an upload URL's
+    signature, which is in the query, never logged) and is left out."""
+    if path.startswith(pexec.RESULTS_PREFIX + "/"):
+        rest = path[len(pexec.RESULTS_PREFIX) + 1 :]
+        _token, slash, tail = rest.partition("/")
+        return f"{pexec.RESULTS_PREFIX}/\N{HORIZONTAL ELLIPSIS}{slash}{tail}"
+    return path
 
 
 def operation_of(request: Request, is_storage: bool) -> str:
@@ -188,14 +199,15 @@ class EmulatorApp:
             # (A pass-through call's answer is the container's: NVCF adds no CORS to it.)
             pexec.add_cors(request, response)
         request_id = response.headers.get("NVCF-REQID") or response.headers.get("x-amz-request-id")
-        if not request_id and isinstance(response, ProblemResponse):
-            request_id = response.request_id
+        if not request_id and isinstance(response, ProblemResponse | EnvelopeResponse):
+            request_id = response.request_id or None
+        path = logged_path(request.path)
         duration_ms = (perf_counter() - started) * 1000
         self.emulator.calls.record(
             Call(
                 time=self.emulator.clock.now(),
                 method=request.method,
-                path=request.path,
+                path=path,
                 status=0 if dropped else response.status_code,  # 0: no answer was sent
                 duration_ms=round(duration_ms, 3),
                 request_id=request_id,
@@ -206,7 +218,7 @@ class EmulatorApp:
         access.info(
             "%s %s %s reqid=%s %.1fms",
             request.method,
-            request.path,
+            path,
             "dropped" if dropped else response.status_code,
             request_id or "-",
             duration_ms,

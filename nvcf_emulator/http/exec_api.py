@@ -37,7 +37,7 @@ from ..domain.errors import BadRequest, NotFound
 from . import pexec
 from .bodies import read_upto
 from .ids import InvalidUrl, invocation_id
-from .responses import STREAMED_KEY, Route, nvcf_error, problem
+from .responses import STREAMED_KEY, EnvelopeResponse, Route, nvcf_error, problem
 
 if TYPE_CHECKING:
     from ..emulator import Emulator
@@ -332,9 +332,11 @@ def wrap(request: Request, answer: Response) -> Response:
     else:
         answer.close()
     body = "{" + ",".join(f'"{name}":{value}' for name, value in members) + "}"
-    return Response(
+    envelope = EnvelopeResponse(
         body.encode("utf-8"), status=200 if status == 302 else status, mimetype="application/json"
     )
+    envelope.request_id = "" if req_id == NIL_UUID else req_id
+    return envelope
 
 
 # -- the routes ------------------------------------------------------------------------------------

@@ -43,6 +43,13 @@ class ProblemResponse(Response):
     request_id: str = ""
 
 
+class EnvelopeResponse(Response):
+    """exec's JSON envelope, remembering its ``reqId`` (it has no ``NVCF-REQID`` header) so
+    the call log need not parse the body."""
+
+    request_id: str = ""
+
+
 def problem(
     request: Request,
     status: int,
