@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from .domain.accounts import Account
 from .domain.assets import Asset
+from .domain.clock import monotonic
 from .domain.errors import MessageKeyError
 from .domain.functions import (
     DEFAULT_HEALTH_URI,
@@ -26,7 +27,7 @@ from .domain.functions import (
     FunctionStatus,
     FunctionVersion,
 )
-from .domain.invocations import Invocation, InvocationService, monotonic
+from .domain.invocations import Invocation, InvocationService
 from .worker import staging
 from .worker.containers import (
     CallableContainer,

@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from nvcf_emulator import Emulator
-from nvcf_emulator.domain.invocations import monotonic as real_monotonic
+from nvcf_emulator.domain.clock import monotonic as real_monotonic
 from nvcf_emulator.worker import ContainerRequest, ContainerResponse
 
 from .conftest import Gate

@@ -427,7 +427,7 @@ def test_a_root_on_a_file_system_without_locks_still_starts_with_a_warning(
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="simulates Windows on POSIX")
-def test_on_windows_uploads_over_a_chunk_and_large_results_work(tmp_path: Path) -> None:
+def test_on_windows_uploads_over_a_chunk_work(tmp_path: Path) -> None:
     """Windows: ``http/storage.py`` imported ``fcntl`` at the top (``import nvcf_emulator``
     failed); an upload of more than one chunk was hashed by a thread reading back with
     ``pread`` (a 500)."""
@@ -590,3 +590,32 @@ def test_on_windows_ctrl_break_stops_nvcf_emulate_cleanly(tmp_path: Path) -> Non
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="simulates Windows on POSIX")
+def test_on_windows_a_large_result_is_written_and_fetched(tmp_path: Path) -> None:
+    """Windows' fsync (FlushFileBuffers) refuses a read-only handle: a large result's zip
+    (and every result kept in a state dir) was flushed through one, so each 302 failed."""
+    result = _run_windows_like(
+        """
+        import fcntl, requests
+        real_fsync = os.fsync
+        def windows_fsync(fd):
+            if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY:
+                raise PermissionError(13, "Access is denied")
+            real_fsync(fd)
+        os.fsync = windows_fsync
+        from nvcf_emulator import Emulator
+
+        with Emulator(state_dir=ROOT, max_response_bytes=1024) as emu:
+            fid, _ = emu.add_function(lambda req: b"x" * 4096, name="big")
+            r = requests.post(
+                f"https://api.nvcf.nvidia.com/v2/nvcf/pexec/functions/{fid}",
+                headers=emu.headers, allow_redirects=False,
+            )
+            zipped = requests.get(r.headers.get("Location", "http://unset.invalid/"))
+        print(json.dumps({"status": r.status_code, "zip": zipped.status_code}))
+        """,
+        tmp_path / "state",
+    )
+    assert result == {"status": 302, "zip": 200}

@@ -55,7 +55,7 @@ from ..worker.containers import (
 )
 from .accounts import Account
 from .assets import Asset
-from .clock import Clock
+from .clock import Clock, monotonic  # waits in real time, whatever freezegun does; TTLs: Clock
 from .errors import NotFound
 from .functions import INVOCABLE, FunctionVersion
 
@@ -64,17 +64,6 @@ if TYPE_CHECKING:
     from ..storage.base import BlobStore
 
 log = logging.getLogger("nvcf_emulator.worker")
-
-# Poll windows and container timeouts are real time, even while a test freezes time with
-# freezegun (which swaps ``time.monotonic`` and every module attribute pointing at it, but not
-# one kept inside a tuple). TTLs are not measured with this: they read the emulator's Clock.
-_REAL_MONOTONIC = (time.monotonic,)
-
-
-def monotonic() -> float:
-    """Seconds from a monotonic clock that time-freezing libraries leave alone."""
-    return _REAL_MONOTONIC[0]()
-
 
 #: A client header that turns the worker's response mapping off (NVCF worker-utils, work.go).
 COMPAT_OFF_HEADER = "nvcf-feature-disable-worker-compatibility"
@@ -569,7 +558,8 @@ def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         write(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
+        # Opened for writing: Windows' fsync (FlushFileBuffers) refuses a read-only handle.
+        fd = os.open(tmp, os.O_RDWR | getattr(os, "O_BINARY", 0))
         try:
             os.fsync(fd)
         finally:
