@@ -324,10 +324,10 @@ class EmulatorConfig:
                     "'Authorization: Bearer <key>': use letters, digits and - . _ ~ + / "
                     "(then = only at the end), no spaces"
                 )
-            problem = _nca_id_problem(nca_id)
+            problem = nca_id_problem(nca_id)
             if problem:
                 raise ValueError(f"api_keys: the NCA id of key #{number} {problem}")
-        problem = _nca_id_problem(self.default_nca_id)
+        problem = nca_id_problem(self.default_nca_id)
         if problem:
             raise ValueError(f"default_nca_id {problem}")
 
@@ -387,7 +387,7 @@ class EmulatorConfig:
         return out
 
 
-def _nca_id_problem(nca_id: object) -> str:
+def nca_id_problem(nca_id: object) -> str:
     """Why ``nca_id`` cannot name an account ("" when it can). Assets are stored and signed
     under ``<nca_id>/<asset_id>``: an id with empty, ``.`` or ``..`` path segments names a
     URL path that clients and servers rewrite, so every upload URL made for it would fail;

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .config import nca_id_problem
 from .domain.accounts import Account
 from .domain.assets import Asset
 from .domain.clock import monotonic
@@ -165,6 +166,9 @@ class InvocationAPI:
 
     def _default_account(self, nca_id: str | None) -> Account:
         if nca_id is not None:
+            problem = nca_id_problem(nca_id)  # the rule api_keys' NCA ids follow
+            if problem:
+                raise ValueError(f"nca_id {problem}")
             return Account(nca_id)
         return self.accounts.authenticate(f"Bearer {self.accounts.any_key_for(None)}")
 

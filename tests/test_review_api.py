@@ -557,3 +557,14 @@ def test_good_serve_on_a_taken_port_raises_oserror_not_exit() -> None:
     finally:
         first.stop()
         emu.close()
+
+
+@pytest.mark.parametrize("nca_id", ["", "<img src=x>", "a/../b", "team:one", "NUL"])
+def test_add_function_refuses_an_nca_id_no_key_could_have(nca_id: str) -> None:
+    """``add_function(nca_id=...)`` names the owner account; an id ``api_keys`` would refuse
+    (empty, path parts, what Windows cannot name) was taken, and no key could ever invoke
+    the function."""
+    with Emulator() as emu:
+        with pytest.raises(ValueError, match="nca_id must"):
+            emu.add_function(lambda req: {}, name="fn", nca_id=nca_id)
+        assert emu.add_function(lambda req: {}, name="ok", nca_id="org-team_1").function_id
