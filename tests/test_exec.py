@@ -173,7 +173,15 @@ def test_an_unknown_asset_is_pexecs_404_and_the_container_is_not_called(nvcf: Em
     assert seen == []
 
 
-@pytest.mark.parametrize("reference", ["not-a-uuid", "", f" {uuid.uuid4()}", f"{uuid.uuid4()},"])
+@pytest.mark.parametrize(
+    "reference",
+    [
+        "not-a-uuid",
+        "",
+        " 2f1c6c2e-8d3b-4f0e-9a51-3b8c1d2e4f60",
+        "2f1c6c2e-8d3b-4f0e-9a51-3b8c1d2e4f60,",
+    ],
+)
 def test_an_asset_reference_that_is_not_a_uuid_is_a_400(nvcf: Emulator, reference: str) -> None:
     """Each item must be one whole UUID (no trimming, no list, unlike the header). NVCF answers a
     500 here (its uuid::Error becomes an AppError); the emulator a 400, before the function is
