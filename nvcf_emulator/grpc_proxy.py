@@ -537,9 +537,15 @@ def grpc_health_problem(target: str, timeout: float = 2.0, *, secure: bool = Fal
         if credentials is not None
         else grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
     ) as channel:
+        check: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(method)
+        # No gRPC deadline: gRPC computes one from time.time(), which freezegun and
+        # time-machine move (a frozen past is a deadline already gone). The wait is real time.
+        pending = check.future(b"")  # HealthCheckRequest{service: ""}: no bytes
         try:
-            check: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(method)
-            reply = check(b"", timeout=timeout)  # HealthCheckRequest{service: ""}: no bytes
+            reply = pending.result(timeout=timeout)
+        except grpc.FutureTimeoutError:
+            pending.cancel()
+            return f"gRPC health check {method} on {target} answered nothing within {timeout:g} s"
         except grpc.RpcError as err:
             code = err.code()
             hint = (

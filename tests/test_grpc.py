@@ -14,9 +14,11 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import freezegun
 import grpc
 import pytest
 import requests
+import time_machine
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
@@ -673,6 +675,36 @@ def test_stopping_the_proxy_ends_its_open_calls(
         with pytest.raises(grpc.RpcError):
             next(stream)
     assert proxy.port and repr(proxy) == "<GrpcProxy stopped>"
+
+
+@pytest.mark.parametrize(
+    "travel",
+    [
+        lambda: freezegun.freeze_time("2020-01-01"),
+        lambda: freezegun.freeze_time("2040-01-01"),
+        lambda: time_machine.travel("2020-01-01", tick=False),
+        lambda: time_machine.travel("2040-01-01", tick=False),
+    ],
+    ids=["freezegun-past", "freezegun-future", "time-machine-past", "time-machine-future"],
+)
+def test_time_travel_after_the_servers_started(
+    nvcf: Emulator,
+    container: EchoContainer,
+    channel: grpc.Channel,
+    travel: Callable[[], Any],
+) -> None:
+    """gRPC computes deadlines from time.time(): the health check waits in real time instead
+    (under a frozen past its 2 s deadline had gone before it was sent: add_function failed with
+    DEADLINE_EXCEEDED). Servers are started before travelling: grpc.server().start() itself
+    hangs in a frozen future."""
+    with travel():
+        ref = nvcf.add_function(
+            container.url, name="time-travel", inference_url="/grpc", startup_timeout=5
+        )
+        sent = [("function-id", ref.function_id), ("authorization", f"Bearer {nvcf.api_key}")]
+        assert raw(channel, "/test.Extra/Whoami")(b"", metadata=sent) == b"one"
+        count = channel.unary_stream("/test.Extra/Count")
+        assert list(count(b"2", metadata=sent)) == [b"one-0", b"one-1"]
 
 
 # -- packaging -----------------------------------------------------------------------------------
