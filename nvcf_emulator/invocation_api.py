@@ -276,9 +276,18 @@ class InvocationAPI:
     ) -> None:
         # In-process containers answer at once; a server may still be starting: poll it.
         deadline = monotonic() + (timeout if isinstance(adapter, UrlContainer) else 0)
+        grpc_check = version.health.get("protocol") == "gRPC" and isinstance(adapter, UrlContainer)
+        if grpc_check:
+            try:  # the gRPC health check needs grpcio: no point in polling without it
+                from . import grpc_proxy  # noqa: F401
+            except ImportError as exc:
+                raise RuntimeError(
+                    f"function {version.name!r} serves gRPC (inferenceUrl /grpc), and its "
+                    f"health check is a gRPC call: {exc}"
+                ) from exc
         while self.functions.refresh(version).status is FunctionStatus.DEPLOYING:
             if monotonic() >= deadline:
-                if version.health.get("protocol") == "gRPC" and isinstance(adapter, UrlContainer):
+                if grpc_check:
                     raise RuntimeError(  # health_note: what the last gRPC health check got
                         f"function {version.name!r}: {version.health_note} within "
                         f"{timeout:g} s: is the gRPC server running there and SERVING?"

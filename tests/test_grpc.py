@@ -711,6 +711,7 @@ def test_time_travel_after_the_servers_started(
 
 
 def test_nvcf_emulator_imports_without_grpcio_and_the_proxy_names_the_extra() -> None:
+    """A gRPC function's health check cannot run either: add_function says so at once."""
     script = (
         "import sys; sys.modules['grpc'] = None\n"
         "import nvcf_emulator\n"
@@ -718,8 +719,19 @@ def test_nvcf_emulator_imports_without_grpcio_and_the_proxy_names_the_extra() ->
         "    import nvcf_emulator.grpc_proxy\n"
         "except ImportError as exc:\n"
         "    print(exc)\n"
+        "with nvcf_emulator.Emulator() as emu:\n"
+        "    try:\n"
+        "        url = 'http://127.0.0.1:9'\n"
+        "        emu.add_function(url, inference_url='/grpc', startup_timeout=600)\n"
+        "    except RuntimeError as exc:\n"
+        "        print(exc)\n"
+        "    print(len(emu.functions.all()))\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
     )
-    assert "pip install 'nvcf-emulator[grpc]'" in out.stdout
+    imported, added, left = out.stdout.splitlines()
+    assert imported == "nvcf_emulator.grpc_proxy needs grpcio: pip install 'nvcf-emulator[grpc]'"
+    assert added.startswith("function 'emulated-function' serves gRPC (inferenceUrl /grpc)")
+    assert added.endswith("pip install 'nvcf-emulator[grpc]'")
+    assert left == "0"  # nothing left behind
