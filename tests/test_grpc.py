@@ -363,6 +363,13 @@ def test_messages_over_grpcs_default_4_mib_pass_both_ways(
         assert raw(client, "/test.Extra/EchoBytes")(big, metadata=metadata(nvcf, fn)) == big
 
 
+def test_compressed_messages_pass(nvcf: Emulator, fn: Any, channel: grpc.Channel) -> None:
+    body = b"compress me " * 10_000
+    echo = raw(channel, "/test.Extra/EchoBytes")
+    sent = metadata(nvcf, fn)
+    assert echo(body, metadata=sent, compression=grpc.Compression.Gzip) == body
+
+
 def test_a_client_that_cancels_cancels_the_containers_call(
     nvcf: Emulator, fn: Any, container: EchoContainer, channel: grpc.Channel
 ) -> None:
