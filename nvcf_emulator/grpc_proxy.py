@@ -187,6 +187,7 @@ class GrpcProxy:
         return f"{host}:{self._port}"
 
     def start(self) -> GrpcProxy:
+        """Listen and serve on the proxy's own threads; ``OSError`` when the port is taken."""
         if self._server is not None:
             raise RuntimeError("the gRPC proxy is already started")
         server = grpc.server(
@@ -199,9 +200,10 @@ class GrpcProxy:
         host = f"[{self.host}]" if ":" in self.host else self.host
         try:
             port = server.add_insecure_port(f"{host}:{self._wanted_port}")
-        except RuntimeError as exc:  # grpcio >= 1.50 raises; older ones return 0
-            raise OSError(f"the gRPC proxy cannot listen on {host}:{self._wanted_port}") from exc
+        except RuntimeError:  # grpcio >= 1.50 raises; older ones return 0
+            port = 0
         if not port:
+            server.stop(None)
             raise OSError(f"the gRPC proxy cannot listen on {host}:{self._wanted_port}")
         server.start()
         self._server, self._port = server, port
