@@ -101,6 +101,8 @@ _TO_HTTP = {
     grpc.StatusCode.UNIMPLEMENTED: 501,
     grpc.StatusCode.UNAVAILABLE: 503,
 }
+#: An injected fault's HTTP status as a gRPC code: the inverse of the mapping above.
+_FROM_FAULT = {status: code for code, status in _TO_HTTP.items()} | {500: grpc.StatusCode.INTERNAL}
 #: NVCF: "gRPC functions do not have an input request size limit" (gRPC's default is 4 MiB
 #: received, on the proxy's server and on its channels to containers alike).
 _UNLIMITED = (("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1))
@@ -393,6 +395,7 @@ class GrpcProxy:
         code, details = grpc.StatusCode.UNKNOWN, "the proxy failed"  # until known
         try:
             try:
+                self._injected_fault(context)
                 route = self._route(first, context.peer())
             except _Refused as refused:
                 code, details = refused.code, refused.details
@@ -406,6 +409,30 @@ class GrpcProxy:
             self._record(method, first.get("authorization"), request_id, code, started)
             if code is not grpc.StatusCode.OK:
                 log.info("gRPC %s: %s %s", method, code.name, details)
+
+    def _injected_fault(self, context: grpc.ServicerContext) -> None:
+        """An ``invoke`` fault of ``emulator.faults`` (as for a pass-through HTTP call): a
+        ``status`` answers instead of the container, as the gRPC code NVCF's proxy maps to
+        that HTTP status (503 UNAVAILABLE, 429 RESOURCE_EXHAUSTED, 500 INTERNAL, ...), with
+        ``retry_after`` as trailing ``retry-after`` metadata; a ``drop`` is UNAVAILABLE (the
+        client's view of a closed connection); a ``latency`` alone delays the call."""
+        faults = self.emulator.faults
+        fault = faults.take("invoke") if len(faults) else None
+        if fault is None:
+            return
+        time.sleep(fault.latency)
+        if fault.drop:
+            raise _Refused(
+                grpc.StatusCode.UNAVAILABLE,
+                fault.message or f"Injected fault #{fault.id} on invoke: connection dropped",
+            )
+        if fault.status is not None:
+            if fault.retry_after is not None:
+                context.set_trailing_metadata((("retry-after", str(fault.retry_after)),))
+            raise _Refused(
+                _FROM_FAULT.get(fault.status, grpc.StatusCode.UNKNOWN),
+                fault.message or f"Injected fault #{fault.id} on invoke",
+            )
 
     def _relay(
         self,

@@ -714,6 +714,34 @@ def test_time_travel_after_the_servers_started(
         assert list(count(b"2", metadata=sent)) == [b"one-0", b"one-1"]
 
 
+@pytest.mark.parametrize(
+    ("rule", "code", "details"),
+    [
+        ({"status": 503, "retry_after": 3}, grpc.StatusCode.UNAVAILABLE, "Injected fault #"),
+        ({"status": 429, "message": "slow down"}, grpc.StatusCode.RESOURCE_EXHAUSTED, "slow down"),
+        ({"status": 500}, grpc.StatusCode.INTERNAL, "Injected fault #"),
+        ({"drop": True}, grpc.StatusCode.UNAVAILABLE, "connection dropped"),
+    ],
+)
+def test_an_invoke_fault_answers_instead_of_the_container_once(
+    nvcf: Emulator,
+    fn: Any,
+    channel: grpc.Channel,
+    rule: dict[str, Any],
+    code: grpc.StatusCode,
+    details: str,
+) -> None:
+    """``emulator.faults.add("invoke", ...)`` works on gRPC calls too (retry logic tests)."""
+    nvcf.faults.add("invoke", **rule)
+    whoami = raw(channel, "/test.Extra/Whoami")
+    err = refusal(lambda: whoami(b"", metadata=metadata(nvcf, fn)))
+    assert err.code() is code
+    assert details in (err.details() or "")
+    if "retry_after" in rule:
+        assert ("retry-after", "3") in err.trailing_metadata()
+    assert whoami(b"", metadata=metadata(nvcf, fn)) == b"one"  # times=1: spent
+
+
 # -- packaging -----------------------------------------------------------------------------------
 
 
