@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -525,3 +526,35 @@ def test_browser_asks_again_for_a_token_it_cannot_send(
     page.get_by_label("Token").fill("right-token")
     page.get_by_label("Token").press("Enter")
     expect(page.locator(f'#assets tr[data-asset-id="{asset["assetId"]}"]')).to_be_visible()
+
+
+def test_a_lone_surrogate_in_a_traceback_reaches_a_utf8_log_file(
+    served: EmulatorServer, tmp_path: Path
+) -> None:
+    """The container's traceback is logged; a lone surrogate in it made a UTF-8 log file
+    handler fail ("--- Logging error ---", the line lost) and pytest-xdist crash sending the
+    captured log. It is written escaped."""
+    import logging
+
+    errors: list[BaseException | None] = []
+
+    class Recording(logging.FileHandler):
+        def handleError(self, record: logging.LogRecord) -> None:
+            errors.append(sys.exc_info()[1])
+
+    log_file = tmp_path / "emulator.log"
+    handler = Recording(log_file, encoding="utf-8")
+    logger = logging.getLogger("nvcf_emulator")
+    logger.addHandler(handler)
+    try:
+
+        def failing(req: ContainerRequest) -> Any:
+            raise RuntimeError("lone \udcff surrogate")
+
+        fid, _ = served.emulator.add_function(failing, name="failing")
+        requests.post(f"{served.url}/v2/nvcf/pexec/functions/{fid}", headers=served.headers)
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    assert errors == []
+    assert "lone \\udcff surrogate" in log_file.read_text(encoding="utf-8")

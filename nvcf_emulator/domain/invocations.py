@@ -954,7 +954,9 @@ class InvocationService:
             except Exception:
                 # What a web framework makes of an unhandled exception: a 500 from the container.
                 inv.error = traceback.format_exc()
-                log.warning("container raised on request %s:\n%s", inv.request_id, inv.error)
+                # (Its text may hold lone surrogates, which a UTF-8 log handler cannot write.)
+                shown = inv.error.encode("utf-8", "backslashreplace").decode("utf-8")
+                log.warning("container raised on request %s:\n%s", inv.request_id, shown)
                 response = ContainerResponse(500, b"", [("Content-Type", "text/plain")])
             inv.container_response = response
             if not 100 <= response.status <= 599:
