@@ -395,7 +395,7 @@ class GrpcProxy:
         code, details = grpc.StatusCode.UNKNOWN, "the proxy failed"  # until known
         try:
             try:
-                self._injected_fault(context)
+                self._before_routing(context)
                 route = self._route(first, context.peer())
             except _Refused as refused:
                 code, details = refused.code, refused.details
@@ -410,12 +410,18 @@ class GrpcProxy:
             if code is not grpc.StatusCode.OK:
                 log.info("gRPC %s: %s %s", method, code.name, details)
 
-    def _injected_fault(self, context: grpc.ServicerContext) -> None:
-        """An ``invoke`` fault of ``emulator.faults`` (as for a pass-through HTTP call): a
+    def _before_routing(self, context: grpc.ServicerContext) -> None:
+        """UNAVAILABLE once the emulator is closed; else an ``invoke`` fault of
+        ``emulator.faults`` (as for a pass-through HTTP call), if one fires: a
         ``status`` answers instead of the container, as the gRPC code NVCF's proxy maps to
         that HTTP status (503 UNAVAILABLE, 429 RESOURCE_EXHAUSTED, 500 INTERNAL, ...), with
         ``retry_after`` as trailing ``retry-after`` metadata; a ``drop`` is UNAVAILABLE (the
         client's view of a closed connection); a ``latency`` alone delays the call."""
+        if self.emulator.closed:  # its state and containers are gone
+            raise _Refused(
+                grpc.StatusCode.UNAVAILABLE,
+                "the emulator behind this gRPC proxy is closed (stop the proxy with it)",
+            )
         faults = self.emulator.faults
         fault = faults.take("invoke") if len(faults) else None
         if fault is None:

@@ -742,6 +742,15 @@ def test_an_invoke_fault_answers_instead_of_the_container_once(
     assert whoami(b"", metadata=metadata(nvcf, fn)) == b"one"  # times=1: spent
 
 
+def test_a_closed_emulators_proxy_is_unavailable(
+    nvcf: Emulator, fn: Any, channel: grpc.Channel
+) -> None:
+    nvcf.close()
+    err = refusal(lambda: raw(channel, "/test.Extra/Whoami")(b"", metadata=metadata(nvcf, fn)))
+    assert err.code() is grpc.StatusCode.UNAVAILABLE
+    assert "closed" in (err.details() or "")
+
+
 # -- packaging -----------------------------------------------------------------------------------
 
 
