@@ -25,6 +25,8 @@ from nvcf_emulator.worker import ContainerRequest
 
 #: Sets ``window.__pwned`` wherever it would run: as markup, in an attribute, as a URL.
 PAYLOAD = '"><img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
+#: What an NCA id may hold of it: attribute-breaking quotes and entities that must stay text.
+NCA_PAYLOAD = "' onmouseover='window.__pwned=3' &lt;b&gt;x&lt;/b&gt;"
 JS_URL = "javascript:window.__pwned=3"
 RLO = "\u202e"  # RIGHT-TO-LEFT OVERRIDE: shows the text after it mirrored
 LONG = "x" * 3000  # no space to break at
@@ -305,8 +307,8 @@ def test_browser_shows_hostile_strings_as_typed_and_runs_none(
     assert r.status_code == 200, r.text
     vid = r.json()["function"]["versionId"]
     fid, _ = served.emulator.add_function(hostile_container, name="echo")
-    # An account of its own (add_function takes any NCA id; --api-key refuses '<>').
-    _, other_vid = served.emulator.add_function(hostile_container, name="other", nca_id=PAYLOAD)
+    # An account of its own, as hostile as the NCA id rule lets it be (it refuses '<>"').
+    _, other_vid = served.emulator.add_function(hostile_container, name="other", nca_id=NCA_PAYLOAD)
     ok = requests.post(
         f"{base}/v2/nvcf/pexec/functions/{fid}",
         headers={**served.headers, "X-Note": PAYLOAD, "X-Link": JS_URL},
@@ -329,7 +331,7 @@ def test_browser_shows_hostile_strings_as_typed_and_runs_none(
     expect(function).to_contain_text("/" + PAYLOAD)
     expect(function).to_contain_text(JS_URL)
     other = page.locator(f'#functions tr[data-version-id="{other_vid}"]')
-    expect(other.locator("td").last).to_have_text(PAYLOAD)
+    expect(other.locator("td").last).to_have_text(NCA_PAYLOAD)
     inv = page.locator(f'#invocations tr[data-request-id="{ok.headers["NVCF-REQID"]}"]')
     inv.get_by_text("headers").click()
     expect(inv.locator("dl.headers")).to_contain_text(PAYLOAD)
