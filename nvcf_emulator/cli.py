@@ -131,6 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="port to bind; 0 picks a free one (default 8000)",
     )
     p.add_argument(
+        "--grpc-port",
+        type=int,
+        default=_env_value("GRPC_PORT", None, int),
+        help="also serve gRPC invocation (NVCF's gRPC gateway) on this port of --host; 0 picks "
+        "a free one (needs: pip install 'nvcf-emulator[grpc]')",
+    )
+    p.add_argument(
         "--public-url",
         default=_env("PUBLIC_URL"),
         help="origin clients reach the server at, used in upload URLs (default: the bound address)",
@@ -330,6 +337,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_host(args.host, "--host")
         if not 0 <= args.port <= 65535:
             raise ValueError(f"--port must be 0-65535, got {args.port}")
+        if args.grpc_port is not None and not 0 <= args.grpc_port <= 65535:
+            raise ValueError(f"--grpc-port must be 0-65535, got {args.grpc_port}")
         if args.public_url:
             check_base_url(args.public_url, "--public-url", origin_only=True)
         if args.max_connections < 1:
@@ -358,6 +367,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         emulator.close()
         return 1
+    grpc_proxy = None
+    if args.grpc_port is not None:
+        try:
+            grpc_proxy = emulator.serve_grpc(args.host, args.grpc_port)
+        except (ImportError, OSError) as exc:
+            print(f"nvcf-emulate: error: --grpc-port: {exc}", file=sys.stderr)
+            server.stop()
+            emulator.close()
+            return 1
     if args.public_url:
         emulator.storage_url = f"{args.public_url.rstrip('/')}/{config.bucket}"
     if functions and os.getcwd() not in sys.path:  # as uvicorn does: import apps from the cwd
@@ -404,6 +422,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ):
         print(f"nvcf-emulate: warning: {warning}", file=sys.stderr, flush=True)
     print(f"nvcf-emulate listening on {server.url}", flush=True)
+    if grpc_proxy is not None:
+        print(f"nvcf-emulate gRPC listening on {grpc_proxy.address}", flush=True)
     if config.admin_enabled:
         print(f"nvcf-emulate dashboard: {server.url}/_emulator/", flush=True)
     try:

@@ -43,6 +43,7 @@ except ImportError:  # Windows: msvcrt's byte-range lock instead (see _try_lock)
 log = logging.getLogger("nvcf_emulator")
 
 if TYPE_CHECKING:
+    from .grpc_proxy import GrpcProxy
     from .server import EmulatorServer
 
 
@@ -180,6 +181,7 @@ class Emulator(InvocationAPI):
         self._restore()
         self._activations: list[Any] = []
         self._dashboard: EmulatorServer | None = None
+        self._grpc_proxies: list[GrpcProxy] = []
 
     def _remove_stale_files(self) -> None:
         """What a previous emulator left under a given root that nothing can name any more.
@@ -417,6 +419,8 @@ class Emulator(InvocationAPI):
         if self._dashboard is not None:
             self._dashboard.stop()
             self._dashboard = None
+        while self._grpc_proxies:
+            self._grpc_proxies.pop().stop()
         while self._activations:
             self._activations.pop().__exit__(None, None, None)
         self._close_invocations()
@@ -496,6 +500,18 @@ class Emulator(InvocationAPI):
         url = f"{self._dashboard.url}/_emulator/"
         token = self.config.admin_token
         return f"{url}?{urlencode({'token': token})}" if token else url
+
+    def serve_grpc(self, host: str = "127.0.0.1", port: int = 0) -> GrpcProxy:
+        """Serve NVCF's gRPC invocation (``grpc.nvcf.nvidia.com``'s role) on a plaintext port,
+        started: clients call a ``/grpc`` function's own methods with the metadata
+        ``authorization: Bearer <key>`` and ``function-id``. Stopped by :meth:`close` (or its
+        ``stop()``). Needs the ``grpc`` extra (``pip install 'nvcf-emulator[grpc]'``)."""
+        self._check_open("serve gRPC for it")
+        from .grpc_proxy import GrpcProxy
+
+        proxy = GrpcProxy(self, host, port).start()
+        self._grpc_proxies.append(proxy)
+        return proxy
 
     # -- inspection ---------------------------------------------------------------------------
 

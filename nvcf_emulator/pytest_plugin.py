@@ -14,13 +14,16 @@ Settings come from ini lines ``nvcf_settings = max_asset_bytes=1024`` and from
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from .config import EmulatorConfig
 from .emulator import Emulator
 from .server import EmulatorServer
+
+if TYPE_CHECKING:
+    from .grpc_proxy import GrpcProxy
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -93,6 +96,17 @@ def nvcf(
     emulator = Emulator(**settings)
     with emulator:
         yield emulator
+
+
+@pytest.fixture
+def nvcf_grpc(nvcf: Emulator) -> Iterator[GrpcProxy]:
+    """NVCF's gRPC gateway for the ``nvcf`` emulator, on a free loopback port: open a channel
+    to ``nvcf_grpc.address``. Needs the ``grpc`` extra."""
+    proxy = nvcf.serve_grpc()
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ client calls it through the proxy with the metadata of NVCF's docs
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import freezegun
@@ -779,3 +781,75 @@ def test_nvcf_emulator_imports_without_grpcio_and_the_proxy_names_the_extra() ->
     assert added.startswith("function 'emulated-function' serves gRPC (inferenceUrl /grpc)")
     assert added.endswith("pip install 'nvcf-emulator[grpc]'")
     assert left == "0"  # nothing left behind
+
+
+# -- the ways in: the nvcf_grpc fixture, Emulator.serve_grpc, nvcf-emulate --grpc-port -----------
+
+
+def test_the_nvcf_grpc_fixture_serves_the_nvcf_emulator(
+    nvcf: Emulator, nvcf_grpc: GrpcProxy, container: EchoContainer
+) -> None:
+    fn = nvcf.add_function(container.url + "/grpc", name="echo")
+    with grpc.insecure_channel(nvcf_grpc.address) as opened:
+        reply = echo_pb2_grpc.EchoStub(opened).EchoMessage(
+            echo_pb2.EchoRequest(message="fixture"), metadata=metadata(nvcf, fn)
+        )
+    assert reply.message == "fixture"
+
+
+def test_serve_grpc_is_stopped_by_close(container: EchoContainer) -> None:
+    emu = Emulator()
+    try:
+        proxy = emu.serve_grpc()
+        fn = emu.add_function(container.url, name="echo", inference_url="/grpc")
+        with grpc.insecure_channel(proxy.address) as opened:
+            stub = echo_pb2_grpc.EchoStub(opened)
+            assert stub.EchoMessage(echo_pb2.EchoRequest(message="a"), metadata=metadata(emu, fn))
+    finally:
+        emu.close()
+    with grpc.insecure_channel(proxy.address) as opened:
+        stub = echo_pb2_grpc.EchoStub(opened)
+        gone = refusal(lambda: stub.EchoMessage(echo_pb2.EchoRequest(message="b"), timeout=5))
+    assert gone.code() == grpc.StatusCode.UNAVAILABLE
+    with pytest.raises(RuntimeError, match="closed"):
+        emu.serve_grpc()
+
+
+def test_nvcf_emulate_grpc_port_serves_a_function_given_by_url(container: EchoContainer) -> None:
+    exe = str(Path(sys.executable).with_name("nvcf-emulate"))
+    proc = subprocess.Popen(
+        [exe, "--port", "0", "--grpc-port", "0", "--function", f"echo={container.url}/grpc"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        fid = address = ""
+        for line in proc.stdout:
+            if "functionId=" in line:
+                fid = line.split("functionId=")[1].split()[0]
+            if "gRPC listening on" in line:
+                address = line.rsplit(" ", 1)[1].strip()
+                break
+        assert fid and address, proc.stderr.read() if proc.stderr else ""
+        with grpc.insecure_channel(address) as opened:
+            reply = echo_pb2_grpc.EchoStub(opened).EchoMessage(
+                echo_pb2.EchoRequest(message="cli"),
+                metadata=[("function-id", fid), ("authorization", "Bearer nvapi-cli")],
+                timeout=30,
+            )
+        assert reply.message == "cli"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_nvcf_emulate_grpc_port_out_of_range_is_a_usage_error() -> None:
+    exe = str(Path(sys.executable).with_name("nvcf-emulate"))
+    done = subprocess.run([exe, "--grpc-port", "70000"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "--grpc-port must be 0-65535, got 70000" in done.stderr

@@ -4,7 +4,7 @@ would: registered with the inference URL, health URI and port NVIDIA's docs give
 invoked with the paths, headers and bodies of their READMEs and of ``docs/user/``
 (container-functions.md, generic-http-function-invocation.md, function-creation.md).
 
-The gRPC sample (``grpc-echo-sample``) is out of scope: the emulator has no gRPC.
+The gRPC sample (``grpc-echo-sample``) runs in ``tests/test_grpc.py``.
 
 Every uvicorn server a test starts runs on loopback in a thread and is stopped at its end.
 """
