@@ -170,12 +170,15 @@ class EmulatorApp:
             self.emulator.maybe_sweep()
         except Exception:  # the store failed (S3 away): not this request's business
             log.exception("sweep failed; it runs again on a later request")
-        is_storage = storage.is_storage_request(self.emulator, request)
+        is_storage = self._is_storage(request)
         target = None if is_storage else self._passthrough_target(request)
         kind = (
             "storage"
             if is_storage
-            else ("admin" if request.path.startswith("/_emulator") else "control")
+            # (/_emulator/... on a function's host is the function's path, not the admin API)
+            else (
+                "admin" if target is None and request.path.startswith("/_emulator") else "control"
+            )
         )
         fault = (
             self.emulator.faults.take(
@@ -224,6 +227,17 @@ class EmulatorApp:
             duration_ms,
         )
         return response(environ, start_response)
+
+    def _is_storage(self, request: Request) -> bool:
+        """Whether the request is for the pre-signed storage: its host, or the path-style
+        ``/<bucket>/...`` prefix on any host but a function's (every path there is the
+        function's, as in NVCF). A bucket named by a UUID has a virtual host that starts with
+        one: that host stays the storage host."""
+        emu = self.emulator
+        if not storage.is_storage_request(emu, request):
+            return False
+        host = request.host.lower().partition(":")[0]
+        return host in emu.storage_hosts or not pexec.host_names_function(request)
 
     def _passthrough_target(self, request: Request) -> tuple[str, str | None] | None:
         """The function a pass-through call names, as NVCF's invocation service routes it

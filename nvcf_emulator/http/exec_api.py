@@ -327,6 +327,7 @@ def wrap(request: Request, answer: Response) -> Response:
                 500,
                 "Internal Server Error",
                 f"invalid json in response body for request_id: {req_id}; cause: {bad}",
+                request_id=req_id,  # the call log and the problem name the request
             )
         members.append(("response", response))
     else:

@@ -155,6 +155,13 @@ def within_request_limit(emu: Emulator, data: bytes) -> bytes:
     return data
 
 
+class AsSent(Response):
+    """An answer NVCF passes on with the headers it has (the container's, or none for the
+    worker's empty 202 and 504): no ``Content-Type`` of werkzeug's own when it has none."""
+
+    default_mimetype = None
+
+
 def _base_headers(inv: Invocation, nvcf_status: str) -> list[tuple[str, str]]:
     return [("NVCF-REQID", inv.request_id), ("NVCF-STATUS", nvcf_status), _EXPOSE]
 
@@ -167,8 +174,8 @@ def _in_progress(emu: Emulator, inv: Invocation, event: Event | None, seconds: i
         body = gojson.dumps(event.partial_response)  # re-encoded, as NVCF's worker does
         return Response(body, status=202, headers=headers, content_type="application/json")
     if isinstance(event, StillWorking):  # the container's own 202, as it sent it
-        return Response(event.body, status=202, headers=_beside(event.headers, headers))
-    return Response(b"", status=202, headers=headers)
+        return AsSent(event.body, status=202, headers=_beside(event.headers, headers))
+    return AsSent(b"", status=202, headers=headers)
 
 
 def _beside(container: list[tuple[str, str]], ours: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -194,17 +201,17 @@ def _outcome(emu: Emulator, request: Request, inv: Invocation, outcome: Outcome)
         )
     if outcome.kind == "redirect":
         url = f"{request.host_url.rstrip('/')}{RESULTS_PREFIX}/{outcome.token}/{inv.request_id}.zip"
-        return Response(b"", status=302, headers=[*headers, ("Location", url)])
+        return AsSent(b"", status=302, headers=[*headers, ("Location", url)])
     if outcome.kind == "stream":
         assert outcome.chunks is not None
         request.environ[STREAMED_KEY] = True
-        return Response(
+        return AsSent(
             outcome.chunks,
             status=outcome.status,
             headers=_beside(outcome.headers, headers),
             direct_passthrough=True,
         )
-    return Response(outcome.body, status=outcome.status, headers=_beside(outcome.headers, headers))
+    return AsSent(outcome.body, status=outcome.status, headers=_beside(outcome.headers, headers))
 
 
 def _answer(
