@@ -323,3 +323,30 @@ def test_exec_a_200_that_is_not_json_keeps_its_request_id(nvcf: Emulator) -> Non
     req_id = nvcf.invocations[-1].request_id
     assert r.json()["requestId"] == req_id
     assert nvcf.calls[-1].request_id == req_id
+
+
+# -- the host NVCF routes by -----------------------------------------------------------------------
+
+
+def test_a_proxys_forwarded_host_names_the_function(nvcf: Emulator) -> None:
+    """NVCF reads the host with axum-extra's ``Host`` extractor (app.rs): the first
+    ``Forwarded`` element's ``host=``, else ``X-Forwarded-Host``, else ``Host``. Behind a
+    proxy that keeps the client's host there (nginx ``proxy_set_header X-Forwarded-Host``),
+    the function is still found; a forwarded host that names none wins over a Host that
+    does."""
+    fid, _ = nvcf.add_function(environ_echo, name="echo")
+    named = f"{fid}.invocation.gateway.example"
+    via_x = requests.get(f"{API}/echo", headers={**nvcf.headers, "X-Forwarded-Host": named})
+    assert via_x.status_code == 200, via_x.text
+    assert via_x.json()["target"] == "/echo"
+    forwarded = f'for=192.0.2.1;host="{named}";proto=https, for=198.51.100.2'
+    via_rfc = requests.get(f"{API}/echo", headers={**nvcf.headers, "Forwarded": forwarded})
+    assert via_rfc.status_code == 200, via_rfc.text
+    assert via_rfc.json()["target"] == "/echo"
+    overridden = requests.get(
+        f"https://{fid}.{INVOCATION}/echo",
+        headers={**nvcf.headers, "X-Forwarded-Host": "api.nvcf.nvidia.com"},
+    )
+    assert overridden.status_code == 404
+    assert overridden.headers["Content-Type"] == "application/problem+json"
+    assert len(nvcf.invocations) == 2

@@ -241,9 +241,10 @@ class EmulatorApp:
 
     def _passthrough_target(self, request: Request) -> tuple[str, str | None] | None:
         """The function a pass-through call names, as NVCF's invocation service routes it
-        (``pexec.passthrough_target``): by its Host on any path; by a ``function-id`` header
-        on any path but the control plane's and the admin API's, which share this host here
-        (NVCF's gateway sends those to other services, whatever the headers)."""
+        (``pexec.passthrough_target``): by its host (``pexec.routing_host``) on any path; by a
+        ``function-id`` header on any path but the control plane's and the admin API's, which
+        share this host here (NVCF's gateway sends those to other services, whatever the
+        headers)."""
         target = pexec.passthrough_target(request)
         if target is None or pexec.host_names_function(request):
             return target

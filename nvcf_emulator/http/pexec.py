@@ -316,19 +316,36 @@ def passthrough_target(request: Request) -> tuple[str, str | None] | None:
     """The ``(function id, version id or None)`` a request names for pass-through invocation,
     or ``None`` for a request on the API's own paths. As NVCF's invocation service routes
     (routes/tlb.rs): a ``function-id`` header (with ``function-version-id``) wins, else a
-    Host that starts with a hyphenated UUID: ``<functionId>.invocation.<domain>`` or
-    ``<versionId>.<functionId>.invocation.<domain>``."""
+    host (:func:`routing_host`) that starts with a hyphenated UUID:
+    ``<functionId>.invocation.<domain>`` or ``<versionId>.<functionId>.invocation.<domain>``."""
     function_id = _uuid_or_none(request.headers.get(FUNCTION_ID_HEADER))
     if function_id is not None:
         version = _uuid_or_none(request.headers.get(FUNCTION_VERSION_ID_HEADER))
         return function_id, version
-    return _host_target(request.headers.get("Host", ""))
+    return _host_target(routing_host(request))
 
 
 def host_names_function(request: Request) -> bool:
-    """Whether the request's Host (not a header) names a function: every path on such a host
+    """Whether the request's host (not a header) names a function: every path on such a host
     is the function's."""
-    return _host_target(request.headers.get("Host", "")) is not None
+    return _host_target(routing_host(request)) is not None
+
+
+def routing_host(request: Request) -> str:
+    """The host NVCF's invocation service routes by, as axum-extra's ``Host`` extractor reads
+    it (app.rs): the first ``Forwarded`` element's ``host=``, else ``X-Forwarded-Host``, else
+    ``Host``. A proxy in front of the emulator that keeps the client's host in one of those
+    still reaches the function that host names."""
+    forwarded = request.headers.get("Forwarded")
+    if forwarded is not None:
+        for pair in forwarded.split(",")[0].split(";"):
+            key, eq, value = pair.partition("=")
+            if eq and key.strip().lower() == "host":
+                return value.strip().strip('"')
+    forwarded_host = request.headers.get("X-Forwarded-Host")
+    if forwarded_host is not None:
+        return forwarded_host
+    return request.headers.get("Host", "")
 
 
 def _host_target(host: str) -> tuple[str, str | None] | None:
