@@ -427,6 +427,8 @@ class GrpcProxy:
         if fault is None:
             return
         time.sleep(fault.latency)
+        if not context.is_active():  # the client gave up meanwhile: nothing left to forward
+            raise _Refused(grpc.StatusCode.CANCELLED, "the client cancelled the call")
         if fault.drop:
             raise _Refused(
                 grpc.StatusCode.UNAVAILABLE,
@@ -468,8 +470,14 @@ class GrpcProxy:
         remaining = context.time_remaining()
         timeout = remaining if remaining is not None and remaining < 1e8 else None
         multi: grpc.StreamStreamMultiCallable[bytes, bytes] = channel.stream_stream(method)
-        call: Any = multi(requests, metadata=outgoing, timeout=timeout)
-        context.add_callback(call.cancel)  # the client went away: so does the container's call
+        upstream: list[Any] = []  # the container's call, once made
+        call: Any = multi(
+            _client_messages(requests, context, upstream), metadata=outgoing, timeout=timeout
+        )
+        upstream.append(call)
+        # The client went away: so does the container's call (at once if it already went).
+        if not context.add_callback(call.cancel):
+            call.cancel()
         session = (
             (REQUEST_ID_HEADER, route.request_id),
             ("set-cookie", f"{REQUEST_ID_COOKIE}={route.request_id}"),
@@ -511,6 +519,25 @@ class GrpcProxy:
                 kind="grpc",
             )
         )
+
+
+def _client_messages(
+    requests: Iterator[bytes], context: grpc.ServicerContext, upstream: list[Any]
+) -> Iterator[bytes]:
+    """The client's messages, for grpcio to send on to the container. Once the client is
+    gone, they raise (or, when grpcio learns of it late, just end): the container's call is
+    then cancelled, not half-closed, as NVCF's proxy cancels it with the client's context;
+    grpcio would log an ERROR "Exception iterating requests!" with a traceback for each
+    client that cancels a stream."""
+    try:
+        yield from requests
+    except grpc.RpcError:
+        pass
+    else:
+        if context.is_active():
+            return  # the client half-closed: so does the container's call
+    for call in upstream:
+        call.cancel()
 
 
 class _Forwarder(grpc.GenericRpcHandler):

@@ -1,0 +1,211 @@
+"""Review of :class:`nvcf_emulator.grpc_proxy.GrpcProxy` as a demanding user and an adversary:
+cancelled and abandoned streams, concurrent calls on one connection, the session cookie,
+metadata edge cases and leaks. The reference is NVIDIA's Go proxy
+(``src/invocation-plane-services/grpc-proxy`` of NVIDIA/nvcf, cited as ``proxy/<file>:<line>``).
+"""
+
+# The fixtures of test_grpc are imported to be used: pytest passes them as arguments.
+# ruff: noqa: F811
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health, health_pb2_grpc
+
+from nvcf_emulator import Emulator
+from nvcf_emulator.grpc_proxy import GrpcProxy
+from tests.test_grpc import (  # noqa: F401 - fixtures
+    EchoContainer,
+    channel,
+    container,
+    fn,
+    metadata,
+    new_connection,
+    proxy,
+    raw,
+    refusal,
+    start_container,
+    two_versions,
+)
+
+
+class StreamContainer:
+    """A gRPC server whose bidi method ``/t.S/Stream`` echoes each message: ``started`` once
+    a call arrived, ``ended`` once it ended (however)."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.ended = threading.Event()
+        self.server = grpc.server(ThreadPoolExecutor(max_workers=8))
+        checks = health.HealthServicer()
+        checks.set("", 1)  # SERVING
+        health_pb2_grpc.add_HealthServicer_to_server(checks, self.server)
+
+        def stream(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
+            context.add_callback(self.ended.set)
+            self.started.set()
+            yield from requests
+
+        handler = grpc.method_handlers_generic_handler(
+            "t.S", {"Stream": grpc.stream_stream_rpc_method_handler(stream)}
+        )
+        self.server.add_generic_rpc_handlers((handler,))
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server.start()
+
+
+@pytest.fixture
+def streamer() -> Iterator[StreamContainer]:
+    started = StreamContainer()
+    try:
+        yield started
+    finally:
+        started.server.stop(None).wait()
+
+
+class Feed:
+    """The messages a client streams, given one by one; ``end()`` half-closes."""
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[bytes | None] = queue.Queue()
+
+    def send(self, message: bytes) -> None:
+        self._queue.put(message)
+
+    def end(self) -> None:
+        self._queue.put(None)
+
+    def __iter__(self) -> Iterator[bytes]:
+        while (message := self._queue.get(timeout=30)) is not None:  # safety net
+            yield message
+
+
+@pytest.fixture
+def feed() -> Iterator[Feed]:
+    made = Feed()
+    try:
+        yield made
+    finally:
+        made.end()  # the client's own request thread ends
+
+
+def _wait_for(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 10  # safety net, real time: threads, not TTLs
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
+def _grpc_threads_ended(before: set[threading.Thread]) -> bool:
+    """Every daemon thread started since ``before`` ended, but the proxy's idle pool: grpcio's
+    threads that send a stream of requests on (the proxy's, the client's) and that poll a
+    channel's calls."""
+    started = [t for t in threading.enumerate() if t not in before and t.daemon]
+    return not [t for t in started if not t.name.startswith("nvcf-grpc")]
+
+
+# -- cancelled streams ---------------------------------------------------------------------------
+
+
+def test_a_client_cancelling_a_bidi_stream_cancels_the_containers_call_and_logs_no_error(
+    nvcf: Emulator,
+    streamer: StreamContainer,
+    proxy: GrpcProxy,
+    feed: Feed,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The Go proxy cancels the upstream request with the client's context: the container's
+    call ends. grpcio logged such a cancel (most times) as ERROR "Exception iterating
+    requests!" with a traceback: the proxy gave it the client's messages to send on, and they
+    raise once the client is gone."""
+    ref = nvcf.add_function(streamer.url, name="bidi", inference_url="/grpc")
+    before = set(threading.enumerate())
+    with grpc.insecure_channel(proxy.address) as client:
+        stream = client.stream_stream("/t.S/Stream")(iter(feed), metadata=metadata(nvcf, ref))
+        feed.send(b"one")
+        assert next(stream) == b"one"
+        stream.cancel()
+        assert streamer.ended.wait(10)
+        feed.end()
+    _wait_for(lambda: _grpc_threads_ended(before), "grpcio's threads of the call ended")
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def test_a_client_gone_during_injected_latency_is_not_forwarded(
+    nvcf: Emulator, streamer: StreamContainer, proxy: GrpcProxy, feed: Feed
+) -> None:
+    """A ``latency`` fault holds the call before the proxy routes it; a client that gives up
+    meanwhile has no call left to forward (the Go proxy forwards on the client's context,
+    proxy/director.go:444). The proxy still dialled the container, which saw a call that
+    grpcio then cancelled with UNKNOWN "Exception iterating requests!"."""
+    ref = nvcf.add_function(streamer.url, name="bidi", inference_url="/grpc")
+    fault = nvcf.faults.add("invoke", latency=1.0)
+    with grpc.insecure_channel(proxy.address) as client:
+        stream = client.stream_stream("/t.S/Stream")(iter(feed), metadata=metadata(nvcf, ref))
+        _wait_for(lambda: fault.fired == 1, "the call reached the proxy")
+        stream.cancel()
+        _wait_for(lambda: any(c.kind == "grpc" for c in nvcf.calls), "the proxy ended the call")
+    assert not streamer.started.is_set()
+
+
+# -- metadata ----------------------------------------------------------------------------------
+
+
+def test_the_first_function_id_routes_when_two_are_sent(
+    nvcf: Emulator, start_container: Callable[..., EchoContainer], channel: grpc.Channel
+) -> None:
+    """proxy/director.go:412 reads ``function-id`` with http.Header.Get: the first value; the
+    container still gets both (it gets all the client sent)."""
+    one, two = start_container("one"), start_container("two")
+    first = nvcf.add_function(one.url, name="first", inference_url="/grpc")
+    second = nvcf.add_function(two.url, name="second", inference_url="/grpc")
+    key = ("authorization", f"Bearer {nvcf.api_key}")
+    for ids, label in (((first, second), b"one"), ((second, first), b"two")):
+        sent = [("function-id", ids[0].function_id), ("function-id", ids[1].function_id), key]
+        assert raw(channel, "/test.Extra/Whoami")(b"", metadata=sent) == label
+
+
+# -- leaks -------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc")
+def test_abandoned_and_in_flight_streams_leave_no_thread_or_descriptor(
+    nvcf: Emulator, fn: Any, container: EchoContainer
+) -> None:
+    """Clients that close their channel with streams open, then a stop() with streams in
+    flight: the proxy's threads, its channels to the container and their sockets all go."""
+    threads_before, fds_before = set(threading.enumerate()), set(os.listdir("/proc/self/fd"))
+    proxy = GrpcProxy(nvcf).start()
+    try:
+        for _ in range(5):
+            client = grpc.insecure_channel(proxy.address)
+            stream = client.unary_stream("/test.Extra/Wait")(b"", metadata=metadata(nvcf, fn))
+            assert next(stream) == b"started"
+            client.close()
+        with grpc.insecure_channel(proxy.address) as client:
+            waits = [
+                client.unary_stream("/test.Extra/Wait")(b"", metadata=metadata(nvcf, fn))
+                for _ in range(5)
+            ]
+            assert [next(w) for w in waits] == [b"started"] * 5
+            proxy.stop(grace=0)
+    finally:
+        proxy.stop()
+
+    def leaked() -> list[str]:
+        return [t.name for t in threading.enumerate() if t not in threads_before and t.is_alive()]
+
+    _wait_for(lambda: not [n for n in leaked() if not n.startswith("ThreadPoolExecutor")], "")
+    assert [n for n in leaked() if not n.startswith("ThreadPoolExecutor")] == []  # container's
+    _wait_for(lambda: set(os.listdir("/proc/self/fd")) <= fds_before, "descriptors closed")
