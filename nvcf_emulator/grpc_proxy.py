@@ -171,6 +171,9 @@ class GrpcProxy:
         self._server: grpc.Server | None = None
         self._port = 0
         self._lock = threading.Lock()
+        #: Held while a call is routed: concurrent first calls on one connection start one
+        #: session between them, as NVCF's sync.Once per connection and function ids does.
+        self._routing = threading.Lock()
         self._channels: set[grpc.Channel] = set()  # open, one per call in flight
         self._sessions: OrderedDict[str, _Session] = OrderedDict()  # request id: session
         self._connections: OrderedDict[tuple[str, str, str], str] = OrderedDict()
@@ -396,7 +399,8 @@ class GrpcProxy:
         try:
             try:
                 self._before_routing(context)
-                route = self._route(first, context.peer())
+                with self._routing:
+                    route = self._route(first, context.peer())
             except _Refused as refused:
                 code, details = refused.code, refused.details
                 context.set_code(code)

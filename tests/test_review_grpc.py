@@ -9,6 +9,7 @@ metadata edge cases and leaks. The reference is NVIDIA's Go proxy
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -157,6 +158,38 @@ def test_a_client_gone_during_injected_latency_is_not_forwarded(
         stream.cancel()
         _wait_for(lambda: any(c.kind == "grpc" for c in nvcf.calls), "the proxy ended the call")
     assert not streamer.started.is_set()
+
+
+# -- sessions --------------------------------------------------------------------------------------
+
+
+def test_concurrent_first_calls_on_one_connection_share_one_session(
+    nvcf: Emulator,
+    start_container: Callable[..., EchoContainer],
+    new_connection: Callable[[], grpc.Channel],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """proxy/worker/connections.go:84-103 and director.go:520-521: "one connection + function
+    routing gets one work request so we don't request more than one worker if multiple RPCs
+    are sent on the connection before the first worker appears" (a sync.Once per routing
+    key). Two calls that both found no session yet each started one: two request ids, and
+    each could land on another version. A slow control plane (here: two lookups held until
+    both are in) shows the race; without it, it is narrow but there."""
+    first, _ = two_versions(nvcf, start_container, "concurrent")
+    both_in = threading.Barrier(2, timeout=1)
+    resolve = nvcf.functions.resolve_invocation
+
+    def slow_resolve(*args: Any) -> Any:
+        with contextlib.suppress(threading.BrokenBarrierError):  # one lookup at a time
+            both_in.wait()
+        return resolve(*args)
+
+    monkeypatch.setattr(nvcf.functions, "resolve_invocation", slow_resolve)
+    whoami = raw(new_connection(), "/test.Extra/Whoami")
+    unpinned = metadata(nvcf, first, version=False)
+    pending = [whoami.future(b"", metadata=unpinned, timeout=30) for _ in range(2)]
+    sessions = {(p.result(), dict(p.initial_metadata())["nvcf-reqid"]) for p in pending}
+    assert len(sessions) == 1, sessions
 
 
 # -- metadata ----------------------------------------------------------------------------------
