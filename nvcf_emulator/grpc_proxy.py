@@ -14,8 +14,9 @@ routing keys too), with ``nvcf-reqid`` set to the session's request id; the repl
 metadata carries ``nvcf-reqid`` and ``set-cookie: nvcf-request-id=<id>``. As NVCF, the proxy
 pins a session to the client's connection: later calls on it to the same ids keep the request
 id and the function version. A call on another connection that sends ``nvcf-reqid`` back
-resumes that session; an id this proxy never issued is NVCF's NOT_FOUND "no existing session
-found". (NVCF's sessions also pin a worker and expire; the emulator has one container per
+(or, without it, the ``nvcf-request-id`` cookie) resumes that session; an id this proxy never
+issued is NVCF's NOT_FOUND "no existing session found", with a ``set-cookie`` that deletes the
+cookie. (NVCF's sessions also pin a worker and expire; the emulator has one container per
 version and keeps the last :data:`MAX_SESSIONS` sessions.)
 
 Refusals carry the codes NVCF uses: no ``Bearer`` authorization is UNAUTHENTICATED, no
@@ -120,10 +121,11 @@ def _go_code(code: grpc.StatusCode) -> str:
 class _Refused(Exception):
     """A call the proxy answers itself, with this status."""
 
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+    def __init__(self, code: grpc.StatusCode, details: str, trailing: Metadata = ()) -> None:
         super().__init__(details)
         self.code = code
         self.details = details
+        self.trailing = trailing
 
     @classmethod
     def from_control_plane(cls, code: grpc.StatusCode, detail: str) -> _Refused:
@@ -243,14 +245,15 @@ class GrpcProxy:
 
     # -- routing -----------------------------------------------------------------------------
 
-    def _route(self, metadata: dict[str, str], peer: str) -> _Route:
+    def _route(self, metadata: dict[str, str], peer: str, resumed: str) -> _Route:
         """The version and container a call goes to, checked in NVCF's order: the metadata
         (director.go), the key, the ids, the function (GrpcProxyService.authStatefulWork), the
         session (connections.go, function_invoker.go).
 
         As NVCF pins a session to the client's TCP connection (``peer``) and the function ids
         it sent, later calls on that connection get the same request id and version. NVCF
-        checks the key once per such session; the emulator checks it on every call."""
+        checks the key once per such session; the emulator checks it on every call. ``resumed``
+        is the request id the client sent back (:func:`_sent_request_id`)."""
         auth = metadata.get("authorization", "")
         if not auth.startswith("Bearer ") or not auth.removeprefix("Bearer "):
             raise _Refused(
@@ -282,7 +285,6 @@ class GrpcProxy:
             version_id = sent_version_id.lower() or None
             request_id, session = self._pinned(connection, account)
             if session is None:
-                resumed = metadata.get(REQUEST_ID_HEADER, "")
                 request_id, session = self._resumed(resumed, account, function_id, version_id)
             wanted = session.version_id if session is not None else version_id
             version = emu.functions.resolve_invocation(account, function_id, wanted)
@@ -350,10 +352,11 @@ class GrpcProxy:
         with self._lock:
             session = self._sessions.get(key)
         # function_invoker.go's texts; the mismatches are no gRPC status there (INTERNAL).
-        if session is None:
+        if session is None:  # director.go: "ask the client to delete their cookie"
             raise _Refused(
                 grpc.StatusCode.NOT_FOUND,
                 f"{OPEN_FAILED}: no existing session found for request id {key}",
+                (("set-cookie", f"{REQUEST_ID_COOKIE}=; Max-Age=0"),),
             )
         for differs, what in (
             (session.function_id != function_id, "function ID"),
@@ -400,9 +403,11 @@ class GrpcProxy:
             try:
                 self._before_routing(context)
                 with self._routing:
-                    route = self._route(first, context.peer())
+                    route = self._route(first, context.peer(), _sent_request_id(received))
             except _Refused as refused:
                 code, details = refused.code, refused.details
+                if refused.trailing:
+                    context.set_trailing_metadata(refused.trailing)
                 context.set_code(code)
                 context.set_details(details)
                 return
@@ -542,6 +547,26 @@ def _client_messages(
             return  # the client half-closed: so does the container's call
     for call in upstream:
         call.cancel()
+
+
+def _sent_request_id(received: Metadata) -> str:
+    """The request id a call sends back to resume its session: ``nvcf-reqid``, else the
+    ``nvcf-request-id`` cookie (director.go ``getRequestIdFromHeaderOrCookie``; Go's
+    ``Request.Cookie`` reads every ``cookie`` entry, first match wins)."""
+    cookies: list[str] = []
+    for key, value in received:
+        if not isinstance(value, str):
+            continue
+        if key == REQUEST_ID_HEADER and value:
+            return value
+        if key == "cookie":
+            cookies.append(value)
+    for line in cookies:
+        for pair in line.split(";"):
+            name, sep, value = pair.strip().partition("=")
+            if sep and name == REQUEST_ID_COOKIE:
+                return value.strip('"')
+    return ""
 
 
 class _Forwarder(grpc.GenericRpcHandler):

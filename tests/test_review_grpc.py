@@ -15,6 +15,7 @@ import os
 import queue
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -190,6 +191,62 @@ def test_concurrent_first_calls_on_one_connection_share_one_session(
     pending = [whoami.future(b"", metadata=unpinned, timeout=30) for _ in range(2)]
     sessions = {(p.result(), dict(p.initial_metadata())["nvcf-reqid"]) for p in pending}
     assert len(sessions) == 1, sessions
+
+
+def test_the_request_id_cookie_resumes_a_session(
+    nvcf: Emulator,
+    start_container: Callable[..., EchoContainer],
+    new_connection: Callable[[], grpc.Channel],
+) -> None:
+    """The proxy answers ``set-cookie: nvcf-request-id=<id>``; a client that sends it back as
+    ``cookie`` resumes that session, as ``nvcf-reqid`` does (proxy/director.go:476-489: the
+    header, else the cookie). The emulator read only the header: the cookie started a new
+    session, on either version."""
+    first, _ = two_versions(nvcf, start_container, "cookies")
+    unpinned = metadata(nvcf, first, version=False)
+    label, call = raw(new_connection(), "/test.Extra/Whoami").with_call(b"", metadata=unpinned)
+    cookie = dict(call.initial_metadata())["set-cookie"]
+    request_id = cookie.removeprefix("nvcf-request-id=")
+    for sent in (f"theme=dark; {cookie}", cookie):
+        for _ in range(5):
+            again, resumed = raw(new_connection(), "/test.Extra/Whoami").with_call(
+                b"", metadata=[*unpinned, ("cookie", sent)]
+            )
+            assert (again, dict(resumed.initial_metadata())["nvcf-reqid"]) == (label, request_id)
+
+
+def test_an_unknown_session_asks_the_client_to_drop_its_cookie(
+    nvcf: Emulator, fn: Any, channel: grpc.Channel
+) -> None:
+    """proxy/director.go:365-371: on ErrSessionNotFound the answer carries
+    ``Set-Cookie: nvcf-request-id=; Max-Age=0`` ("a session is not going to become valid, so
+    ask the client to delete their cookie before retrying")."""
+    stale = str(uuid.uuid4())
+    for sent in (("nvcf-reqid", stale), ("cookie", f"nvcf-request-id={stale}")):
+        err = refusal(
+            lambda sent=sent: raw(channel, "/test.Extra/Whoami")(
+                b"", metadata=[*metadata(nvcf, fn), sent]
+            )
+        )
+        assert err.code() is grpc.StatusCode.NOT_FOUND
+        assert "no existing session found" in (err.details() or "")
+        answered = [*(err.initial_metadata() or ()), *(err.trailing_metadata() or ())]
+        assert ("set-cookie", "nvcf-request-id=; Max-Age=0") in answered
+
+
+def test_a_header_request_id_wins_over_the_cookie(
+    nvcf: Emulator,
+    start_container: Callable[..., EchoContainer],
+    new_connection: Callable[[], grpc.Channel],
+) -> None:
+    """proxy/director.go:477-483: the cookie is read only when ``nvcf-reqid`` is absent."""
+    first, _ = two_versions(nvcf, start_container, "header-wins")
+    unpinned = metadata(nvcf, first, version=False)
+    _, call = raw(new_connection(), "/test.Extra/Whoami").with_call(b"", metadata=unpinned)
+    request_id = dict(call.initial_metadata())["nvcf-reqid"]
+    sent = [*unpinned, ("nvcf-reqid", request_id), ("cookie", f"nvcf-request-id={uuid.uuid4()}")]
+    _, resumed = raw(new_connection(), "/test.Extra/Whoami").with_call(b"", metadata=sent)
+    assert dict(resumed.initial_metadata())["nvcf-reqid"] == request_id
 
 
 # -- metadata ----------------------------------------------------------------------------------
