@@ -350,3 +350,40 @@ def test_a_proxys_forwarded_host_names_the_function(nvcf: Emulator) -> None:
     assert overridden.status_code == 404
     assert overridden.headers["Content-Type"] == "application/problem+json"
     assert len(nvcf.invocations) == 2
+
+
+# -- the OpenAPI document --------------------------------------------------------------------------
+
+
+def _patterns(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        found = [node["pattern"]] if isinstance(node.get("pattern"), str) else []
+        return found + [p for value in node.values() for p in _patterns(value)]
+    if isinstance(node, list):
+        return [p for value in node for p in _patterns(value)]
+    return []
+
+
+def test_openapi_patterns_use_no_python_only_anchors_or_groups() -> None:
+    """JSON Schema's ``pattern`` is an ECMA-262 regular expression. ``\\Z`` is Python's: in
+    JavaScript it is an error with the ``u`` flag (ajv's default) and a literal ``Z``
+    without it, so a JavaScript validator refused every valid ``inputAssetReferences`` item
+    of exec's envelope. The end is still exact (no trailing newline, which Python's ``$``
+    lets through and the emulator refuses). (Inline ``(?i:...)`` groups, which ECMA-262 also
+    lacks, are left to the function API's schema: openapi_functions.py.)"""
+    import re
+
+    from nvcf_emulator.http.openapi import document
+
+    doc = document()
+    python_only = re.compile(r"\\[AZz]|\(\?P<|\(\?[aiLmsux]+\)")
+    assert [p for p in _patterns(doc) if python_only.search(p)] == []
+    exec_post = doc["paths"]["/v2/nvcf/exec/functions/{functionId}"]["post"]
+    envelope = exec_post["requestBody"]["content"]["application/json"]["schema"]
+    items = envelope["properties"]["requestHeader"]["properties"]["inputAssetReferences"]
+    item = re.compile(items["items"]["pattern"])
+    good = "3f2a5c1e-0b1d-4a5e-9c3f-2a5c1e0b1d4a"
+    for valid in (good, good.upper(), good.replace("-", ""), f"{{{good}}}", f"urn:uuid:{good}"):
+        assert item.search(valid), valid
+    for invalid in (good + "\n", good + "Z", " " + good, good[:-1]):
+        assert not item.search(invalid), invalid

@@ -471,7 +471,12 @@ def _exec_paths(config: EmulatorConfig) -> dict[str, Any]:
                         "description": "Asset ids, each a whole UUID (hyphenated, simple, "
                         "braced or urn:uuid:); each must be an uploaded asset of the caller "
                         "(404). Anything else is a 400 (NVCF: a 500).",
-                        "items": {"type": "string", "pattern": f"^(?:{RUST_UUID_PATTERN})\\Z"},
+                        # The end as ECMA-262 (JSON Schema's dialect) and Python both read
+                        # it: Python's $ lets a trailing newline through, \Z is not ECMA's.
+                        "items": {
+                            "type": "string",
+                            "pattern": f"^(?:{RUST_UUID_PATTERN})(?![\\s\\S])",
+                        },
                     },
                     "pollDurationSeconds": {
                         "type": ["integer", "null"],
