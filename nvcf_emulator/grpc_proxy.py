@@ -17,7 +17,7 @@ id and the function version. A call on another connection that sends ``nvcf-reqi
 (or, without it, the ``nvcf-request-id`` cookie) resumes that session; an id this proxy never
 issued is NVCF's NOT_FOUND "no existing session found", with a ``set-cookie`` that deletes the
 cookie. (NVCF's sessions also pin a worker and expire; the emulator has one container per
-version and keeps the last :data:`MAX_SESSIONS` sessions.)
+version and keeps the :data:`MAX_SESSIONS` sessions used last.)
 
 Refusals carry the codes NVCF uses: no ``Bearer`` authorization is UNAUTHENTICATED, no
 ``function-id`` INVALID_ARGUMENT (both "... was passed in the metadata"); errors of the control
@@ -70,7 +70,7 @@ REQUEST_ID_HEADER = "nvcf-reqid"
 REQUEST_ID_COOKIE = "nvcf-request-id"
 #: How the Go proxy prefixes a failure of the control plane's ``AuthStatefulWork``.
 OPEN_FAILED = "failed to open stateful work request"
-#: Sessions (and connections pinned to one) remembered, the oldest forgotten first.
+#: Sessions (and connections pinned to one) remembered, the least recently used forgotten first.
 MAX_SESSIONS = 10_000
 
 #: Entries the gRPC runtime sets itself on the forwarded call (transport headers, the deadline
@@ -307,9 +307,12 @@ class GrpcProxy:
         with self._lock:
             if session is None:
                 request_id = str(uuid.uuid4())
-                self._sessions[request_id] = _Session(
-                    version.function_id, version.version_id, account.nca_id
-                )
+                session = _Session(version.function_id, version.version_id, account.nca_id)
+            # Last used, last forgotten: a session (and connection) in use is kept, as NVCF
+            # keeps a worker connection while it is active.
+            self._sessions.pop(request_id, None)
+            self._sessions[request_id] = session
+            self._connections.pop(connection, None)
             self._connections[connection] = request_id
             for kept in (self._sessions, self._connections):
                 while len(kept) > MAX_SESSIONS:

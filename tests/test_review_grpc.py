@@ -299,3 +299,27 @@ def test_abandoned_and_in_flight_streams_leave_no_thread_or_descriptor(
     _wait_for(lambda: not [n for n in leaked() if not n.startswith("ThreadPoolExecutor")], "")
     assert [n for n in leaked() if not n.startswith("ThreadPoolExecutor")] == []  # container's
     _wait_for(lambda: set(os.listdir("/proc/self/fd")) <= fds_before, "descriptors closed")
+
+
+def test_a_session_in_use_is_not_the_first_forgotten(
+    nvcf: Emulator,
+    start_container: Callable[..., EchoContainer],
+    new_connection: Callable[[], grpc.Channel],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The proxy keeps the last MAX_SESSIONS sessions and pinned connections. NVCF forgets a
+    worker connection when idle: proxy/director.go:115-134, a ``ttlcache`` of
+    ``consts.Timeout`` whose entry in use has no TTL. The emulator forgot the oldest *made*,
+    not the least recently *used*: a long-lived client's connection,
+    in use all along, lost its session (a new request id, maybe another version) once enough
+    other connections had come and gone."""
+    monkeypatch.setattr("nvcf_emulator.grpc_proxy.MAX_SESSIONS", 3)
+    first, _ = two_versions(nvcf, start_container, "kept")
+    unpinned = metadata(nvcf, first, version=False)
+    long_lived = raw(new_connection(), "/test.Extra/Whoami")
+    label, call = long_lived.with_call(b"", metadata=unpinned)
+    request_id = dict(call.initial_metadata())["nvcf-reqid"]
+    for _ in range(6):
+        raw(new_connection(), "/test.Extra/Whoami")(b"", metadata=unpinned)
+        again, call = long_lived.with_call(b"", metadata=unpinned)
+        assert (again, dict(call.initial_metadata())["nvcf-reqid"]) == (label, request_id)
