@@ -387,3 +387,15 @@ def test_openapi_patterns_use_no_python_only_anchors_or_groups() -> None:
         assert item.search(valid), valid
     for invalid in (good + "\n", good + "Z", " " + good, good[:-1]):
         assert not item.search(invalid), invalid
+
+
+def test_openapi_document_says_where_passthrough_calls_go() -> None:
+    """Pass-through calls have no path of their own (any method and path of the container's,
+    chosen by the host or ``function-id``): a client reading only the document should still
+    learn they exist and how they are addressed."""
+    from nvcf_emulator.http.openapi import document
+
+    description = document()["info"]["description"]
+    assert "<functionId>.invocation." in description
+    assert "function-id" in description
+    assert "/v2/nvcf/pexec/status/{requestId}" in description

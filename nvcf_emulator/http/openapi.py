@@ -422,7 +422,12 @@ def document(config: EmulatorConfig | None = None) -> dict[str, Any]:
             "are made by POST /v2/nvcf/assets. The function management paths (/v2/nvcf/functions, "
             "/v2/nvcf/metadata/..., /v2/nvcf/deployments/...) also answer under /v2/orgs/{org} "
             "and /v2/orgs/{org}/teams/{team} (as ngcsdk calls them); only the plain paths are "
-            "listed.",
+            "listed. Pass-through invocation is not described either: any method, path and "
+            "query on the host <functionId>.invocation.<this host> (or "
+            "<versionId>.<functionId>.invocation.<this host>, or any host with function-id and "
+            "function-version-id headers) reach the function's container as they are, and its "
+            "answer comes back as it is; a slow one is a 202 polled at "
+            "/v2/nvcf/pexec/status/{requestId}.",
         },
         "servers": [{"url": "/"}],
         "components": {
