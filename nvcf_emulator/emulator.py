@@ -399,6 +399,8 @@ class Emulator(InvocationAPI):
         self.ids.seed(None)
         self.calls.clear()
         self.faults.clear()
+        for proxy in self._grpc_proxies:
+            proxy.forget_sessions()
         if settings or self.config != self._initial_config:
             self.config = self._initial_config
             self.configure(**settings)

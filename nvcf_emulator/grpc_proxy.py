@@ -217,6 +217,13 @@ class GrpcProxy:
         log.info("gRPC proxy listening on %s", self.address)
         return self
 
+    def forget_sessions(self) -> None:
+        """Forget every session (request ids and the connections pinned to them): what
+        ``Emulator.reset()`` does for the proxies of :meth:`Emulator.serve_grpc`."""
+        with self._lock:
+            self._sessions.clear()
+            self._connections.clear()
+
     def stop(self, grace: float | None = 1.0) -> None:
         """Stop listening; calls still running get ``grace`` seconds, then are cancelled."""
         server, self._server = self._server, None

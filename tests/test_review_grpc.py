@@ -323,3 +323,25 @@ def test_a_session_in_use_is_not_the_first_forgotten(
         raw(new_connection(), "/test.Extra/Whoami")(b"", metadata=unpinned)
         again, call = long_lived.with_call(b"", metadata=unpinned)
         assert (again, dict(call.initial_metadata())["nvcf-reqid"]) == (label, request_id)
+
+
+def test_reset_forgets_the_sessions_of_served_proxies(
+    nvcf: Emulator, nvcf_grpc: GrpcProxy, container: EchoContainer
+) -> None:
+    """``reset()`` forgets requests; a session's request id from before it is unknown after
+    it ("no existing session found"), and a kept (persistent) function's connection starts a
+    new session instead of carrying the old id on."""
+    fn = nvcf.add_function(container.url, name="echo", inference_url="/grpc", persistent=True)
+    with grpc.insecure_channel(nvcf_grpc.address) as opened:
+        whoami = opened.unary_unary("/test.Extra/Whoami")
+        _, call = whoami.with_call(b"", metadata=metadata(nvcf, fn))
+        before = dict(call.initial_metadata())["nvcf-reqid"]
+        nvcf.reset()
+        _, call = whoami.with_call(b"", metadata=metadata(nvcf, fn))
+        assert dict(call.initial_metadata())["nvcf-reqid"] != before
+    stale = [*metadata(nvcf, fn), ("nvcf-reqid", before)]
+    with grpc.insecure_channel(nvcf_grpc.address) as another:  # resuming is from elsewhere
+        with pytest.raises(grpc.RpcError) as caught:
+            another.unary_unary("/test.Extra/Whoami")(b"", metadata=stale)
+    assert caught.value.code() is grpc.StatusCode.NOT_FOUND
+    assert "no existing session found" in (caught.value.details() or "")
