@@ -345,7 +345,7 @@ def test_a_large_answer_is_fulfilled_with_a_response_reference(nvcf: Emulator) -
     ("data", "detail"),
     [
         (b"", "EOF"),
-        (b"not json", "Expecting value"),
+        (b"not json", "expected ident at line 1 column 2"),  # serde's words
         (b"{}", "missing field `requestBody`"),
         (b'{"requestbody": 1}', "missing field `requestBody`"),
         (b"[null, {}]", "invalid type: sequence, expected struct InvokeFunctionRequest"),

@@ -399,3 +399,50 @@ def test_openapi_document_says_where_passthrough_calls_go() -> None:
     assert "<functionId>.invocation." in description
     assert "function-id" in description
     assert "/v2/nvcf/pexec/status/{requestId}" in description
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "EOF while parsing a value at line 1 column 0"),
+        (b"hello", "expected value at line 1 column 1"),
+        (b"not json", "expected ident at line 1 column 2"),
+        (b'\xef\xbb\xbf{"requestBody": 1}', "expected value at line 1 column 1"),
+        (b'{"requestBody": 1} x', "trailing characters at line 1 column 20"),
+        (b'{"requestBody": 1,}', "trailing comma at line 1 column 19"),
+        (b'{"requestBody": [1,]}', "trailing comma at line 1 column 20"),
+        (b'{\n  "requestBody": 1,\n}', "trailing comma at line 3 column 1"),
+        (b"{'requestBody': 1}", "key must be a string at line 1 column 2"),
+        (b'{"requestBody" 1}', "expected `:` at line 1 column 16"),
+        (b'{"requestBody": 1 "x": 2}', "expected `,` or `}` at line 1 column 19"),
+        (b'{"requestBody": [1 2]}', "expected `,` or `]` at line 1 column 20"),
+        (b'{"requestBody": [1', "EOF while parsing a list at line 1 column 18"),
+        (b'{"requestBody": [1,', "EOF while parsing a value at line 1 column 19"),
+        (b'{"requestBody"', "EOF while parsing an object at line 1 column 14"),
+        (b'{"requestBody": ', "EOF while parsing a value at line 1 column 16"),
+        (b'{"requestBody": "ab', "EOF while parsing a string at line 1 column 19"),
+        (b'{"requestBody": "\xc3\xa9" x}', "expected `,` or `}` at line 1 column 22"),
+        (b'{"requestBody": tru}', "expected ident at line 1 column 20"),
+        (b'{"requestBody": 01}', "invalid number at line 1 column 18"),
+        (b'{"requestBody": 1.}', "invalid number at line 1 column 19"),
+        (b'{"requestBody": "\\q"}', "invalid escape at line 1 column 19"),
+        (b'{"requestBody": "\\u12"}', "invalid escape at line 1 column 23"),
+        (
+            b'{"requestBody": "a\x01"}',
+            "control character (\\u0000-\\u001F) found while parsing a string at line 1 column 19",
+        ),
+    ],
+)
+def test_exec_syntax_errors_are_serdes_words(nvcf: Emulator, data: bytes, reason: str) -> None:
+    """README: a body that is not an envelope is a 400 problem "with serde's reason". For
+    JSON syntax errors that was Python's wording (``Expecting value``, ``Extra data``) at
+    Python's column; serde_json says ``expected value``, ``trailing characters``, ``EOF
+    while parsing a list``..., at its line and byte column."""
+    fid, _ = nvcf.add_function(lambda req: {}, name="f")
+    r = requests.post(
+        f"{API}/v2/nvcf/exec/functions/{fid}",
+        headers={**nvcf.headers, "Content-Type": "application/json"},
+        data=data,
+    )
+    assert r.status_code == 400
+    assert r.json()["detail"] == reason

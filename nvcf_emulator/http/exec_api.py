@@ -121,13 +121,102 @@ def parse(data: bytes) -> Any:
     except UnicodeDecodeError:
         raise JsonError("invalid unicode code point (the body is not UTF-8)") from None
     except json.JSONDecodeError as exc:
-        # serde_json's "... at line L column C"; a document cut short is its "EOF while parsing"
-        cut = "EOF while parsing: " if not exc.doc[exc.pos :].strip() else ""
-        raise JsonError(f"{cut}{exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        raise JsonError(_syntax_error(exc)) from None
     except ValueError as exc:  # int() of thousands of digits
         raise JsonError(str(exc)) from None
     _check(value, 1)
     return value
+
+
+#: Python's words for a JSON syntax error (how its message starts) and serde_json's
+#: (error.rs) for the same mistake.
+_SERDE_WORDS = (
+    ("Expecting value", "expected value"),
+    ("Unexpected UTF-8 BOM", "expected value"),
+    ("Extra data", "trailing characters"),
+    ("Expecting ':' delimiter", "expected `:`"),
+    (
+        "Invalid control character",
+        "control character (\\u0000-\\u001F) found while parsing a string",
+    ),
+)
+_LITERALS = {"t": "true", "f": "false", "n": "null"}
+_DIGITS = frozenset("0123456789")
+
+
+def _position(doc: str, index: int) -> str:
+    """serde_json's position of ``doc[index]``: its line, and its column counted in bytes
+    from 1 (``index`` past the end: the end, its column the last line's length)."""
+    start = doc.rfind("\n", 0, index) + 1
+    line = doc.count("\n", 0, index) + 1
+    column = len(doc[start:index].encode("utf-8")) + (index < len(doc))
+    return f"line {line} column {column}"
+
+
+def _scan(doc: str, end: int) -> tuple[list[str], str, bool]:
+    """Up to ``end``: the containers still open, the last character outside a string that is
+    not white space, and whether ``end`` falls inside a string."""
+    stack: list[str] = []
+    last = ""
+    in_string = escaped = False
+    for char in doc[:end]:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string, last = False, char
+        elif char == '"':
+            in_string = True
+        elif not char.isspace():
+            if char in "[{":
+                stack.append(char)
+            elif char in "]}" and stack:
+                stack.pop()
+            last = char
+    return stack, last, in_string
+
+
+def _syntax_error(exc: json.JSONDecodeError) -> str:
+    """A syntax error in serde_json's words at serde_json's position (the common mistakes;
+    any other keeps Python's words)."""
+    doc, pos, msg = exc.doc, exc.pos, exc.msg
+    if msg.startswith("Unterminated string") or not doc[pos:].strip():
+        # Cut short: serde names what it was reading when the text ended, at the end.
+        stack, last, in_string = _scan(doc, len(doc))
+        if in_string:
+            what = "a string"
+        elif not stack or last in ",:":
+            what = "a value"
+        else:
+            what = "an object" if stack[-1] == "{" else "a list"
+        return f"EOF while parsing {what} at {_position(doc, len(doc))}"
+    stack, last, _ = _scan(doc, pos)
+    char = doc[pos]
+    if msg == "Expecting value" and char in _LITERALS:
+        literal = _LITERALS[char]
+        for k in range(1, len(literal)):
+            if pos + k >= len(doc):
+                return f"EOF while parsing a value at {_position(doc, len(doc))}"
+            if doc[pos + k] != literal[k]:
+                return f"expected ident at {_position(doc, pos + k)}"
+    after = doc[pos - 1] if pos else ""
+    if after in _DIGITS and (char in _DIGITS or char in ".eE"):
+        # A number Python ended early: a leading zero (01), or no digit after . or e.
+        return f"invalid number at {_position(doc, pos if char in _DIGITS else pos + 1)}"
+    if msg.startswith("Invalid \\"):
+        # serde reports it once it has read the escape: after the letter, or the four digits.
+        return f"invalid escape at {_position(doc, pos + (4 if 'uXXXX' in msg else 1))}"
+    if char in "]}" and last == "," and msg.startswith(("Expecting value", "Expecting prop")):
+        words = "trailing comma"
+    elif msg.startswith("Expecting property name"):
+        words = "key must be a string"
+    elif msg == "Expecting ',' delimiter":
+        words = "expected `,` or `}`" if stack and stack[-1] == "{" else "expected `,` or `]`"
+    else:
+        words = next((serde for py, serde in _SERDE_WORDS if msg.startswith(py)), msg)
+    return f"{words} at {_position(doc, pos)}"
 
 
 def _check(value: Any, depth: int) -> None:
