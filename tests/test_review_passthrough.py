@@ -280,11 +280,6 @@ def test_a_passthrough_call_on_an_admin_path_is_logged_as_a_call(nvcf: Emulator)
 # -- polling after a container's own 202 -----------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="domain/invocations.py asks a re-polled pass-through container at the client's "
-    "path; NVCF (get_pexec.rs) polls at the version's default path, its inferenceUrl",
-)
 def test_a_containers_202_on_passthrough_is_polled_at_the_inference_url(nvcf: Emulator) -> None:
     """get_pexec.rs builds the status poll's work with ``request_method: GET`` and
     ``request_path: default_path`` (the version's ``inferenceUrl``, GrpcInvocationService.java),
@@ -306,6 +301,24 @@ def test_a_containers_202_on_passthrough_is_polled_at_the_inference_url(nvcf: Em
     )
     assert polled.status_code == 200
     assert seen == [("POST", "/jobs?id=7"), ("GET", "/infer")]
+
+
+def test_compatibility_is_off_only_for_the_exact_value_true(nvcf: Emulator) -> None:
+    """NVCF's worker compares ``nvcf-feature-disable-worker-compatibility`` with ``== "true"``:
+    ``TRUE`` leaves the mapping on, so a container's 500 becomes problem JSON; ``true`` hands
+    it back as it is."""
+    fid, _ = nvcf.add_function(lambda req: ("boom", 500), name="failing")
+    url = f"{API}/v2/nvcf/pexec/functions/{fid}"
+    mapped = requests.post(
+        url, headers={**nvcf.headers, "nvcf-feature-disable-worker-compatibility": "TRUE"}
+    )
+    assert mapped.status_code == 500
+    assert mapped.headers["Content-Type"].startswith("application/problem+json")
+    raw = requests.post(
+        url, headers={**nvcf.headers, "nvcf-feature-disable-worker-compatibility": "true"}
+    )
+    assert raw.status_code == 500
+    assert raw.text == "boom"
 
 
 # -- exec ------------------------------------------------------------------------------------------

@@ -686,7 +686,9 @@ class InvocationService:
             poll_seconds=poll_seconds,
             streaming=streaming,
             compat=not any(
-                k.lower() == COMPAT_OFF_HEADER and v.strip().lower() == "true" for k, v in headers
+                # NVCF's worker compares the value with == "true": "TRUE" leaves the mapping on.
+                k.lower() == COMPAT_OFF_HEADER and v.strip() == "true"
+                for k, v in headers
             ),
             container_path=container_path,
             created_at=now,
@@ -999,7 +1001,9 @@ class InvocationService:
                 poll_headers, poll_seconds = inv._poll_request or ([], inv.poll_seconds)
                 request = ContainerRequest(
                     method="GET",
-                    path=path,
+                    # NVCF asks at the version's default path, its inferenceUrl, whatever path
+                    # a pass-through call had (get_pexec.rs: request_path: default_path).
+                    path=version.inference_url,
                     headers=self._container_headers(
                         inv,
                         version,
