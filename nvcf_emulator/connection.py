@@ -197,6 +197,11 @@ class Handler(WSGIRequestHandler):
         self.server.busy.begin()  # type: ignore[attr-defined]
         if not super().parse_request():
             return False
+        # CPython collapses a leading "//" of the target (gh-87389, for its file server); the
+        # emulator hands a pass-through container the path as the client sent it, as NVCF does.
+        words = self.requestline.split()
+        if len(words) >= 2 and words[1].startswith("//"):
+            self.path = words[1]
         connection = _tokens(self.headers.get_all("Connection") or [])
         if "close" in connection or (
             self.request_version < "HTTP/1.1" and "keep-alive" not in connection

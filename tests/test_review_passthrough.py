@@ -109,6 +109,21 @@ def test_the_container_sees_the_raw_target_over_a_socket(nvcf_server: Any) -> No
     assert request.path == target
 
 
+def test_a_leading_double_slash_reaches_the_container_over_a_socket(nvcf_server: Any) -> None:
+    """CPython's request parser collapses a leading ``//`` (gh-87389, against open redirects
+    in its file server): the container got ``/x/y`` for ``//x/y`` over a socket, while
+    in-process it got what was sent."""
+    fid, _ = nvcf_server.add_function(environ_echo, name="echo")
+    port = int(nvcf_server.url.rpartition(":")[2])
+    head, body = raw_http(
+        port,
+        f"GET //x/y?q=1 HTTP/1.1\r\nHost: {fid}.invocation.127.0.0.1:{port}\r\n"
+        f"Authorization: {nvcf_server.headers['Authorization']}\r\nConnection: close\r\n\r\n",
+    )
+    assert head.startswith("HTTP/1.1 200"), head
+    assert json.loads(body)["target"] == "//x/y?q=1"
+
+
 def test_headers_the_container_gets_and_does_not(nvcf_server: Any) -> None:
     """As NVCF forwards them: the auth middleware removes ``Authorization``; hop-by-hop headers
     and the ones ``Connection`` names are removed (http_headers.rs); the client's
