@@ -397,14 +397,14 @@ def test_openapi_patterns_use_no_python_only_anchors_or_groups() -> None:
     JavaScript it is an error with the ``u`` flag (ajv's default) and a literal ``Z``
     without it, so a JavaScript validator refused every valid ``inputAssetReferences`` item
     of exec's envelope. The end is still exact (no trailing newline, which Python's ``$``
-    lets through and the emulator refuses). (Inline ``(?i:...)`` groups, which ECMA-262 also
-    lacks, are left to the function API's schema: openapi_functions.py.)"""
+    lets through and the emulator refuses). Inline ``(?i:...)`` groups, which ECMA-262 also
+    lacks, made the function API's ``visibility`` pattern fail to compile there."""
     import re
 
     from nvcf_emulator.http.openapi import document
 
     doc = document()
-    python_only = re.compile(r"\\[AZz]|\(\?P<|\(\?[aiLmsux]+\)")
+    python_only = re.compile(r"\\[AZz]|\(\?P<|\(\?[aiLmsux]+[:)]")
     assert [p for p in _patterns(doc) if python_only.search(p)] == []
     exec_post = doc["paths"]["/v2/nvcf/exec/functions/{functionId}"]["post"]
     envelope = exec_post["requestBody"]["content"]["application/json"]["schema"]

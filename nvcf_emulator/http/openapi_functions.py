@@ -93,7 +93,11 @@ def poll_seconds_pattern(max_poll_seconds: int) -> str:
 #: The pattern under the default configuration (3600).
 POLL_SECONDS_PATTERN = poll_seconds_pattern(_DEFAULTS.max_poll_seconds)
 
-_VISIBILITY = "(?i:" + "|".join(VISIBILITIES) + ")"
+# Any case, spelt with letter classes: ECMA-262 (JSON Schema's pattern dialect) has no inline
+# (?i:...) group, so JavaScript validators could not compile the pattern.
+_VISIBILITY = (
+    "(?:" + "|".join("".join(f"[{c.lower()}{c.upper()}]" for c in v) for v in VISIBILITIES) + ")"
+)
 #: One ``visibility`` query value: comma-separated names in any case, trimmed, empty items
 #: skipped.
 VISIBILITY_PATTERN = rf"^\s*{_VISIBILITY}?\s*(?:,\s*{_VISIBILITY}?\s*)*$"
