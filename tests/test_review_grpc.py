@@ -340,8 +340,11 @@ def test_reset_forgets_the_sessions_of_served_proxies(
         _, call = whoami.with_call(b"", metadata=metadata(nvcf, fn))
         assert dict(call.initial_metadata())["nvcf-reqid"] != before
     stale = [*metadata(nvcf, fn), ("nvcf-reqid", before)]
-    with grpc.insecure_channel(nvcf_grpc.address) as another:  # resuming is from elsewhere
-        with pytest.raises(grpc.RpcError) as caught:
-            another.unary_unary("/test.Extra/Whoami")(b"", metadata=stale)
+    # Resuming is from another connection.
+    with (
+        grpc.insecure_channel(nvcf_grpc.address) as another,
+        pytest.raises(grpc.RpcError) as caught,
+    ):
+        another.unary_unary("/test.Extra/Whoami")(b"", metadata=stale)
     assert caught.value.code() is grpc.StatusCode.NOT_FOUND
     assert "no existing session found" in (caught.value.details() or "")
