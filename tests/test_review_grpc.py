@@ -332,7 +332,10 @@ def test_reset_forgets_the_sessions_of_served_proxies(
     it ("no existing session found"), and a kept (persistent) function's connection starts a
     new session instead of carrying the old id on."""
     fn = nvcf.add_function(container.url, name="echo", inference_url="/grpc", persistent=True)
-    with grpc.insecure_channel(nvcf_grpc.address) as opened:
+    # Each channel on a connection of its own (gRPC shares one between channels to the same
+    # target unless told not to).
+    own = [("grpc.use_local_subchannel_pool", 1)]
+    with grpc.insecure_channel(nvcf_grpc.address, options=own) as opened:
         whoami = opened.unary_unary("/test.Extra/Whoami")
         _, call = whoami.with_call(b"", metadata=metadata(nvcf, fn))
         before = dict(call.initial_metadata())["nvcf-reqid"]
@@ -340,9 +343,8 @@ def test_reset_forgets_the_sessions_of_served_proxies(
         _, call = whoami.with_call(b"", metadata=metadata(nvcf, fn))
         assert dict(call.initial_metadata())["nvcf-reqid"] != before
     stale = [*metadata(nvcf, fn), ("nvcf-reqid", before)]
-    # Resuming is from another connection.
     with (
-        grpc.insecure_channel(nvcf_grpc.address) as another,
+        grpc.insecure_channel(nvcf_grpc.address, options=own) as another,  # resuming elsewhere
         pytest.raises(grpc.RpcError) as caught,
     ):
         another.unary_unary("/test.Extra/Whoami")(b"", metadata=stale)
