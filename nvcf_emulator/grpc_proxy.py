@@ -53,6 +53,7 @@ except ImportError as exc:  # pragma: no cover - the message is the point
 
 from .domain.accounts import Account
 from .domain.calls import Call, redact
+from .domain.clock import perf_counter
 from .domain.errors import NvcfError
 from .domain.functions import FunctionVersion
 
@@ -401,7 +402,7 @@ class GrpcProxy:
         self, method: str, requests: Iterator[bytes], context: grpc.ServicerContext
     ) -> Iterator[bytes]:
         """One call: route it, then relay it both ways as raw bytes."""
-        started = time.perf_counter()
+        started = perf_counter()  # real time: never ticks an auto-ticking freezegun
         received = context.invocation_metadata()
         first: dict[str, str] = {}
         for key, value in received:
@@ -532,7 +533,7 @@ class GrpcProxy:
                 method="POST",  # gRPC is a POST over HTTP/2
                 path=method,
                 status=_TO_HTTP.get(code, 500),
-                duration_ms=round((time.perf_counter() - started) * 1000, 3),
+                duration_ms=round((perf_counter() - started) * 1000, 3),
                 request_id=request_id,
                 authorization=redact(authorization),
                 kind="grpc",
