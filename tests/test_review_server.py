@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -526,6 +527,73 @@ def test_a_loopback_server_refuses_admin_calls_for_another_host(
         f"{served.url}/v2/nvcf/assets", headers={**headers, **served.headers}, timeout=5
     )
     assert assets.status_code == 200, assets.text
+
+
+BROWSER = {"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "cors"}  # what a page's fetch sends
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed"),
+    [
+        ("127.0.0.1", True),
+        ("localhost", True),
+        ("api.nvcf.nvidia.com", True),
+        ("attacker.example", False),
+    ],
+)
+def test_a_loopback_server_with_any_key_refuses_browser_api_calls_for_another_host(
+    served: EmulatorServer, host: str, allowed: bool
+) -> None:
+    """DNS rebinding reaches the NVCF API too: with no ``--api-key`` any ``nvapi-`` key is
+    accepted, so a rebound page could list assets and invoke functions. A loopback server
+    answers a browser's API call (it sends ``Sec-Fetch-*`` or ``Origin``; scripts and SDKs
+    send neither) only for this machine's names and the emulator's hosts."""
+    headers = {**served.headers, **BROWSER, "Host": f"{host}:{served.port}"}
+    r = requests.get(f"{served.url}/v2/nvcf/assets", headers=headers, timeout=5)
+    assert r.status_code == (200 if allowed else 403), r.text
+    if not allowed:
+        assert r.headers["Content-Type"] == "application/problem+json"
+        assert "DNS rebinding" in r.text and "--api-key" in r.text
+    older = {**served.headers, "Origin": "http://attacker.example", "Host": f"{host}:{served.port}"}
+    r = requests.post(
+        f"{served.url}/v2/nvcf/pexec/functions/{uuid.uuid4()}", headers=older, json={}, timeout=5
+    )
+    assert (r.status_code == 403) is not allowed, r.text
+
+
+def test_a_functions_host_on_loopback_takes_browser_calls(served: EmulatorServer) -> None:
+    """``<fid>.invocation.localhost`` (and ``...invocation.127.0.0.1``) name this machine: a
+    browser app calling its function through pass-through is not refused; a function host
+    under another name is."""
+    fid, _ = served.add_function(lambda req: {"ok": True}, name="fn")
+    for host, status in [
+        (f"{fid}.invocation.localhost", 200),
+        (f"{fid}.invocation.127.0.0.1", 200),
+        (f"{fid}.invocation.attacker.example", 403),
+    ]:
+        headers = {**served.headers, **BROWSER, "Host": f"{host}:{served.port}"}
+        r = requests.post(f"{served.url}/infer", headers=headers, json={}, timeout=5)
+        assert r.status_code == status, (host, r.text)
+
+
+def test_with_api_keys_a_browser_may_call_the_api_under_any_host() -> None:
+    """With ``--api-key`` a rebound page has no key to send, so a proxy or an alias may use
+    any ``Host`` (as ``--admin-token`` does for the admin API)."""
+    with Emulator(api_keys={"nvapi-team": "team"}) as emu:
+        server = emu.serve("127.0.0.1", 0)
+        try:
+            r = requests.get(
+                f"{server.url}/v2/nvcf/assets",
+                headers={
+                    **BROWSER,
+                    "Host": f"proxy.example:{server.port}",
+                    "Authorization": "Bearer nvapi-team",
+                },
+                timeout=5,
+            )
+            assert r.status_code == 200, r.text
+        finally:
+            server.stop()
 
 
 def test_an_admin_token_lets_any_host_reach_the_admin_api() -> None:

@@ -14,7 +14,7 @@ from ..domain.clock import isoformat, parse_rfc3339
 from ..domain.errors import BadRequest
 from ..domain.faults import OPERATIONS
 from .bodies import read_json_object
-from .pexec import invocation_summary
+from .pexec import invocation_domain, invocation_summary
 from .responses import Route, json_response
 
 if TYPE_CHECKING:
@@ -231,6 +231,23 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
+def _foreign_host(emu: Emulator, request: Request) -> str | None:
+    """The ``Host`` of a request to a server bound to loopback that names neither this machine
+    (``localhost``, ``*.localhost``, a loopback address, also behind a function's
+    ``<id>.invocation.``) nor one of the emulator's own hosts: what a DNS rebinding page
+    sends. ``None`` otherwise, and always in-process."""
+    if not request.environ.get(LOOPBACK_SERVER_KEY):
+        return None
+    host = request.host.lower()
+    name = host.rpartition(":")[0] if not host.endswith("]") and ":" in host else host
+    for candidate in (name, invocation_domain(name)):
+        if candidate is not None and (
+            is_loopback_host(candidate) or candidate.strip("[]") in emu.routed_hosts
+        ):
+            return None
+    return request.host
+
+
 def rebound_host(emu: Emulator, request: Request) -> str | None:
     """The ``Host`` of an admin call that looks like DNS rebinding, or ``None``.
 
@@ -238,15 +255,24 @@ def rebound_host(emu: Emulator, request: Request) -> str | None:
     to the browser, so neither ``Sec-Fetch-Site`` nor ``Origin`` gives it away; its ``Host``
     does. A server bound to loopback, without an admin token (which such a page lacks),
     answers admin calls only for this machine's names and the emulator's own hosts."""
-    if not request.environ.get(LOOPBACK_SERVER_KEY) or emu.config.admin_token:
+    if emu.config.admin_token or request.path.rstrip("/") == HEALTH_PATH:
+        return None  # (the health check tells nothing, changes nothing)
+    return _foreign_host(emu, request)
+
+
+def rebound_api_host(emu: Emulator, request: Request) -> str | None:
+    """The ``Host`` of a browser's NVCF API call that looks like DNS rebinding, or ``None``.
+
+    While no API keys are configured any ``nvapi-`` key is accepted, so a rebound page could
+    list assets and invoke functions. A browser's call says so (``Sec-Fetch-Site``, or
+    ``Origin`` in older browsers; scripts and SDKs send neither): on a loopback server it is
+    answered only for this machine's names and the emulator's hosts. With API keys a page
+    has no key to send, so any ``Host`` is fine (as ``admin_token`` for the admin API)."""
+    if not emu.accounts.open:
         return None
-    if request.path.rstrip("/") == HEALTH_PATH:  # tells nothing, changes nothing
+    if "Sec-Fetch-Site" not in request.headers and "Origin" not in request.headers:
         return None
-    host = request.host.lower()
-    name = host.rpartition(":")[0] if not host.endswith("]") and ":" in host else host
-    if is_loopback_host(name) or name.strip("[]") in emu.routed_hosts:
-        return None
-    return request.host
+    return _foreign_host(emu, request)
 
 
 def cross_site_write(request: Request) -> str | None:

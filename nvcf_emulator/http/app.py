@@ -276,6 +276,18 @@ class EmulatorApp:
             )
         if is_storage:
             return storage.handle(self.emulator, request)
+        if target is not None or not request.path.startswith("/_emulator"):
+            rebound = admin.rebound_api_host(self.emulator, request)
+            if rebound is not None:
+                return problem(
+                    request,
+                    403,
+                    "Forbidden",
+                    f"A browser's call to the NVCF API of a server on loopback that takes any "
+                    f"key is answered only for this machine's names (localhost, 127.0.0.1) and "
+                    f"the emulator's hosts, not Host: {rebound} (what a DNS rebinding page "
+                    "sends); give --api-key (api_keys) to allow any Host",
+                )
         if target is not None:
             try:
                 return pexec.passthrough(self.emulator, request, *target)
