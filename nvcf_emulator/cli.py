@@ -399,6 +399,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         server.stop()
         emulator.close()
         return 1
+    except KeyboardInterrupt:  # Ctrl-C while a --function container is not healthy yet
+        print("nvcf-emulate: interrupted while waiting for a --function container", file=sys.stderr)
+        server.stop()
+        emulator.close()
+        return 128 + signal.SIGINT
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

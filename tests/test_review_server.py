@@ -658,3 +658,46 @@ def test_a_public_url_still_names_upload_urls(served: EmulatorServer) -> None:
     served.emulator.storage_url = f"http://public.example:9/{served.emulator.config.bucket}"
     created = _create(served, f"localhost:{served.port}")
     assert created.json()["uploadUrl"].startswith("http://public.example:9/")
+
+
+def test_ctrl_c_while_a_function_container_is_not_healthy_yet_stops_cleanly() -> None:
+    """``nvcf-emulate --function NAME=URL`` waits (up to the startup timeout) for the
+    container's health; Ctrl-C meanwhile printed a KeyboardInterrupt traceback. It stops as
+    a second Ctrl-C does: a line saying why, exit 130."""
+    import http.server
+
+    probed = threading.Event()
+
+    class Unhealthy(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            probed.set()
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    container = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Unhealthy)
+    thread = threading.Thread(target=container.serve_forever, daemon=True)
+    thread.start()
+    proc = subprocess.Popen(
+        [EXE, "--port", "0", "--function", f"slow=http://127.0.0.1:{container.server_port}/x"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert probed.wait(30), "the container was never probed"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130, err
+        assert "Traceback" not in err
+        assert "interrupted while waiting for a --function container" in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        container.shutdown()
+        container.server_close()
+        thread.join(5)

@@ -24,7 +24,7 @@ class Call:
     duration_ms: float
     request_id: str | None
     authorization: str | None
-    kind: str  # "control", "storage" or "admin"
+    kind: str  # "control", "storage", "admin" or "grpc"
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
