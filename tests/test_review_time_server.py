@@ -29,6 +29,7 @@ import time_machine
 from freezegun import freeze_time
 
 from nvcf_emulator import Emulator, RemoteEmulator
+from nvcf_emulator.domain.clock import monotonic as real_monotonic
 from nvcf_emulator.server import EmulatorServer
 from nvcf_emulator.worker import ContainerRequest
 
@@ -38,12 +39,6 @@ START = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 HOUR = 3600.0
 DAY = 24 * HOUR
 EXE = str(Path(sys.executable).with_name("nvcf-emulate"))
-#: Real monotonic time, even under freezegun (which swaps module attributes, not tuple items).
-_REAL_MONOTONIC = (time.monotonic,)
-
-
-def _real_now() -> float:
-    return _REAL_MONOTONIC[0]()
 
 
 def _server_api(server: EmulatorServer) -> Api:
@@ -129,14 +124,14 @@ def test_stopping_under_frozen_freezegun_keeps_the_join_budget_for_all_connectio
         headers = {**emu.headers, "NVCF-POLL-SECONDS": "20"}
         for _ in range(6):
             calls.start(lambda: requests.post(url, headers=headers, json={}, timeout=30))
-        deadline = _real_now() + 10
+        deadline = real_monotonic() + 10
         while server.busy_connections < 6:
-            assert _real_now() < deadline, "the calls never reached the server"
+            assert real_monotonic() < deadline, "the calls never reached the server"
             time.sleep(0.01)
         with freeze_time(START):
-            began = _real_now()
+            began = real_monotonic()
             server.stop(grace=0.1)
-            took = _real_now() - began
+            took = real_monotonic() - began
         # grace + JOIN_SECONDS is 2.1 s; a deadline re-granted per thread makes it 12.1 s
         assert took < 7.0, f"stop() took {took:.1f} s under a frozen clock"
     finally:

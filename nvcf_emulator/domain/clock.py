@@ -41,24 +41,26 @@ def _wall() -> float:
     return time.time()
 
 
+def _unfrozen(name: str) -> float:
+    """``time.<name>()`` as the process has it, whatever freezegun does: freezegun swaps the
+    ``time`` function (and every module attribute that holds it) while active, and keeps the
+    real one as ``freezegun.api.real_<name>``; time-machine leaves these alone. Looked up at
+    call time, so that importing this module under freezegun changes nothing."""
+    freezegun = sys.modules.get("freezegun.api")
+    real = getattr(freezegun, f"real_{name}", None) or getattr(time, name)
+    return float(real())
+
+
 def monotonic() -> float:
     """Seconds from the process's monotonic clock, whatever freezegun does: for waits and
-    deadlines (never TTLs), so that a test that freezes time cannot stretch or hang them.
-
-    freezegun swaps ``time.monotonic`` (and every module attribute that holds it) while active,
-    and keeps the real one as ``freezegun.api.real_monotonic``; time-machine leaves it alone.
-    Looked up at call time, so that importing this module under freezegun changes nothing."""
-    freezegun = sys.modules.get("freezegun.api")
-    real = getattr(freezegun, "real_monotonic", None)
-    return float(real()) if real is not None else time.monotonic()
+    deadlines (never TTLs), so that a test that freezes time cannot stretch or hang them."""
+    return _unfrozen("monotonic")
 
 
 def perf_counter() -> float:
-    """``time.perf_counter()``, whatever freezegun does (as :func:`monotonic`): for durations
-    and read timeouts, so that measuring never ticks an auto-ticking freezegun on."""
-    freezegun = sys.modules.get("freezegun.api")
-    real = getattr(freezegun, "real_perf_counter", None)
-    return float(real()) if real is not None else time.perf_counter()
+    """``time.perf_counter()``, whatever freezegun does: for durations and read timeouts, so
+    that measuring never ticks an auto-ticking freezegun on."""
+    return _unfrozen("perf_counter")
 
 
 def as_seconds(value: object, what: str) -> float:
