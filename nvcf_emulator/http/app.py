@@ -170,8 +170,9 @@ class EmulatorApp:
             self.emulator.maybe_sweep()
         except Exception:  # the store failed (S3 away): not this request's business
             log.exception("sweep failed; it runs again on a later request")
-        is_storage = self._is_storage(request)
-        target = None if is_storage else self._passthrough_target(request)
+        by_host = pexec.host_target(request)
+        is_storage = self._is_storage(request, by_host)
+        target = None if is_storage else self._passthrough_target(request, by_host)
         kind = (
             "storage"
             if is_storage
@@ -228,41 +229,44 @@ class EmulatorApp:
         )
         return response(environ, start_response)
 
-    def _is_storage(self, request: Request) -> bool:
+    def _is_storage(self, request: Request, by_host: pexec.Target | None) -> bool:
         """Whether the request is for the pre-signed storage: its host, or the path-style
-        ``/<bucket>/...`` prefix on any host but a function's (every path there is the
-        function's, as in NVCF). A bucket named by a UUID has a virtual host that starts with
-        one: that host stays the storage host."""
+        ``/<bucket>/...`` prefix on any host but a function's (``by_host``: every path there
+        is the function's, as in NVCF). A bucket named by a UUID has a virtual host that
+        starts with one: that host stays the storage host."""
         emu = self.emulator
         if not storage.is_storage_request(emu, request):
             return False
         host = request.host.lower().partition(":")[0]
-        return host in emu.storage_hosts or not pexec.host_names_function(request)
+        return host in emu.storage_hosts or by_host is None
 
-    def _passthrough_target(self, request: Request) -> tuple[str, str | None] | None:
+    def _passthrough_target(
+        self, request: Request, by_host: pexec.Target | None
+    ) -> pexec.Target | None:
         """The function a pass-through call names, as NVCF's invocation service routes it
-        (``pexec.passthrough_target``): by its host (``pexec.routing_host``) on any path; by a
-        ``function-id`` header on any path but the control plane's and the admin API's, which
-        share this host here (NVCF's gateway sends those to other services, whatever the
+        (``pexec.passthrough_target``: a ``function-id`` header wins, else ``by_host``, the
+        function its host names). On a function's host every path is the function's; a
+        header is read on any path but the control plane's and the admin API's, which share
+        this host here (NVCF's gateway sends those to other services, whatever the
         headers)."""
-        target = pexec.passthrough_target(request)
-        if target is None or pexec.host_names_function(request):
-            return target
+        by_header = pexec.header_target(request)
+        if by_header is None or by_host is not None:
+            return by_header or by_host
         path = request.path
         if path.startswith("/_emulator"):
             return None
         if pexec.is_invocation_path(path):
-            return target
+            return by_header
         try:
             self._map.bind_to_environ(request.environ).match()
         except MethodNotAllowed:
             return None
         except HTTPException:  # no route of the emulator's: the function's path
-            return target
+            return by_header
         return None
 
     def _respond(
-        self, request: Request, is_storage: bool, target: tuple[str, str | None] | None = None
+        self, request: Request, is_storage: bool, target: pexec.Target | None = None
     ) -> Response:
         """The emulator's own answer to a request no fault replaced."""
         if _header_bytes(request.environ) > MAX_HEADER_BYTES:

@@ -312,23 +312,30 @@ def _uuid_or_none(value: str | None) -> str | None:
     return canonical(value) if value is not None and _WHOLE_UUID.match(value) else None
 
 
-def passthrough_target(request: Request) -> tuple[str, str | None] | None:
+Target = tuple[str, str | None]  # (function id, version id or None)
+
+
+def passthrough_target(request: Request) -> Target | None:
     """The ``(function id, version id or None)`` a request names for pass-through invocation,
     or ``None`` for a request on the API's own paths. As NVCF's invocation service routes
     (routes/tlb.rs): a ``function-id`` header (with ``function-version-id``) wins, else a
     host (:func:`routing_host`) that starts with a hyphenated UUID:
     ``<functionId>.invocation.<domain>`` or ``<versionId>.<functionId>.invocation.<domain>``."""
+    return header_target(request) or host_target(request)
+
+
+def header_target(request: Request) -> Target | None:
+    """The function a ``function-id`` header (with ``function-version-id``) names."""
     function_id = _uuid_or_none(request.headers.get(FUNCTION_ID_HEADER))
-    if function_id is not None:
-        version = _uuid_or_none(request.headers.get(FUNCTION_VERSION_ID_HEADER))
-        return function_id, version
+    if function_id is None:
+        return None
+    return function_id, _uuid_or_none(request.headers.get(FUNCTION_VERSION_ID_HEADER))
+
+
+def host_target(request: Request) -> Target | None:
+    """The function the request's host names (not a header): every path on such a host is
+    the function's."""
     return _host_target(routing_host(request))
-
-
-def host_names_function(request: Request) -> bool:
-    """Whether the request's host (not a header) names a function: every path on such a host
-    is the function's."""
-    return _host_target(routing_host(request)) is not None
 
 
 def routing_host(request: Request) -> str:
@@ -348,7 +355,7 @@ def routing_host(request: Request) -> str:
     return request.headers.get("Host", "")
 
 
-def _host_target(host: str) -> tuple[str, str | None] | None:
+def _host_target(host: str) -> Target | None:
     first = _uuid_or_none(host[:_HYPHENATED_LEN])  # 36 characters: only the hyphenated form
     if first is None:
         return None
