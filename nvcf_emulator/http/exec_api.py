@@ -36,7 +36,7 @@ from werkzeug.wrappers import Request, Response
 from ..domain.errors import BadRequest, NotFound
 from . import pexec
 from .bodies import read_upto
-from .ids import InvalidUrl, invocation_id
+from .ids import InvalidUrl, invocation_id, shown
 from .responses import STREAMED_KEY, EnvelopeResponse, Route, nvcf_error, problem
 
 if TYPE_CHECKING:
@@ -353,8 +353,7 @@ def _asset_ids(references: list[str]) -> list[str]:
         try:
             ids.append(invocation_id(reference))
         except InvalidUrl as bad:
-            shown = reference if len(reference) <= 256 else reference[:256] + "..."
-            raise BadRequest(f"inputAssetReferences: '{shown}': {bad}") from None
+            raise BadRequest(f"inputAssetReferences: '{shown(reference)}': {bad}") from None
     return ids
 
 

@@ -28,6 +28,11 @@ _RUST_UUID = re.compile(rf"{RUST_UUID_PATTERN}\Z")
 _SHOWN = 256
 
 
+def shown(value: str) -> str:
+    """``value`` as an error message quotes it: its first 256 characters, then "..."."""
+    return value if len(value) <= _SHOWN else value[:_SHOWN] + "..."
+
+
 def canonical(value: str) -> str:
     """A UUID matched by :data:`RUST_UUID_PATTERN` as NVCF prints it: hyphenated, lower case."""
     digits = re.sub(r"[^0-9a-fA-F]", "", value.removeprefix("urn:uuid:")).lower()
@@ -39,8 +44,7 @@ def control_id(name: str, value: str) -> str:
     :class:`BadRequest` with Spring's conversion message when it is not a UUID."""
     if _SPRING_UUID.match(value):
         return value.lower()
-    shown = value if len(value) <= _SHOWN else value[:_SHOWN] + "..."
-    raise BadRequest(f"Failed to convert '{name}' with value: '{shown}' (it must be a UUID)")
+    raise BadRequest(f"Failed to convert '{name}' with value: '{shown(value)}' (it must be a UUID)")
 
 
 class InvalidUrl(Exception):
