@@ -911,6 +911,41 @@ def test_asgi_app_that_never_finishes_is_a_connection_error_after_the_timeout(
     still_serving(url)
 
 
+_forever_readers: list[threading.Thread] = []
+
+
+def _wsgi_forever(environ: dict[str, Any], start_response: Any) -> Any:
+    start_response("200 OK", [("Content-Type", "application/json")])
+
+    def body() -> Iterator[bytes]:
+        _forever_readers.append(threading.current_thread())  # the worker reading it
+        while True:
+            time.sleep(0.02)
+            yield b" "
+
+    return body()
+
+
+def test_a_body_that_never_ends_is_settled_as_timed_out_and_says_so(
+    worker: tuple[Emulator, str],
+) -> None:
+    """The timeout settles the request while its body is still being read; the record keeps
+    that reason ("did not answer within"), not the reader's later "no longer awaited"."""
+    emu, url = worker
+    fn = emu.add_function(healthy_wsgi(_wsgi_forever), name="wsgi-forever")
+    _forever_readers.clear()
+    doc = assert_problem(invoke(url, emu, fn.function_id), 500)
+    assert doc["detail"] == "Inference connection error while making inference request"
+    # The worker stuck in the body was replaced; it ends once it stops reading.
+    [reader] = _forever_readers
+    reader.join(5)
+    assert not reader.is_alive()
+    record = emu.invocations[-1]
+    assert record.status.value == "errored"
+    assert "did not answer within 1.0 s" in last_error(emu)
+    still_serving(url)
+
+
 def test_asgi_stream_forever_to_a_client_that_goes_away(worker: tuple[Emulator, str]) -> None:
     emu, url = worker
     fn = emu.add_function(healthy_asgi(_asgi_forever), name="asgi-forever-stream")

@@ -896,7 +896,7 @@ class InvocationService:
         try:
             outcome = self._work(inv, version, assets, client_headers)
         except Exception:
-            inv.error = traceback.format_exc()
+            _why_failed(inv, traceback.format_exc())
             log.exception("worker failure on request %s", inv.request_id)
             outcome = worker_error()
         try:
@@ -921,7 +921,7 @@ class InvocationService:
                 self.store, assets, inv.request_id, *self._staging_roots(assets)
             )
         except Exception:
-            inv.error = traceback.format_exc()
+            _why_failed(inv, traceback.format_exc())
             return worker_error("Internal error while downloading assets")
         inv._staged = staged
         inv.asset_dir, inv.output_dir = staged.asset_dir, staged.output_dir
@@ -951,13 +951,14 @@ class InvocationService:
             try:
                 response = container.invoke(request)
             except ContainerConnectionError:
-                inv.error = traceback.format_exc()
+                _why_failed(inv, traceback.format_exc())
                 return connection_error()
             except Exception:
                 # What a web framework makes of an unhandled exception: a 500 from the container.
-                inv.error = traceback.format_exc()
+                raised = traceback.format_exc()
+                _why_failed(inv, raised)
                 # (Its text may hold lone surrogates, which a UTF-8 log handler cannot write.)
-                shown = inv.error.encode("utf-8", "backslashreplace").decode("utf-8")
+                shown = raised.encode("utf-8", "backslashreplace").decode("utf-8")
                 log.warning("container raised on request %s:\n%s", inv.request_id, shown)
                 response = ContainerResponse(500, b"", [("Content-Type", "text/plain")])
             inv.container_response = response
@@ -973,7 +974,7 @@ class InvocationService:
                 # cancelled): a body that never ends must not hold this thread forever.
                 response.read(stop=lambda: inv.outcome is not None)
             except ContainerConnectionError:
-                inv.error = traceback.format_exc()
+                _why_failed(inv, traceback.format_exc())
                 return connection_error()
             if response.status == 202:
                 # NVCF's worker sends the container's 202 on (body and headers) as "still
@@ -1502,9 +1503,17 @@ def _forwarded_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, st
     return out
 
 
+def _why_failed(inv: Invocation, error: str) -> None:
+    """Record why the request failed, unless it was settled meanwhile (timed out, cancelled):
+    then that reason stands, not what its worker ran into afterwards (a body no longer read)."""
+    with inv._mutex:
+        if inv.outcome is None:
+            inv.error = error
+
+
 def _invalid_answer(inv: Invocation, reason: object) -> Outcome:
     """A container answer no HTTP server could send: NVCF's worker cannot read it either."""
-    inv.error = f"invalid container response: {reason}"
+    _why_failed(inv, f"invalid container response: {reason}")
     log.warning("request %s: the container's answer is not valid HTTP: %s", inv.request_id, reason)
     return _problem(
         500,
