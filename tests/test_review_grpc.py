@@ -275,8 +275,9 @@ def test_abandoned_and_in_flight_streams_leave_no_thread_or_descriptor(
 ) -> None:
     """Clients that close their channel with streams open, then a stop() with streams in
     flight: the proxy's threads, its channels to the container and their sockets all go."""
-    threads_before, fds_before = set(threading.enumerate()), set(os.listdir("/proc/self/fd"))
+    threads_before, fds_before = set(threading.enumerate()), _open_fds()
     proxy = GrpcProxy(nvcf).start()
+    ports = {proxy.port, container.port}
     try:
         for _ in range(5):
             client = grpc.insecure_channel(proxy.address)
@@ -298,7 +299,42 @@ def test_abandoned_and_in_flight_streams_leave_no_thread_or_descriptor(
 
     _wait_for(lambda: not [n for n in leaked() if not n.startswith("ThreadPoolExecutor")], "")
     assert [n for n in leaked() if not n.startswith("ThreadPoolExecutor")] == []  # container's
-    _wait_for(lambda: set(os.listdir("/proc/self/fd")) <= fds_before, "descriptors closed")
+
+    # Sockets to or from the proxy's and the container's ports, opened during the test (not
+    # whatever another test's lingering thread opens in this process meanwhile).
+    def opened() -> list[str]:
+        return _sockets(_open_fds() - fds_before, ports)
+
+    deadline = time.monotonic() + 10  # safety net, real time
+    while opened() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert opened() == []
+
+
+def _open_fds() -> set[str]:
+    """This process's descriptors (not the one listing them, closed by now)."""
+    return {fd for fd in os.listdir("/proc/self/fd") if os.path.exists(f"/proc/self/fd/{fd}")}
+
+
+def _sockets(fds: set[str], ports: set[int]) -> list[str]:
+    """Those of ``fds`` that are TCP sockets with either end on one of ``ports``."""
+    ends: dict[str, tuple[int, int]] = {}
+    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as rows:
+            for row in list(rows)[1:]:
+                fields = row.split()
+                local, remote = (int(end.rsplit(":", 1)[1], 16) for end in fields[1:3])
+                ends[fields[9]] = (local, remote)
+    found = []
+    for fd in sorted(fds):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # closed meanwhile
+            continue
+        local, remote = ends.get(target.removeprefix("socket:[").removesuffix("]"), (0, 0))
+        if local in ports or remote in ports:
+            found.append(f"fd {fd}: port {local} -> {remote}")
+    return found
 
 
 def test_a_session_in_use_is_not_the_first_forgotten(
