@@ -36,7 +36,7 @@ chromium:
 # The whole suite, then the behaviour suites again with asset bytes in S3 (moto).
 S3_SUITES := tests/test_assets_api.py tests/test_upload.py tests/test_pexec.py tests/test_time.py \
 	tests/test_hostile_assets.py tests/test_faults.py tests/test_tenancy.py tests/test_wire.py \
-	tests/test_admin.py
+	tests/test_admin.py tests/test_exec.py
 # Tests run on one pytest-xdist worker per core (PYTEST_WORKERS=0: in this process, serially).
 PYTEST_WORKERS ?= auto
 pytest: $(STAMP) chromium
