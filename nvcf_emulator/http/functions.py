@@ -129,6 +129,27 @@ def update_deployment(
     return json_response({"deployment": version.deployment_dto()})
 
 
+def get_deployment_by_id(emu: Emulator, request: Request, deployment_id: str, **_: str) -> Response:
+    """``GET /v2/nvcf/deployments/{deploymentId}``: the same DTO, found by its id."""
+    account = control_account(emu, request)
+    version = emu.functions.by_deployment_id(account, control_id("deploymentId", deployment_id))
+    emu.functions.refresh(version)
+    return json_response({"deployment": version.deployment_dto()})
+
+
+def update_gpu_specification(
+    emu: Emulator, request: Request, deployment_id: str, gpu_spec_id: str, **_: str
+) -> Response:
+    """NVCF's per-spec deployment update (the ``PUT`` above is deprecated in its favour);
+    what NVIDIA's nvcf-cli ``deploy update`` sends."""
+    account = control_account(emu, request, body=True)
+    deployment_id = control_id("deploymentId", deployment_id)
+    gpu_spec_id = control_id("gpuSpecId", gpu_spec_id)
+    body = read_json_object(request)
+    spec = emu.functions.update_gpu_specification(account, deployment_id, gpu_spec_id, body)
+    return json_response({"gpuSpecification": spec})
+
+
 def undeploy(
     emu: Emulator, request: Request, function_id: str, version_id: str, **_: str
 ) -> Response:
@@ -149,11 +170,19 @@ _ROUTES: list[Route] = [
     (f"{_F}/<function_id>/versions", ["GET"], list_versions),
     (_V, ["GET"], get_version),
     (_V, ["DELETE"], delete_version),
+    # the metadata PUT is deprecated for the same PUT on the version (FunctionManagementController)
+    (_V, ["PUT"], update_metadata),
     ("/nvcf/metadata/functions/<function_id>/versions/<version_id>", ["PUT"], update_metadata),
     (_D, ["POST"], deploy),
     (_D, ["GET"], get_deployment),
     (_D, ["PUT"], update_deployment),
     (_D, ["DELETE"], undeploy),
+    ("/nvcf/deployments/<deployment_id>", ["GET"], get_deployment_by_id),
+    (
+        "/nvcf/deployments/<deployment_id>/gpu-specifications/<gpu_spec_id>",
+        ["PATCH"],
+        update_gpu_specification,
+    ),
 ]
 
 ROUTES: list[Route] = [

@@ -277,6 +277,11 @@ FUNCTION_SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["gpu", "instanceType", "minInstances", "maxInstances"],
         "properties": {
+            "gpuSpecificationId": {
+                **_ID,
+                "readOnly": True,
+                "description": "Assigned by the emulator (one given is not taken)",
+            },
             "gpu": {"type": "string", "pattern": NOT_BLANK},
             "instanceType": {"type": "string", "pattern": NOT_BLANK},
             "backend": {"type": "string"},
@@ -306,10 +311,12 @@ FUNCTION_SCHEMAS: dict[str, Any] = {
             "functionStatus",
             "deploymentSpecifications",
             "createdAt",
+            "lastUpdatedAt",
         ],
         "properties": {
             "functionId": _ID,
             "functionVersionId": _ID,
+            "deploymentId": _ID,
             "functionName": {"type": "string"},
             "ncaId": {"type": "string"},
             "functionStatus": _STATUS,
@@ -318,6 +325,7 @@ FUNCTION_SCHEMAS: dict[str, Any] = {
                 "items": {"$ref": "#/components/schemas/DeploymentSpecification"},
             },
             "createdAt": _TIME,
+            "lastUpdatedAt": _TIME,
             "healthInfo": {
                 "type": "array",
                 "items": _exact({"error": {"type": "string"}}),
@@ -326,6 +334,22 @@ FUNCTION_SCHEMAS: dict[str, Any] = {
         "additionalProperties": False,
     },
     "DeploymentResponse": _exact({"deployment": {"$ref": "#/components/schemas/Deployment"}}),
+    "UpdateGpuSpecificationRequest": {
+        "type": "object",
+        "properties": {
+            "maxInstances": {"type": ["integer", "null"], "minimum": 1},
+            "minInstances": {"type": ["integer", "null"], "minimum": 0},
+            "autoscalingConfiguration": {"type": ["object", "null"]},
+            "autoscalingConfigurationPolicy": {
+                "enum": ["CUSTOM_CONFIGURATION", "PLATFORM_CONFIGURATION", None]
+            },
+        },
+        "description": "At least one member that is not null; minInstances must not exceed "
+        "maxInstances once applied (400 otherwise)",
+    },
+    "UpdateGpuSpecificationResponse": _exact(
+        {"gpuSpecification": {"$ref": "#/components/schemas/DeploymentSpecification"}}
+    ),
     "QueuePosition": _exact(
         {
             "functionId": _ID,
@@ -398,6 +422,8 @@ _UUID_TEXT = "A UUID, in any case (anything else is 400)"
 FUNCTION_ID = _path("functionId", _UUID_TEXT, uuid=True)
 VERSION_ID = _path("versionId", _UUID_TEXT, uuid=True)
 REQUEST_ID = _path("requestId", _UUID_TEXT, uuid=True)
+DEPLOYMENT_ID = _path("deploymentId", _UUID_TEXT, uuid=True)
+GPU_SPEC_ID = _path("gpuSpecId", _UUID_TEXT, uuid=True)
 
 
 def _json_body(schema: str) -> dict[str, Any]:
@@ -491,6 +517,13 @@ def function_paths() -> dict[str, Any]:
             "parameters": [FUNCTION_ID, VERSION_ID],
             "get": _function_op("getFunctionVersion", "FunctionResponse", 404),
             "delete": _function_op("deleteFunctionVersion", "", 404, status="204"),
+            "put": _function_op(
+                "updateFunction",
+                "FunctionResponse",
+                404,
+                body="UpdateMetadataRequest",
+                summary="Replace tags and/or rate limit (what the metadata PUT does)",
+            ),
         },
         "/v2/nvcf/metadata/functions/{functionId}/versions/{versionId}": {
             "parameters": [FUNCTION_ID, VERSION_ID],
@@ -524,6 +557,21 @@ def function_paths() -> dict[str, Any]:
                 "FunctionResponse",
                 404,
                 summary="Undeploy: the version is INACTIVE again",
+            ),
+        },
+        "/v2/nvcf/deployments/{deploymentId}": {
+            "parameters": [DEPLOYMENT_ID],
+            "get": _function_op("getDeploymentById", "DeploymentResponse", 404),
+        },
+        "/v2/nvcf/deployments/{deploymentId}/gpu-specifications/{gpuSpecId}": {
+            "parameters": [DEPLOYMENT_ID, GPU_SPEC_ID],
+            "patch": _function_op(
+                "updateGpuSpecification",
+                "UpdateGpuSpecificationResponse",
+                404,
+                body="UpdateGpuSpecificationRequest",
+                summary="Change one GPU specification of a deployed version (400 when the "
+                "version is not deployed)",
             ),
         },
     }
