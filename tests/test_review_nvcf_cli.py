@@ -613,3 +613,36 @@ def test_invoke_error_status_is_the_containers(nvcf: Emulator) -> None:
         data=go_json({}),
     )
     assert (r.status_code, r.json()) == (422, {"error": "bad"})
+
+
+@pytest.mark.nvcf(extra_api_hosts=["nvcf.nvidia.com"])
+def test_invoke_with_the_clis_default_invoke_url(nvcf: Emulator) -> None:
+    """With no invoke_url the CLI turns ``https://api.nvcf.nvidia.com`` into
+    ``https://<functionId>.invocation.nvcf.nvidia.com`` (directInvocationURL drops ``api.``),
+    a domain that is not the emulator's API host; naming it in ``extra_api_hosts`` routes it
+    in-process."""
+    fid, _ = nvcf.add_function(echo, name="echo", inference_url="/echo")
+    r = requests.post(
+        f"https://{fid}.invocation.nvcf.nvidia.com/echo",
+        headers=invoke_headers(nvcf),
+        data=go_json({"message": "Hello"}),
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["echo"] == {"message": "Hello"}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="secrets are shown as [{name}] objects; NVCF's FunctionDto has Set<String> secrets. "
+    "Changing FunctionVersion.dto needs tests/test_functions_api.py:218 and "
+    "tests/test_review_functions.py:95 to expect names",
+)
+def test_get_of_a_function_with_secrets_decodes(nvcf: Emulator) -> None:
+    """``function get`` of a function created with secrets: client.FunctionDto's ``secrets``
+    is ``[]string`` (NVCF's FunctionDto: ``Set<String> secrets``, names only); an array of
+    objects makes json.Decoder fail, so the CLI reports "failed to decode response"."""
+    function = created(nvcf, CREATE_BODIES["create-function-with-secrets.json"])
+    path = f"/v2/nvcf/functions/{function['id']}/versions/{function['versionId']}"
+    dto = cli(nvcf, "GET", path).json()["function"]
+    go_decodes(dto, FUNCTION_DTO)
+    assert dto["secrets"] == ["database-credentials", "sidecar-auth"]
