@@ -243,6 +243,21 @@ CREATE_BODIES: dict[str, dict[str, Any]] = {
         "nvcf-test-func-0.0.1.tgz",
         "helmChartServiceName": "nvcf-test-func",
     },
+    # --health-uri /health --health-timeout PT10S --health-expected-status 200 --rate-limit
+    #   100-S --logs-telemetry-id ...: simpleHealthToClient sends healthUri and a full health
+    #   on the inference port; rateLimit without its zero-valued members
+    "flags-health-rate-limit": {
+        "name": "flags-health",
+        "inferenceUrl": "/echo",
+        "containerImage": IMAGE,
+        "inferencePort": 8000,
+        "healthUri": "/health",
+        "health": {**HEALTH, "timeout": "PT10S"},
+        "functionType": "DEFAULT",
+        "apiBodyFormat": "CUSTOM",
+        "rateLimit": {"rateLimit": "100-S"},
+        "telemetries": {"logsTelemetryId": "550e8400-e29b-41d4-a716-446655440001"},
+    },
     # flags only: nvcf-cli function create --name f --inference-url /echo --inference-port 8000
     #   --container-image ... (functionType and apiBodyFormat get the CLI's defaults)
     "flags": {
@@ -296,6 +311,9 @@ def test_create_with_each_example_decodes_into_create_function_response(
     go_decodes(function, FUNCTION_DATA)
     assert uuid.UUID(function["id"]) and uuid.UUID(function["versionId"])
     assert (function["name"], function["status"]) == (body["name"], "INACTIVE")
+    if "secrets" not in body:  # see test_get_of_a_function_with_secrets_decodes
+        path = f"/v2/nvcf/functions/{function['id']}/versions/{function['versionId']}"
+        go_decodes(cli(nvcf, "GET", path).json(), {"function": FUNCTION_DTO})
 
 
 def test_list_ids_versions_and_get_decode_into_function_dto(nvcf: Emulator) -> None:
@@ -325,6 +343,19 @@ def test_list_ids_versions_and_get_decode_into_function_dto(nvcf: Emulator) -> N
     assert dto["health"] == HEALTH
     assert dto["containerArgs"] == "--model-path=/models --batch-size=32"
     assert dto["tags"] == ["example", "demo", "json-config"]
+
+
+def test_the_clis_api_host_header_is_accepted(nvcf: Emulator) -> None:
+    """``api_host`` (self-hosted gateways): hostHeaderTransport sends the control-plane calls
+    to base_http_url with ``Host: <api_host>``; a Host that names no function is the control
+    plane's, whatever its name."""
+    function = created(nvcf, CREATE_BODIES["flags"])
+    r = requests.get(
+        f"{API}/v2/nvcf/functions/{function['id']}/versions/{function['versionId']}",
+        headers={**go_headers(nvcf), "Host": "api.gateway.example.com"},
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["function"]["id"] == function["id"]
 
 
 def test_an_unknown_version_is_a_404_the_cli_reports(nvcf: Emulator) -> None:
