@@ -677,3 +677,47 @@ def test_get_of_a_function_with_secrets_decodes(nvcf: Emulator) -> None:
     dto = cli(nvcf, "GET", path).json()["function"]
     go_decodes(dto, FUNCTION_DTO)
     assert dto["secrets"] == ["database-credentials", "sidecar-auth"]
+
+
+def test_patch_of_a_version_that_failed_to_deploy_is_a_400(nvcf: Emulator) -> None:
+    """GpuSpecificationService: only a version in BUSY_STATUSES (ACTIVE, DEPLOYING, DEGRADED,
+    DEGRADING) may have a spec changed; one in ERROR (no container for its image) is
+    NVCF's "Invalid status" 400."""
+    function = created(nvcf, {**CREATE_BODIES["flags"], "containerImage": "nvcr.io/x/none:1"})
+    fid, vid = function["id"], function["versionId"]
+    path = f"/v2/nvcf/deployments/functions/{fid}/versions/{vid}"
+    assert cli(nvcf, "POST", path, DEPLOY_BODY).status_code == 200
+    deployment = cli(nvcf, "GET", path).json()["deployment"]
+    assert deployment["functionStatus"] == "ERROR"
+    (spec_id,) = spec_ids(nvcf, vid)
+    patch = f"/v2/nvcf/deployments/{deployment['deploymentId']}/gpu-specifications/{spec_id}"
+    r = cli(nvcf, "PATCH", patch, {"maxInstances": 2})
+    assert r.status_code == 400
+    assert r.json()["detail"] == f"Function id '{fid}', version '{vid}': Invalid status 'ERROR'"
+
+
+@pytest.mark.nvcf(api_keys={"nvapi-a": "nca-a", "nvapi-b": "nca-b"})
+def test_another_accounts_deployment_is_forbidden_to_patch(nvcf: Emulator) -> None:
+    """NVCF looks a deployment up by its id in any account, then refuses to change another
+    account's (GpuSpecificationService: "Forbidden to 'update' deployment", a 403); reading it
+    by id is the caller's account only (404)."""
+    nvcf.register_image(IMAGE, echo)
+    as_a = {"Authorization": "Bearer nvapi-a", "Content-Type": "application/json"}
+    as_b = {"Authorization": "Bearer nvapi-b", "Content-Type": "application/json"}
+    function = requests.post(
+        f"{API}/v2/nvcf/functions", headers=as_a, data=go_json(CREATE_BODIES["flags"])
+    ).json()["function"]
+    fid, vid = function["id"], function["versionId"]
+    path = f"{API}/v2/nvcf/deployments/functions/{fid}/versions/{vid}"
+    deployment = requests.post(path, headers=as_a, data=go_json(DEPLOY_BODY)).json()["deployment"]
+    (spec_id,) = spec_ids(nvcf, vid)
+    patch = f"{API}/v2/nvcf/deployments/{deployment['deploymentId']}/gpu-specifications/{spec_id}"
+    r = requests.patch(patch, headers=as_b, data=go_json({"maxInstances": 2}))
+    assert r.status_code == 403
+    assert r.json()["detail"] == (
+        f"Function id '{fid}', version '{vid}': Forbidden to 'update' deployment"
+    )
+    by_id = f"{API}/v2/nvcf/deployments/{deployment['deploymentId']}"
+    assert requests.get(by_id, headers=as_b).status_code == 404
+    assert requests.get(by_id, headers=as_a).status_code == 200
+    assert requests.patch(patch, headers=as_a, data=go_json({"maxInstances": 2})).ok

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from ..storage.state import NullStateStore, StateStore
 from .accounts import Account
 from .clock import Clock, isoformat
-from .errors import BadRequest, NotFound
+from .errors import BadRequest, Forbidden, NotFound
 
 if TYPE_CHECKING:
     from ..worker.containers import Container
@@ -1112,6 +1112,23 @@ class FunctionService:
         (GpuSpecificationService.updateGpuSpecification): min/max instances and autoscaling of
         one spec change, on a version that is deployed (BUSY_STATUSES); the spec as it is now."""
         with self._lock:
+            owner = next(
+                (
+                    v
+                    for v in self.all()
+                    if v.deployment is not None
+                    and v.deployment.get("deploymentId") == deployment_id
+                    and v.status is not FunctionStatus.DELETED
+                ),
+                None,
+            )
+            if owner is not None and owner.nca_id != account.nca_id:
+                # NVCF finds the deployment in any account, then refuses another's
+                # (MESG_FORBIDDEN_DEPLOYMENT_OPERATION)
+                raise Forbidden(
+                    f"Function id '{owner.function_id}', version '{owner.version_id}': "
+                    "Forbidden to 'update' deployment"
+                )
             version = self.by_deployment_id(account, deployment_id)
             function_id, version_id = version.function_id, version.version_id
             if version.status not in BUSY:

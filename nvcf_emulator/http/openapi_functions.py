@@ -568,10 +568,11 @@ def function_paths() -> dict[str, Any]:
             "patch": _function_op(
                 "updateGpuSpecification",
                 "UpdateGpuSpecificationResponse",
+                403,
                 404,
                 body="UpdateGpuSpecificationRequest",
                 summary="Change one GPU specification of a deployed version (400 when the "
-                "version is not deployed)",
+                "version is not deployed, 403 for another account's deployment)",
             ),
         },
     }
