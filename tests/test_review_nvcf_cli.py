@@ -388,6 +388,53 @@ def test_update_puts_on_the_version_path(nvcf: Emulator) -> None:
     assert "at least one of" in empty.json()["detail"]
 
 
+def test_update_with_model_updates_is_refused_for_a_non_llm_function(nvcf: Emulator) -> None:
+    """``function update --input-file examples/update-metadata.json`` sends tags and
+    ``modelUpdates``. NVCF refuses model config updates on a function that is not LLM
+    (FunctionLlmService: MESG_FUNCTION_NOT_LLM) and changes nothing; the emulator (which has no
+    LLM functions) took the tags and dropped the model updates without a word."""
+    function = created(nvcf, CREATE_BODIES["flags"])
+    fid, vid = function["id"], function["versionId"]
+    path = f"/v2/nvcf/functions/{fid}/versions/{vid}"
+    update = {
+        "tags": ["production", "ml-model"],
+        "modelUpdates": [
+            {
+                "modelName": "dummy-model",
+                "llmConfig": {"tokenRateLimit": "1000-S", "routingMethod": "round_robin"},
+            }
+        ],
+    }
+    r = cli(nvcf, "PUT", path, update)
+    assert r.status_code == 400
+    assert r.json()["detail"] == (
+        f"Function id '{fid}', version '{vid}': Only LLM functions support model config updates"
+    )
+    assert "tags" not in cli(nvcf, "GET", path).json()["function"]
+    # model updates alone are an update (not "at least one of ... must be specified")
+    alone = cli(nvcf, "PUT", path, {"modelUpdates": update["modelUpdates"]})
+    assert "Only LLM functions" in alone.json()["detail"]
+    # UpdateFunctionRequest's own rules come first (any function)
+    twice = cli(nvcf, "PUT", path, {"modelUpdates": update["modelUpdates"] * 2})
+    assert twice.json()["detail"] == (
+        "Invalid request: duplicate model names are not allowed in 'modelUpdates'"
+    )
+    bare = cli(nvcf, "PUT", path, {"modelUpdates": [{"modelName": "m", "llmConfig": {}}]})
+    assert bare.json()["detail"] == (
+        "Invalid request: at least one of 'tokenRateLimit' or 'routingMethod' must be specified"
+    )
+    llm = cli(nvcf, "PUT", path, {"llmInvocationConfig": {}})
+    assert (llm.status_code, llm.json()["detail"]) == (
+        400,
+        "Only LLM functions support llmInvocationConfig",
+    )
+    assert (
+        cli(nvcf, "PUT", path, {"modelUpdates": []})
+        .json()["detail"]
+        .startswith("Invalid request: at least one of 'tags'")
+    )
+
+
 # -- deploy create / get / update / remove -------------------------------------------------------
 
 

@@ -385,6 +385,30 @@ def _validate_secrets(secrets: object) -> None:
 _BLANK = re.compile(r"\s*")
 
 
+def _validate_model_updates(updates: object) -> None:
+    """UpdateFunctionRequest's ``modelUpdates``: objects with a ``modelName`` (``@NotBlank``),
+    no name twice, each with an ``llmConfig`` that sets ``tokenRateLimit`` or
+    ``routingMethod`` (ValidUpdateFunctionRequestValidator's messages)."""
+    if updates is None:
+        return
+    if not isinstance(updates, list) or any(not isinstance(u, dict) for u in updates):
+        raise BadRequest("modelUpdates must be a list of {modelName, llmConfig} objects")
+    names = [u.get("modelName") for u in updates]
+    if any(not isinstance(n, str) or _blank(n) for n in names):
+        raise BadRequest("modelUpdates[].modelName must not be blank")
+    if len(set(names)) != len(names):
+        raise BadRequest("Invalid request: duplicate model names are not allowed in 'modelUpdates'")
+    for update in updates:
+        config = update.get("llmConfig")
+        if not isinstance(config, dict) or (
+            config.get("tokenRateLimit") is None and config.get("routingMethod") is None
+        ):
+            raise BadRequest(
+                "Invalid request: at least one of 'tokenRateLimit' or 'routingMethod' must be "
+                "specified"
+            )
+
+
 def _blank(value: object) -> bool:
     """Apache's ``StringUtils.isBlank``: absent, or whitespace only."""
     return value is None or (isinstance(value, str) and _BLANK.fullmatch(value) is not None)
@@ -1026,15 +1050,26 @@ class FunctionService:
         self, account: Account, function_id: str, version_id: str, body: Mapping[str, Any]
     ) -> FunctionVersion:
         """NVCF's UpdateFunctionRequest: ``tags`` and/or ``rateLimit`` replace the version's;
-        a member left out (or null) keeps its value; neither given is a 400."""
+        a member left out (or null) keeps its value; none given is a 400. ``modelUpdates`` and
+        ``llmInvocationConfig`` are for LLM functions, which the emulator has none of: checked
+        as NVCF checks them, then refused as NVCF refuses them on any other function."""
         tags, rate_limit = body.get("tags"), body.get("rateLimit")
-        if tags is None and rate_limit is None:
+        model_updates, llm_config = body.get("modelUpdates"), body.get("llmInvocationConfig")
+        if tags is None and rate_limit is None and not model_updates and llm_config is None:
             raise BadRequest(UPDATE_REQUIRED)
         if tags is not None:
             tags = _validate_tags(tags)
         if rate_limit is not None and not isinstance(rate_limit, dict):
             raise BadRequest("rateLimit must be an object")
+        _validate_model_updates(model_updates)
         version = self._own(account, function_id, version_id)
+        if model_updates:  # FunctionLlmService.java: MESG_FUNCTION_NOT_LLM
+            raise BadRequest(
+                f"Function id '{function_id}', version '{version_id}': "
+                "Only LLM functions support model config updates"
+            )
+        if llm_config is not None:
+            raise BadRequest("Only LLM functions support llmInvocationConfig")
         extra = dict(version.extra)
         if tags is not None:
             extra["tags"] = list(tags)

@@ -265,7 +265,20 @@ FUNCTION_SCHEMAS: dict[str, Any] = {
     "FunctionIdsResponse": _exact({"functionIds": {"type": "array", "items": _ID}}),
     "UpdateMetadataRequest": {
         "type": "object",
-        "properties": {"tags": _TAGS, "rateLimit": {"type": ["object", "null"]}},
+        "properties": {
+            "tags": _TAGS,
+            "rateLimit": {"type": ["object", "null"]},
+            "modelUpdates": {
+                "type": ["array", "null"],
+                "maxItems": 0,
+                "description": "For LLM functions, which the emulator has none of: model "
+                "updates are a 400, as NVCF answers them for any other function",
+            },
+            "llmInvocationConfig": {
+                "type": "null",
+                "description": "For LLM functions: anything but null is a 400",
+            },
+        },
         "anyOf": [
             {"required": ["tags"], "properties": {"tags": {"type": "array"}}},
             {"required": ["rateLimit"], "properties": {"rateLimit": {"type": "object"}}},
