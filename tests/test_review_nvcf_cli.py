@@ -345,6 +345,30 @@ def test_list_ids_versions_and_get_decode_into_function_dto(nvcf: Emulator) -> N
     assert dto["tags"] == ["example", "demo", "json-config"]
 
 
+def test_an_llm_function_says_the_emulator_does_not_run_them(nvcf: Emulator) -> None:
+    """examples/create-llm-function-routing-method.json (with apiBodyFormat CUSTOM: NVCF's
+    ApiBodyFormat has no OPENAI_CHAT, so the example as written is a 400 there too). NVCF has
+    LLM functions; the emulator does not, and says so rather than calling the type invalid."""
+    body = {
+        "name": "sample-llm-function",
+        "inferenceUrl": "/",
+        "containerImage": "nvcr.io/example/openai-compatible:latest",
+        "inferencePort": 8000,
+        "health": {**HEALTH, "timeout": "PT10S"},
+        "functionType": "LLM",
+        "apiBodyFormat": "CUSTOM",
+        "models": [
+            {
+                "name": "dummy-model",
+                "llmConfig": {"uris": ["/v1/chat/completions"], "routingMethod": "round_robin"},
+            }
+        ],
+    }
+    r = cli(nvcf, "POST", "/v2/nvcf/functions", body)
+    assert r.status_code == 400
+    assert "LLM is not supported by the emulator" in r.json()["detail"]
+
+
 def test_the_clis_api_host_header_is_accepted(nvcf: Emulator) -> None:
     """``api_host`` (self-hosted gateways): hostHeaderTransport sends the control-plane calls
     to base_http_url with ``Host: <api_host>``; a Host that names no function is the control

@@ -790,6 +790,11 @@ class FunctionService:
             raise BadRequest("apiBodyFormat must be PREDICT_V2 or CUSTOM")
         ftype = _str(body, "functionType")
         ftype = "DEFAULT" if ftype is None else ftype
+        if ftype == "LLM":  # NVCF's FunctionTypeEnum has it; its routing is not emulated
+            raise BadRequest(
+                "functionType LLM is not supported by the emulator (NVCF's LLM functions and "
+                "their llm.<host> routing are not emulated): use DEFAULT or STREAMING"
+            )
         if ftype not in FUNCTION_TYPES:
             raise BadRequest("functionType must be DEFAULT or STREAMING")
         image = _str(body, "containerImage")
