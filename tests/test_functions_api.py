@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
@@ -76,7 +77,9 @@ def test_create_deploy_invoke_through_the_api(nvcf: Emulator) -> None:
     deployment = d.json()["deployment"]
     assert deployment["functionId"] == fid
     assert deployment["functionVersionId"] == vid
-    assert deployment["deploymentSpecifications"] == DEPLOY_SPEC["deploymentSpecifications"]
+    specs = deployment["deploymentSpecifications"]
+    assert all(uuid.UUID(spec.pop("gpuSpecificationId")) for spec in specs)  # NVCF's, per spec
+    assert specs == DEPLOY_SPEC["deploymentSpecifications"]
     got = requests.get(f"{API}/v2/nvcf/functions/{fid}/versions/{vid}", headers=nvcf.headers)
     assert got.json()["function"]["status"] == "ACTIVE"
     assert got.json()["function"]["activeInstances"][0]["gpu"] == "L40S"
@@ -215,7 +218,7 @@ def test_bodies_the_openapi_document_rules_out_are_400_not_500(nvcf: Emulator) -
     # JSON Schema's integers (and Jackson's): 8000.0 is 8000
     fn = create(nvcf, inferencePort=8000.0, secrets=[{"name": "k", "value": "v"}]).json()
     assert fn["function"]["inferencePort"] == 8000
-    assert fn["function"]["secrets"] == [{"name": "k"}]
+    assert fn["function"]["secrets"] == ["k"]  # FunctionDto: Set<String>, names only
     # a health object has all its members (HealthDto: each @NotNull)
     health = {
         "protocol": "HTTP",

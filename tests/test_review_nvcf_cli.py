@@ -484,7 +484,7 @@ def test_deploy_create_then_wait_sees_active(nvcf: Emulator) -> None:
 
 def spec_ids(emu: Emulator, version_id: str) -> list[str]:
     """The ``gpuSpecificationId`` of each spec of a version's deployment, as the emulator
-    keeps them (its deployment DTO does not show them yet: emulator.SHOW_SPEC_IDS)."""
+    keeps them (what its deployment DTO must show)."""
     (version,) = [v for v in emu.functions.all() if v.version_id == version_id]
     assert version.deployment is not None
     return [s["gpuSpecificationId"] for s in version.deployment["deploymentSpecifications"]]
@@ -513,11 +513,6 @@ def test_deploy_get_decodes_with_the_deployment_id(nvcf: Emulator) -> None:
     assert by_id.json()["deployment"]["deploymentId"] == deployment["deploymentId"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the deployment DTO does not show gpuSpecificationId yet (SHOW_SPEC_IDS): "
-    "tests/test_functions_api.py:79 and tests/test_review_functions.py:282 compare specs exactly",
-)
 def test_deploy_get_shows_each_specs_id_for_deploy_update(nvcf: Emulator) -> None:
     """findDeployUpdateGPUSpecID: the spec matching --gpu and --instance-type must carry its
     ``gpuSpecificationId`` (NVCF's GpuSpecificationDto does), else "matched GPU spec has no
@@ -733,12 +728,6 @@ def test_invoke_with_the_clis_default_invoke_url(nvcf: Emulator) -> None:
     assert r.json()["echo"] == {"message": "Hello"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="secrets are shown as [{name}] objects; NVCF's FunctionDto has Set<String> secrets. "
-    "Changing FunctionVersion.dto needs tests/test_functions_api.py:218 and "
-    "tests/test_review_functions.py:95 to expect names",
-)
 def test_get_of_a_function_with_secrets_decodes(nvcf: Emulator) -> None:
     """``function get`` of a function created with secrets: client.FunctionDto's ``secrets``
     is ``[]string`` (NVCF's FunctionDto: ``Set<String> secrets``, names only); an array of

@@ -67,9 +67,6 @@ FUNCTION_TYPES = ("DEFAULT", "STREAMING")
 VISIBILITIES = ("authorized", "private", "public")
 DEFAULT_INFERENCE_PORT = 8000
 DEFAULT_HEALTH_URI = "/v2/health/ready"
-#: Whether a deployment's specs show their ``gpuSpecificationId`` (NVCF's do). Off while the
-#: suite's older tests compare a deployment's specs with the request's exactly.
-SHOW_SPEC_IDS = False
 #: The record kind function versions are kept under in a state store.
 KIND = "function"
 
@@ -222,7 +219,8 @@ class FunctionVersion:
             out["containerImage"] = self.container_image
         for key, value in self.extra.items():
             if key == "secrets":
-                out[key] = [{"name": s.get("name")} for s in value if isinstance(s, dict)]
+                # FunctionDto's ``Set<String> secrets``: the names, never the values.
+                out[key] = [s.get("name") for s in value if isinstance(s, dict)]
             else:
                 out[key] = copy.deepcopy(value)
         if self.status in INVOCABLE:
@@ -255,16 +253,13 @@ class FunctionVersion:
     def deployment_dto(self) -> dict[str, Any]:
         """FunctionDeploymentDto, with the ``deploymentId`` that
         ``PATCH /v2/nvcf/deployments/{deploymentId}/gpu-specifications/{id}`` takes (NVIDIA's
-        nvcf-cli ``deploy update`` reads it from here). Each spec is shown as it was sent:
-        its ``gpuSpecificationId`` (NVCF's GpuSpecificationDto has it) is kept, and answered by
-        that PATCH, but not yet shown here (:data:`SHOW_SPEC_IDS`)."""
+        nvcf-cli ``deploy update`` reads it from here). Each spec is shown as it was sent, with
+        the ``gpuSpecificationId`` NVCF's GpuSpecificationDto gives it (that PATCH's other
+        id)."""
         deployment = self.deployment or {}
         created = self.deploy_started_at or self.created_at
         ids = {"deploymentId": deployment["deploymentId"]} if "deploymentId" in deployment else {}
         specs = copy.deepcopy(deployment.get("deploymentSpecifications", []))
-        if not SHOW_SPEC_IDS:
-            for spec in specs:
-                spec.pop("gpuSpecificationId", None)
         return {
             "functionId": self.function_id,
             "functionVersionId": self.version_id,

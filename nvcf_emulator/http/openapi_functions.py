@@ -247,7 +247,7 @@ FUNCTION_SCHEMAS: dict[str, Any] = {
             "secrets": {
                 "type": "array",
                 "description": "Names only: values are never returned",
-                "items": _exact({"name": {"type": "string"}}),
+                "items": {"type": "string"},
             },
             **{key: ANY for key in _TYPED_FIELDS},  # as stored
             "activeInstances": {
