@@ -157,8 +157,11 @@ def url_matcher(emulator: Emulator) -> Callable[[str], Claim]:
         passthrough = host not in emulator.routed_hosts
         if passthrough:
             # https://<functionId>.invocation.<api host>/...: a pass-through call (the app
-            # reads the function from the Host).
+            # reads the function from the Host). NVIDIA's nvcf-cli drops the API host's
+            # "api." (<fid>.invocation.nvcf.nvidia.com): that form is the emulator's too.
             domain = invocation_domain(host)
+            if domain is not None and domain not in emulator.api_hosts:
+                domain = f"api.{domain}"
             if domain is None or domain not in emulator.api_hosts:
                 return NOT_MINE
             host = domain

@@ -712,12 +712,11 @@ def test_invoke_error_status_is_the_containers(nvcf: Emulator) -> None:
     assert (r.status_code, r.json()) == (422, {"error": "bad"})
 
 
-@pytest.mark.nvcf(extra_api_hosts=["nvcf.nvidia.com"])
 def test_invoke_with_the_clis_default_invoke_url(nvcf: Emulator) -> None:
     """With no invoke_url the CLI turns ``https://api.nvcf.nvidia.com`` into
-    ``https://<functionId>.invocation.nvcf.nvidia.com`` (directInvocationURL drops ``api.``),
-    a domain that is not the emulator's API host; naming it in ``extra_api_hosts`` routes it
-    in-process."""
+    ``https://<functionId>.invocation.nvcf.nvidia.com`` (directInvocationURL drops ``api.``):
+    in-process, ``<id>.invocation.<d>`` is the emulator's when ``api.<d>`` is its API host,
+    as ``<id>.invocation.api.<d>`` is."""
     fid, _ = nvcf.add_function(echo, name="echo", inference_url="/echo")
     r = requests.post(
         f"https://{fid}.invocation.nvcf.nvidia.com/echo",
