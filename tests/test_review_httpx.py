@@ -62,18 +62,19 @@ def test_an_upload_longer_than_the_read_timeout_is_not_a_read_timeout(
     api: Api, client: str
 ) -> None:
     """The read timeout bounds the wait for the answer once the body went, not the upload: a
-    0.3 s generator upload with ``timeout=0.15`` succeeds over a socket (a multi-GB upload with
-    httpx's default 5 s timeout, say)."""
+    0.6 s generator upload with ``timeout=0.4`` succeeds over a socket (a multi-GB upload with
+    httpx's default 5 s timeout, say). (0.4 s, not less: the answer must come within it of the
+    body's end on a loaded CI machine; a timeout counted from the start fires mid-upload.)"""
     asset = _new_asset(api)
     if client == "sync":
-        with httpx.Client(timeout=0.15) as c:
-            r = c.put(asset["uploadUrl"], content=_slow_chunks(), headers=UPLOAD_HEADERS)
+        with httpx.Client(timeout=0.4) as c:
+            r = c.put(asset["uploadUrl"], content=_slow_chunks(pause=0.1), headers=UPLOAD_HEADERS)
     else:
 
         async def main() -> httpx.Response:
-            async with httpx.AsyncClient(timeout=0.15) as c:
+            async with httpx.AsyncClient(timeout=0.4) as c:
                 return await c.put(
-                    asset["uploadUrl"], content=_aslow_chunks(), headers=UPLOAD_HEADERS
+                    asset["uploadUrl"], content=_aslow_chunks(pause=0.1), headers=UPLOAD_HEADERS
                 )
 
         r = asyncio.run(main())
@@ -225,7 +226,9 @@ def test_a_requests_upload_longer_than_its_read_timeout_is_not_a_read_timeout(ap
     """The same rule for ``requests`` (the shared ``call_app`` check): the timeout runs from the
     end of the body."""
     asset = _new_asset(api)
-    r = requests.put(asset["uploadUrl"], data=_slow_chunks(), headers=UPLOAD_HEADERS, timeout=0.15)
+    r = requests.put(
+        asset["uploadUrl"], data=_slow_chunks(pause=0.1), headers=UPLOAD_HEADERS, timeout=0.4
+    )
     assert r.status_code == 200, r.text
     assert _stored(api, asset) == b"012345"
 
@@ -277,7 +280,7 @@ def test_an_answer_after_the_async_read_timeout_is_closed(late: _LateApp) -> Non
                 await c.post("http://x/", content=b"body")
             return time.monotonic() - started
 
-    assert asyncio.run(main()) < 1
+    assert asyncio.run(main()) < 3  # the timeout (0.1 s), not the app's answer (5 s)
     assert late.read == b"body"
     late.go.set()
     assert late.closed.wait(5)
