@@ -93,11 +93,32 @@ class Targets:
         fid, vid = self.api.emulator.add_function(echo, name="fuzz-deployed")
         return fid, vid
 
+    def deployment(self) -> tuple[str, str]:
+        """``deploymentId`` and ``gpuSpecificationId`` of an ACTIVE version with one spec."""
+        emu = self.api.emulator
+        emu.register_image("fuzz/echo:1", echo)
+        account = emu.accounts.authenticate(AUTH["Authorization"])
+        body = {"name": "fuzz-spec", "inferenceUrl": "/", "containerImage": "fuzz/echo:1"}
+        version = emu.functions.create(account, body)
+        fid, vid = version.function_id, version.version_id
+        r = requests.post(
+            f"{self.api.base_url}/v2/nvcf/deployments/functions/{fid}/versions/{vid}",
+            headers=AUTH,
+            json={"deploymentSpecifications": [SPEC]},
+        )
+        assert r.status_code == 200, r.text
+        deployment = r.json()["deployment"]
+        (spec,) = deployment["deploymentSpecifications"]
+        return deployment["deploymentId"], spec["gpuSpecificationId"]
+
 
 @pytest.fixture
 def targets(api: Api) -> Targets:
     fid, vid = api.emulator.add_function(echo, name="fuzz-echo")
     return Targets(api, (fid, vid))
+
+
+SPEC = {"gpu": "L40S", "instanceType": "gl40s_1", "minInstances": 1, "maxInstances": 2}
 
 
 def _is_uuid(value: object) -> bool:
@@ -114,9 +135,16 @@ def _use_real_ids(case: schemathesis.Case, targets: Targets) -> None:
     if zlib.crc32(seen) % 2:
         return
     negative = case.meta is not None and not case.meta.generation.mode.is_positive
-    ids = [params[k] for k in ("functionId", "versionId", "requestId") if k in params]
+    names = ("functionId", "versionId", "requestId", "deploymentId", "gpuSpecId")
+    ids = [params[k] for k in names if k in params]
     if negative and not all(_is_uuid(i) for i in ids):
         return  # the id is what makes this case invalid: keep it
+    if "deploymentId" in params:
+        deployment_id, spec_id = targets.deployment()
+        params["deploymentId"] = deployment_id
+        if "gpuSpecId" in params:
+            params["gpuSpecId"] = spec_id
+        return
     if "requestId" in params:
         params["requestId"] = targets.pending_request()
         return
@@ -147,9 +175,21 @@ def _min_not_above_max(case: schemathesis.Case) -> None:
         if not isinstance(spec, dict):
             continue
         lo, hi = spec.get("minInstances"), spec.get("maxInstances")
-        numbers = all(isinstance(n, int | float) and not isinstance(n, bool) for n in (lo, hi))
-        if numbers and lo > hi:
+        if _is_number(lo) and _is_number(hi) and lo > hi:
             spec["minInstances"], spec["maxInstances"] = hi, lo
+    if case.method == "PATCH" and isinstance(body, dict):
+        # A PATCH's minInstances must not exceed the maxInstances it keeps (SPEC's).
+        lo, hi = body.get("minInstances"), body.get("maxInstances")
+        top = hi if _is_number(hi) else SPEC["maxInstances"]
+        if _is_number(lo) and lo > top:
+            if _is_number(hi):
+                body["minInstances"], body["maxInstances"] = hi, lo
+            else:
+                body["minInstances"] = top
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 @schema.parametrize()

@@ -17,6 +17,7 @@ from ..domain.functions import (
     API_BODY_FORMATS,
     DURATION_RE,
     FUNCTION_TYPES,
+    GPU_SPEC_UPDATES,
     HEALTH_MEMBERS,
     MAX_DESCRIPTION_CHARS,
     MAX_NAME_CHARS,
@@ -357,6 +358,11 @@ FUNCTION_SCHEMAS: dict[str, Any] = {
                 "enum": ["CUSTOM_CONFIGURATION", "PLATFORM_CONFIGURATION", None]
             },
         },
+        # At least one member that is not null (MESG_EMPTY_UPDATE_REQUEST otherwise).
+        "anyOf": [
+            {"required": [key], "properties": {key: {"not": {"type": "null"}}}}
+            for key in GPU_SPEC_UPDATES
+        ],
         "description": "At least one member that is not null; minInstances must not exceed "
         "maxInstances once applied (400 otherwise)",
     },
