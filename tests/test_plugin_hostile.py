@@ -7,6 +7,7 @@ persistence scenarios run in this process. Each test says what a user sees.
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,6 +20,7 @@ import time_machine
 from freezegun import freeze_time
 
 from nvcf_emulator import ContainerRequest, Emulator, EmulatorServer
+from nvcf_emulator.domain.clock import monotonic as real_monotonic
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "conftest_examples"
@@ -369,13 +371,29 @@ def test_time_machine_ticking_with_clock_advance(nvcf: Emulator) -> None:
         assert _status(nvcf, nvcf.base_url, asset) == 404
 
 
-def test_server_sweeper_under_freezegun_keeps_live_assets(nvcf_server: EmulatorServer) -> None:
+def test_server_sweeper_under_freezegun_keeps_live_assets(
+    nvcf_server: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The server's 1 s sweep thread reads real time for its schedule (freezegun ignores
     'threading' frames) but must sweep on the frozen clock: a fresh asset survives it."""
+    ticks: list[str] = []
+    maybe_sweep = nvcf_server.emulator.maybe_sweep
+
+    def counted() -> None:
+        maybe_sweep()
+        if threading.current_thread().name.startswith("nvcf-emulate-sweep"):
+            ticks.append("swept")
+
+    monkeypatch.setattr(nvcf_server.emulator, "maybe_sweep", counted)
     with freeze_time(START):
         asset = _create(nvcf_server.url, nvcf_server.headers)
         assert _put(asset).status_code == 200
-        time.sleep(2.2)  # two ticks of the real-time sweep thread, not a TTL
+        # Two ticks of the real-time sweep thread (not a TTL), counted: a fixed 2.2 s sleep
+        # could end before them on a loaded machine, and the test then checked nothing.
+        seen, deadline = len(ticks), real_monotonic() + 15
+        while len(ticks) < seen + 2:
+            assert real_monotonic() < deadline, "the sweep thread did not tick twice in 15 s"
+            time.sleep(0.05)
         assert _status(nvcf_server, nvcf_server.url, asset) == 200
         assert nvcf_server.asset_path(asset["assetId"]) is not None
 
