@@ -420,7 +420,13 @@ def test_close_while_assets_are_being_staged_leaves_no_thread_and_calls_no_conta
     assert staging.wait(5)
     emu.close()
     release.set()
-    time.sleep(0.3)  # the straggler worker finishes its request
+    # The straggler worker finishes its request and ends (waited for, not a fixed 0.3 s that
+    # a loaded machine could overrun); once it is gone it cannot call the container any more.
+    wait_for(
+        lambda: not [t for t in emulator_threads() if t.ident not in before],
+        timeout=10,
+        what="the straggler worker to end",
+    )
     leaked = [t.name for t in emulator_threads() if t.ident not in before]
     assert (calls, leaked) == ([], [])
 
@@ -437,20 +443,25 @@ def test_progress_written_long_after_the_watcher_went_idle_reaches_the_poller(
     quick, _ = nvcf.add_function(lambda req: {}, name="quick")
     assert invoke(nvcf, quick).status_code == 200
     wait_for(lambda: service._watcher_idle, what="the watcher to go idle")
-    written = threading.Event()
+    written, polled = threading.Event(), threading.Event()
 
     def late(req: ContainerRequest) -> dict[str, bool]:
         assert gate.opened.wait(10)
         req.write_progress(70, {"stage": "late"})
         written.set()
-        time.sleep(0.5)  # still running: the watcher, not the worker's last look, reports it
+        # Still running until the test has polled (not a fixed 0.5 s that a loaded machine
+        # could overrun): the watcher, not the worker's last look, reports the progress.
+        polled.wait(10)
         return {"done": True}
 
     fid, _ = nvcf.add_function(late, name="late")
     req_id = invoke(nvcf, fid, headers={"NVCF-POLL-SECONDS": "1"}).headers["NVCF-REQID"]
     gate.open()
-    assert written.wait(5)
-    r = poll(nvcf, req_id, seconds=5)
+    try:
+        assert written.wait(5)
+        r = poll(nvcf, req_id, seconds=5)
+    finally:
+        polled.set()
     assert r.status_code == 202 and r.headers["NVCF-PERCENT-COMPLETE"] == "70"
     assert r.json() == {"stage": "late"}
     assert poll_until_done(nvcf, req_id).status_code == 200
