@@ -785,12 +785,12 @@ def test_a_newcomer_is_served_when_the_busy_holder_goes_idle() -> None:
         wire = req("POST", "/v2/nvcf/assets", _create_body(), _json_auth(srv))
         holder.send(wire[:-5])  # busy: mid-body
         assert _wait_for(lambda: srv.busy_connections == 1)
-        newcomer = Client(srv, timeout=2.0)
+        newcomer = Client(srv, timeout=3.0)
         newcomer.send(HEALTH)  # accepted by the kernel; the server waits for a slot
         time.sleep(0.2)
         holder.send(wire[-5:])
         assert holder.read().status == 200  # the holder is now idle, keeping its slot
-        assert newcomer.read().status == 200  # within 2 s, not after the 5 s idle timeout
+        assert newcomer.read().status == 200  # within 3 s, not after the 5 s idle timeout
     finally:
         holder.close()
         if newcomer is not None:
@@ -808,7 +808,7 @@ def test_an_app_error_before_the_body_is_read_is_answered_promptly(
 
     server._server.app = boom
     body = b"z" * (4 * DRAIN_LIMIT)
-    client.sock.settimeout(2.0)
+    client.sock.settimeout(3.0)  # not the 5 s idle timeout that a wait for the body would end in
     client.send(req("POST", "/_emulator/health", body)[: -2 * DRAIN_LIMIT])  # half, then waits
     reply = client.read()
     assert reply.status == 500 and reply.closes
