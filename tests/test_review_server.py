@@ -404,7 +404,7 @@ def test_a_tls_client_is_refused_at_once_with_a_reason_in_the_log(
         pytest.raises((ssl.SSLError, OSError)),
     ):
         context.wrap_socket(raw, server_hostname="127.0.0.1")
-    assert time.perf_counter() - t0 < 2
+    assert time.perf_counter() - t0 < 5  # closed at once, not after the 20 s idle timeout
     deadline = time.monotonic() + 5
     while "plain http" not in caplog.text:
         assert time.monotonic() < deadline, caplog.text
