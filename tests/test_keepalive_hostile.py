@@ -708,7 +708,7 @@ def test_stop_with_idle_connections_is_quick_and_leaves_no_threads() -> None:
         assert _wait_for(lambda: len(_handler_threads()) == 4)
         started = time.monotonic()
         srv.stop()
-        assert time.monotonic() - started < 2.0
+        assert time.monotonic() - started < 3.0  # not the 5 s idle timeout
         assert all(c.closed_by_server(within=3.0) for c in clients)
         assert _wait_for(lambda: not _handler_threads(), 1.0)
     finally:
