@@ -1127,18 +1127,25 @@ class FunctionService:
         self._change(version, deployment=_with_ids(new, self.clock.now(), old))
         return version
 
-    def by_deployment_id(self, account: Account, deployment_id: str) -> FunctionVersion:
-        """The version whose deployment has this id, in the caller's account
-        (FunctionDeploymentLookupService.java: MESG_DEPLOYMENT_NOT_FOUND otherwise)."""
+    def _deployed_as(self, deployment_id: str) -> FunctionVersion:
+        """The version whose deployment has this id, in any account
+        (FunctionDeploymentLookupService.java: MESG_DEPLOYMENT_NOT_FOUND when none has)."""
         for version in self.all():
             if (
                 version.deployment is not None
                 and version.deployment.get("deploymentId") == deployment_id
-                and version.nca_id == account.nca_id
                 and version.status is not FunctionStatus.DELETED
             ):
                 return version
         raise NotFound(f"Deployment id '{deployment_id}': Deployment not found")
+
+    def by_deployment_id(self, account: Account, deployment_id: str) -> FunctionVersion:
+        """The version whose deployment has this id, in the caller's account (another
+        account's deployment is not found either)."""
+        version = self._deployed_as(deployment_id)
+        if version.nca_id != account.nca_id:
+            raise NotFound(f"Deployment id '{deployment_id}': Deployment not found")
+        return version
 
     def update_gpu_specification(
         self, account: Account, deployment_id: str, spec_id: str, body: Mapping[str, Any]
@@ -1147,25 +1154,15 @@ class FunctionService:
         (GpuSpecificationService.updateGpuSpecification): min/max instances and autoscaling of
         one spec change, on a version that is deployed (BUSY_STATUSES); the spec as it is now."""
         with self._lock:
-            owner = next(
-                (
-                    v
-                    for v in self.all()
-                    if v.deployment is not None
-                    and v.deployment.get("deploymentId") == deployment_id
-                    and v.status is not FunctionStatus.DELETED
-                ),
-                None,
-            )
-            if owner is not None and owner.nca_id != account.nca_id:
+            version = self._deployed_as(deployment_id)
+            function_id, version_id = version.function_id, version.version_id
+            if version.nca_id != account.nca_id:
                 # NVCF finds the deployment in any account, then refuses another's
                 # (MESG_FORBIDDEN_DEPLOYMENT_OPERATION)
                 raise Forbidden(
-                    f"Function id '{owner.function_id}', version '{owner.version_id}': "
+                    f"Function id '{function_id}', version '{version_id}': "
                     "Forbidden to 'update' deployment"
                 )
-            version = self.by_deployment_id(account, deployment_id)
-            function_id, version_id = version.function_id, version.version_id
             if version.status not in BUSY:
                 raise BadRequest(
                     f"Function id '{function_id}', version '{version_id}': "
@@ -1177,8 +1174,7 @@ class FunctionService:
             spec = next((s for s in specs if s.get("gpuSpecificationId") == spec_id), None)
             if spec is None:
                 raise NotFound(f"Invalid request: Unknown gpu-specification-id '{spec_id}'")
-            lo = body.get("minInstances", spec.get("minInstances"))
-            hi = body.get("maxInstances", spec.get("maxInstances"))
+            lo, hi = body.get("minInstances"), body.get("maxInstances")  # null: kept
             lo = spec.get("minInstances") if lo is None else lo
             hi = spec.get("maxInstances") if hi is None else hi
             if lo > hi:
