@@ -193,6 +193,7 @@ class Emulator(InvocationAPI):
         emulator makes (UUIDs) are touched, and never in a dir holding a state db."""
         if self._tmp is not None:
             return
+        _remove_ours(self.root / "secrets")  # a killed process's: written again from the records
         if not self.config.keep_staged:
             for name in ("inputAssets", "response"):
                 _remove_ours(self.root / name)

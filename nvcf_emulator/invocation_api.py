@@ -37,6 +37,7 @@ from .worker.containers import (
     as_container,
     check_takes_request,
 )
+from .worker.secrets import SecretFiles
 
 if TYPE_CHECKING:
     from .config import EmulatorConfig
@@ -111,11 +112,13 @@ class InvocationAPI:
         self._ram_lock = threading.Lock()
         self._owned: list[tuple[Container, bool]] = []  # (container, survives reset)
         self._persistent: list[FunctionVersion] = []
+        self.secret_files = SecretFiles(self.root / "secrets")
         self.functions = FunctionService(
             self.clock,
             deploy_delay=lambda: self.config.deploy_delay,
             resolve_image=self.images.get,
             state=self.state,
+            on_secrets=self.secret_files.update,
         )
         self.invocation_service = InvocationService(
             self.clock,
@@ -344,6 +347,18 @@ class InvocationAPI:
         self.function(function_id, version_id)  # a KeyError naming both ids
         self.functions.set_status(function_id, version_id, wanted)
 
+    def secrets_file(self, function_id: str, version_id: str) -> Path:
+        """Where the container of this version finds its secrets: a ``secrets.json`` of name to
+        value, as NVCF mounts it at ``/var/secrets/secrets.json``. Kept up to date as the
+        secrets change (``PUT /v2/nvcf/secrets/functions/{fid}/versions/{vid}``); absent while
+        the version has none. ``KeyError`` naming both ids when there is no such version::
+
+            fid, vid = nvcf.add_function(app, secrets=[{"name": "TOKEN", "value": "s3cr3t"}])
+            monkeypatch.setenv("SECRETS_PATH", str(nvcf.secrets_file(fid, vid)))
+        """
+        version = self.function(function_id, version_id)
+        return self.secret_files.path(version.version_id)
+
     def function(self, function_id: str, version_id: str) -> FunctionVersion:
         """The version ``version_id`` of function ``function_id`` (``KeyError`` naming both
         when there is none)."""
@@ -381,6 +396,7 @@ class InvocationAPI:
     def _close_invocations(self) -> None:
         persistent = self.config.state_dir is not None
         self.invocation_service.close(grace=self.SHUTDOWN_GRACE if persistent else 0.0)
+        self.secret_files.clear()  # a state dir keeps the values; the files are made at start
         for container, _ in self._owned:
             container.close()
         self._owned.clear()

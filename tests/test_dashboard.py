@@ -67,6 +67,7 @@ def test_state_lists_functions_and_invocations(api: Api) -> None:
                     "inferenceUrl": "/infer",
                     "inferencePort": 8000,
                     "containerImage": None,
+                    "secretsFile": None,
                 }
             ],
         }

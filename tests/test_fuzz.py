@@ -157,6 +157,8 @@ def _use_real_ids(case: schemathesis.Case, targets: Targets) -> None:
         fid, vid = targets.echo_ids
     elif case.path.startswith("/v2/nvcf/deployments/") and case.method == "POST":
         fid, vid = targets.inactive_function()  # deploying it succeeds once
+    elif case.path.startswith("/v2/nvcf/secrets/"):
+        fid, vid = targets.inactive_function()  # an ACTIVE one without secrets takes none
     else:
         fid, vid = targets.deployed_function()  # no specifications: a PUT may set any
     params["functionId"] = fid
@@ -188,6 +190,19 @@ def _min_not_above_max(case: schemathesis.Case) -> None:
                 body["minInstances"] = top
 
 
+def _one_value_per_secret(case: schemathesis.Case) -> None:
+    """No secret name twice with different values spans items, which JSON Schema cannot state
+    (the schema says it in prose): in a schema-valid case, keep each name's first value."""
+    if case.meta is None or not case.meta.generation.mode.is_positive:
+        return
+    secrets = case.body.get("secrets") if isinstance(case.body, dict) else None
+    if isinstance(secrets, list):
+        first: dict[object, object] = {}
+        for item in secrets:
+            if isinstance(item, dict) and "name" in item and "value" in item:
+                item["value"] = first.setdefault(item["name"], item["value"])
+
+
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -202,6 +217,7 @@ def _is_number(value: object) -> bool:
 def test_fuzz(case: schemathesis.Case, api: Api, targets: Targets) -> None:
     _use_real_ids(case, targets)
     _min_not_above_max(case)
+    _one_value_per_secret(case)
     # A case without Authorization is one that tests its absence: send it as generated.
     auth = AUTH if "Authorization" in (case.headers or {}) else None
     case.call_and_validate(base_url=api.base_url, headers=auth)

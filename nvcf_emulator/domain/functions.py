@@ -45,6 +45,8 @@ MAX_DESCRIPTION_CHARS = 256
 #: A secret's name (SecretDto.java: ``SECRET_NAME_REGEX``, 1-48 characters).
 SECRET_NAME_RE = re.compile(r"^[a-z0-9A-Z][a-z0-9A-Z_.\-]*$")
 MAX_SECRET_NAME_CHARS = 48
+#: A secret's value, as text (NvcfConstants.java: ``MAX_SECRET_VALUE_LENGTH``).
+MAX_SECRET_VALUE_CHARS = 32768
 #: What NVCF hides of a function owned by another account (FunctionManagementFacade.java,
 #: ``hideDetailsForPublicAndSharedFunctions``).
 HIDDEN_FROM_OTHER_ACCOUNTS = (
@@ -200,7 +202,13 @@ class FunctionVersion:
             return int(port)
         return self.inference_port
 
-    def dto(self, viewer_nca: str | None = None) -> dict[str, Any]:
+    def secret_values(self) -> dict[str, Any]:
+        """The version's secrets as the container's ``secrets.json`` holds them: name to value
+        (a string, or the JSON given); empty when it has none."""
+        secrets = self.extra.get("secrets") or ()
+        return {s["name"]: s["value"] for s in secrets if isinstance(s, dict) and "name" in s}
+
+    def dto(self, viewer_nca: str | None = None, *, include_secrets: bool = True) -> dict[str, Any]:
         out: dict[str, Any] = {
             "id": self.function_id,
             "versionId": self.version_id,
@@ -219,8 +227,10 @@ class FunctionVersion:
             out["containerImage"] = self.container_image
         for key, value in self.extra.items():
             if key == "secrets":
-                # FunctionDto's ``Set<String> secrets``: the names, never the values.
-                out[key] = [s.get("name") for s in value if isinstance(s, dict)]
+                # FunctionDto's ``Set<String> secrets``: the names, never the values (and not
+                # even those with ``includeSecrets=false``).
+                if include_secrets:
+                    out[key] = [s.get("name") for s in value if isinstance(s, dict)]
             else:
                 out[key] = copy.deepcopy(value)
         if self.status in INVOCABLE:
@@ -356,9 +366,11 @@ def _validate_tags(tags: object) -> list[str]:
     return list(tags)
 
 
-def _validate_secrets(secrets: object) -> None:
-    """SecretDto: a name (``SECRET_NAME_REGEX``, 1-48 characters) and a value that is not
-    blank (a string, or JSON such as an object)."""
+def _validate_secrets(secrets: object, function_id: str, version_id: str) -> list[dict[str, Any]]:
+    """SecretDto: a name (``SECRET_NAME_REGEX``, 1-48 characters) and a value (a string or
+    JSON such as an object) whose text is 1-32768 characters once trimmed; then, as
+    EssService.hasDupeSecrets, no name twice with different values (the same pair twice is
+    one, as in NVCF's ``Set<SecretDto>``). Returns the secrets without repeats."""
     if not isinstance(secrets, list) or any(not isinstance(s, dict) for s in secrets):
         raise BadRequest("secrets must be a list of {name, value} objects")
     for secret in secrets:
@@ -375,9 +387,32 @@ def _validate_secrets(secrets: object) -> None:
         value = secret.get("value")
         if _blank(value):
             raise BadRequest(f"Invalid secret value specified: secret {name!r} has no value")
+        # Jackson's text of the value: a string as it is, anything else as compact JSON; its
+        # length in Java chars (UTF-16 code units).
+        text = (
+            value if isinstance(value, str) else json.dumps(value, separators=_COMPACT, default=str)
+        )
+        length = len(text.strip().encode("utf-16-le")) // 2
+        if not 1 <= length <= MAX_SECRET_VALUE_CHARS:
+            raise BadRequest(
+                f"Invalid secret value specified: secret {name!r}: Secret value's length must "
+                f"be between 1 - {MAX_SECRET_VALUE_CHARS} chars long, got {length}"
+            )
+    unique: list[dict[str, Any]] = []
+    for secret in secrets:
+        pair = {"name": secret["name"], "value": secret["value"]}
+        if pair not in unique:
+            unique.append(pair)
+    if len({s["name"] for s in unique}) != len(unique):
+        raise BadRequest(
+            f"Function id '{function_id}', version '{version_id}': "
+            "Duplicate secrets keys in the payload"
+        )
+    return unique
 
 
 _BLANK = re.compile(r"\s*")
+_COMPACT = (",", ":")
 
 
 def _validate_model_updates(updates: object) -> None:
@@ -622,13 +657,18 @@ class FunctionService:
         deploy_delay: Callable[[], float],
         resolve_image: Callable[[str], Container | None],
         state: StateStore | None = None,
+        on_secrets: Callable[[str, Mapping[str, Any] | None], None] | None = None,
     ) -> None:
+        """``on_secrets(version_id, values)``: told a version's secrets (name to value) each
+        time its record is written, and ``None`` once it is gone (the worker keeps the
+        container's ``secrets.json`` from it)."""
         self.clock = clock
         self._deploy_delay = deploy_delay
         self._resolve_image = resolve_image
         self.state: StateStore = state or NullStateStore()
         self._lock = threading.RLock()
         self._versions: dict[str, FunctionVersion] = {}  # by version id, in creation order
+        self._on_secrets = on_secrets or (lambda version_id, values: None)
 
     # -- persistence ----------------------------------------------------------------------------
 
@@ -636,6 +676,7 @@ class FunctionService:
         with self._lock:
             if self._versions.get(version.version_id) is version:
                 self.state.put(KIND, version.version_id, version.record())
+                self._on_secrets(version.version_id, version.secret_values())
 
     def _change(self, version: FunctionVersion, **fields: Any) -> None:
         """Set ``fields`` on a version and write its record; when the write fails (a full
@@ -677,6 +718,7 @@ class FunctionService:
                     self.state.delete(KIND, version_id)
                     continue
                 self._versions[version.version_id] = version
+                self._on_secrets(version.version_id, version.secret_values())
                 if version.status in RUNNING and self.container_for(version) is None:
                     self._detach(version)
             return len(self._versions)
@@ -749,6 +791,7 @@ class FunctionService:
     def _build(
         self, account: Account, body: Mapping[str, Any], function_id: str, name: str
     ) -> FunctionVersion:
+        version_id = str(uuid.uuid4())
         inference_url = _str(body, "inferenceUrl", required=True)
         assert inference_url is not None
         port = body.get("inferencePort", DEFAULT_INFERENCE_PORT)
@@ -802,11 +845,12 @@ class FunctionService:
         if body.get("tags") is not None:
             _validate_tags(body["tags"])
         _validate_extras(body)
-        if body.get("secrets") is not None:
-            _validate_secrets(body["secrets"])
+        extra = {k: copy.deepcopy(body[k]) for k in _EXTRA if body.get(k) is not None}
+        if "secrets" in extra:
+            extra["secrets"] = _validate_secrets(extra["secrets"], function_id, version_id)
         return FunctionVersion(
             function_id=function_id,
-            version_id=str(uuid.uuid4()),
+            version_id=version_id,
             name=name,
             nca_id=account.nca_id,
             created_at=self.clock.now(),
@@ -817,7 +861,7 @@ class FunctionService:
             health=health,
             api_body_format=fmt,
             container_image=image,
-            extra={k: copy.deepcopy(body[k]) for k in _EXTRA if body.get(k) is not None},
+            extra=extra,
         )
 
     def create(
@@ -1042,6 +1086,7 @@ class FunctionService:
         with self._lock:
             self.state.delete(KIND, version.version_id)  # the record first, then memory
             self._versions.pop(version.version_id, None)
+            self._on_secrets(version.version_id, None)
             version.status = FunctionStatus.DELETED
             version.detached_status = None
         return version
@@ -1076,6 +1121,39 @@ class FunctionService:
         if rate_limit is not None:
             extra["rateLimit"] = copy.deepcopy(rate_limit)
         self._change(version, extra=extra)
+        return version
+
+    def update_secrets(
+        self, account: Account, function_id: str, version_id: str, body: Mapping[str, Any]
+    ) -> FunctionVersion:
+        """``PUT /v2/nvcf/secrets/functions/{fid}/versions/{vid}`` (SecretManagementFacade.java):
+        the given secrets are merged into the version's, a name given again takes its new
+        value. A version that has none yet takes them only while ``INACTIVE``."""
+        secrets = body.get("secrets")
+        if secrets is None:  # UpdateFunctionSecretsRequest: ``@NotNull``
+            raise BadRequest("Invalid request: 'secrets' must not be null")
+        if isinstance(secrets, list) and not secrets:
+            raise BadRequest(
+                f"Function id '{function_id}', version '{version_id}': "
+                "Missing secrets in the payload"
+            )
+        given = _validate_secrets(secrets, function_id, version_id)
+        with self._lock:
+            version = self._versions.get(version_id)
+            if version is None or version.function_id != function_id:
+                raise NotFound(version_not_found_message(function_id, version_id, account.nca_id))
+            if version.nca_id != account.nca_id:  # shared with it, or public: not its own
+                raise NotFound(version_not_found_message(function_id, version_id, account.nca_id))
+            existing = version.secret_values()
+            if not existing and version.status is not FunctionStatus.INACTIVE:
+                raise BadRequest(
+                    f"Function id '{function_id}', version '{version_id}': "
+                    "Add secrets only when the function is 'INACTIVE'"
+                )
+            merged = {**existing, **{s["name"]: s["value"] for s in given}}
+            extra = dict(version.extra)
+            extra["secrets"] = [{"name": k, "value": v} for k, v in merged.items()]
+            self._change(version, extra=extra)
         return version
 
     def deploy(
@@ -1219,6 +1297,7 @@ class FunctionService:
         with self._lock:
             for version_id in self._versions:
                 self.state.delete(KIND, version_id)
+                self._on_secrets(version_id, None)
             self._versions.clear()
 
 

@@ -151,6 +151,12 @@ def _function_entries(emu: Emulator) -> list[dict[str, object]]:
                 "inferenceUrl": v.inference_url,
                 "inferencePort": v.inference_port,
                 "containerImage": v.container_image,
+                # Where its container reads its secrets (None when it has none).
+                "secretsFile": (
+                    str(emu.secrets_file(v.function_id, v.version_id))
+                    if v.secret_values()
+                    else None
+                ),
             }
         )
     return list(functions.values())

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from werkzeug.wrappers import Request, Response
 
+from ..domain.errors import BadRequest
 from .bodies import read_json_object
 from .control import control_account
 from .ids import control_id
@@ -71,13 +72,28 @@ def list_versions(emu: Emulator, request: Request, function_id: str, **_: str) -
     return json_response({"functions": [v.dto(account.nca_id) for v in versions]})
 
 
+#: What Spring's StringToBooleanConverter reads as a boolean query value (any case).
+_TRUE = frozenset({"true", "on", "yes", "1"})
+_FALSE = frozenset({"false", "off", "no", "0"})
+
+
+def _flag(request: Request, name: str, default: bool) -> bool:
+    value = request.args.get(name)
+    if value is None or not value.strip():
+        return default
+    if value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise BadRequest(f"Invalid value for query parameter '{name}': {value!r} is not a boolean")
+
+
 def get_version(
     emu: Emulator, request: Request, function_id: str, version_id: str, **_: str
 ) -> Response:
     account = control_account(emu, request)
     function_id, version_id = _ids(function_id, version_id)
+    include_secrets = _flag(request, "includeSecrets", True)
     version = emu.functions.get(account, function_id, version_id)
-    return json_response({"function": version.dto(account.nca_id)})
+    return json_response({"function": version.dto(account.nca_id, include_secrets=include_secrets)})
 
 
 def delete_version(
@@ -97,6 +113,18 @@ def update_metadata(
     body = read_json_object(request)
     version = emu.functions.update_tags(account, function_id, version_id, body)
     return json_response({"function": version.dto(account.nca_id)})
+
+
+def update_secrets(
+    emu: Emulator, request: Request, function_id: str, version_id: str, **_: str
+) -> Response:
+    """``PUT /v2/nvcf/secrets/functions/{fid}/versions/{vid}``: 204; the container's
+    ``secrets.json`` has the new values from then on."""
+    account = control_account(emu, request, body=True)
+    function_id, version_id = _ids(function_id, version_id)
+    body = read_json_object(request)
+    emu.functions.update_secrets(account, function_id, version_id, body)
+    return Response(status=204)
 
 
 def deploy(
@@ -173,6 +201,7 @@ _ROUTES: list[Route] = [
     # the metadata PUT is deprecated for the same PUT on the version (FunctionManagementController)
     (_V, ["PUT"], update_metadata),
     ("/nvcf/metadata/functions/<function_id>/versions/<version_id>", ["PUT"], update_metadata),
+    ("/nvcf/secrets/functions/<function_id>/versions/<version_id>", ["PUT"], update_secrets),
     (_D, ["POST"], deploy),
     (_D, ["GET"], get_deployment),
     (_D, ["PUT"], update_deployment),

@@ -189,6 +189,10 @@ SCHEMAS: dict[str, Any] = {
             "inferenceUrl": {"type": "string"},
             "inferencePort": {"type": "integer"},
             "containerImage": {"type": ["string", "null"]},
+            "secretsFile": {
+                "type": ["string", "null"],
+                "description": "The secrets.json its container reads (null: it has no secrets)",
+            },
         }
     ),
     "StateFunction": _exact(

@@ -22,6 +22,7 @@ from ..domain.functions import (
     MAX_DESCRIPTION_CHARS,
     MAX_NAME_CHARS,
     MAX_SECRET_NAME_CHARS,
+    MAX_SECRET_VALUE_CHARS,
     MAX_TAG_CHARS,
     MAX_TAGS,
     NAME_RE,
@@ -104,6 +105,29 @@ _VISIBILITY = (
 VISIBILITY_PATTERN = rf"^\s*{_VISIBILITY}?\s*(?:,\s*{_VISIBILITY}?\s*)*$"
 
 
+#: SecretDto: a name and a value (a string that is not blank, or JSON such as an object).
+_SECRET: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "value"],
+    "properties": {
+        "name": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": MAX_SECRET_NAME_CHARS,
+            "pattern": SECRET_NAME_RE.pattern,
+        },
+        "value": {
+            "description": "A string that is not blank, or JSON (an object)",
+            "not": {"type": "null"},
+            "anyOf": [
+                {"not": {"type": "string"}},
+                {"type": "string", "pattern": NOT_BLANK, "maxLength": MAX_SECRET_VALUE_CHARS},
+            ],
+        },
+    },
+}
+
+
 def _definition(*, version: bool) -> dict[str, Any]:
     """The create body of a function (``version=False``) or of a new version of one."""
     name: dict[str, Any] = {
@@ -161,29 +185,7 @@ def _definition(*, version: bool) -> dict[str, Any]:
             "helmChart": {"type": ["string", "null"]},
             "helmChartServiceName": {"type": ["string", "null"]},
             "tags": _TAGS,
-            "secrets": {
-                "type": ["array", "null"],
-                "items": {
-                    "type": "object",
-                    "required": ["name", "value"],
-                    "properties": {
-                        "name": {
-                            "type": "string",
-                            "minLength": 1,
-                            "maxLength": MAX_SECRET_NAME_CHARS,
-                            "pattern": SECRET_NAME_RE.pattern,
-                        },
-                        "value": {
-                            "description": "A string that is not blank, or JSON (an object)",
-                            "not": {"type": "null"},
-                            "anyOf": [
-                                {"not": {"type": "string"}},
-                                {"type": "string", "pattern": NOT_BLANK},
-                            ],
-                        },
-                    },
-                },
-            },
+            "secrets": {"type": ["array", "null"], "items": _SECRET},
             **_TYPED_FIELDS,
         },
         "anyOf": something_to_run,
@@ -264,6 +266,18 @@ FUNCTION_SCHEMAS: dict[str, Any] = {
         {"functions": {"type": "array", "items": {"$ref": "#/components/schemas/Function"}}}
     ),
     "FunctionIdsResponse": _exact({"functionIds": {"type": "array", "items": _ID}}),
+    "UpdateFunctionSecretsRequest": {
+        "type": "object",
+        "required": ["secrets"],
+        "properties": {
+            "secrets": {
+                "type": "array",
+                "minItems": 1,
+                "items": _SECRET,
+                "description": "No name twice with different values (400)",
+            }
+        },
+    },
     "UpdateMetadataRequest": {
         "type": "object",
         "properties": {
@@ -460,7 +474,7 @@ def _function_op(
     status: str = "200",
     summary: str = "",
 ) -> dict[str, Any]:
-    ok: dict[str, Any] = {"description": "Deleted"} if status == "204" else _ok(schema)
+    ok: dict[str, Any] = {"description": "No content"} if status == "204" else _ok(schema)
     spec: dict[str, Any] = {
         "operationId": op_id,
         "tags": ["functions"],
@@ -485,6 +499,24 @@ _VISIBILITY_QUERY: dict[str, Any] = {
         "type": "array",
         "items": {"type": "string", "pattern": VISIBILITY_PATTERN},
     },
+}
+
+
+#: A boolean query value as Spring reads it: these words in any case, or empty (the default).
+_BOOLEAN_PATTERN = (
+    r"^\s*(?:"
+    + "|".join(
+        "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in word)
+        for word in ("true", "false", "on", "off", "yes", "no", "1", "0")
+    )
+    + r")?\s*$"
+)
+_INCLUDE_SECRETS_QUERY: dict[str, Any] = {
+    "name": "includeSecrets",
+    "in": "query",
+    "required": False,
+    "description": "false: the version's secret names are left out (default true)",
+    "schema": {"type": "string", "pattern": _BOOLEAN_PATTERN},
 }
 
 
@@ -534,7 +566,10 @@ def function_paths() -> dict[str, Any]:
         },
         version: {
             "parameters": [FUNCTION_ID, VERSION_ID],
-            "get": _function_op("getFunctionVersion", "FunctionResponse", 404),
+            "get": {
+                **_function_op("getFunctionVersion", "FunctionResponse", 404),
+                "parameters": [_INCLUDE_SECRETS_QUERY],
+            },
             "delete": _function_op("deleteFunctionVersion", "", 404, status="204"),
             "put": _function_op(
                 "updateFunction",
@@ -576,6 +611,18 @@ def function_paths() -> dict[str, Any]:
                 "FunctionResponse",
                 404,
                 summary="Undeploy: the version is INACTIVE again",
+            ),
+        },
+        "/v2/nvcf/secrets/functions/{functionId}/versions/{versionId}": {
+            "parameters": [FUNCTION_ID, VERSION_ID],
+            "put": _function_op(
+                "updateFunctionSecrets",
+                "",
+                404,
+                body="UpdateFunctionSecretsRequest",
+                status="204",
+                summary="Merge secrets into a version's (a name given again takes its new "
+                "value); a version with none takes them only while INACTIVE (else 400)",
             ),
         },
         "/v2/nvcf/deployments/{deploymentId}": {
