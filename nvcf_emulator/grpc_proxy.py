@@ -56,6 +56,7 @@ from .domain.calls import Call, redact
 from .domain.clock import perf_counter
 from .domain.errors import NvcfError
 from .domain.functions import FunctionVersion
+from .domain.ratelimits import TooManyRequests
 
 if TYPE_CHECKING:
     from .emulator import Emulator
@@ -299,6 +300,16 @@ class GrpcProxy:
         except NvcfError as err:
             code = _FROM_HTTP.get(err.status, grpc.StatusCode.UNKNOWN)
             raise _Refused.from_control_plane(code, err.detail) from None
+        if session is None:
+            # function_invoker.go: a new session only, and no caller identity (no user tier).
+            try:
+                emu.rate_limiter.admit(
+                    version.extra.get("rateLimit"), version.version_id, account.nca_id, ""
+                )
+            except TooManyRequests as limited:
+                raise _Refused(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED, f"exceeded rate limit ({limited.detail})"
+                ) from None
         from .worker.containers import UrlContainer
 
         container = emu.functions.container_for(version)

@@ -29,6 +29,7 @@ from .domain.functions import (
     FunctionVersion,
 )
 from .domain.invocations import Invocation, InvocationService
+from .domain.ratelimits import RateLimiter
 from .worker import staging
 from .worker.containers import (
     CallableContainer,
@@ -113,6 +114,7 @@ class InvocationAPI:
         self._owned: list[tuple[Container, bool]] = []  # (container, survives reset)
         self._persistent: list[FunctionVersion] = []
         self.secret_files = SecretFiles(self.root / "secrets")
+        self.rate_limiter = RateLimiter(self.clock)
         self.functions = FunctionService(
             self.clock,
             deploy_delay=lambda: self.config.deploy_delay,
@@ -381,6 +383,7 @@ class InvocationAPI:
 
     def _reset_invocations(self) -> None:
         self.invocation_service.clear()
+        self.rate_limiter.clear()
         self.functions.clear()
         self.images.clear()
         keep: list[tuple[Container, bool]] = []

@@ -615,6 +615,30 @@ def test_an_unknown_function_is_not_found(nvcf: Emulator, fn: Any, channel: grpc
     )
 
 
+def test_a_rate_limit_counts_new_sessions_and_refuses_with_resource_exhausted(
+    nvcf: Emulator, container: EchoContainer, new_connection: Callable[[], grpc.Channel]
+) -> None:
+    """function_invoker.go checks the rate limit when a call starts a session: calls that
+    keep theirs (same connection) are not counted; a new session over the limit is refused."""
+    fn = nvcf.add_function(
+        container.url,
+        name="grpc-limited",
+        inference_url="/grpc",
+        rateLimit={"rateLimit": "2-M", "syncCheck": True},
+    )
+    sent = metadata(nvcf, fn)
+    first = raw(new_connection(), "/test.Extra/Whoami")
+    for _ in range(5):  # one session: counted once
+        assert first(b"", metadata=sent) == b"one"
+    assert raw(new_connection(), "/test.Extra/Whoami")(b"", metadata=sent) == b"one"
+    err = refusal(lambda: raw(new_connection(), "/test.Extra/Whoami")(b"", metadata=sent))
+    assert err.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert (err.details() or "").startswith("exceeded rate limit")
+    assert first(b"", metadata=sent) == b"one"  # its session goes on
+    nvcf.clock.advance(60)
+    assert raw(new_connection(), "/test.Extra/Whoami")(b"", metadata=sent) == b"one"
+
+
 def test_an_unknown_version_is_not_found(nvcf: Emulator, fn: Any, channel: grpc.Channel) -> None:
     sent = [*metadata(nvcf, fn, version=False), ("function-version-id", str(uuid.uuid4()))]
     err = refusal(lambda: raw(channel, "/test.Extra/Whoami")(b"", metadata=sent))

@@ -27,6 +27,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from ..storage.state import NullStateStore, StateStore
+from . import ratelimits
 from .accounts import Account
 from .clock import Clock, isoformat
 from .errors import BadRequest, Forbidden, NotFound
@@ -345,9 +346,10 @@ def _validate_extras(body: Mapping[str, Any]) -> None:
     for key in ("models", "resources"):
         if body.get(key) is not None and not _objects(body[key], ("name", "version", "uri")):
             raise BadRequest(f"{key} must be a list of {{name, version, uri}} objects")
-    for key in ("rateLimit", "telemetries"):
-        if body.get(key) is not None and not isinstance(body[key], dict):
-            raise BadRequest(f"{key} must be an object")
+    if body.get("telemetries") is not None and not isinstance(body["telemetries"], dict):
+        raise BadRequest("telemetries must be an object")
+    if body.get("rateLimit") is not None:
+        ratelimits.validate(body["rateLimit"])
 
 
 def _validate_tags(tags: object) -> list[str]:
@@ -1104,8 +1106,8 @@ class FunctionService:
             raise BadRequest(UPDATE_REQUIRED)
         if tags is not None:
             tags = _validate_tags(tags)
-        if rate_limit is not None and not isinstance(rate_limit, dict):
-            raise BadRequest("rateLimit must be an object")
+        if rate_limit is not None:
+            ratelimits.validate(rate_limit)
         _validate_model_updates(model_updates)
         version = self._own(account, function_id, version_id)
         if model_updates:  # FunctionLlmService.java: MESG_FUNCTION_NOT_LLM

@@ -32,6 +32,7 @@ from ..domain.functions import (
     FunctionStatus,
 )
 from ..domain.invocations import InvocationStatus
+from ..domain.ratelimits import MAX_EXEMPTED, MAX_PER_NCA, RATE_PATTERN
 from .openapi import EXTRA_PATHS, JSON, PROBLEM, SCHEMAS, _errors, _exact, _ok, _problem
 from .pexec import ASSET_REFERENCES_PATTERN, ASSETS_HEADER, POLL_HEADER, RESULTS_PREFIX
 
@@ -60,6 +61,47 @@ _TAGS: dict[str, Any] = {
     "items": {"type": "string", "maxLength": MAX_TAG_CHARS, "pattern": f"^{TAG_RE.pattern}$"},
 }
 
+_RATE: dict[str, Any] = {"type": "string", "pattern": RATE_PATTERN}
+#: RateLimitDto: the rates, and who is exempt; enforced on every invocation (429).
+RATE_LIMIT: dict[str, Any] = {
+    "type": ["object", "null"],
+    "properties": {
+        "rateLimit": {**_RATE, "type": ["string", "null"]},
+        "exemptedNcaIds": {
+            "type": ["array", "null"],
+            "maxItems": MAX_EXEMPTED,
+            "items": {"type": "string"},
+        },
+        "perNcaIdRate": {
+            "type": ["object", "null"],
+            "maxProperties": MAX_PER_NCA,
+            "additionalProperties": _RATE,
+        },
+        "perUserRate": {**_RATE, "type": ["string", "null"]},
+        "syncCheck": {"type": ["boolean", "null"]},
+    },
+    # One of the three rates; exemptions only beside a global rate.
+    "anyOf": [
+        {"type": "null"},
+        *(
+            {"required": [name], "properties": {name: {"type": kind}}}
+            for name, kind in (
+                ("rateLimit", "string"),
+                ("perNcaIdRate", "object"),
+                ("perUserRate", "string"),
+            )
+        ),
+    ],
+    "if": {
+        "type": "object",
+        "required": ["exemptedNcaIds"],
+        "properties": {"exemptedNcaIds": {"type": "array", "minItems": 1}},
+    },
+    "then": {"required": ["rateLimit"], "properties": {"rateLimit": {"type": "string"}}},
+    "description": "Rates are N-S, N-M, N-H or N-D, comma-separated, no unit twice. An NCA id "
+    "with a perNcaIdRate may not be in exemptedNcaIds (400 otherwise)",
+}
+
 #: Optional create-body members, checked for their type and returned in the FunctionDTO.
 _TYPED_FIELDS: dict[str, Any] = {
     "description": {"type": ["string", "null"], "maxLength": MAX_DESCRIPTION_CHARS},
@@ -67,7 +109,7 @@ _TYPED_FIELDS: dict[str, Any] = {
     "containerEnvironment": _objects_of("key", "value"),
     "models": _objects_of("name", "version", "uri"),
     "resources": _objects_of("name", "version", "uri"),
-    "rateLimit": {"type": ["object", "null"]},
+    "rateLimit": RATE_LIMIT,
     "telemetries": {"type": ["object", "null"]},
 }
 
@@ -282,7 +324,7 @@ FUNCTION_SCHEMAS: dict[str, Any] = {
         "type": "object",
         "properties": {
             "tags": _TAGS,
-            "rateLimit": {"type": ["object", "null"]},
+            "rateLimit": RATE_LIMIT,
             "modelUpdates": {
                 "type": ["array", "null"],
                 "maxItems": 0,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
@@ -13,7 +14,7 @@ from werkzeug.wrappers import Request, Response
 from ..domain.accounts import Account
 from ..domain.clock import isoformat
 from ..domain.errors import BadRequest, NotFound, PayloadTooLarge, StorageError
-from ..domain.functions import FunctionStatus
+from ..domain.functions import FunctionStatus, FunctionVersion
 from ..domain.invocations import (
     COMPAT_OFF_HEADER,
     Event,
@@ -256,6 +257,23 @@ def invoke(
     )
 
 
+def caller_identity(authorization: str | None) -> str:
+    """The caller a per-user rate limit counts (NVCF's ``clientAuthSubject``): here, the
+    credential itself, as a digest."""
+    if not authorization:
+        return ""
+    return hashlib.sha256(authorization.encode("utf-8", "replace")).hexdigest()[:32]
+
+
+def admit(emu: Emulator, request: Request, account: Account, version: FunctionVersion) -> None:
+    """The version's rate limit (post_pexec.rs checks it once the assets are known): a 429
+    when this call is refused."""
+    policy = version.extra.get("rateLimit")
+    if policy:
+        subject = caller_identity(request.headers.get("Authorization"))
+        emu.rate_limiter.admit(policy, version.version_id, account.nca_id, subject)
+
+
 def run_invocation(
     emu: Emulator,
     request: Request,
@@ -277,6 +295,7 @@ def run_invocation(
     seconds = poll()
     body = read_body()
     assets = emu.assets.live_assets(account, asset_ids)
+    admit(emu, request, account, version)
     inv = emu.invocation_service.submit(
         account,
         version,
@@ -405,6 +424,7 @@ def passthrough(
     streaming = wants_stream(request)
     seconds = poll_seconds(emu, request, streaming, passthrough=True)
     body = _read_body(emu, request)
+    admit(emu, request, account, version)
     headers = [(k, v) for k, v in request.headers.items() if k.lower() != COMPAT_OFF_HEADER]
     inv = emu.invocation_service.submit(
         account,
