@@ -73,6 +73,13 @@ class Accounts:
             return f"<Accounts open: any {API_KEY_PREFIX} key is {self._default.nca_id!r}>"
         return f"<Accounts {len(self._keys)} key(s): {sorted({a.nca_id for _, a in self._keys})}>"
 
+    def nca_ids(self) -> frozenset[str] | None:
+        """The accounts this emulator knows: its keys' NCA ids; ``None`` when it is open (any
+        key is the default account, and any other NCA id may be named)."""
+        if self.open:
+            return None
+        return frozenset({self._default.nca_id, *(a.nca_id for _, a in self._keys)})
+
     def any_key_for(self, nca_id: str | None = None) -> str:
         """A key that authenticates as ``nca_id`` (or as the default account)."""
         if self.open:

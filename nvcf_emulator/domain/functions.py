@@ -27,7 +27,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from ..storage.state import NullStateStore, StateStore
-from . import ratelimits
+from . import authorizations, ratelimits
 from .accounts import Account
 from .clock import Clock, isoformat
 from .errors import BadRequest, Forbidden, NotFound
@@ -136,8 +136,11 @@ class FunctionVersion:
     container: Container | None = None
     deployment: dict[str, Any] | None = None
     deploy_started_at: float | None = None
-    #: NCA ids this version is shared with (``visibility=authorized`` for them).
+    #: NCA ids this version is shared with (``visibility=authorized`` for them): NVCF's
+    #: version-level authorized accounts.
     shared_with: frozenset[str] = frozenset()
+    #: The function-level ones (the same on every version of the function).
+    function_shared_with: frozenset[str] = frozenset()
     public: bool = False
     #: Set by ``set_status``: the status stays as forced until the next deploy.
     pinned: bool = False
@@ -172,6 +175,7 @@ class FunctionVersion:
             "deployment": self.deployment,
             "deploy_started_at": self.deploy_started_at,
             "shared_with": sorted(self.shared_with),
+            "function_shared_with": sorted(self.function_shared_with),
             "public": self.public,
             "pinned": self.pinned,
             "error_reason": None if self.detached_status else self.error_reason,
@@ -186,6 +190,7 @@ class FunctionVersion:
         fields = dict(data)
         fields["status"] = FunctionStatus(fields["status"])
         fields["shared_with"] = frozenset(fields.get("shared_with") or ())
+        fields["function_shared_with"] = frozenset(fields.get("function_shared_with") or ())
         known = cls.__dataclass_fields__
         return cls(**{k: v for k, v in fields.items() if k in known})
 
@@ -202,6 +207,10 @@ class FunctionVersion:
         if isinstance(port, int | float) and not isinstance(port, bool) and port >= 1:
             return int(port)
         return self.inference_port
+
+    def shared_with_account(self, nca_id: str) -> bool:
+        """Authorized at the version or the function level."""
+        return nca_id in self.shared_with or nca_id in self.function_shared_with
 
     def secret_values(self) -> dict[str, Any]:
         """The version's secrets as the container's ``secrets.json`` holds them: name to value
@@ -893,6 +902,8 @@ class FunctionService:
         if strict:
             body = _api_body(body, name)
         version = self._build(account, body, function_id, name)
+        # FunctionManagementService.findAuthNcaIds: the function-level accounts carry over.
+        version.function_shared_with = existing[0].function_shared_with
         self._insert(version)
         return version
 
@@ -921,6 +932,10 @@ class FunctionService:
         )
         version.container = container
         version.shared_with = frozenset(shared_with)
+        with self._lock:
+            siblings = [v for v in self._versions.values() if v.function_id == version.function_id]
+        if siblings:
+            version.function_shared_with = siblings[0].function_shared_with
         version.public = public
         version.direct = True
         if saved is not None:
@@ -1013,7 +1028,7 @@ class FunctionService:
         return [self.refresh(v) for v in versions]
 
     def _visible(self, version: FunctionVersion, nca_id: str) -> bool:
-        return version.nca_id == nca_id or nca_id in version.shared_with or version.public
+        return version.nca_id == nca_id or version.shared_with_account(nca_id) or version.public
 
     def listing(
         self, account: Account, visibility: Iterable[str] | None = None
@@ -1031,7 +1046,11 @@ class FunctionService:
             own = version.nca_id == account.nca_id
             if (
                 ("private" in wanted and own)
-                or ("authorized" in wanted and not own and account.nca_id in version.shared_with)
+                or (
+                    "authorized" in wanted
+                    and not own
+                    and version.shared_with_account(account.nca_id)
+                )
                 or ("public" in wanted and version.public and not own)
             ):
                 out.append(version)
@@ -1157,6 +1176,125 @@ class FunctionService:
             extra["secrets"] = [{"name": k, "value": v} for k, v in merged.items()]
             self._change(version, extra=extra)
         return version
+
+    # -- authorized parties (authorizations.py) ------------------------------------------------
+
+    def _authorization_targets(
+        self, account: Account, function_id: str, version_id: str | None, operation: str
+    ) -> list[FunctionVersion]:
+        """The account's own versions an authorization call acts on: the one named, or every
+        version of the function (oldest first); NVCF's 404, or its 400 for a public one."""
+        with self._lock:
+            mine = [
+                v
+                for v in self._versions.values()
+                if v.function_id == function_id
+                and v.nca_id == account.nca_id
+                and (version_id is None or v.version_id == version_id)
+            ]
+        if not mine:
+            raise NotFound(
+                f"{authorizations.where(function_id, version_id)}: Not found in account "
+                f"'{account.nca_id}'"
+            )
+        if operation != "get" and any(v.public for v in mine):
+            raise BadRequest(
+                f"{authorizations.where(function_id, version_id)}: Cannot {operation} "
+                "authorized parties for public function"
+            )
+        return mine
+
+    def _level(self, version: FunctionVersion, version_id: str | None) -> frozenset[str]:
+        return version.shared_with if version_id is not None else version.function_shared_with
+
+    def _set_level(
+        self, versions: list[FunctionVersion], version_id: str | None, accounts: frozenset[str]
+    ) -> None:
+        with self._lock:
+            for version in versions:
+                if version_id is not None:
+                    self._change(version, shared_with=accounts)
+                else:
+                    self._change(version, function_shared_with=accounts)
+
+    def authorized_parties(
+        self, account: Account, function_id: str, version_id: str | None
+    ) -> list[dict[str, Any]]:
+        """Each version's authorized accounts, both levels merged (the function's first)."""
+        out = []
+        for v in self._authorization_targets(account, function_id, version_id, "get"):
+            merged = list(dict.fromkeys([*sorted(v.function_shared_with), *sorted(v.shared_with)]))
+            out.append(authorizations.parties_dto(v.function_id, v.nca_id, v.version_id, merged))
+        return out
+
+    def authorize(
+        self,
+        account: Account,
+        function_id: str,
+        version_id: str | None,
+        body: Mapping[str, Any],
+        known: Iterable[str] | None,
+    ) -> dict[str, Any]:
+        """Replace the accounts of one level (the POST)."""
+        parties = authorizations.validate_parties(body)
+        versions = self._authorization_targets(account, function_id, version_id, "create")
+        if any(nca_id == authorizations.WILDCARD for nca_id, _ in parties):
+            raise BadRequest(
+                f"{authorizations.where(function_id, version_id)}: Only NVIDIA Super Admin can "
+                "make a function public"
+            )
+        for nca_id, client_id in parties:
+            authorizations.check_party(nca_id, client_id, account.nca_id, known)
+        accounts = frozenset(nca_id for nca_id, _ in parties)
+        self._set_level(versions, version_id, accounts)
+        return authorizations.parties_dto(
+            function_id, versions[0].nca_id, version_id, sorted(accounts)
+        )
+
+    def change_authorization(
+        self,
+        account: Account,
+        function_id: str,
+        version_id: str | None,
+        body: Mapping[str, Any],
+        known: Iterable[str] | None,
+        *,
+        add: bool,
+    ) -> dict[str, Any]:
+        """Add or remove one account at one level (the PATCHes)."""
+        operation = "add" if add else "remove"
+        nca_id, client_id = authorizations.party_of(body)
+        versions = self._authorization_targets(account, function_id, version_id, operation)
+        at = authorizations.where(function_id, version_id)
+        if nca_id == authorizations.WILDCARD:
+            raise BadRequest(f"{at}: Invalid authz account '*' specified for {operation} operation")
+        authorizations.check_party(nca_id, client_id, account.nca_id, known)
+        with self._lock:
+            current = self._level(versions[0], version_id)
+            if not current:
+                raise NotFound(f"{at}: Does not have any authorized parties to be patched")
+            level = "function version" if version_id is not None else "function"
+            if add and nca_id in current:
+                raise authorizations.Conflict(
+                    f"{at}: Account '{nca_id}' is already authorized to access the {level}"
+                )
+            if not add and nca_id not in current:
+                raise NotFound(
+                    f"{at}: Specified account '{nca_id}' is not an authorized party for the {level}"
+                )
+            accounts = current | {nca_id} if add else current - {nca_id}
+            self._set_level(versions, version_id, accounts)
+        return authorizations.parties_dto(
+            function_id, versions[0].nca_id, version_id, sorted(accounts)
+        )
+
+    def clear_authorizations(
+        self, account: Account, function_id: str, version_id: str | None
+    ) -> dict[str, Any]:
+        """Forget the accounts of one level (the DELETE)."""
+        versions = self._authorization_targets(account, function_id, version_id, "delete")
+        self._set_level(versions, version_id, frozenset())
+        return authorizations.parties_dto(function_id, versions[0].nca_id, version_id, None)
 
     def deploy(
         self, account: Account, function_id: str, version_id: str, body: Mapping[str, Any]

@@ -22,7 +22,7 @@ from ..domain.errors import NvcfError, StorageError
 from ..domain.faults import Fault
 from ..headers import MAX_HEADER_BYTES
 from ..storage.presign import new_request_id
-from . import admin, control, exec_api, functions, pexec, storage
+from . import admin, authorizations, control, exec_api, functions, pexec, storage
 from .responses import EnvelopeResponse, ProblemResponse, Route, nvcf_error, problem, s3_error
 
 if TYPE_CHECKING:
@@ -127,20 +127,24 @@ def _injected(request: Request, fault: Fault, is_storage: bool) -> Response:
 Handler = Callable[..., Response]
 
 
+#: Every route of the app (the OpenAPI document describes each of them).
+ROUTES: list[Route] = [
+    *control.ROUTES,
+    *admin.ROUTES,
+    *functions.ROUTES,
+    *authorizations.ROUTES,
+    *pexec.ROUTES,
+    *exec_api.ROUTES,
+]
+
+
 @functools.cache
 def _routing() -> tuple[dict[str, Handler], Map]:
     """The URL map and its handlers, built once per process: compiling ~60 werkzeug rules is
     most of what creating an emulator costs, and the map is read-only once built."""
-    rules: list[Route] = [
-        *control.ROUTES,
-        *admin.ROUTES,
-        *functions.ROUTES,
-        *pexec.ROUTES,
-        *exec_api.ROUTES,
-    ]
     handlers: dict[str, Handler] = {}
     url_rules = []
-    for i, (path, methods, handler) in enumerate(rules):
+    for i, (path, methods, handler) in enumerate(ROUTES):
         endpoint = f"{handler.__name__}:{i}"
         handlers[endpoint] = handler
         url_rules.append(Rule(path, methods=methods, endpoint=endpoint))

@@ -42,6 +42,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         403: "Forbidden",
         404: "Not found",
         405: "Method not allowed",
+        409: "Conflict",
         406: "Accept admits no application/json",
         413: "Body too large",
         415: "Content-Type is not application/json",

@@ -911,8 +911,112 @@ def invocation_paths(config: EmulatorConfig) -> dict[str, Any]:
     }
 
 
+_PARTY: dict[str, Any] = {
+    "type": "object",
+    "required": ["ncaId"],
+    "properties": {
+        "ncaId": {
+            "type": "string",
+            "pattern": NOT_BLANK,
+            "not": {"const": "*"},
+            "description": "An account the emulator knows (any, when it takes any key); not "
+            "the owner's, and not * (only NVIDIA makes a function public)",
+        },
+        "clientId": {
+            "type": ["string", "null"],
+            "maxLength": 0,
+            "description": "Not to be given (NVCF: should not be specified anymore); the "
+            "emulator has no OAuth clients",
+        },
+    },
+}
+_PARTIES_DTO: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "ncaId"],
+    "properties": {
+        "id": _ID,
+        "ncaId": {"type": "string"},
+        "versionId": _ID,
+        "authorizedParties": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["ncaId"],
+                "properties": {"ncaId": {"type": "string"}},
+            },
+        },
+    },
+    "additionalProperties": False,
+}
+FUNCTION_SCHEMAS.update(
+    {
+        "AuthorizedPartiesRequest": {
+            "type": "object",
+            "required": ["authorizedParties"],
+            "properties": {
+                "authorizedParties": {"type": "array", "minItems": 1, "items": _PARTY},
+            },
+            "description": "No account twice (400)",
+        },
+        "PatchAuthorizedPartyRequest": {
+            "type": "object",
+            "required": ["authorizedParty"],
+            "properties": {"authorizedParty": _PARTY},
+        },
+        "AuthorizedPartiesResponse": _exact({"function": _PARTIES_DTO}),
+        "ListAuthorizedPartiesResponse": _exact(
+            {"functions": {"type": "array", "items": _PARTIES_DTO}}
+        ),
+    }
+)
+
+
+def _authorization_op(op_id: str, *codes: int, body: str | None = None, **kw: Any) -> Any:
+    return {**_function_op(op_id, "AuthorizedPartiesResponse", 404, *codes, body=body, **kw)}
+
+
+def authorization_paths() -> dict[str, Any]:
+    """``/v2/nvcf/authorizations/functions/{fid}[/versions/{vid}]``: who else may invoke."""
+    out: dict[str, Any] = {}
+    for level, params, suffix in (
+        ("Function", [FUNCTION_ID], ""),
+        ("Version", [FUNCTION_ID, VERSION_ID], "/versions/{versionId}"),
+    ):
+        base = f"/v2/nvcf/authorizations/functions/{{functionId}}{suffix}"
+        listing = (
+            _function_op(f"list{level}Authorizations", "ListAuthorizedPartiesResponse", 404)
+            if level == "Function"
+            else _authorization_op(f"get{level}Authorizations")
+        )
+        out[base] = {
+            "parameters": params,
+            "post": _authorization_op(
+                f"authorize{level}",
+                body="AuthorizedPartiesRequest",
+                summary=f"Replace the {level.lower()}-level authorized accounts",
+            ),
+            "get": listing,
+            "delete": _authorization_op(
+                f"clear{level}Authorizations",
+                summary=f"Forget the {level.lower()}-level authorized accounts",
+            ),
+        }
+        for verb, code in (("add", 409), ("remove", 404)):
+            out[f"{base}/{verb}"] = {
+                "parameters": params,
+                "patch": _authorization_op(
+                    f"{verb}{level}Authorization",
+                    code,
+                    body="PatchAuthorizedPartyRequest",
+                    summary=f"{verb.capitalize()} one account at the {level.lower()} level "
+                    "(404 when it has none yet)",
+                ),
+            }
+    return out
+
+
 def paths(config: EmulatorConfig) -> dict[str, Any]:
-    return {**function_paths(), **invocation_paths(config)}
+    return {**function_paths(), **authorization_paths(), **invocation_paths(config)}
 
 
 SCHEMAS.update(FUNCTION_SCHEMAS)
