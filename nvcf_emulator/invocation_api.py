@@ -361,6 +361,17 @@ class InvocationAPI:
         version = self.function(function_id, version_id)
         return self.secret_files.path(version.version_id)
 
+    def container_environment(self, function_id: str, version_id: str) -> dict[str, str]:
+        """The environment NVCF gives this version's container: its ``containerEnvironment``
+        and the ``NVCF_*`` variables (``NVCF_FUNCTION_ID``, ``NVCF_NCA_ID``, ...), with the
+        values the worker's ``NVCF-*`` headers carry. The emulator cannot set a process
+        environment per function for containers in its own process: give it to a container
+        you start (``subprocess.Popen(..., env={**os.environ, **env})``), or set it for a test
+        (``for k, v in env.items(): monkeypatch.setenv(k, v)``). ``KeyError`` naming both ids
+        when there is no such version."""
+        version = self.function(function_id, version_id)
+        return version.container_environment(self.config.region)
+
     def function(self, function_id: str, version_id: str) -> FunctionVersion:
         """The version ``version_id`` of function ``function_id`` (``KeyError`` naming both
         when there is none)."""

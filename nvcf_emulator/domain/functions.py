@@ -69,6 +69,8 @@ FUNCTION_TYPES = ("DEFAULT", "STREAMING")
 #: The ``visibility`` values of ``GET /v2/nvcf/functions``.
 VISIBILITIES = ("authorized", "private", "public")
 DEFAULT_INFERENCE_PORT = 8000
+#: ``NVCF_ENV`` / ``NVCF-ENV``: NVCF's spot environment; here, the emulator.
+ENVIRONMENT = "emulator"
 DEFAULT_HEALTH_URI = "/v2/health/ready"
 #: The record kind function versions are kept under in a state store.
 KIND = "function"
@@ -208,6 +210,37 @@ class FunctionVersion:
             return int(port)
         return self.inference_port
 
+    def placement(self) -> tuple[str, str]:
+        """Where the version runs, as the worker's ``NVCF-BACKEND`` / ``NVCF-INSTANCETYPE``
+        headers and the container's ``NVCF_BACKEND`` / ``NVCF_INSTANCETYPE`` say it: its first
+        deployment specification's backend and instance type, or the emulator's."""
+        specs = (self.deployment or {}).get("deploymentSpecifications") or []
+        spec = specs[0] if specs and isinstance(specs[0], dict) else {}
+        return str(spec.get("backend", "nvcf-emulator")), str(spec.get("instanceType", "EMULATOR"))
+
+    def container_environment(self, region: str) -> dict[str, str]:
+        """The environment NVCF gives the version's container: its ``containerEnvironment``,
+        then the ``NVCF_*`` variables (function-creation.md; reserved, they win)."""
+        env = {
+            str(item["key"]): str(item["value"])
+            for item in self.extra.get("containerEnvironment") or ()
+            if isinstance(item, dict) and "key" in item and "value" in item
+        }
+        backend, instance_type = self.placement()
+        env.update(
+            {
+                "NVCF_BACKEND": backend,
+                "NVCF_ENV": ENVIRONMENT,
+                "NVCF_FUNCTION_ID": self.function_id,
+                "NVCF_FUNCTION_NAME": self.name,
+                "NVCF_FUNCTION_VERSION_ID": self.version_id,
+                "NVCF_INSTANCETYPE": instance_type,
+                "NVCF_NCA_ID": self.nca_id,
+                "NVCF_REGION": region,
+            }
+        )
+        return env
+
     def shared_with_account(self, nca_id: str) -> bool:
         """Authorized at the version or the function level."""
         return nca_id in self.shared_with or nca_id in self.function_shared_with
@@ -256,12 +289,13 @@ class FunctionVersion:
         spec = (self.deployment or {}).get("deploymentSpecifications") or [{}]
         first = spec[0] if isinstance(spec[0], dict) else {}
         when = isoformat(self.deploy_started_at or self.created_at)
+        backend, instance_type = self.placement()
         return {
             "instanceId": f"emulator-{self.version_id[:8]}",
-            "instanceType": first.get("instanceType", "EMULATOR"),
+            "instanceType": instance_type,
             "instanceStatus": "ACTIVE",
             "gpu": first.get("gpu", "EMULATOR"),
-            "backend": first.get("backend", "nvcf-emulator"),
+            "backend": backend,
             "location": "local",
             "functionId": self.function_id,
             "functionVersionId": self.version_id,

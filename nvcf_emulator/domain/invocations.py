@@ -57,7 +57,7 @@ from .accounts import Account
 from .assets import Asset
 from .clock import Clock, monotonic  # waits in real time, whatever freezegun does; TTLs: Clock
 from .errors import NotFound
-from .functions import INVOCABLE, FunctionVersion
+from .functions import ENVIRONMENT, INVOCABLE, FunctionVersion
 
 if TYPE_CHECKING:
     from ..config import EmulatorConfig
@@ -837,10 +837,7 @@ class InvocationService:
         # one list in one go: Headers.set per worker header rescans the list each time.
         dropped = _DROPPED | hop_by_hop(client_headers)  # what its Connection lists too
         forwarded = [(k, v) for k, v in client_headers if k.lower() not in dropped]
-        spec: dict[str, Any] = {}
-        specs = (version.deployment or {}).get("deploymentSpecifications") or []
-        if specs and isinstance(specs[0], dict):
-            spec = specs[0]
+        backend, instance_type = version.placement()
         window = inv.poll_seconds if poll_seconds is None else poll_seconds
         elapsed = monotonic() - (inv._created_mono if since is None else since)
         worker: list[tuple[str, str]] = [
@@ -858,10 +855,10 @@ class InvocationService:
             ("NVCF-LARGE-OUTPUT-DIR", str(staged.output_dir)),
             ("NVCF-MAX-RESPONSE-SIZE-BYTES", str(cfg.max_response_bytes)),
             ("NVCF-NSPECTID", "NSPECT-EMULATOR"),
-            ("NVCF-BACKEND", str(spec.get("backend", "nvcf-emulator"))),
-            ("NVCF-INSTANCETYPE", str(spec.get("instanceType", "EMULATOR"))),
+            ("NVCF-BACKEND", backend),
+            ("NVCF-INSTANCETYPE", instance_type),
             ("NVCF-REGION", cfg.region),
-            ("NVCF-ENV", "emulator"),
+            ("NVCF-ENV", ENVIRONMENT),
             ("NVCF-INVOCATION-REGION", cfg.region),
             # What is left of the window in whole seconds, cut as Go's int() cuts it.
             ("NVCF-POLL-SECONDS", str(min(window, max(0, int(window - elapsed))))),
