@@ -84,7 +84,8 @@ def validate(policy: object) -> None:
     if exempted is not None:
         if not isinstance(exempted, list) or not all(isinstance(n, str) for n in exempted):
             raise BadRequest("rateLimit.exemptedNcaIds must be a list of NCA ids")
-        if len(exempted) > MAX_EXEMPTED:
+        # RateLimitDto's Set<String>: repeats are one account before @Size(max = 32) counts.
+        if len(set(exempted)) > MAX_EXEMPTED:
             raise BadRequest(f"Maximum number of exempted nca id of {MAX_EXEMPTED} is exceeded")
     if per_nca is not None:
         if not isinstance(per_nca, dict):
