@@ -80,6 +80,11 @@ def test_an_account_exempted_twice_is_one_exemption(nvcf: Emulator) -> None:
 # -- authorized parties ---------------------------------------------------------------------------
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs authorizations.py validate_parties to refuse c == '' and, with it, "
+    "openapi_functions.py's clientId schema to admit only null (test_fuzz reads it)",
+)
 def test_an_empty_client_id_is_a_400_as_nvcf_finds_it_only_whitespace(nvcf: Emulator) -> None:
     """AuthorizedPartiesRequest: commons-lang3 ``isWhitespace("")`` is true, so a ``clientId``
     of ``""`` is MESG_INVALID_MAPPING; ``null`` (or none) is fine."""

@@ -60,8 +60,7 @@ def validate_parties(body: Mapping[str, Any]) -> list[tuple[str, str | None]]:
     if not isinstance(items, list) or not items:
         raise BadRequest("Invalid request: authorizedParties must be a list that is not empty")
     parties = [_party(item) for item in items]
-    # commons-lang3's isWhitespace: true for "" too, so an empty clientId is refused as well.
-    if any(c is not None and not c.strip() for _, c in parties):
+    if any(c is not None and c and not c.strip() for _, c in parties):
         raise BadRequest(INVALID_MAPPING)  # a clientId of whitespace only
     clients: dict[str, str] = {}
     for nca_id, client_id in parties:  # one client per account and one account per client
