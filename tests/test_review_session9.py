@@ -77,6 +77,38 @@ def test_an_account_exempted_twice_is_one_exemption(nvcf: Emulator) -> None:
     assert [pexec(nvcf, A, fid) for _ in range(2)] == [200, 429]
 
 
+@pytest.mark.parametrize("sync", [True, False])
+def test_a_clock_moved_back_before_a_window_opens_a_new_one(nvcf: Emulator, sync: bool) -> None:
+    """Windows follow the emulator's clock, which a test may move back (``clock.set`` to a
+    fixed date, freezegun): a window that starts after "now" is no window, and neither is
+    the 60 s memory of a refusal, else the caller stays refused until the clock catches up
+    with the old time (months, after ``clock.set("2026-01-01T00:00:00Z")``)."""
+    fid, _ = nvcf.add_function(
+        echo, nca_id="nca-a", rateLimit={"rateLimit": "1-M", "syncCheck": sync}
+    )
+    assert [pexec(nvcf, A, fid) for _ in range(3)] == ([200, 429, 429] if sync else [200, 200, 429])
+    nvcf.clock.advance(-3600)
+    first = [200, 429] if sync else [200, 200, 429]
+    assert [pexec(nvcf, A, fid) for _ in range(len(first))] == first
+    nvcf.clock.advance(60)  # and the next window opens on time from there
+    assert pexec(nvcf, A, fid) == 200
+
+
+def test_under_a_frozen_clock_calls_of_one_instant_share_a_window(nvcf: Emulator) -> None:
+    """freezegun set to a date before the emulator started (the clock goes back), and frozen:
+    every call is at one instant, in one window, until the test moves time on."""
+    from freezegun import freeze_time
+
+    fid, _ = nvcf.add_function(
+        echo, nca_id="nca-a", rateLimit={"rateLimit": "2-M", "syncCheck": True}
+    )
+    assert pexec(nvcf, A, fid) == 200  # a window at the real time
+    with freeze_time("2024-02-29T12:00:00Z") as frozen:
+        assert [pexec(nvcf, A, fid) for _ in range(3)] == [200, 200, 429]
+        frozen.tick(60)
+        assert [pexec(nvcf, A, fid) for _ in range(3)] == [200, 200, 429]
+
+
 # -- authorized parties ---------------------------------------------------------------------------
 
 

@@ -21,7 +21,8 @@ each call is checked first (and refused while over). ``syncCheck: true`` checks 
 The emulator does the "background" check at once, so which call is the first refused is exact.
 
 Windows follow the emulator's clock: a test moves it (``clock.advance``, freezegun,
-time-machine) to open the next window.
+time-machine) to open the next window. Moved back before a window's start (or a refusal's),
+the window (or its memory) is gone: the next call opens a new one.
 """
 
 from __future__ import annotations
@@ -147,8 +148,9 @@ class RateLimiter:
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
         self._lock = threading.Lock()
-        self._counters: dict[str, tuple[int, float]] = {}  # key -> (count, window end)
-        self._limited: dict[tuple[str, str, str], float] = {}  # caller -> remembered until
+        #: key -> (count, window start, window end)
+        self._counters: dict[str, tuple[int, float, float]] = {}
+        self._limited: dict[tuple[str, str, str], float] = {}  # caller -> last refused at
 
     def admit(
         self, policy: Mapping[str, Any] | None, version_id: str, nca_id: str, subject: str
@@ -160,10 +162,12 @@ class RateLimiter:
         now = self.clock.now()
         caller = (subject, nca_id, version_id)
         with self._lock:
-            remembered = self._limited.get(caller, 0.0) > now
+            since = self._limited.get(caller)
+            # A memory made "after" now (the clock was moved back) is none.
+            remembered = since is not None and since <= now < since + LIMITED_MEMORY
             over = self._count(policy, version_id, nca_id, subject, now)
             if over is not None:
-                self._limited[caller] = now + LIMITED_MEMORY
+                self._limited[caller] = now
             refused = over is not None and (remembered or bool(policy.get("syncCheck")))
         if refused:
             assert over is not None
@@ -190,16 +194,18 @@ class RateLimiter:
         elif isinstance(global_rate, str) and nca_id not in (policy.get("exemptedNcaIds") or ()):
             tiers.append((f"{nca_id}:{version_id}:", global_rate, "rate limit"))
         if len(self._counters) >= self.PRUNE_AT:
-            self._counters = {k: v for k, v in self._counters.items() if v[1] > now}
+            self._counters = {k: v for k, v in self._counters.items() if v[1] <= now < v[2]}
         exceeded = None
         for prefix, rates, what in tiers:
             for rate in parse_rates(rates):
                 key = prefix + rate.text
-                count, ends = self._counters.get(key, (0, now))
-                if ends <= now:  # a new window starts with this call
-                    count, ends = 0, now + rate.period
+                count, starts, ends = self._counters.get(key, (0, now, now))
+                # A new window starts with this call: the last one is over, or starts after
+                # now (a test moved the clock back; it would hold until the old time again).
+                if not starts <= now < ends:
+                    count, starts, ends = 0, now, now + rate.period
                 count += 1
-                self._counters[key] = (count, ends)
+                self._counters[key] = (count, starts, ends)
                 if count > rate.limit and exceeded is None:
                     exceeded = (
                         f"Function version '{version_id}': {what} {rate.text} exceeded by NCA "
