@@ -44,13 +44,6 @@ def put_secrets(emu: Emulator, fid: str, vid: str, value: Any) -> requests.Respo
 # -- rate limits ----------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rate_limiter.go rateLimit() stops at the first denying tier (user tier first): a "
-    "call refused by perUserRate is not counted on the account's rate. Needs ratelimits.py "
-    "_count to stop after a tier that went over, and test_ratelimits.py's per-user test to "
-    "expect that (see the report)",
-)
 def test_a_key_over_its_per_user_rate_does_not_use_up_the_accounts_rate(nvcf: Emulator) -> None:
     """Two keys of one account, a per-user rate of 1 a minute and an account rate of 2: the
     first key's refused calls stop at the user tier, so the second key still has the
@@ -114,11 +107,6 @@ def test_under_a_frozen_clock_calls_of_one_instant_share_a_window(nvcf: Emulator
 # -- authorized parties ---------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs authorizations.py validate_parties to refuse c == '' and, with it, "
-    "openapi_functions.py's clientId schema to admit only null (test_fuzz reads it)",
-)
 def test_an_empty_client_id_is_a_400_as_nvcf_finds_it_only_whitespace(nvcf: Emulator) -> None:
     """AuthorizedPartiesRequest: commons-lang3 ``isWhitespace("")`` is true, so a ``clientId``
     of ``""`` is MESG_INVALID_MAPPING; ``null`` (or none) is fine."""
@@ -137,12 +125,6 @@ def test_an_empty_client_id_is_a_400_as_nvcf_finds_it_only_whitespace(nvcf: Emul
     assert requests.post(authorizations(nvcf, fid), headers=A, json=body).status_code == 200
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="AuthorizedPartiesController checks verifyNotAPublicFunction before the facade "
-    "looks the function up in the caller's account: another account's public function is a "
-    "400, not a 404 (domain/functions.py _authorization_targets)",
-)
 def test_changing_another_accounts_public_function_is_the_public_400(nvcf: Emulator) -> None:
     fid, _ = nvcf.add_function(echo, name="for-all", nca_id="nca-b", public=True)
     r = requests.patch(
@@ -157,11 +139,6 @@ def test_changing_another_accounts_public_function_is_the_public_400(nvcf: Emula
 # -- secrets --------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SecretDto measures JsonNode.toString(), which Jackson writes without escaping "
-    "non-ASCII; _validate_secrets' json.dumps escapes it (ensure_ascii), counting 6 per char",
-)
 def test_a_json_secret_with_non_ascii_text_is_measured_as_nvcf_writes_it(nvcf: Emulator) -> None:
     fid, vid = nvcf.add_function(echo, nca_id="nca-a", secrets=[{"name": "TOKEN", "value": "v"}])
     value = {"greeting": "\u00e9" * 20000}  # 20016 characters as Jackson writes it
@@ -169,21 +146,11 @@ def test_a_json_secret_with_non_ascii_text_is_measured_as_nvcf_writes_it(nvcf: E
     assert r.status_code == 204, r.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Java's String.trim() only strips chars <= U+0020: a no-break space is a value of "
-    "length 1 in NVCF; _validate_secrets / _blank strip it as Python whitespace and say 400",
-)
 def test_a_no_break_space_is_a_secret_value(nvcf: Emulator) -> None:
     fid, vid = nvcf.add_function(echo, nca_id="nca-a", secrets=[{"name": "TOKEN", "value": "v"}])
     assert put_secrets(nvcf, fid, vid, "\u00a0").status_code == 204
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="AuthorizedPartiesMapperUtils shows NVCF's wildcard account as '*': a public "
-    "function's own GET lists it; authorized_parties in domain/functions.py leaves it out",
-)
 def test_the_owner_of_a_public_function_sees_the_wildcard_among_its_parties(
     nvcf: Emulator,
 ) -> None:
@@ -193,12 +160,6 @@ def test_the_owner_of_a_public_function_sees_the_wildcard_among_its_parties(
     assert r.json()["function"]["authorizedParties"] == [{"ncaId": "*"}]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FunctionService.add re-attaching a saved version copies add_function's "
-    "shared_with (default: none) over the version-level accounts set over the API, while "
-    "the function-level ones stay",
-)
 def test_a_restart_keeps_version_level_sharing_of_a_python_registered_function(
     tmp_path: Path,
 ) -> None:
@@ -217,11 +178,6 @@ def test_a_restart_keeps_version_level_sharing_of_a_python_registered_function(
         assert parties == ["nca-c", "nca-b"]  # the function's, then the version's
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_validate_secrets measures with .encode('utf-16-le'), which raises on a lone "
-    "surrogate: a 500. Jackson takes '\\ud800' as one char (a 204); needs 'surrogatepass'",
-)
 def test_a_lone_surrogate_in_a_secret_value_is_no_500(nvcf: Emulator) -> None:
     fid, vid = nvcf.add_function(echo, nca_id="nca-a", secrets=[{"name": "TOKEN", "value": "v"}])
     r = requests.put(
@@ -233,11 +189,6 @@ def test_a_lone_surrogate_in_a_secret_value_is_no_500(nvcf: Emulator) -> None:
     assert json.loads(nvcf.secrets_file(fid, vid).read_text()) == {"TOKEN": "\ud800"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="http/bodies.py read_json_object takes NaN/Infinity (json.loads' default), which "
-    "Jackson refuses; a secret of NaN then makes secrets.json unreadable to strict parsers",
-)
 def test_a_nan_secret_is_a_400_and_never_reaches_the_containers_file(nvcf: Emulator) -> None:
     fid, vid = nvcf.add_function(echo, nca_id="nca-a", secrets=[{"name": "TOKEN", "value": "v"}])
     r = requests.put(

@@ -60,8 +60,8 @@ def validate_parties(body: Mapping[str, Any]) -> list[tuple[str, str | None]]:
     if not isinstance(items, list) or not items:
         raise BadRequest("Invalid request: authorizedParties must be a list that is not empty")
     parties = [_party(item) for item in items]
-    if any(c is not None and c and not c.strip() for _, c in parties):
-        raise BadRequest(INVALID_MAPPING)  # a clientId of whitespace only
+    if any(c is not None and not c.strip() for _, c in parties):
+        raise BadRequest(INVALID_MAPPING)  # isWhitespace(clientId): "" counts, as in Apache
     clients: dict[str, str] = {}
     for nca_id, client_id in parties:  # one client per account and one account per client
         if client_id and clients.setdefault(client_id, nca_id) != nca_id:

@@ -430,15 +430,20 @@ def _validate_secrets(secrets: object, function_id: str, version_id: str) -> lis
                 f"characters matching {SECRET_NAME_RE.pattern}, got {name!r}"
             )
         value = secret.get("value")
-        if _blank(value):
-            raise BadRequest(f"Invalid secret value specified: secret {name!r} has no value")
-        # Jackson's text of the value: a string as it is, anything else as compact JSON; its
-        # length in Java chars (UTF-16 code units).
+        # SecretDto: @NonNull, and its text 1-32768 chars once Java's trim() took what is at
+        # most U+0020 off both ends (a no-break space is a value). The text is Jackson's: a
+        # string as it is, anything else as compact JSON, non-ASCII unescaped; its length in
+        # Java chars (UTF-16 code units; a lone surrogate is one).
         text = (
-            value if isinstance(value, str) else json.dumps(value, separators=_COMPACT, default=str)
+            value
+            if isinstance(value, str)
+            else json.dumps(value, separators=_COMPACT, ensure_ascii=False, default=str)
         )
-        length = len(text.strip().encode("utf-16-le")) // 2
-        if not 1 <= length <= MAX_SECRET_VALUE_CHARS:
+        trimmed = text.strip(_JAVA_TRIMMED)
+        if value is None or not trimmed:
+            raise BadRequest(f"Invalid secret value specified: secret {name!r} has no value")
+        length = len(trimmed.encode("utf-16-le", "surrogatepass")) // 2
+        if length > MAX_SECRET_VALUE_CHARS:
             raise BadRequest(
                 f"Invalid secret value specified: secret {name!r}: Secret value's length must "
                 f"be between 1 - {MAX_SECRET_VALUE_CHARS} chars long, got {length}"
@@ -458,6 +463,8 @@ def _validate_secrets(secrets: object, function_id: str, version_id: str) -> lis
 
 _BLANK = re.compile(r"\s*")
 _COMPACT = (",", ":")
+#: What Java's ``String.trim()`` takes off: every character up to U+0020.
+_JAVA_TRIMMED = "".join(map(chr, range(0x21)))
 
 
 def _validate_model_updates(updates: object) -> None:
@@ -983,10 +990,11 @@ class FunctionService:
                     "api_body_format",
                     "extra",
                     "container",
-                    "shared_with",
                     "public",
                 ):
                     setattr(saved, attr, getattr(version, attr))
+                if version.shared_with:  # else: what the API shared it with before the restart
+                    saved.shared_with = version.shared_with
                 self._attach(saved)
                 self._save(saved)
             return self.refresh(saved)
@@ -1213,11 +1221,27 @@ class FunctionService:
 
     # -- authorized parties (authorizations.py) ------------------------------------------------
 
+    def _refuse_public(self, function_id: str, version_id: str | None, operation: str) -> None:
+        """AuthorizedPartiesController's first check, whoever owns the function: a public one
+        (or version) is NVIDIA's to change."""
+        with self._lock:
+            public = any(
+                v.public
+                for v in self._versions.values()
+                if v.function_id == function_id
+                and (version_id is None or v.version_id == version_id)
+            )
+        if public:
+            raise BadRequest(
+                f"{authorizations.where(function_id, version_id)}: Cannot {operation} "
+                "authorized parties for public function"
+            )
+
     def _authorization_targets(
-        self, account: Account, function_id: str, version_id: str | None, operation: str
+        self, account: Account, function_id: str, version_id: str | None
     ) -> list[FunctionVersion]:
         """The account's own versions an authorization call acts on: the one named, or every
-        version of the function (oldest first); NVCF's 404, or its 400 for a public one."""
+        version of the function (oldest first); NVCF's 404 when there is none."""
         with self._lock:
             mine = [
                 v
@@ -1230,11 +1254,6 @@ class FunctionService:
             raise NotFound(
                 f"{authorizations.where(function_id, version_id)}: Not found in account "
                 f"'{account.nca_id}'"
-            )
-        if operation != "get" and any(v.public for v in mine):
-            raise BadRequest(
-                f"{authorizations.where(function_id, version_id)}: Cannot {operation} "
-                "authorized parties for public function"
             )
         return mine
 
@@ -1256,8 +1275,10 @@ class FunctionService:
     ) -> list[dict[str, Any]]:
         """Each version's authorized accounts, both levels merged (the function's first)."""
         out = []
-        for v in self._authorization_targets(account, function_id, version_id, "get"):
+        for v in self._authorization_targets(account, function_id, version_id):
             merged = list(dict.fromkeys([*sorted(v.function_shared_with), *sorted(v.shared_with)]))
+            if v.public:  # NVCF keeps a public function as the wildcard account
+                merged.append(authorizations.WILDCARD)
             out.append(authorizations.parties_dto(v.function_id, v.nca_id, v.version_id, merged))
         return out
 
@@ -1271,12 +1292,13 @@ class FunctionService:
     ) -> dict[str, Any]:
         """Replace the accounts of one level (the POST)."""
         parties = authorizations.validate_parties(body)
-        versions = self._authorization_targets(account, function_id, version_id, "create")
+        self._refuse_public(function_id, version_id, "create")
         if any(nca_id == authorizations.WILDCARD for nca_id, _ in parties):
             raise BadRequest(
                 f"{authorizations.where(function_id, version_id)}: Only NVIDIA Super Admin can "
                 "make a function public"
             )
+        versions = self._authorization_targets(account, function_id, version_id)
         for nca_id, client_id in parties:
             authorizations.check_party(nca_id, client_id, account.nca_id, known)
         accounts = frozenset(nca_id for nca_id, _ in parties)
@@ -1298,7 +1320,8 @@ class FunctionService:
         """Add or remove one account at one level (the PATCHes)."""
         operation = "add" if add else "remove"
         nca_id, client_id = authorizations.party_of(body)
-        versions = self._authorization_targets(account, function_id, version_id, operation)
+        self._refuse_public(function_id, version_id, operation)
+        versions = self._authorization_targets(account, function_id, version_id)
         at = authorizations.where(function_id, version_id)
         if nca_id == authorizations.WILDCARD:
             raise BadRequest(f"{at}: Invalid authz account '*' specified for {operation} operation")
@@ -1326,7 +1349,8 @@ class FunctionService:
         self, account: Account, function_id: str, version_id: str | None
     ) -> dict[str, Any]:
         """Forget the accounts of one level (the DELETE)."""
-        versions = self._authorization_targets(account, function_id, version_id, "delete")
+        self._refuse_public(function_id, version_id, "delete")
+        versions = self._authorization_targets(account, function_id, version_id)
         self._set_level(versions, version_id, frozenset())
         return authorizations.parties_dto(function_id, versions[0].nca_id, version_id, None)
 

@@ -13,7 +13,8 @@ the first call it counts and lasts its period; a call over ``N`` in the window i
 * The user tier, on top (both must allow): ``perUserRate``, counted per caller identity. The
   emulator's caller identity is the API key.
 
-Every counter of every applicable tier counts every check, allowed or not.
+Every rate of a tier counts every call the tier checks, allowed or not; the per-user tier is
+checked first, and a call it refuses is not counted on the account's rate.
 
 ``syncCheck: false`` (the default) lets a call through at once and checks in the background: the
 call that goes over the limit still runs, and marks the caller as limited for 60 s, during which
@@ -181,7 +182,10 @@ class RateLimiter:
         subject: str,
         now: float,
     ) -> str | None:
-        """Count the call on every counter that applies; what is exceeded, or ``None``."""
+        """Count the call on the counters that apply; what is exceeded, or ``None``. Every rate
+        of a tier counts; a tier that refuses ends the check (rate_limiter.go: "a blocked
+        request doesn't consume lower tiers' shared budget"), so a key over its per-user rate
+        does not use up its account's."""
         tiers: list[tuple[str, str, str]] = []  # (key prefix, rates, what it is)
         per_user = policy.get("perUserRate")
         if isinstance(per_user, str) and subject:
@@ -197,6 +201,8 @@ class RateLimiter:
             self._counters = {k: v for k, v in self._counters.items() if v[1] <= now < v[2]}
         exceeded = None
         for prefix, rates, what in tiers:
+            if exceeded is not None:
+                break
             for rate in parse_rates(rates):
                 key = prefix + rate.text
                 count, starts, ends = self._counters.get(key, (0, now, now))

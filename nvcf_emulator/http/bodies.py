@@ -44,6 +44,12 @@ def require_json(request: Request) -> None:
         )
 
 
+def _no_constant(name: str) -> object:
+    """``NaN`` and ``Infinity`` are no JSON: Jackson (NVCF's control plane) refuses them, and
+    kept, they would reach a container's strict JSON parser (a secrets.json)."""
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def read_json_object(request: Request, limit: int = MAX_JSON_BODY) -> dict[str, Any]:
     """The request body as a JSON object, or the 4xx NVCF would answer."""
     mimetype = request.mimetype
@@ -58,7 +64,7 @@ def read_json_object(request: Request, limit: int = MAX_JSON_BODY) -> dict[str, 
     if not raw.strip():
         raise BadRequest("Request body is missing: send a JSON object")
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_constant=_no_constant)
     except RecursionError:
         raise BadRequest("Request body is not valid JSON: nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:

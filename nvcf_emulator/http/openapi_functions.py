@@ -69,8 +69,8 @@ RATE_LIMIT: dict[str, Any] = {
         "rateLimit": {**_RATE, "type": ["string", "null"]},
         "exemptedNcaIds": {
             "type": ["array", "null"],
-            "maxItems": MAX_EXEMPTED,
             "items": {"type": "string"},
+            "description": f"At most {MAX_EXEMPTED} distinct NCA ids (a repeat counts once)",
         },
         "perNcaIdRate": {
             "type": ["object", "null"],
@@ -159,11 +159,16 @@ _SECRET: dict[str, Any] = {
             "pattern": SECRET_NAME_RE.pattern,
         },
         "value": {
-            "description": "A string that is not blank, or JSON (an object)",
+            "description": "A string with a character above U+0020 (Java's trim), or JSON (an "
+            "object); at most 32768 characters once trimmed",
             "not": {"type": "null"},
             "anyOf": [
                 {"not": {"type": "string"}},
-                {"type": "string", "pattern": NOT_BLANK, "maxLength": MAX_SECRET_VALUE_CHARS},
+                {
+                    "type": "string",
+                    "pattern": r"[^\x00-\x20]",
+                    "maxLength": MAX_SECRET_VALUE_CHARS,
+                },
             ],
         },
     },
@@ -767,6 +772,7 @@ _INVOCATION_RESPONSES: dict[str, Any] = {
     },
     "404": _problem("Unknown or not invocable function, asset or request"),
     "413": _problem("Body larger than max_request_bytes (5242880 by default)"),
+    "429": _problem("Over the function's rateLimit (or an injected fault)"),
     "431": _problem("Headers too large"),
     "4XX": {
         **_problem("The container's error, as problem JSON (errored)"),
@@ -911,25 +917,31 @@ def invocation_paths(config: EmulatorConfig) -> dict[str, Any]:
     }
 
 
-_PARTY: dict[str, Any] = {
-    "type": "object",
-    "required": ["ncaId"],
-    "properties": {
-        "ncaId": {
-            "type": "string",
-            "pattern": NOT_BLANK,
-            "not": {"const": "*"},
-            "description": "An account the emulator knows (any, when it takes any key); not "
-            "the owner's, and not * (only NVIDIA makes a function public)",
+def _party(client_id: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["ncaId"],
+        "properties": {
+            "ncaId": {
+                "type": "string",
+                "pattern": NOT_BLANK,
+                "not": {"const": "*"},
+                "description": "An account the emulator knows (any, when it takes any key); "
+                "not the owner's, and not * (only NVIDIA makes a function public)",
+            },
+            "clientId": {
+                **client_id,
+                "description": "Not to be given (NVCF: should not be specified anymore); the "
+                "emulator has no OAuth clients",
+            },
         },
-        "clientId": {
-            "type": ["string", "null"],
-            "maxLength": 0,
-            "description": "Not to be given (NVCF: should not be specified anymore); the "
-            "emulator has no OAuth clients",
-        },
-    },
-}
+    }
+
+
+#: A create body's party: no clientId at all (an empty one is "only whitespace", a 400).
+_PARTY = _party({"type": "null"})
+#: A PATCH body's party: a blank clientId is as none.
+_PATCH_PARTY = _party({"type": ["string", "null"], "pattern": r"^\s*$"})
 _PARTIES_DTO: dict[str, Any] = {
     "type": "object",
     "required": ["id", "ncaId"],
@@ -961,7 +973,7 @@ FUNCTION_SCHEMAS.update(
         "PatchAuthorizedPartyRequest": {
             "type": "object",
             "required": ["authorizedParty"],
-            "properties": {"authorizedParty": _PARTY},
+            "properties": {"authorizedParty": _PATCH_PARTY},
         },
         "AuthorizedPartiesResponse": _exact({"function": _PARTIES_DTO}),
         "ListAuthorizedPartiesResponse": _exact(
