@@ -169,8 +169,6 @@ def _use_real_ids(case: schemathesis.Case, targets: Targets) -> None:
 def _min_not_above_max(case: schemathesis.Case) -> None:
     """``minInstances <= maxInstances`` spans two members, which JSON Schema cannot state (the
     schema says it in prose): in a schema-valid case, order a generated pair that breaks it."""
-    if case.meta is None or not case.meta.generation.mode.is_positive:
-        return
     body = case.body
     specs = body.get("deploymentSpecifications") if isinstance(body, dict) else None
     for spec in specs if isinstance(specs, list) else []:
@@ -193,8 +191,6 @@ def _min_not_above_max(case: schemathesis.Case) -> None:
 def _one_value_per_secret(case: schemathesis.Case) -> None:
     """No secret name twice with different values spans items, which JSON Schema cannot state
     (the schema says it in prose): in a schema-valid case, keep each name's first value."""
-    if case.meta is None or not case.meta.generation.mode.is_positive:
-        return
     secrets = case.body.get("secrets") if isinstance(case.body, dict) else None
     if isinstance(secrets, list):
         first: dict[object, object] = {}
@@ -207,8 +203,6 @@ def _no_exemption_with_its_own_rate(case: schemathesis.Case) -> None:
     """An NCA id with a perNcaIdRate may not be in exemptedNcaIds, across two members, which
     JSON Schema cannot state (the schema says it in prose): in a schema-valid case, drop
     such ids from the exemptions."""
-    if case.meta is None or not case.meta.generation.mode.is_positive:
-        return
     policy = case.body.get("rateLimit") if isinstance(case.body, dict) else None
     if not isinstance(policy, dict):
         return
@@ -220,8 +214,6 @@ def _no_exemption_with_its_own_rate(case: schemathesis.Case) -> None:
 def _one_entry_per_account(case: schemathesis.Case) -> None:
     """No NCA id twice among authorizedParties (JSON Schema's uniqueItems compares whole
     items, not one member): in a schema-valid case, keep each account's first entry."""
-    if case.meta is None or not case.meta.generation.mode.is_positive:
-        return
     parties = case.body.get("authorizedParties") if isinstance(case.body, dict) else None
     if isinstance(parties, list):
         seen: set[object] = set()
@@ -232,6 +224,16 @@ def _one_entry_per_account(case: schemathesis.Case) -> None:
                 seen.add(nca_id)
                 kept.append(party)
         case.body["authorizedParties"] = kept
+
+
+#: Rules across members that JSON Schema cannot state (the schema says them in prose): each
+#: rewrites a schema-valid (positive) case that breaks its rule into one that keeps it.
+_CROSS_MEMBER_RULES = (
+    _min_not_above_max,
+    _one_value_per_secret,
+    _no_exemption_with_its_own_rate,
+    _one_entry_per_account,
+)
 
 
 def _is_number(value: object) -> bool:
@@ -247,10 +249,9 @@ def _is_number(value: object) -> bool:
 )
 def test_fuzz(case: schemathesis.Case, api: Api, targets: Targets) -> None:
     _use_real_ids(case, targets)
-    _min_not_above_max(case)
-    _one_value_per_secret(case)
-    _no_exemption_with_its_own_rate(case)
-    _one_entry_per_account(case)
+    if case.meta is not None and case.meta.generation.mode.is_positive:
+        for keep_schema_valid in _CROSS_MEMBER_RULES:
+            keep_schema_valid(case)
     # A case without Authorization is one that tests its absence: send it as generated.
     auth = AUTH if "Authorization" in (case.headers or {}) else None
     case.call_and_validate(base_url=api.base_url, headers=auth)

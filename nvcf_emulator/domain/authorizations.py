@@ -14,7 +14,7 @@ refused. The accounts one may name are those the emulator knows: the NCA ids of 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from .errors import BadRequest, NvcfError
@@ -84,7 +84,7 @@ def party_of(body: Mapping[str, Any]) -> tuple[str, str | None]:
 
 
 def check_party(
-    nca_id: str, client_id: str | None, owner: str, known: Iterable[str] | None
+    nca_id: str, client_id: str | None, owner: str, known: Collection[str] | None
 ) -> None:
     """The facade's ``validateAuthorizedParty``: not the owner, no client, a known account."""
     if nca_id == owner:
@@ -96,7 +96,7 @@ def check_party(
             f"Invalid request: client '{client_id}' is not set up with account '{nca_id}' "
             "(the emulator has no OAuth clients: leave clientId out, as NVCF's API asks)"
         )
-    if known is not None and nca_id != WILDCARD and nca_id not in set(known):
+    if known is not None and nca_id != WILDCARD and nca_id not in known:
         raise BadRequest(
             f"Account with ncaId '{nca_id}' not found (the emulator's accounts are the NCA "
             "ids of its API keys: api_keys / --api-key KEY=NCA_ID)"

@@ -21,7 +21,7 @@ import logging
 import re
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -900,6 +900,12 @@ class FunctionService:
         extra = {k: copy.deepcopy(body[k]) for k in _EXTRA if body.get(k) is not None}
         if "secrets" in extra:
             extra["secrets"] = _validate_secrets(extra["secrets"], function_id, version_id)
+        with self._lock:
+            # FunctionManagementService.findAuthNcaIds: a new version of a function inherits
+            # its function-level authorized accounts.
+            sibling = next(
+                (v for v in self._versions.values() if v.function_id == function_id), None
+            )
         return FunctionVersion(
             function_id=function_id,
             version_id=version_id,
@@ -914,6 +920,7 @@ class FunctionService:
             api_body_format=fmt,
             container_image=image,
             extra=extra,
+            function_shared_with=sibling.function_shared_with if sibling else frozenset(),
         )
 
     def create(
@@ -943,8 +950,6 @@ class FunctionService:
         if strict:
             body = _api_body(body, name)
         version = self._build(account, body, function_id, name)
-        # FunctionManagementService.findAuthNcaIds: the function-level accounts carry over.
-        version.function_shared_with = existing[0].function_shared_with
         self._insert(version)
         return version
 
@@ -973,10 +978,6 @@ class FunctionService:
         )
         version.container = container
         version.shared_with = frozenset(shared_with)
-        with self._lock:
-            siblings = [v for v in self._versions.values() if v.function_id == version.function_id]
-        if siblings:
-            version.function_shared_with = siblings[0].function_shared_with
         version.public = public
         version.direct = True
         if saved is not None:
@@ -1203,9 +1204,11 @@ class FunctionService:
         given = _validate_secrets(secrets, function_id, version_id)
         with self._lock:
             version = self._versions.get(version_id)
-            if version is None or version.function_id != function_id:
-                raise NotFound(version_not_found_message(function_id, version_id, account.nca_id))
-            if version.nca_id != account.nca_id:  # shared with it, or public: not its own
+            if (
+                version is None
+                or version.function_id != function_id
+                or version.nca_id != account.nca_id  # shared with it, or public: not its own
+            ):
                 raise NotFound(version_not_found_message(function_id, version_id, account.nca_id))
             existing = version.secret_values()
             if not existing and version.status is not FunctionStatus.INACTIVE:
@@ -1288,7 +1291,7 @@ class FunctionService:
         function_id: str,
         version_id: str | None,
         body: Mapping[str, Any],
-        known: Iterable[str] | None,
+        known: Collection[str] | None,
     ) -> dict[str, Any]:
         """Replace the accounts of one level (the POST)."""
         parties = authorizations.validate_parties(body)
@@ -1313,7 +1316,7 @@ class FunctionService:
         function_id: str,
         version_id: str | None,
         body: Mapping[str, Any],
-        known: Iterable[str] | None,
+        known: Collection[str] | None,
         *,
         add: bool,
     ) -> dict[str, Any]:

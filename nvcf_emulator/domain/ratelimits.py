@@ -28,6 +28,7 @@ the window (or its memory) is gone: the next call opens a new one.
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from collections.abc import Mapping
@@ -116,9 +117,11 @@ class Rate:
     text: str
 
 
-def parse_rates(text: str) -> list[Rate]:
+@functools.lru_cache(maxsize=1024)
+def parse_rates(text: str) -> tuple[Rate, ...]:
     """rate_limiter.go's ``parseRates``: each ``N-U`` once; of two with the same period, the
-    stricter (the first on a tie). Unreadable entries are skipped."""
+    stricter (the first on a tie). Unreadable entries are skipped. Cached: every call of a
+    limited function reads its policy's few rate texts (rate_limiter.go caches them too)."""
     candidates: list[Rate] = []
     for part in text.split(","):
         part = part.strip()
@@ -132,7 +135,7 @@ def parse_rates(text: str) -> list[Rate]:
     for rate in candidates:
         if rate.period not in kept or rate.limit < kept[rate.period].limit:
             kept[rate.period] = rate
-    return [r for r in candidates if kept[r.period] is r]
+    return tuple(r for r in candidates if kept[r.period] is r)
 
 
 class TooManyRequests(NvcfError):
@@ -163,6 +166,11 @@ class RateLimiter:
         now = self.clock.now()
         caller = (subject, nca_id, version_id)
         with self._lock:
+            if len(self._counters) >= self.PRUNE_AT:  # what no call can meet again
+                self._counters = {k: v for k, v in self._counters.items() if v[1] <= now < v[2]}
+                self._limited = {
+                    k: t for k, t in self._limited.items() if t <= now < t + LIMITED_MEMORY
+                }
             since = self._limited.get(caller)
             # A memory made "after" now (the clock was moved back) is none.
             remembered = since is not None and since <= now < since + LIMITED_MEMORY
@@ -197,8 +205,6 @@ class RateLimiter:
             tiers.append((f"{nca_id}:{version_id}:", mine, f"rate of NCA id '{nca_id}'"))
         elif isinstance(global_rate, str) and nca_id not in (policy.get("exemptedNcaIds") or ()):
             tiers.append((f"{nca_id}:{version_id}:", global_rate, "rate limit"))
-        if len(self._counters) >= self.PRUNE_AT:
-            self._counters = {k: v for k, v in self._counters.items() if v[1] <= now < v[2]}
         exceeded = None
         for prefix, rates, what in tiers:
             if exceeded is not None:

@@ -153,9 +153,7 @@ def _function_entries(emu: Emulator) -> list[dict[str, object]]:
                 "containerImage": v.container_image,
                 # Where its container reads its secrets (None when it has none).
                 "secretsFile": (
-                    str(emu.secrets_file(v.function_id, v.version_id))
-                    if v.secret_values()
-                    else None
+                    str(emu.secret_files.path(v.version_id)) if v.secret_values() else None
                 ),
             }
         )

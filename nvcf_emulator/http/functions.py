@@ -78,11 +78,12 @@ _FALSE = frozenset({"false", "off", "no", "0"})
 
 
 def _flag(request: Request, name: str, default: bool) -> bool:
-    value = request.args.get(name)
-    if value is None or not value.strip():
+    value = request.args.get(name, "")
+    word = value.strip().lower()
+    if not word:
         return default
-    if value.strip().lower() in _TRUE | _FALSE:
-        return value.strip().lower() in _TRUE
+    if word in _TRUE or word in _FALSE:
+        return word in _TRUE
     raise BadRequest(f"Invalid value for query parameter '{name}': {value!r} is not a boolean")
 
 

@@ -984,7 +984,7 @@ FUNCTION_SCHEMAS.update(
 
 
 def _authorization_op(op_id: str, *codes: int, body: str | None = None, **kw: Any) -> Any:
-    return {**_function_op(op_id, "AuthorizedPartiesResponse", 404, *codes, body=body, **kw)}
+    return _function_op(op_id, "AuthorizedPartiesResponse", 404, *codes, body=body, **kw)
 
 
 def authorization_paths() -> dict[str, Any]:

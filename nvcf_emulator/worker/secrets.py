@@ -48,18 +48,20 @@ class SecretFiles:
             if self._written.get(version_id) == text:
                 return
             if text is None:
-                self._written.pop(version_id, None)
-                shutil.rmtree(self.root / version_id, ignore_errors=True)
+                self._forget(version_id)
                 return
             try:
                 self._write(version_id, text)
             except OSError as exc:
                 # A full disk: no stale values for the container to read either.
-                self._written.pop(version_id, None)
-                shutil.rmtree(self.root / version_id, ignore_errors=True)
+                self._forget(version_id)
                 log.warning("could not write the secrets file of version %s: %s", version_id, exc)
                 return
             self._written[version_id] = text
+
+    def _forget(self, version_id: str) -> None:
+        self._written.pop(version_id, None)
+        shutil.rmtree(self.root / version_id, ignore_errors=True)
 
     def _write(self, version_id: str, text: str) -> None:
         directory = self.root / version_id
